@@ -1,0 +1,614 @@
+//! Typed keys: RSA (2048–8192 bits), EC P-256 and oct.
+//!
+//! Private keys hold their material in buffers that zeroize on drop, and their
+//! `Debug` shows only public facts. Constructors validate: a value of one of
+//! these types is always a usable key.
+
+use std::fmt;
+
+use aws_lc_rs::agreement;
+use aws_lc_rs::encoding::{AsBigEndian, AsDer};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _};
+use der::{Decode, Encode};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::b64;
+use crate::error::{Error, Result};
+use crate::jwk::{Jwk, SecretString};
+
+/// Smallest RSA modulus accepted, in bits.
+pub const RSA_MIN_BITS: usize = 2048;
+/// Largest RSA modulus accepted, in bits.
+pub const RSA_MAX_BITS: usize = 8192;
+const RSA_SIZES: &str = "RSA keys must be 2048 to 8192 bits";
+
+/// PEM label of a SubjectPublicKeyInfo.
+const PEM_PUBLIC: &str = "PUBLIC KEY";
+/// PEM label of a PKCS#8 private key.
+const PEM_PRIVATE: &str = "PRIVATE KEY";
+
+fn strip_leading_zeros(b: &[u8]) -> &[u8] {
+    let i = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+    &b[i..]
+}
+
+fn pem_decode(pem: &str) -> Result<(String, Zeroizing<Vec<u8>>)> {
+    let (label, der) = der::pem::decode_vec(pem.trim().as_bytes()).map_err(|e| Error::Pem(e.to_string()))?;
+    Ok((label.to_string(), Zeroizing::new(der)))
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der).expect("PEM encoding of DER cannot fail")
+}
+
+/// RFC 7638 thumbprint: SHA-256 over the canonical required members, base64url.
+fn thumbprint(canonical_json: &str) -> String {
+    b64::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical_json.as_bytes()))
+}
+
+// ---------------------------------------------------------------- oct
+
+/// A symmetric key. Zeroized on drop; compared in constant time; never printed.
+#[derive(Clone)]
+pub struct OctKey {
+    k: Zeroizing<Vec<u8>>,
+    kid: Option<String>,
+}
+
+impl OctKey {
+    /// Wraps key bytes (1 to 64 bytes).
+    pub fn new(k: Vec<u8>, kid: Option<String>) -> Result<Self> {
+        let k = Zeroizing::new(k);
+        if k.is_empty() || k.len() > 64 {
+            return Err(Error::KeySize { kind: "oct", bits: k.len() * 8, allowed: "oct keys must be 8 to 512 bits" });
+        }
+        Ok(Self { k, kid })
+    }
+
+    /// A fresh random key of `len` bytes.
+    pub fn generate(len: usize, kid: Option<String>) -> Result<Self> {
+        let mut k = Zeroizing::new(vec![0u8; len]);
+        aws_lc_rs::rand::fill(&mut k).map_err(|_| Error::Crypto("random"))?;
+        Self::new(std::mem::take(&mut *k), kid)
+    }
+
+    /// The key bytes. Handle with care.
+    pub fn expose(&self) -> &[u8] {
+        &self.k
+    }
+
+    /// Key id.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// Sets the key id.
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    /// The JWK, including `k`.
+    pub fn to_jwk(&self) -> Jwk {
+        Jwk {
+            kty: "oct".into(),
+            kid: self.kid.clone(),
+            k: Some(SecretString::new(b64::encode(&*self.k))),
+            ..Default::default()
+        }
+    }
+}
+
+impl PartialEq for OctKey {
+    fn eq(&self, other: &Self) -> bool {
+        bool::from(self.k.as_slice().ct_eq(other.k.as_slice())) && self.kid == other.kid
+    }
+}
+impl Eq for OctKey {}
+
+impl fmt::Debug for OctKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OctKey").field("bits", &(self.k.len() * 8)).field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------- RSA
+
+/// An RSA public key (2048 to 8192 bits).
+#[derive(Clone)]
+pub struct RsaPublicKey {
+    n: Vec<u8>,
+    e: Vec<u8>,
+    kid: Option<String>,
+    enc: rsa::PublicEncryptingKey,
+}
+
+impl RsaPublicKey {
+    /// From big-endian modulus and exponent.
+    pub fn from_components(n: &[u8], e: &[u8], kid: Option<String>) -> Result<Self> {
+        let n = strip_leading_zeros(n);
+        let e = strip_leading_zeros(e);
+        let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+        if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+            return Err(Error::KeySize { kind: "RSA", bits, allowed: RSA_SIZES });
+        }
+        // Exponent: odd, at least 3, at most 33 bits (what AWS-LC accepts).
+        if e.is_empty() || e.len() > 5 || e[e.len() - 1] & 1 == 0 || (e.len() == 1 && e[0] < 3) {
+            return Err(Error::InvalidKey("RSA public exponent"));
+        }
+        let der = pkcs1::RsaPublicKey {
+            modulus: der::asn1::UintRef::new(n).map_err(|_| Error::InvalidKey("RSA"))?,
+            public_exponent: der::asn1::UintRef::new(e).map_err(|_| Error::InvalidKey("RSA"))?,
+        }
+        .to_der()
+        .map_err(|_| Error::InvalidKey("RSA"))?;
+        let enc = rsa::PublicEncryptingKey::from_der(&der).map_err(|_| Error::InvalidKey("RSA"))?;
+        Ok(Self { n: n.to_vec(), e: e.to_vec(), kid, enc })
+    }
+
+    /// From DER: SubjectPublicKeyInfo or PKCS#1 RSAPublicKey.
+    pub fn from_der(der: &[u8], kid: Option<String>) -> Result<Self> {
+        let pk = rsa::PublicKey::from_der(der).map_err(|_| Error::InvalidKey("RSA"))?;
+        Self::from_components(pk.modulus().big_endian_without_leading_zero(), pk.exponent().big_endian_without_leading_zero(), kid)
+    }
+
+    /// From PEM (`PUBLIC KEY` or `RSA PUBLIC KEY`).
+    pub fn from_pem(pem: &str, kid: Option<String>) -> Result<Self> {
+        let (label, der) = pem_decode(pem)?;
+        match label.as_str() {
+            PEM_PUBLIC | "RSA PUBLIC KEY" => Self::from_der(&der, kid),
+            other => Err(Error::Pem(format!("expected an RSA public key, found `{}`", other.chars().take(32).collect::<String>()))),
+        }
+    }
+
+    /// SubjectPublicKeyInfo DER.
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        self.enc.as_der().expect("SPKI of a valid key").as_ref().to_vec()
+    }
+
+    /// PEM (`PUBLIC KEY`).
+    pub fn to_pem(&self) -> String {
+        pem_encode(PEM_PUBLIC, &self.to_spki_der())
+    }
+
+    /// Modulus size in bits.
+    pub fn bits(&self) -> usize {
+        self.enc.key_size_bits()
+    }
+
+    /// Key id.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// Sets the key id.
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    /// RFC 7638 thumbprint.
+    pub fn thumbprint(&self) -> String {
+        thumbprint(&format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, b64::encode(&self.e), b64::encode(&self.n)))
+    }
+
+    /// The public JWK.
+    pub fn to_jwk(&self) -> Jwk {
+        Jwk {
+            kty: "RSA".into(),
+            kid: self.kid.clone(),
+            n: Some(b64::encode(&self.n)),
+            e: Some(b64::encode(&self.e)),
+            ..Default::default()
+        }
+    }
+
+    /// RSAES-OAEP with SHA-1 and MGF1-SHA-1 (JOSE `RSA-OAEP`).
+    pub(crate) fn encrypt_oaep(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let key = rsa::OaepPublicEncryptingKey::new(self.enc.clone()).map_err(|_| Error::Crypto("RSA-OAEP key"))?;
+        let mut out = vec![0u8; key.ciphertext_size()];
+        let n = key
+            .encrypt(&rsa::OAEP_SHA1_MGF1SHA1, plaintext, &mut out, None)
+            .map_err(|_| Error::Crypto("RSA-OAEP encrypt"))?
+            .len();
+        out.truncate(n);
+        Ok(out)
+    }
+
+    pub(crate) fn verify(&self, params: &'static signature::RsaParameters, msg: &[u8], sig: &[u8]) -> Result<()> {
+        signature::RsaPublicKeyComponents { n: &self.n, e: &self.e }
+            .verify(params, msg, sig)
+            .map_err(|_| Error::BadSignature)
+    }
+}
+
+impl PartialEq for RsaPublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.n == other.n && self.e == other.e
+    }
+}
+impl Eq for RsaPublicKey {}
+
+impl fmt::Debug for RsaPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RsaPublicKey").field("bits", &self.bits()).field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+/// An RSA private key (2048 to 8192 bits). Its PKCS#8 form zeroizes on drop.
+pub struct RsaPrivateKey {
+    pkcs8: Zeroizing<Vec<u8>>,
+    signer: rsa::KeyPair,
+    decrypter: rsa::OaepPrivateDecryptingKey,
+    public: RsaPublicKey,
+}
+
+impl RsaPrivateKey {
+    /// A fresh key of 2048, 3072, 4096 or 8192 bits.
+    pub fn generate(bits: usize, kid: Option<String>) -> Result<Self> {
+        let size = match bits {
+            2048 => rsa::KeySize::Rsa2048,
+            3072 => rsa::KeySize::Rsa3072,
+            4096 => rsa::KeySize::Rsa4096,
+            8192 => rsa::KeySize::Rsa8192,
+            _ => return Err(Error::KeySize { kind: "RSA", bits, allowed: "generate 2048, 3072, 4096 or 8192 bits" }),
+        };
+        let kp = rsa::KeyPair::generate(size).map_err(|_| Error::Crypto("RSA keygen"))?;
+        let der = kp.as_der().map_err(|_| Error::Crypto("RSA PKCS#8"))?;
+        Self::from_pkcs8_der(der.as_ref(), kid)
+    }
+
+    /// From PKCS#8 DER.
+    pub fn from_pkcs8_der(der: &[u8], kid: Option<String>) -> Result<Self> {
+        let signer = rsa::KeyPair::from_pkcs8(der).map_err(|_| Error::InvalidKey("RSA"))?;
+        let bits = signer.public_modulus_len() * 8;
+        if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+            return Err(Error::KeySize { kind: "RSA", bits, allowed: RSA_SIZES });
+        }
+        let decrypter = rsa::PrivateDecryptingKey::from_pkcs8(der)
+            .ok()
+            .and_then(|k| rsa::OaepPrivateDecryptingKey::new(k).ok())
+            .ok_or(Error::InvalidKey("RSA"))?;
+        let pk = signer.public_key();
+        let public = RsaPublicKey::from_components(
+            pk.modulus().big_endian_without_leading_zero(),
+            pk.exponent().big_endian_without_leading_zero(),
+            kid,
+        )?;
+        Ok(Self { pkcs8: Zeroizing::new(der.to_vec()), signer, decrypter, public })
+    }
+
+    /// From PKCS#1 RSAPrivateKey DER.
+    pub fn from_pkcs1_der(der: &[u8], kid: Option<String>) -> Result<Self> {
+        let kp = rsa::KeyPair::from_der(der).map_err(|_| Error::InvalidKey("RSA"))?;
+        let p8 = kp.as_der().map_err(|_| Error::Crypto("RSA PKCS#8"))?;
+        Self::from_pkcs8_der(p8.as_ref(), kid)
+    }
+
+    /// From PEM (`PRIVATE KEY` or `RSA PRIVATE KEY`).
+    pub fn from_pem(pem: &str, kid: Option<String>) -> Result<Self> {
+        let (label, der) = pem_decode(pem)?;
+        match label.as_str() {
+            PEM_PRIVATE => Self::from_pkcs8_der(&der, kid),
+            "RSA PRIVATE KEY" => Self::from_pkcs1_der(&der, kid),
+            other => Err(Error::Pem(format!("expected an RSA private key, found `{}`", other.chars().take(32).collect::<String>()))),
+        }
+    }
+
+    /// From JWK components (big-endian). All CRT members are required and checked.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_components(
+        n: &[u8],
+        e: &[u8],
+        d: &[u8],
+        p: &[u8],
+        q: &[u8],
+        dp: &[u8],
+        dq: &[u8],
+        qi: &[u8],
+        kid: Option<String>,
+    ) -> Result<Self> {
+        // Check the size first so that the error names it.
+        RsaPublicKey::from_components(n, e, None)?;
+        let comps = rsa::KeyPairComponents {
+            public_key: rsa::PublicKeyComponents { n: strip_leading_zeros(n), e: strip_leading_zeros(e) },
+            d,
+            p,
+            q,
+            dP: dp,
+            dQ: dq,
+            qInv: qi,
+        };
+        let kp = rsa::KeyPair::from_components(&comps).map_err(|_| Error::InvalidKey("RSA"))?;
+        let p8 = kp.as_der().map_err(|_| Error::Crypto("RSA PKCS#8"))?;
+        Self::from_pkcs8_der(p8.as_ref(), kid)
+    }
+
+    /// PKCS#8 DER. Handle with care.
+    pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        self.pkcs8.clone()
+    }
+
+    /// PEM (`PRIVATE KEY`, PKCS#8), zeroized on drop. Handle with care.
+    pub fn to_pem(&self) -> Zeroizing<String> {
+        Zeroizing::new(pem_encode(PEM_PRIVATE, &self.pkcs8))
+    }
+
+    /// The public half.
+    pub fn public_key(&self) -> &RsaPublicKey {
+        &self.public
+    }
+
+    /// Key id.
+    pub fn kid(&self) -> Option<&str> {
+        self.public.kid()
+    }
+
+    /// The private JWK, with all CRT members. Handle with care.
+    pub fn to_jwk(&self) -> Jwk {
+        let mut jwk = self.public.to_jwk();
+        let pki = pkcs8::PrivateKeyInfo::from_der(&self.pkcs8).expect("own PKCS#8 parses");
+        let k = pkcs1::RsaPrivateKey::from_der(pki.private_key).expect("own PKCS#1 parses");
+        let s = |u: der::asn1::UintRef<'_>| Some(SecretString::new(b64::encode(u.as_bytes())));
+        jwk.d = s(k.private_exponent);
+        jwk.p = s(k.prime1);
+        jwk.q = s(k.prime2);
+        jwk.dp = s(k.exponent1);
+        jwk.dq = s(k.exponent2);
+        jwk.qi = s(k.coefficient);
+        jwk
+    }
+
+    pub(crate) fn sign(&self, enc: &'static dyn signature::RsaEncoding, msg: &[u8]) -> Result<Vec<u8>> {
+        let mut sig = vec![0u8; self.signer.public_modulus_len()];
+        self.signer.sign(enc, &SystemRandom::new(), msg, &mut sig).map_err(|_| Error::Crypto("RSA sign"))?;
+        Ok(sig)
+    }
+
+    /// RSA-OAEP decryption; `None` on any failure (callers must not reveal why).
+    pub(crate) fn decrypt_oaep(&self, ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        let mut out = Zeroizing::new(vec![0u8; self.decrypter.min_output_size()]);
+        let n = self.decrypter.decrypt(&rsa::OAEP_SHA1_MGF1SHA1, ciphertext, &mut out, None).ok()?.len();
+        out.truncate(n);
+        Some(out)
+    }
+}
+
+impl fmt::Debug for RsaPrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RsaPrivateKey").field("bits", &self.public.bits()).field("kid", &self.public.kid).finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------- EC P-256
+
+/// A P-256 public key: a validated point on the curve.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EcPublicKey {
+    point: [u8; 65],
+    kid: Option<String>,
+}
+
+/// id-ecPublicKey.
+const OID_EC_PUBLIC_KEY: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// prime256v1 / secp256r1.
+const OID_P256: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+
+impl EcPublicKey {
+    /// From the JWK `x` and `y` coordinates (32 bytes each).
+    pub fn from_coordinates(x: &[u8], y: &[u8], kid: Option<String>) -> Result<Self> {
+        if x.len() != 32 || y.len() != 32 {
+            return Err(Error::InvalidKey("P-256 (coordinates must be 32 bytes)"));
+        }
+        let mut point = [0u8; 65];
+        point[0] = 4;
+        point[1..33].copy_from_slice(x);
+        point[33..].copy_from_slice(y);
+        Self::from_sec1(&point, kid)
+    }
+
+    /// From an uncompressed SEC1 point (65 bytes, leading 0x04).
+    pub fn from_sec1(bytes: &[u8], kid: Option<String>) -> Result<Self> {
+        let point: [u8; 65] = bytes.try_into().map_err(|_| Error::InvalidKey("P-256 (point must be 65 bytes)"))?;
+        if point[0] != 4 {
+            return Err(Error::InvalidKey("P-256 (point must be uncompressed)"));
+        }
+        // Parsing checks that the point is on the curve and not the identity.
+        agreement::ParsedPublicKey::try_from(&agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &point[..]))
+            .map_err(|_| Error::InvalidKey("P-256 (point not on the curve)"))?;
+        Ok(Self { point, kid })
+    }
+
+    /// From SubjectPublicKeyInfo DER.
+    pub fn from_spki_der(der: &[u8], kid: Option<String>) -> Result<Self> {
+        let spki = spki::SubjectPublicKeyInfoRef::from_der(der).map_err(|_| Error::InvalidKey("P-256 SPKI"))?;
+        let params = spki.algorithm.parameters_oid().ok();
+        if spki.algorithm.oid != OID_EC_PUBLIC_KEY || params != Some(OID_P256) {
+            return Err(Error::InvalidKey("P-256 SPKI (not an id-ecPublicKey on P-256)"));
+        }
+        let bits = spki.subject_public_key.as_bytes().ok_or(Error::InvalidKey("P-256 SPKI"))?;
+        Self::from_sec1(bits, kid)
+    }
+
+    /// From PEM (`PUBLIC KEY`).
+    pub fn from_pem(pem: &str, kid: Option<String>) -> Result<Self> {
+        let (label, der) = pem_decode(pem)?;
+        if label != PEM_PUBLIC {
+            return Err(Error::Pem(format!("expected an EC public key, found `{}`", label.chars().take(32).collect::<String>())));
+        }
+        Self::from_spki_der(&der, kid)
+    }
+
+    /// SubjectPublicKeyInfo DER.
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        let spki = spki::SubjectPublicKeyInfoRef {
+            algorithm: spki::AlgorithmIdentifier { oid: OID_EC_PUBLIC_KEY, parameters: Some(der::asn1::AnyRef::from(&OID_P256)) },
+            subject_public_key: der::asn1::BitStringRef::from_bytes(&self.point).expect("65-byte bit string"),
+        };
+        spki.to_der().expect("SPKI encodes")
+    }
+
+    /// PEM (`PUBLIC KEY`).
+    pub fn to_pem(&self) -> String {
+        pem_encode(PEM_PUBLIC, &self.to_spki_der())
+    }
+
+    /// The uncompressed SEC1 point.
+    pub fn sec1(&self) -> &[u8; 65] {
+        &self.point
+    }
+
+    /// Key id.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// Sets the key id.
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    /// The public JWK.
+    pub fn to_jwk(&self) -> Jwk {
+        Jwk {
+            kty: "EC".into(),
+            kid: self.kid.clone(),
+            crv: Some("P-256".into()),
+            x: Some(b64::encode(&self.point[1..33])),
+            y: Some(b64::encode(&self.point[33..])),
+            ..Default::default()
+        }
+    }
+
+    /// RFC 7638 thumbprint.
+    pub fn thumbprint(&self) -> String {
+        let j = self.to_jwk();
+        thumbprint(&format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, j.x.unwrap_or_default(), j.y.unwrap_or_default()))
+    }
+
+    pub(crate) fn verify_es256(&self, msg: &[u8], sig: &[u8]) -> Result<()> {
+        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &self.point[..])
+            .verify(msg, sig)
+            .map_err(|_| Error::BadSignature)
+    }
+}
+
+impl fmt::Debug for EcPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EcPublicKey").field("crv", &"P-256").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+/// A P-256 private key. The scalar zeroizes on drop.
+#[derive(Clone)]
+pub struct EcPrivateKey {
+    d: Zeroizing<[u8; 32]>,
+    public: EcPublicKey,
+}
+
+impl EcPrivateKey {
+    /// A fresh random key.
+    pub fn generate(kid: Option<String>) -> Result<Self> {
+        let sk = agreement::PrivateKey::generate(&agreement::ECDH_P256).map_err(|_| Error::Crypto("P-256 keygen"))?;
+        Self::from_agreement_key(&sk, kid)
+    }
+
+    fn from_agreement_key(sk: &agreement::PrivateKey, kid: Option<String>) -> Result<Self> {
+        let bin: aws_lc_rs::encoding::EcPrivateKeyBin<'_> = sk.as_be_bytes().map_err(|_| Error::Crypto("P-256 export"))?;
+        let mut d = Zeroizing::new([0u8; 32]);
+        d.copy_from_slice(bin.as_ref());
+        let pk = sk.compute_public_key().map_err(|_| Error::Crypto("P-256 public"))?;
+        let public = EcPublicKey::from_sec1(pk.as_ref(), kid)?;
+        Ok(Self { d, public })
+    }
+
+    /// From the 32-byte scalar; if `expected` is given, the derived public key must equal it.
+    pub fn from_scalar(d: &[u8], expected: Option<&EcPublicKey>, kid: Option<String>) -> Result<Self> {
+        if d.len() != 32 {
+            return Err(Error::InvalidKey("P-256 (private scalar must be 32 bytes)"));
+        }
+        let sk = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, d).map_err(|_| Error::InvalidKey("P-256"))?;
+        let key = Self::from_agreement_key(&sk, kid)?;
+        if let Some(exp) = expected {
+            if exp.point != key.public.point {
+                return Err(Error::InvalidKey("P-256 (d does not match x, y)"));
+            }
+        }
+        Ok(key)
+    }
+
+    /// From DER: PKCS#8 or SEC1 (RFC 5915).
+    pub fn from_der(der: &[u8], kid: Option<String>) -> Result<Self> {
+        let kp = EcdsaKeyPair::from_private_key_der(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
+            .map_err(|_| Error::InvalidKey("P-256"))?;
+        let bin: aws_lc_rs::encoding::EcPrivateKeyBin<'_> = kp.private_key().as_be_bytes().map_err(|_| Error::Crypto("P-256 export"))?;
+        Self::from_scalar(bin.as_ref(), None, kid)
+    }
+
+    /// From PEM (`PRIVATE KEY` or `EC PRIVATE KEY`).
+    pub fn from_pem(pem: &str, kid: Option<String>) -> Result<Self> {
+        let (label, der) = pem_decode(pem)?;
+        match label.as_str() {
+            PEM_PRIVATE | "EC PRIVATE KEY" => Self::from_der(&der, kid),
+            other => Err(Error::Pem(format!("expected an EC private key, found `{}`", other.chars().take(32).collect::<String>()))),
+        }
+    }
+
+    fn ecdsa(&self) -> Result<EcdsaKeyPair> {
+        EcdsaKeyPair::from_private_key_and_public_key(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &*self.d, &self.public.point)
+            .map_err(|_| Error::Crypto("P-256 key"))
+    }
+
+    /// PKCS#8 DER. Handle with care.
+    pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.ecdsa().and_then(|k| k.to_pkcs8v1().map_err(|_| Error::Crypto("PKCS#8"))).expect("valid key encodes").as_ref().to_vec())
+    }
+
+    /// PEM (`PRIVATE KEY`, PKCS#8), zeroized on drop. Handle with care.
+    pub fn to_pem(&self) -> Zeroizing<String> {
+        Zeroizing::new(pem_encode(PEM_PRIVATE, &self.to_pkcs8_der()))
+    }
+
+    /// The public half.
+    pub fn public_key(&self) -> &EcPublicKey {
+        &self.public
+    }
+
+    /// Key id.
+    pub fn kid(&self) -> Option<&str> {
+        self.public.kid()
+    }
+
+    /// The private JWK. Handle with care.
+    pub fn to_jwk(&self) -> Jwk {
+        let mut jwk = self.public.to_jwk();
+        jwk.d = Some(SecretString::new(b64::encode(&*self.d)));
+        jwk
+    }
+
+    /// Raw ECDH: the x coordinate of `d · peer` (32 bytes, zeroized on drop).
+    pub fn ecdh(&self, peer: &EcPublicKey) -> Result<Zeroizing<[u8; 32]>> {
+        let sk = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, &*self.d).map_err(|_| Error::Crypto("P-256"))?;
+        let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &peer.point[..]);
+        agreement::agree(&sk, &peer, Error::Crypto("ECDH"), |z| {
+            let mut out = Zeroizing::new([0u8; 32]);
+            out.copy_from_slice(z);
+            Ok(out)
+        })
+    }
+
+    pub(crate) fn sign_es256(&self, msg: &[u8]) -> Result<Vec<u8>> {
+        let sig = self.ecdsa()?.sign(&SystemRandom::new(), msg).map_err(|_| Error::Crypto("ECDSA sign"))?;
+        Ok(sig.as_ref().to_vec())
+    }
+}
+
+impl fmt::Debug for EcPrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EcPrivateKey").field("crv", &"P-256").field("kid", &self.public.kid).finish_non_exhaustive()
+    }
+}
