@@ -1,0 +1,122 @@
+//! Drives `interop/driver.js` (node-kms 0.4.1 and node-jose 2.2.0, unmodified).
+//!
+//! These tests never skip: a missing Node.js or missing npm packages fail them,
+//! with the command that fixes it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use serde_json::{json, Value};
+
+pub struct Node {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+pub fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop")
+}
+
+impl Node {
+    pub fn start() -> Node {
+        let dir = interop_dir();
+        for pkg in ["node-kms", "node-jose"] {
+            assert!(
+                dir.join("node_modules").join(pkg).join("package.json").exists(),
+                "interop/node_modules/{pkg} is missing: run `npm ci --prefix interop` (scripts/test does)"
+            );
+        }
+        let mut child = Command::new("node")
+            .arg(dir.join("driver.js"))
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("Node.js must be installed to run the interop tests (`node` on PATH)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Node { child, stdin, stdout }
+    }
+
+    /// Runs one command; `Err(message)` when node-kms/node-jose threw.
+    pub fn try_call(&mut self, cmd: Value) -> Result<Value, String> {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("driver answers");
+        assert!(!line.is_empty(), "interop driver exited");
+        let mut v: Value = serde_json::from_str(&line).expect("driver speaks JSON");
+        match v.get("err") {
+            Some(e) => Err(e.as_str().unwrap_or_default().to_string()),
+            None => Ok(v["ok"].take()),
+        }
+    }
+
+    pub fn call(&mut self, cmd: Value) -> Value {
+        let op = cmd["op"].clone();
+        self.try_call(cmd).unwrap_or_else(|e| panic!("node op {op} failed: {e}"))
+    }
+
+    pub fn generate(&mut self, kty: &str, size_or_crv: Value, kid: &str) -> Value {
+        let mut cmd = json!({"op": "generate", "kty": kty, "kid": kid});
+        if kty == "EC" {
+            cmd["crv"] = size_or_crv;
+        } else {
+            cmd["size"] = size_or_crv;
+        }
+        self.call(cmd)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    // Standard base64 for the driver's Buffer.from(.., "base64").
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    let _ = write!(s, "");
+    s
+}
+
+pub fn unb64(s: &str) -> Vec<u8> {
+    let s = s.trim_end_matches('=');
+    let val = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' | b'-' => 62,
+            _ => 63,
+        }
+    };
+    let mut out = Vec::new();
+    for chunk in s.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= val(c) << (18 - 6 * i);
+        }
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
