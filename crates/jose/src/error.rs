@@ -175,6 +175,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn redact_json_error(e: &serde_json::Error) -> String {
     let msg = e.to_string();
     let mut out = String::with_capacity(msg.len());
+    // In "unknown variant `x`" and "unknown field `x`", x is an input value.
+    let mut redact_next_tick = msg.starts_with("unknown variant") || msg.starts_with("unknown field");
     let mut chars = msg.chars();
     while let Some(c) = chars.next() {
         match c {
@@ -190,7 +192,8 @@ pub(crate) fn redact_json_error(e: &serde_json::Error) -> String {
             // Backticks quote field or variant names: keep short identifiers only.
             '`' => {
                 let name: String = chars.by_ref().take_while(|&c| c != '`').collect();
-                let ident = name.len() <= 32
+                let ident = !std::mem::take(&mut redact_next_tick)
+                    && name.len() <= 32
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '#');
                 out.push('`');
                 out.push_str(if ident { &name } else { "…" });
