@@ -180,12 +180,17 @@ pub(crate) fn redact_json_error(e: &serde_json::Error) -> String {
     let mut chars = msg.chars();
     while let Some(c) = chars.next() {
         match c {
-            // Quoted strings are input values: drop them.
+            // Quoted strings are input values: drop them. serde quotes them with
+            // `{:?}`, so an inner `"` arrives as `\"` and must not end the string.
             '"' => {
                 out.push_str("\"…\"");
-                for c in chars.by_ref() {
-                    if c == '"' {
-                        break;
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
                     }
                 }
             }

@@ -138,8 +138,8 @@ pub(crate) struct RawHeader {
     pub kid: Option<String>,
     pub typ: Option<String>,
     pub cty: Option<String>,
-    #[serde(default)]
-    pub crit: Option<Value>,
+    // `crit` is read from `other` so that `"crit": null` counts as present
+    // (a typed `Option<Value>` field would turn it into `None`).
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -153,7 +153,7 @@ impl RawHeader {
         let bytes = crate::b64::decode(b64, Part::Header)?;
         let h: RawHeader = crate::json::from_slice(&bytes, Part::Header)?;
         // We understand no extension, so any `crit` is fatal (RFC 7515 §4.1.11).
-        if let Some(crit) = &h.crit {
+        if let Some(crit) = h.other.get("crit") {
             let first = match crit {
                 Value::Array(names) if !names.is_empty() => match &names[0] {
                     Value::String(s) => short(s),

@@ -131,21 +131,23 @@ impl RsaPublicKey {
     pub fn from_components(n: &[u8], e: &[u8], kid: Option<String>) -> Result<Self> {
         let n = strip_leading_zeros(n);
         let e = strip_leading_zeros(e);
-        let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+        // An empty (or all-zero) modulus is 0 bits, not an underflow.
+        let bits = n.first().map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
         if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
             return Err(Error::KeySize { kind: "RSA", bits, allowed: RSA_SIZES });
+        }
+        // A product of two odd primes is odd; AWS-LC does not check this for public keys.
+        if n[n.len() - 1] & 1 == 0 {
+            return Err(Error::InvalidKey("RSA"));
         }
         // Exponent: odd, at least 3, at most 33 bits (what AWS-LC accepts).
         if e.is_empty() || e.len() > 5 || e[e.len() - 1] & 1 == 0 || (e.len() == 1 && e[0] < 3) {
             return Err(Error::InvalidKey("RSA public exponent"));
         }
-        let der = pkcs1::RsaPublicKey {
-            modulus: der::asn1::UintRef::new(n).map_err(|_| Error::InvalidKey("RSA"))?,
-            public_exponent: der::asn1::UintRef::new(e).map_err(|_| Error::InvalidKey("RSA"))?,
-        }
-        .to_der()
-        .map_err(|_| Error::InvalidKey("RSA"))?;
-        let enc = rsa::PublicEncryptingKey::from_der(&der).map_err(|_| Error::InvalidKey("RSA"))?;
+        // `PublicEncryptingKey::from_der` takes SubjectPublicKeyInfo only (not
+        // PKCS#1), so build the key from its components directly.
+        let enc: rsa::PublicEncryptingKey =
+            rsa::PublicKeyComponents { n, e }.try_into().map_err(|_| Error::InvalidKey("RSA"))?;
         Ok(Self { n: n.to_vec(), e: e.to_vec(), kid, enc })
     }
 
