@@ -134,7 +134,9 @@ impl OutHeader<'_> {
 #[derive(Deserialize)]
 pub(crate) struct RawHeader {
     pub alg: Option<String>,
-    pub enc: Option<String>,
+    // A `Value` so that `"enc": null` still counts as present (a JWS must not carry one).
+    #[serde(default, deserialize_with = "present")]
+    pub enc: Option<Value>,
     pub kid: Option<String>,
     pub typ: Option<String>,
     pub cty: Option<String>,
@@ -142,6 +144,11 @@ pub(crate) struct RawHeader {
     // (a typed `Option<Value>` field would turn it into `None`).
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+/// Deserializes a member that is present (even as `null`) to `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 impl RawHeader {

@@ -101,7 +101,11 @@ impl Jwe {
         if !policy.algs.contains(&alg) {
             return Err(Error::AlgorithmNotAllowed(alg.name().into()));
         }
-        let enc = ContentEnc::from_name(raw.enc.as_deref().ok_or(Error::MissingHeader("enc"))?)?;
+        let enc = match &raw.enc {
+            Some(serde_json::Value::String(e)) => ContentEnc::from_name(e)?,
+            Some(_) => return Err(Error::Json { part: Part::Header, detail: "`enc` must be a string".into() }),
+            None => return Err(Error::MissingHeader("enc")),
+        };
         if !policy.encs.contains(&enc) {
             return Err(Error::EncryptionNotAllowed(enc.name().into()));
         }

@@ -75,7 +75,7 @@ impl Jws {
             return Err(Error::SegmentCount { kind: "JWS", expected: 3, found: parts.len() });
         }
         let raw = RawHeader::parse(parts[0])?;
-        if raw.other.contains_key("enc") || raw.enc.is_some() {
+        if raw.enc.is_some() {
             // A JWE header presented as a JWS: refuse rather than guess.
             return Err(Error::UnsupportedHeader("enc"));
         }

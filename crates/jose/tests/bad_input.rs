@@ -293,6 +293,7 @@ fn table() -> Vec<Row> {
         "jwe b64": |fx| parse_dir(&dir_with_header(fx, r#"{"alg":"dir","enc":"A256GCM","b64":false}"#)) => Error::UnsupportedHeader("b64"),
         "jws header containing enc": |fx| Jws::parse(&ps_with_header(fx, r#"{"alg":"PS256","enc":"A256GCM"}"#), &JwsPolicy::PS256) => Error::UnsupportedHeader("enc"),
         "jws given a JWE header": |fx| Jws::parse(&ps_with_header(fx, r#"{"alg":"dir","enc":"A256GCM"}"#), &JwsPolicy::PS256) => Error::UnsupportedHeader("enc"),
+        "jws header with enc null": |fx| Jws::parse(&ps_with_header(fx, r#"{"alg":"PS256","enc":null}"#), &JwsPolicy::PS256) => Error::UnsupportedHeader("enc"),
 
         // ---------------------------------------------------- JWE structure
         "dir with a non-empty encrypted key": |fx| parse_dir(&with_segment(&fx.dir, 1, "AAAA")) => Error::DirWithEncryptedKey,
