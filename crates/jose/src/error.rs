@@ -1,7 +1,9 @@
 //! One error type for the whole crate, with a variant per thing that can be wrong.
 //!
-//! Messages never contain key material, plaintext or the values of JSON strings:
-//! they name the part of the input that was wrong, so they are safe to log.
+//! Messages never contain key material, plaintext, tokens or JSON string
+//! values: they name the part of the input that was wrong, and at most an
+//! algorithm, key type or member name from it (cut to 32 characters), so they
+//! are safe to log.
 
 use std::fmt;
 
