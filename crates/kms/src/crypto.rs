@@ -1,0 +1,250 @@
+//! Keys at rest: the CMK (a file sealed with a passphrase), KEKs wrapped under
+//! it, content keys wrapped under the org's active KEK.
+//!
+//! Every wrap is AES-256-GCM with a fresh 96-bit nonce and an AAD naming what
+//! is wrapped (`key:<id>`, `kek:<id>`, …), so a wrapped blob cannot be moved
+//! to another row and still open.
+
+use std::fmt;
+use std::path::Path;
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// PBKDF2 iterations for the CMK file (OWASP 2023 guidance for HMAC-SHA256).
+pub const PBKDF2_ITERATIONS: u32 = 600_000;
+
+/// Errors handling keys at rest. None carries key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CryptoError {
+    /// A wrapped blob did not open: wrong key, wrong AAD, or tampered.
+    #[error("unwrap failed: wrong key or tampered data")]
+    Unwrap,
+    /// The CMK file is unreadable or malformed.
+    #[error("CMK file {0}")]
+    CmkFile(String),
+    /// The passphrase does not open the CMK file.
+    #[error("the CMK passphrase is wrong (or the CMK file was altered)")]
+    Passphrase,
+    /// Random generation failed.
+    #[error("random generation failed")]
+    Random,
+}
+
+/// A 256-bit symmetric key that zeroizes on drop and never prints.
+#[derive(Clone)]
+pub struct SecretKey(Zeroizing<[u8; 32]>);
+
+impl SecretKey {
+    /// A fresh random key.
+    pub fn generate() -> Result<Self, CryptoError> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(&mut k[..]).map_err(|_| CryptoError::Random)?;
+        Ok(Self(k))
+    }
+
+    /// From exactly 32 bytes.
+    pub fn from_slice(b: &[u8]) -> Result<Self, CryptoError> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        if b.len() != 32 {
+            return Err(CryptoError::Unwrap);
+        }
+        k.copy_from_slice(b);
+        Ok(Self(k))
+    }
+
+    /// The bytes. Handle with care.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn aead(&self) -> LessSafeKey {
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.0[..]).expect("32-byte AES key"))
+    }
+
+    /// Wraps `plain` with `aad`: nonce ‖ ciphertext ‖ tag.
+    pub fn wrap(&self, aad: &str, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| CryptoError::Random)?;
+        let mut buf = Vec::with_capacity(NONCE_LEN + plain.len() + 16);
+        buf.extend_from_slice(&nonce);
+        buf.extend_from_slice(plain);
+        let tag = self
+            .aead()
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut buf[NONCE_LEN..])
+            .map_err(|_| CryptoError::Random)?;
+        buf.extend_from_slice(tag.as_ref());
+        Ok(buf)
+    }
+
+    /// Opens what [`SecretKey::wrap`] made with the same `aad`.
+    pub fn unwrap(&self, aad: &str, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if wrapped.len() < NONCE_LEN + 16 {
+            return Err(CryptoError::Unwrap);
+        }
+        let nonce: [u8; NONCE_LEN] = wrapped[..NONCE_LEN].try_into().expect("length checked");
+        let mut buf = Zeroizing::new(wrapped[NONCE_LEN..].to_vec());
+        let n = self
+            .aead()
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut buf)
+            .map_err(|_| CryptoError::Unwrap)?
+            .len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Wraps another 256-bit key.
+    pub fn wrap_key(&self, aad: &str, key: &SecretKey) -> Result<Vec<u8>, CryptoError> {
+        self.wrap(aad, &key.0[..])
+    }
+
+    /// Unwraps another 256-bit key.
+    pub fn unwrap_key(&self, aad: &str, wrapped: &[u8]) -> Result<SecretKey, CryptoError> {
+        SecretKey::from_slice(&self.unwrap(aad, wrapped)?)
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey([redacted])")
+    }
+}
+
+/// The customer master key with its id.
+#[derive(Debug, Clone)]
+pub struct Cmk {
+    /// Its id (stored beside every KEK it wraps).
+    pub id: String,
+    /// The key.
+    pub key: SecretKey,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CmkFile {
+    version: u32,
+    id: String,
+    kdf: String,
+    iterations: u32,
+    salt: String,
+    wrapped: String,
+}
+
+fn passphrase_key(passphrase: &[u8], salt: &[u8], iterations: u32) -> SecretKey {
+    let mut out = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::pbkdf2::derive(
+        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+        std::num::NonZeroU32::new(iterations).expect("non-zero iterations"),
+        salt,
+        passphrase,
+        &mut out[..],
+    );
+    SecretKey(out)
+}
+
+impl Cmk {
+    /// Opens the CMK file at `path` with `passphrase`, or creates one if the file is absent.
+    /// Returns the CMK and whether it was created now.
+    pub fn open_or_create(path: &Path, passphrase: &[u8]) -> Result<(Self, bool), CryptoError> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok((Self::open(&bytes, passphrase)?, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (cmk, bytes) = Self::create(passphrase, PBKDF2_ITERATIONS)?;
+                write_private_file(path, &bytes).map_err(|e| CryptoError::CmkFile(format!("{}: {e}", path.display())))?;
+                Ok((cmk, true))
+            }
+            Err(e) => Err(CryptoError::CmkFile(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// A new CMK and its sealed file contents.
+    pub fn create(passphrase: &[u8], iterations: u32) -> Result<(Self, Vec<u8>), CryptoError> {
+        if passphrase.len() < 12 {
+            return Err(CryptoError::CmkFile("passphrase must be at least 12 characters".into()));
+        }
+        let key = SecretKey::generate()?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut salt = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut salt).map_err(|_| CryptoError::Random)?;
+        let wrapping = passphrase_key(passphrase, &salt, iterations);
+        let file = CmkFile {
+            version: 1,
+            kdf: "pbkdf2-hmac-sha256".into(),
+            iterations,
+            salt: jose::b64::encode(salt),
+            wrapped: jose::b64::encode(wrapping.wrap_key(&format!("cmk:{id}"), &key)?),
+            id: id.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("serializes");
+        Ok((Self { id, key }, bytes))
+    }
+
+    /// Opens sealed file contents.
+    pub fn open(bytes: &[u8], passphrase: &[u8]) -> Result<Self, CryptoError> {
+        let f: CmkFile = serde_json::from_slice(bytes).map_err(|_| CryptoError::CmkFile("is not a Custos CMK file".into()))?;
+        if f.version != 1 || f.kdf != "pbkdf2-hmac-sha256" || f.iterations < 100_000 {
+            return Err(CryptoError::CmkFile("has an unsupported version or KDF".into()));
+        }
+        let salt = jose::b64::decode(&f.salt, jose::Part::Payload).map_err(|_| CryptoError::CmkFile("salt".into()))?;
+        let wrapped = jose::b64::decode(&f.wrapped, jose::Part::Payload).map_err(|_| CryptoError::CmkFile("key".into()))?;
+        let wrapping = passphrase_key(passphrase, &salt, f.iterations);
+        let key = wrapping.unwrap_key(&format!("cmk:{}", f.id), &wrapped).map_err(|_| CryptoError::Passphrase)?;
+        Ok(Self { id: f.id, key })
+    }
+}
+
+/// Writes a file readable by its owner only, durably (fsync of file and directory).
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_binds_aad() {
+        let k = SecretKey::generate().unwrap();
+        let w = k.wrap("key:a", b"secret").unwrap();
+        assert_eq!(&k.unwrap("key:a", &w).unwrap()[..], b"secret");
+        assert!(matches!(k.unwrap("key:b", &w), Err(CryptoError::Unwrap)));
+        assert!(matches!(SecretKey::generate().unwrap().unwrap("key:a", &w), Err(CryptoError::Unwrap)));
+        assert!(matches!(k.unwrap("key:a", &w[..10]), Err(CryptoError::Unwrap)));
+        assert!(!format!("{k:?}").contains(&format!("{:?}", k.expose())));
+    }
+
+    #[test]
+    fn cmk_file_round_trip_and_wrong_passphrase() {
+        let (cmk, bytes) = Cmk::create(b"correct horse battery", 100_000).unwrap();
+        let again = Cmk::open(&bytes, b"correct horse battery").unwrap();
+        assert_eq!(again.id, cmk.id);
+        assert_eq!(again.key.expose(), cmk.key.expose());
+        assert!(matches!(Cmk::open(&bytes, b"wrong horse battery"), Err(CryptoError::Passphrase)));
+        assert!(matches!(Cmk::open(b"{}", b"x"), Err(CryptoError::CmkFile(_))));
+        assert!(matches!(Cmk::create(b"short", 100_000), Err(CryptoError::CmkFile(_))));
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(!text.contains(&jose::b64::encode(cmk.key.expose())));
+    }
+}

@@ -1,0 +1,39 @@
+//! # kms: the Custos Key Management Server
+//!
+//! The enterprise's server that creates, stores, authorizes and hands out
+//! content keys, following the KMS draft and `kms-protocol.md`.
+//!
+//! - [`engine`]: compact message in, compact message out; every operation.
+//! - [`session`]: sealed session tickets (no database write per handshake).
+//! - [`keyring`] and [`crypto`]: CMK → KEK → content key wrapping.
+//! - [`auth`]: bearer tokens (trusted issuers) and anonymous bearers.
+//! - [`limit`]: per-source limits on unauthenticated RSA work.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod crypto;
+pub mod engine;
+mod error;
+pub mod keyring;
+pub mod limit;
+pub mod session;
+
+pub use engine::{Engine, EngineConfig, Throttled};
+pub use error::EngineError;
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    to_ms(&time::OffsetDateTime::now_utc())
+}
+
+/// A date as Unix milliseconds.
+pub fn to_ms(d: &time::OffsetDateTime) -> i64 {
+    (d.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Unix milliseconds as a date.
+pub fn from_ms(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
