@@ -124,6 +124,20 @@ impl Engine {
         Ok(Self::new(cfg, store, server, keyring, tickets, auth, limiter))
     }
 
+    /// Whether the store answers.
+    pub async fn health(&self) -> Result<(), EngineError> {
+        self.store.get_meta("health").await?;
+        Ok(())
+    }
+
+    /// The session id behind a session message (for transports that push resets).
+    pub async fn session_id_of(&self, compact: &str) -> Option<String> {
+        let Ok(Incoming::Session { kid, .. }) = classify(compact) else { return None };
+        let uri = KmsUri::parse(&kid, &self.cfg.kms_domain).ok()?;
+        let (s, _) = self.tickets.open_any(uri.id()?, now_ms()).await.ok()?;
+        Some(s.id)
+    }
+
     /// The static key's public half.
     pub fn server_key(&self) -> &ServerKey {
         &self.server

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod crypto;
 pub mod engine;
 mod error;
+pub mod http;
 pub mod keyring;
 pub mod limit;
 pub mod session;

@@ -82,6 +82,7 @@ pub struct Tickets {
     revoked: RwLock<HashSet<String>>,
     revoked_seq: AtomicI64,
     max_lifetime_ms: i64,
+    notify: tokio::sync::broadcast::Sender<String>,
 }
 
 fn epoch_of(ms: i64) -> i64 {
@@ -102,6 +103,7 @@ impl Tickets {
             revoked: RwLock::new(HashSet::new()),
             revoked_seq: AtomicI64::new(0),
             max_lifetime_ms: max_lifetime.as_millis() as i64,
+            notify: tokio::sync::broadcast::channel(1024).0,
         }
     }
 
@@ -197,7 +199,9 @@ impl Tickets {
     /// Deletes a session everywhere.
     pub async fn revoke(&self, session: &SessionState) -> Result<(), EngineError> {
         self.store.revoke_session(&session.id, session.expires).await?;
-        self.revoked.write().await.insert(session.id.clone());
+        if self.revoked.write().await.insert(session.id.clone()) {
+            let _ = self.notify.send(session.id.clone());
+        }
         Ok(())
     }
 
@@ -206,7 +210,12 @@ impl Tickets {
         let after = self.revoked_seq.load(Ordering::Acquire);
         let (ids, seq) = self.store.revoked_sessions_since(after).await?;
         if !ids.is_empty() {
-            self.revoked.write().await.extend(ids);
+            let mut set = self.revoked.write().await;
+            for id in ids {
+                if set.insert(id.clone()) {
+                    let _ = self.notify.send(id);
+                }
+            }
         }
         self.revoked_seq.fetch_max(seq, Ordering::AcqRel);
         Ok(())
@@ -218,6 +227,11 @@ impl Tickets {
         self.store.delete_meta_before(PREFIX, &meta_name(oldest)).await?;
         self.keys.write().await.retain(|e, _| *e >= oldest);
         Ok(())
+    }
+
+    /// Session ids as they are deleted (on this node or, via polling, any other).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.notify.subscribe()
     }
 
     /// Polls deletions forever (spawn it).

@@ -1,0 +1,317 @@
+//! # kms-store: what the KMS keeps, and where
+//!
+//! One [`Store`] trait with two implementations: SQLite (the embedded default,
+//! `sqlite://PATH`) and PostgreSQL (`postgres://…`, for several KMS nodes).
+//! One conformance suite runs against both.
+//!
+//! The store never sees key material in the clear: content keys arrive already
+//! wrapped under a KEK, KEKs under the CMK. Times are Unix milliseconds (UTC).
+//! Ids are object ids (the last segment of a `kms://` URI), not URIs, except
+//! an authorization's `auth_id`, which is a user id or a resource URI as given.
+//!
+//! Durability: every write returns only after its transaction committed, with
+//! SQLite in WAL mode and `synchronous=FULL`, so a key the KMS hands out after
+//! a write survives `kill -9` the instant after.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use async_trait::async_trait;
+
+mod open;
+mod schema;
+mod sql;
+
+pub use open::{drop_postgres_schema, open, open_postgres_schema};
+pub use sql::SqlStore;
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// A content key, wrapped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Object id.
+    pub id: String,
+    /// The key, wrapped under the KEK named by `kek_id` (opaque to the store).
+    pub wrapped: Vec<u8>,
+    /// Which KEK wraps it.
+    pub kek_id: String,
+    /// Creator.
+    pub user_id: String,
+    /// Creator's client.
+    pub client_id: String,
+    /// Created.
+    pub create_date: Millis,
+    /// Unbound: bind deadline. Bound: last date to encrypt with it.
+    pub expiration_date: Millis,
+    /// The resource it is bound to (object id).
+    pub resource_id: Option<String>,
+    /// When it was bound.
+    pub bind_date: Option<Millis>,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord").field("id", &self.id).field("resource_id", &self.resource_id).finish_non_exhaustive()
+    }
+}
+
+/// A resource (KRO).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRecord {
+    /// Object id.
+    pub id: String,
+    /// Who created it.
+    pub creator: String,
+    /// Created.
+    pub create_date: Millis,
+    /// When it expires (from its ttl), if ever.
+    pub expiration_date: Option<Millis>,
+    /// Its ttl in seconds, as asked.
+    pub ttl: Option<i64>,
+}
+
+/// A resource with the ids of its keys and authorizations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceView {
+    /// The resource.
+    pub resource: ResourceRecord,
+    /// Bound keys (object ids), oldest bind first.
+    pub key_ids: Vec<String>,
+    /// Authorizations (object ids), oldest first.
+    pub authorization_ids: Vec<String>,
+}
+
+/// An authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationRecord {
+    /// Object id.
+    pub id: String,
+    /// The resource (object id).
+    pub resource_id: String,
+    /// Who: a user id (`name@org`) or a resource URI. `None` for anonymous ones.
+    pub auth_id: Option<String>,
+    /// Role URI; participant when `None`.
+    pub role_uri: Option<String>,
+    /// Who created it.
+    pub creator: String,
+    /// Created.
+    pub create_date: Millis,
+    /// Anonymous authorizations expire.
+    pub expiration_date: Option<Millis>,
+}
+
+/// States of a KEK or CMK record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MasterKeyState {
+    /// In use for wrapping new keys (at most one per org and kind).
+    Active,
+    /// Still unwraps, wraps nothing new.
+    Inactive,
+    /// Refuses to unwrap (crypto-shredding until re-activated).
+    Revoked,
+}
+
+impl MasterKeyState {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MasterKeyState::Active => "active",
+            MasterKeyState::Inactive => "inactive",
+            MasterKeyState::Revoked => "revoked",
+        }
+    }
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => MasterKeyState::Active,
+            "inactive" => MasterKeyState::Inactive,
+            "revoked" => MasterKeyState::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+/// A KEK, wrapped under the CMK named by `cmk_id`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KekRecord {
+    /// Object id.
+    pub id: String,
+    /// The org it serves.
+    pub org: String,
+    /// The KEK, wrapped (opaque).
+    pub wrapped: Vec<u8>,
+    /// Which CMK wraps it.
+    pub cmk_id: String,
+    /// State.
+    pub state: MasterKeyState,
+    /// Created.
+    pub create_date: Millis,
+    /// Last state change.
+    pub update_date: Millis,
+}
+
+impl std::fmt::Debug for KekRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KekRecord").field("id", &self.id).field("org", &self.org).field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+/// The result of a bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindOutcome {
+    /// Bound now.
+    Bound(KeyRecord),
+    /// Already bound to that same resource (a retried bind): success, unchanged.
+    AlreadyBound(KeyRecord),
+    /// Bound to another resource: never rebound.
+    BoundElsewhere,
+    /// The caller did not create the key.
+    NotCreator,
+    /// Unbound and past its bind deadline.
+    Expired,
+    /// No such key.
+    NotFound,
+}
+
+/// Why a resource could not be created. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateResourceOutcome {
+    /// Created, with its keys bound and authorizations made.
+    Created(ResourceView),
+    /// That resource id already exists.
+    Exists,
+    /// A key that does not exist, is not the creator's, is expired or already bound.
+    KeyNotBindable(String),
+}
+
+/// Store errors: the database failed or holds something unreadable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration: {0}")]
+    Migration(String),
+    /// A URL this crate does not know.
+    #[error("unsupported database URL (use sqlite://PATH or postgres://...)")]
+    UnsupportedUrl,
+    /// A row that does not decode.
+    #[error("corrupt row in {0}")]
+    Corrupt(&'static str),
+    /// A setting this crate refuses (such as an invalid PostgreSQL schema name).
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Shorthand.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything the KMS keeps. All methods are atomic; all writes are durable on return.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend ("sqlite" or "postgres").
+    fn backend(&self) -> &'static str;
+
+    // ---- keys
+
+    /// Inserts new unbound keys, all or none.
+    async fn insert_keys(&self, keys: &[KeyRecord]) -> Result<()>;
+    /// One key.
+    async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>>;
+    /// Binds key `id` to `resource_id` if `user_id` created it, it is unbound
+    /// and `bind_date < expiration_date`; sets `bind_date` and the new
+    /// `expiration_date`. A key already bound to the same resource returns
+    /// `AlreadyBound` unchanged.
+    async fn bind_key(&self, id: &str, resource_id: &str, user_id: &str, bind_date: Millis, new_expiration: Millis)
+        -> Result<BindOutcome>;
+    /// A resource's keys with `bound_after <= bind_date < bound_before`,
+    /// newest bind first, at most `limit`.
+    async fn list_resource_keys(
+        &self,
+        resource_id: &str,
+        bound_after: Option<Millis>,
+        bound_before: Option<Millis>,
+        limit: Option<u32>,
+    ) -> Result<Vec<KeyRecord>>;
+
+    // ---- resources
+
+    /// Creates a resource, its authorizations, and binds `key_ids` (created by
+    /// `resource.creator`, unbound, unexpired at `resource.create_date`) with
+    /// bind date `resource.create_date` and expiration `key_expiration`: all or nothing.
+    async fn create_resource(
+        &self,
+        resource: &ResourceRecord,
+        authorizations: &[AuthorizationRecord],
+        key_ids: &[String],
+        key_expiration: Millis,
+    ) -> Result<CreateResourceOutcome>;
+    /// A resource with its key and authorization ids.
+    async fn get_resource(&self, id: &str) -> Result<Option<ResourceView>>;
+
+    // ---- authorizations
+
+    /// Creates authorizations on one resource, all or none. A (resource,
+    /// auth_id) pair that already exists is not duplicated: the existing
+    /// record is returned in its place (safe retries).
+    async fn create_authorizations(&self, authorizations: &[AuthorizationRecord]) -> Result<Vec<AuthorizationRecord>>;
+    /// One authorization.
+    async fn get_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>>;
+    /// A resource's authorizations, optionally only those of `auth_id`, oldest first.
+    async fn list_authorizations(&self, resource_id: &str, auth_id: Option<&str>) -> Result<Vec<AuthorizationRecord>>;
+    /// Whether any of `auth_ids` is authorized on the resource (unexpired at `now`).
+    async fn has_authorization(&self, resource_id: &str, auth_ids: &[&str], now: Millis) -> Result<bool>;
+    /// Deletes one authorization; returns it if it existed.
+    async fn delete_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>>;
+    /// Deletes the authorizations of `auth_ids` on a resource; returns those deleted.
+    async fn delete_authorizations(&self, resource_id: &str, auth_ids: &[String]) -> Result<Vec<AuthorizationRecord>>;
+
+    // ---- idempotency log (per session, per requestId)
+
+    /// Claims `(session, request_id)`. `Ok(None)`: claimed, go ahead.
+    /// `Ok(Some(Some(r)))`: already answered with `r`. `Ok(Some(None))`: claimed
+    /// by an earlier attempt that has not answered (still running, or crashed).
+    async fn claim_request(&self, session: &str, request_id: &str, expires: Millis) -> Result<Option<Option<String>>>;
+    /// Records the answer to a claimed request.
+    async fn complete_request(&self, session: &str, request_id: &str, response: &str) -> Result<()>;
+
+    // ---- sessions
+
+    /// Marks a session deleted until `expires`.
+    async fn revoke_session(&self, session: &str, expires: Millis) -> Result<()>;
+    /// Sessions revoked with a sequence number greater than `after`, and the
+    /// greatest sequence number seen (for nodes that poll).
+    async fn revoked_sessions_since(&self, after: i64) -> Result<(Vec<String>, i64)>;
+
+    // ---- key hierarchy
+
+    /// Inserts a KEK; if it is `Active`, the org's previous active KEK becomes `Inactive`, atomically.
+    async fn insert_kek(&self, kek: &KekRecord) -> Result<()>;
+    /// One KEK.
+    async fn get_kek(&self, id: &str) -> Result<Option<KekRecord>>;
+    /// The org's active KEK.
+    async fn active_kek(&self, org: &str) -> Result<Option<KekRecord>>;
+    /// All KEKs of an org (all orgs when `None`), newest first.
+    async fn list_keks(&self, org: Option<&str>) -> Result<Vec<KekRecord>>;
+    /// Changes a KEK's state (to `Active` demotes the org's other active KEK). False if absent.
+    async fn set_kek_state(&self, id: &str, state: MasterKeyState, now: Millis) -> Result<bool>;
+
+    // ---- small named values (wrapped ticket keys, CMK check values)
+
+    /// Gets a value.
+    async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Sets `name` to `value` unless it is set; returns the value in force (race-safe).
+    async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
+    /// Deletes values whose names start with `prefix` and compare less than `before`.
+    async fn delete_meta_before(&self, prefix: &str, before: &str) -> Result<u64>;
+
+    // ---- housekeeping
+
+    /// Deletes expired unbound keys, expired request log entries, expired session revocations,
+    /// expired anonymous authorizations. Returns how many rows went.
+    async fn purge_expired(&self, now: Millis) -> Result<u64>;
+}
