@@ -50,6 +50,55 @@ const ops = {
     return { body };
   },
 
+  // ---- node-kms over HTTP against a running KMS (POST /kms/messages)
+  async idp_token({ tokenEndpoint, sub, aud, expiresIn, clientId, typ }) {
+    const form = new URLSearchParams({ grant_type: "client_credentials", client_id: clientId || "custos-test", sub, aud });
+    if (expiresIn !== undefined) form.set("expires_in", String(expiresIn));
+    if (typ) form.set("typ", typ);
+    const res = await fetch(tokenEndpoint, { method: "POST", body: form });
+    if (!res.ok) throw new Error("token endpoint answered " + res.status);
+    return { token: (await res.json()).access_token };
+  },
+  async kms_http_connect({ url, token, clientId, userId }) {
+    const info = await (await fetch(url + "/kms/info")).json();
+    const ctx = new KMS.Context();
+    ctx.clientInfo = { clientId, credential: { userId: userId || "", bearer: token } };
+    ctx.serverInfo = { key: info.key };
+    ctx.ephemeralKey = await ctx.createECDHKey();
+    const req = new KMS.Request({ method: "create", uri: info.uri + "/ecdhe", jwk: ctx.ephemeralKey.jwk });
+    const wrapped = await req.wrap(ctx, { serverKey: true });
+    const answer = await postJose(url, wrapped);
+    const body = await new KMS.Response(answer).unwrap(ctx);
+    const id = nextCtx++;
+    contexts.set(id, ctx);
+    if (body.status !== 201) {
+      return { ctx: id, body };
+    }
+    ctx.ephemeralKey = await ctx.deriveEphemeralKey(body.key);
+    return { ctx: id, body, kid: ctx.ephemeralKey.jwk.kid, uri: info.uri };
+  },
+  async kms_http_request({ url, ctx: id, request, token, batch }) {
+    const ctx = contexts.get(id);
+    if (token) ctx.clientInfo = Object.assign({}, ctx.clientInfo, { credential: Object.assign({}, ctx.clientInfo.credential, { bearer: token }) });
+    const req = new KMS.Request(request);
+    const wrapped = await req.wrap(ctx);
+    let answer;
+    if (batch) {
+      const res = await fetch(url + "/kms/messages", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ kmsMessages: [wrapped] }) });
+      if (!res.ok) throw new Error("KMS answered HTTP " + res.status);
+      answer = (await res.json()).kmsMessages[0];
+    } else {
+      answer = await postJose(url, wrapped);
+    }
+    const body = await new KMS.Response(answer).unwrap(ctx);
+    return { body, requestId: req.requestId, wrapped };
+  },
+  async kms_http_replay({ url, ctx: id, wrapped }) {
+    const ctx = contexts.get(id);
+    const body = await new KMS.Response(await postJose(url, wrapped)).unwrap(ctx);
+    return { body };
+  },
+
   // ---- node-jose primitives
   async generate({ kty, size, crv, kid }) {
     const ks = jose.JWK.createKeyStore();
@@ -99,6 +148,12 @@ const ops = {
     return { key: b64u.encode(out) };
   },
 };
+
+async function postJose(url, compact) {
+  const res = await fetch(url + "/kms/messages", { method: "POST", headers: { "content-type": "application/jose" }, body: compact });
+  if (!res.ok) throw new Error("KMS answered HTTP " + res.status);
+  return await res.text();
+}
 
 const rl = readline.createInterface({ input: process.stdin, terminal: false });
 rl.on("line", async (line) => {

@@ -1,8 +1,6 @@
 //! `custos`: one binary for the servers, the client commands and `up`.
-//!
-//! Only the library layer (JOSE and the KMS protocol) exists so far; the
-//! commands below say so plainly instead of pretending.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -19,23 +17,57 @@ enum Command {
     /// Run an all-in-one local deployment (KMS, core, development identity provider).
     Up,
     /// The enterprise Key Management Server.
-    Kms,
+    Kms {
+        #[command(subcommand)]
+        command: KmsCommand,
+    },
     /// The messaging core.
     Core,
 }
 
+#[derive(Subcommand)]
+enum KmsCommand {
+    /// Serve the KMS (HTTP and WebSocket).
+    Serve {
+        /// The TOML configuration (see crates/kms/kms.example.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print a commented example configuration.
+    ExampleConfig,
+}
+
 fn not_built(what: &str, issue: &str) -> ExitCode {
-    eprintln!(
-        "custos: {what} is not built yet. This release contains the protocol libraries only \
-         (crates/jose, crates/kms-protocol); see README.md, \"Status\", and {issue}."
-    );
+    eprintln!("custos: {what} is not built yet; see README.md, \"Status\", and {issue}.");
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Up => not_built("`custos up` (the all-in-one deployment)", "issues 3, 4 and 5"),
-        Command::Kms => not_built("the KMS server", "issue 3"),
-        Command::Core => not_built("the messaging core", "issue 4"),
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up => return not_built("`custos up` (the all-in-one deployment)", "issues 4 and 5"),
+        Command::Core => return not_built("the messaging core", "issue 4"),
+        Command::Kms { command: KmsCommand::ExampleConfig } => {
+            print!("{}", include_str!("../../kms/kms.example.toml"));
+            Ok(())
+        }
+        Command::Kms { command: KmsCommand::Serve { config } } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            rt.block_on(async move {
+                let cfg = kms::config::Config::load(&config)?;
+                kms::server::serve(cfg).await
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("custos: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,8 +1,6 @@
 //! Interop with Cisco's node-kms 0.4.1 and node-jose 2.2.0, both directions.
 
-mod common;
-
-use common::{b64, unb64, Node};
+use testkit::{b64, unb64, Node};
 use jose::jwe::{DecryptKey, EncryptKey};
 use jose::jws::{SignKey, VerifyKey};
 use jose::{ContentEnc, EcPrivateKey, HeaderParams, Jwe, JwePolicy, Jwk, Jws, JwsPolicy, OctKey, RsaPrivateKey, SigAlg};

@@ -12,6 +12,28 @@
 //! Durability: every write returns only after its transaction committed, with
 //! SQLite in WAL mode and `synchronous=FULL`, so a key the KMS hands out after
 //! a write survives `kill -9` the instant after.
+//!
+//! ## Opening
+//!
+//! [`open`] picks the backend from the URL and brings the schema up to date
+//! (idempotent, embedded DDL; safe when several nodes start at once):
+//!
+//! - `sqlite://PATH` (or `sqlite:PATH`): the file is created if missing; WAL,
+//!   `synchronous=FULL`, foreign keys on, 5 s busy timeout. `sqlite::memory:`
+//!   gives a private in-memory database (tests only).
+//! - `postgres://…` / `postgresql://…`: tables in the default schema.
+//!   [`open_postgres_schema`] puts them in a named schema instead (created if
+//!   missing; `search_path` set on every pooled connection), which is how
+//!   tests and several KMS nodes in one test share or isolate a database;
+//!   [`drop_postgres_schema`] removes one.
+//!
+//! ## One implementation
+//!
+//! Both backends run the same SQL through `sqlx::Any` ([`SqlStore`]): SQLite
+//! accepts `$N` placeholders, and both have `ON CONFLICT … DO NOTHING` and
+//! `RETURNING`. Races are settled by the database (conditional updates,
+//! unique indexes, insert-or-nothing), never by read-then-write in the
+//! application, so several processes may share one PostgreSQL database.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -53,7 +75,10 @@ pub struct KeyRecord {
 
 impl std::fmt::Debug for KeyRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRecord").field("id", &self.id).field("resource_id", &self.resource_id).finish_non_exhaustive()
+        f.debug_struct("KeyRecord")
+            .field("id", &self.id)
+            .field("resource_id", &self.resource_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -154,7 +179,11 @@ pub struct KekRecord {
 
 impl std::fmt::Debug for KekRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KekRecord").field("id", &self.id).field("org", &self.org).field("state", &self.state).finish_non_exhaustive()
+        f.debug_struct("KekRecord")
+            .field("id", &self.id)
+            .field("org", &self.org)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -218,16 +247,25 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- keys
 
-    /// Inserts new unbound keys, all or none.
+    /// Inserts new unbound keys, all or none (an id already taken fails the batch).
     async fn insert_keys(&self, keys: &[KeyRecord]) -> Result<()>;
     /// One key.
     async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>>;
     /// Binds key `id` to `resource_id` if `user_id` created it, it is unbound
     /// and `bind_date < expiration_date`; sets `bind_date` and the new
     /// `expiration_date`. A key already bound to the same resource returns
-    /// `AlreadyBound` unchanged.
-    async fn bind_key(&self, id: &str, resource_id: &str, user_id: &str, bind_date: Millis, new_expiration: Millis)
-        -> Result<BindOutcome>;
+    /// `AlreadyBound` unchanged. Refusals are checked in this order:
+    /// `NotFound`, `NotCreator`, `AlreadyBound`/`BoundElsewhere`, `Expired`.
+    /// The resource must exist (a foreign key: binding to an unknown
+    /// resource is an error, not an outcome).
+    async fn bind_key(
+        &self,
+        id: &str,
+        resource_id: &str,
+        user_id: &str,
+        bind_date: Millis,
+        new_expiration: Millis,
+    ) -> Result<BindOutcome>;
     /// A resource's keys with `bound_after <= bind_date < bound_before`,
     /// newest bind first, at most `limit`.
     async fn list_resource_keys(
@@ -243,6 +281,9 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a resource, its authorizations, and binds `key_ids` (created by
     /// `resource.creator`, unbound, unexpired at `resource.create_date`) with
     /// bind date `resource.create_date` and expiration `key_expiration`: all or nothing.
+    /// The authorizations are made on `resource.id` (their own `resource_id` is
+    /// not consulted), as by [`Store::create_authorizations`]; a key listed twice
+    /// is bound once. `Exists` is checked before the keys.
     async fn create_resource(
         &self,
         resource: &ResourceRecord,
@@ -257,7 +298,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates authorizations on one resource, all or none. A (resource,
     /// auth_id) pair that already exists is not duplicated: the existing
-    /// record is returned in its place (safe retries).
+    /// record is returned in its place (safe retries). Anonymous ones
+    /// (`auth_id: None`) are always new. Results are in request order. The
+    /// resource must exist; that, or an authorization id already taken, fails
+    /// the whole batch with an error.
     async fn create_authorizations(&self, authorizations: &[AuthorizationRecord]) -> Result<Vec<AuthorizationRecord>>;
     /// One authorization.
     async fn get_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>>;
@@ -267,7 +311,7 @@ pub trait Store: Send + Sync + 'static {
     async fn has_authorization(&self, resource_id: &str, auth_ids: &[&str], now: Millis) -> Result<bool>;
     /// Deletes one authorization; returns it if it existed.
     async fn delete_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>>;
-    /// Deletes the authorizations of `auth_ids` on a resource; returns those deleted.
+    /// Deletes the authorizations of `auth_ids` on a resource; returns those deleted, oldest first.
     async fn delete_authorizations(&self, resource_id: &str, auth_ids: &[String]) -> Result<Vec<AuthorizationRecord>>;
 
     // ---- idempotency log (per session, per requestId)
@@ -276,20 +320,26 @@ pub trait Store: Send + Sync + 'static {
     /// `Ok(Some(Some(r)))`: already answered with `r`. `Ok(Some(None))`: claimed
     /// by an earlier attempt that has not answered (still running, or crashed).
     async fn claim_request(&self, session: &str, request_id: &str, expires: Millis) -> Result<Option<Option<String>>>;
-    /// Records the answer to a claimed request.
+    /// Records the answer to a claimed request (nothing happens if there is no
+    /// such claim, e.g. it was purged).
     async fn complete_request(&self, session: &str, request_id: &str, response: &str) -> Result<()>;
 
     // ---- sessions
 
-    /// Marks a session deleted until `expires`.
+    /// Marks a session deleted until `expires`. Revoking one again is fine
+    /// (it is reported again, with a new sequence number).
     async fn revoke_session(&self, session: &str, expires: Millis) -> Result<()>;
     /// Sessions revoked with a sequence number greater than `after`, and the
-    /// greatest sequence number seen (for nodes that poll).
+    /// greatest sequence number seen (for nodes that poll): `after` itself
+    /// when there is nothing new. Each session is listed once. Sequence numbers
+    /// become visible in increasing order, so a poller passing back the number
+    /// it got never misses a revocation.
     async fn revoked_sessions_since(&self, after: i64) -> Result<(Vec<String>, i64)>;
 
     // ---- key hierarchy
 
-    /// Inserts a KEK; if it is `Active`, the org's previous active KEK becomes `Inactive`, atomically.
+    /// Inserts a KEK; if it is `Active`, the org's previous active KEK becomes
+    /// `Inactive` (with `update_date` = the new KEK's `update_date`), atomically.
     async fn insert_kek(&self, kek: &KekRecord) -> Result<()>;
     /// One KEK.
     async fn get_kek(&self, id: &str) -> Result<Option<KekRecord>>;
@@ -306,12 +356,18 @@ pub trait Store: Send + Sync + 'static {
     async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Sets `name` to `value` unless it is set; returns the value in force (race-safe).
     async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
-    /// Deletes values whose names start with `prefix` and compare less than `before`.
+    /// Deletes values whose names start with `prefix` and compare less than
+    /// `before` (bytewise, on both backends). Returns how many went.
     async fn delete_meta_before(&self, prefix: &str, before: &str) -> Result<u64>;
 
     // ---- housekeeping
 
     /// Deletes expired unbound keys, expired request log entries, expired session revocations,
     /// expired anonymous authorizations. Returns how many rows went.
+    ///
+    /// "Expired" means an expiration date `<= now`. Bound keys are never
+    /// deleted. Any authorization with an expiration date goes when it passes
+    /// (anonymous ones, and those of resources with a ttl): it no longer counts
+    /// for [`Store::has_authorization`] anyway.
     async fn purge_expired(&self, now: Millis) -> Result<u64>;
 }

@@ -62,7 +62,8 @@ fn is_postgres(url: &str) -> bool {
 /// sqlx decodes it back. `mode=rwc` (create if missing) is added unless a
 /// mode is given.
 fn sqlite_url(url: &str) -> Result<(String, bool)> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).ok_or(StoreError::UnsupportedUrl)?;
+    let rest =
+        url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).ok_or(StoreError::UnsupportedUrl)?;
     let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
     let params: Vec<&str> = params.split('&').filter(|p| !p.is_empty()).collect();
     let memory = path == ":memory:" || params.contains(&"mode=memory");

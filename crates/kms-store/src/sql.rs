@@ -81,7 +81,9 @@ pub(crate) fn quote_schema(schema: &str) -> Result<String> {
 /// The store: a connection pool and which backend it talks to.
 ///
 /// Obtain one through [`crate::open`], [`crate::open_postgres_schema`] or
-/// [`SqlStore::connect`].
+/// [`SqlStore::connect`]. Opening installs sqlx's default `Any` drivers
+/// (`sqlx::any::install_default_drivers`, process-wide and idempotent; it
+/// panics only if other code installed a different driver set first).
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pub(crate) pool: AnyPool,
@@ -480,7 +482,7 @@ impl Store for SqlStore {
                 try_bind(&mut tx, key_id, &resource.id, &resource.creator, resource.create_date, key_expiration)
                     .await?;
             if bound.is_none() {
-                tx.commit().await?;
+                tx.rollback().await?;
                 return Ok(CreateResourceOutcome::KeyNotBindable(key_id.clone()));
             }
         }
@@ -748,7 +750,8 @@ impl Store for SqlStore {
     // ---- small named values
 
     async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT value FROM kms_meta WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT value FROM kms_meta WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
         row.as_ref().map(|r| col(r, "value", "kms_meta")).transpose()
     }
 
@@ -769,14 +772,13 @@ impl Store for SqlStore {
     async fn delete_meta_before(&self, prefix: &str, before: &str) -> Result<u64> {
         let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         // Names compare bytewise on both backends (COLLATE "C" on PostgreSQL).
-        let deleted = sqlx::query(
-            "DELETE FROM kms_meta WHERE name >= $1 AND name < $2 AND substr(name, 1, length($1)) = $1",
-        )
-        .bind(prefix)
-        .bind(before)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let deleted =
+            sqlx::query("DELETE FROM kms_meta WHERE name >= $1 AND name < $2 AND substr(name, 1, length($1)) = $1")
+                .bind(prefix)
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         tx.commit().await?;
         Ok(deleted)
     }

@@ -87,6 +87,19 @@ where
     }
 }
 
+/// `url` with any password replaced by `***`, fit to print.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 async fn postgres_reachable(url: &str) -> Result<(), String> {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
@@ -107,11 +120,12 @@ where
 {
     let url = postgres_url();
     if let Err(why) = postgres_reachable(&url).await {
+        let shown = redacted(&url);
         if std::env::var_os("CI").is_some() {
-            panic!("PostgreSQL at {url} unreachable ({why}) and CI is set");
+            panic!("PostgreSQL at {shown} unreachable ({why}) and CI is set");
         }
         // Straight to stderr: libtest captures print!/eprint!, not this.
-        let _ = writeln!(std::io::stderr(), "SKIPPED (no PostgreSQL at {url}): postgres::{name} [{why}]");
+        let _ = writeln!(std::io::stderr(), "SKIPPED (no PostgreSQL at {shown}): postgres::{name} [{why}]");
         return;
     }
     let schema = unique("kms_test");
@@ -163,6 +177,7 @@ conformance! {
     meta_values,
     purge_expired_spares_bound_keys,
     durability_reopen,
+    kill_dash_nine_keeps_acknowledged_writes,
     concurrent_binds_one_winner,
     concurrent_claims_one_winner,
     concurrent_create_resource_shared_key,
@@ -338,7 +353,8 @@ async fn create_resource_creates_view(ctx: Ctx) {
     let store = ctx.open().await;
     store.insert_keys(&[key("kb", ALICE, 10_000), key("ka", ALICE, 10_000), key("kc", ALICE, 10_000)]).await.unwrap();
     let res = ResourceRecord { expiration_date: Some(99_999), ttl: Some(3600), ..resource("r1", ALICE, 2_000) };
-    let auths = [auth("a2", "r1", Some(BOB), 2_000), auth("a1", "r1", Some(ALICE), 2_000), anon("a3", "r1", 2_001, 9_000)];
+    let auths =
+        [auth("a2", "r1", Some(BOB), 2_000), auth("a1", "r1", Some(ALICE), 2_000), anon("a3", "r1", 2_001, 9_000)];
     let key_ids = ["kb".to_owned(), "ka".to_owned()];
     let view = match store.create_resource(&res, &auths, &key_ids, 77_000).await.unwrap() {
         CreateResourceOutcome::Created(view) => view,
@@ -409,10 +425,17 @@ async fn create_resource_unbindable_key_writes_nothing(ctx: Ctx) {
             .unwrap();
         assert_eq!(out, CreateResourceOutcome::KeyNotBindable(bad.to_owned()), "key {bad}");
         assert_eq!(store.get_resource(&rid).await.unwrap(), None, "resource written despite {bad}");
-        assert!(store.list_authorizations(&rid, None).await.unwrap().is_empty(), "authorizations written despite {bad}");
+        assert!(
+            store.list_authorizations(&rid, None).await.unwrap().is_empty(),
+            "authorizations written despite {bad}"
+        );
         assert_eq!(store.get_authorization(&format!("a{n}")).await.unwrap(), None);
         let good = store.get_key("good").await.unwrap().unwrap();
-        assert_eq!((good.resource_id, good.bind_date, good.expiration_date), (None, None, 10_000), "key bound despite {bad}");
+        assert_eq!(
+            (good.resource_id, good.bind_date, good.expiration_date),
+            (None, None, 10_000),
+            "key bound despite {bad}"
+        );
     }
     // The untouched keys are still usable afterwards.
     let out = store.create_resource(&resource("r9", ALICE, 2_000), &[], &["good".to_owned()], 50_000).await.unwrap();
@@ -424,12 +447,16 @@ async fn create_resource_unbindable_key_writes_nothing(ctx: Ctx) {
 async fn authorizations_idempotent_and_anonymous(ctx: Ctx) {
     let store = ctx.open().await;
     make_resource(&*store, "r1", ALICE).await;
-    let batch = [auth("a1", "r1", Some(BOB), 2_000), auth("a2", "r1", Some("kms://kms.example.com/resources/r9"), 2_000)];
+    let batch =
+        [auth("a1", "r1", Some(BOB), 2_000), auth("a2", "r1", Some("kms://kms.example.com/resources/r9"), 2_000)];
     let created = store.create_authorizations(&batch).await.unwrap();
     assert_eq!(created, batch);
 
     // A retry with fresh ids returns the records already there, in request order.
-    let mut retry = [auth("a2-bis", "r1", Some("kms://kms.example.com/resources/r9"), 3_000), auth("a1-bis", "r1", Some(BOB), 3_000)];
+    let mut retry = [
+        auth("a2-bis", "r1", Some("kms://kms.example.com/resources/r9"), 3_000),
+        auth("a1-bis", "r1", Some(BOB), 3_000),
+    ];
     retry[0].role_uri = Some("role:other".into());
     let returned = store.create_authorizations(&retry).await.unwrap();
     assert_eq!(returned, [batch[1].clone(), batch[0].clone()]);
@@ -456,7 +483,10 @@ async fn create_authorizations_all_or_none(ctx: Ctx) {
 
     // Second record names a resource that does not exist.
     let err = store
-        .create_authorizations(&[auth("n1", "r1", Some("carol@example.com"), 3_000), auth("n2", "r-missing", Some(BOB), 3_000)])
+        .create_authorizations(&[
+            auth("n1", "r1", Some("carol@example.com"), 3_000),
+            auth("n2", "r-missing", Some(BOB), 3_000),
+        ])
         .await;
     assert!(err.is_err(), "{err:?}");
     assert_eq!(store.get_authorization("n1").await.unwrap(), None, "partial batch written");
@@ -662,7 +692,11 @@ async fn purge_expired_spares_bound_keys(ctx: Ctx) {
     store.revoke_session("s-old", 5_000).await.unwrap();
     store.revoke_session("s-new", 50_000).await.unwrap();
     store
-        .create_authorizations(&[anon("x-old", "r1", 1_000, 5_000), anon("x-new", "r1", 1_000, 50_000), auth("named", "r1", Some(BOB), 1_000)])
+        .create_authorizations(&[
+            anon("x-old", "r1", 1_000, 5_000),
+            anon("x-new", "r1", 1_000, 50_000),
+            auth("named", "r1", Some(BOB), 1_000),
+        ])
         .await
         .unwrap();
 
@@ -686,7 +720,7 @@ async fn durability_reopen(ctx: Ctx) {
     let k = key("k1", ALICE, 10_000);
     {
         let store = ctx.open().await;
-        store.insert_keys(&[k.clone()]).await.unwrap();
+        store.insert_keys(std::slice::from_ref(&k)).await.unwrap();
         make_resource(&*store, "r1", ALICE).await;
         assert!(matches!(store.bind_key("k1", "r1", ALICE, 2_000, 9_000).await.unwrap(), BindOutcome::Bound(_)));
         store.put_meta_if_absent("m", b"v").await.unwrap();
@@ -704,6 +738,67 @@ async fn durability_reopen(ctx: Ctx) {
     assert_eq!(store.get_meta("m").await.unwrap(), Some(b"v".to_vec()));
     assert_eq!(store.active_kek("org1").await.unwrap().unwrap().id, "kek1");
     assert_eq!(store.get_resource("r1").await.unwrap().unwrap().key_ids, ["k1"]);
+}
+
+/// Runs this test binary again as a writer (`kill_child_writer`), SIGKILLs it
+/// after it acknowledged some writes, and checks that every acknowledged
+/// write is there.
+async fn kill_dash_nine_keeps_acknowledged_writes(ctx: Ctx) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    const ACKS: usize = 25;
+    let mut cmd = tokio::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["kill_child_writer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("KMS_STORE_KILL_URL", ctx.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Ctx::Postgres { schema, .. } = &ctx {
+        cmd.env("KMS_STORE_KILL_SCHEMA", schema);
+    }
+    let mut child = cmd.spawn().expect("spawn child writer");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked = Vec::new();
+    let read = async {
+        while acked.len() < ACKS {
+            match lines.next_line().await.unwrap() {
+                Some(line) => {
+                    if let Some(id) = line.strip_prefix("ACK ") {
+                        acked.push(id.to_owned());
+                    }
+                }
+                None => panic!("child writer exited early"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), read).await.expect("child writer too slow");
+    child.start_kill().unwrap(); // SIGKILL
+    let status = child.wait().await.unwrap();
+    assert!(!status.success(), "child was not killed");
+
+    let store = ctx.open().await;
+    for id in &acked {
+        let k = store.get_key(id).await.unwrap();
+        assert_eq!(k.map(|k| k.wrapped), Some(format!("wrapped-{id}").into_bytes()), "acknowledged key {id} lost");
+    }
+}
+
+/// The child half of `kill_dash_nine_keeps_acknowledged_writes`: writes keys
+/// one per transaction forever, printing `ACK id` after each commit.
+#[tokio::test]
+#[ignore = "child process of kill_dash_nine_keeps_acknowledged_writes"]
+async fn kill_child_writer() {
+    let url = std::env::var("KMS_STORE_KILL_URL").expect("KMS_STORE_KILL_URL");
+    let store = match std::env::var("KMS_STORE_KILL_SCHEMA") {
+        Ok(schema) => kms_store::open_postgres_schema(&url, &schema).await.unwrap(),
+        Err(_) => kms_store::open(&url).await.unwrap(),
+    };
+    for i in 0.. {
+        let id = format!("kill-{i}");
+        store.insert_keys(&[key(&id, ALICE, 10_000)]).await.unwrap();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ACK {id}").unwrap();
+        out.flush().unwrap();
+    }
 }
 
 // ---------------------------------------------------------------- concurrency
@@ -828,9 +923,14 @@ async fn concurrent_kek_activation_one_active(ctx: Ctx) {
             tokio::spawn(async move {
                 barrier.wait().await;
                 if i % 2 == 0 {
-                    store.insert_kek(&kek(&format!("kek-{}", i + 1), "org", MasterKeyState::Active, 10 + i as i64)).await
+                    store
+                        .insert_kek(&kek(&format!("kek-{}", i + 1), "org", MasterKeyState::Active, 10 + i as i64))
+                        .await
                 } else {
-                    store.set_kek_state("kek-0", MasterKeyState::Active, 10 + i as i64).await.map(|found| assert!(found))
+                    store
+                        .set_kek_state("kek-0", MasterKeyState::Active, 10 + i as i64)
+                        .await
+                        .map(|found| assert!(found))
                 }
             })
         })
@@ -854,7 +954,10 @@ async fn concurrent_authorizations_same_pair(ctx: Ctx) {
             let (store, barrier) = (nodes[i % 2].clone(), barrier.clone());
             tokio::spawn(async move {
                 // Two pairs, in opposite orders on alternate tasks.
-                let mut batch = vec![auth(&format!("a{i}"), "r1", Some(BOB), 2_000), auth(&format!("c{i}"), "r1", Some("carol@example.com"), 2_000)];
+                let mut batch = vec![
+                    auth(&format!("a{i}"), "r1", Some(BOB), 2_000),
+                    auth(&format!("c{i}"), "r1", Some("carol@example.com"), 2_000),
+                ];
                 if i % 2 == 1 {
                     batch.reverse();
                 }
@@ -921,6 +1024,13 @@ async fn concurrent_open_same_database(ctx: Ctx) {
 }
 
 // ---------------------------------------------------------------- backend-independent
+
+#[test]
+fn test_urls_are_redacted() {
+    assert_eq!(redacted("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+    assert_eq!(redacted("postgres://u@h/db"), "postgres://u@h/db");
+    assert_eq!(redacted("postgres://127.0.0.1:5432/test"), "postgres://127.0.0.1:5432/test");
+}
 
 #[tokio::test]
 async fn unsupported_urls_and_schema_names() {

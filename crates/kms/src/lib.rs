@@ -13,10 +13,12 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod config;
 pub mod crypto;
 pub mod engine;
 mod error;
 pub mod http;
+pub mod server;
 pub mod keyring;
 pub mod limit;
 pub mod session;

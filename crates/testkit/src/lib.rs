@@ -1,4 +1,8 @@
-//! Drives `interop/driver.js` (node-kms 0.4.1 and node-jose 2.2.0, unmodified).
+//! # testkit: real peers for tests
+//!
+//! [`Node`] drives `interop/driver.js` (node-kms 0.4.1 and node-jose 2.2.0,
+//! unmodified); [`Idp`] runs `interop/idp.js` (npm `oauth2-mock-server`), a
+//! real OpenID provider on loopback.
 //!
 //! These tests never skip: a missing Node.js or missing npm packages fail them,
 //! with the command that fixes it.
@@ -9,17 +13,20 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use serde_json::{json, Value};
 
+/// The interop driver process.
 pub struct Node {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
 
+/// The `interop/` directory of the workspace.
 pub fn interop_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop")
 }
 
 impl Node {
+    /// Starts the driver; panics (never skips) if Node.js or the npm packages are missing.
     pub fn start() -> Node {
         let dir = interop_dir();
         for pkg in ["node-kms", "node-jose"] {
@@ -55,11 +62,13 @@ impl Node {
         }
     }
 
+    /// Runs one command; panics when node-kms/node-jose threw.
     pub fn call(&mut self, cmd: Value) -> Value {
         let op = cmd["op"].clone();
         self.try_call(cmd).unwrap_or_else(|e| panic!("node op {op} failed: {e}"))
     }
 
+    /// Generates a key with node-jose.
     pub fn generate(&mut self, kty: &str, size_or_crv: Value, kid: &str) -> Value {
         let mut cmd = json!({"op": "generate", "kty": kty, "kid": kid});
         if kty == "EC" {
@@ -78,6 +87,7 @@ impl Drop for Node {
     }
 }
 
+/// Standard base64 (for the driver's `Buffer.from(.., "base64")`).
 pub fn b64(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     // Standard base64 for the driver's Buffer.from(.., "base64").
@@ -97,6 +107,7 @@ pub fn b64(bytes: &[u8]) -> String {
     s
 }
 
+/// Decodes standard or URL-safe base64, padded or not.
 pub fn unb64(s: &str) -> Vec<u8> {
     let s = s.trim_end_matches('=');
     let val = |c: u8| -> u32 {
@@ -119,4 +130,48 @@ pub fn unb64(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A real OpenID provider (`interop/idp.js`); killed when dropped.
+pub struct Idp {
+    child: Child,
+    /// Its issuer URL (`http://127.0.0.1:PORT`).
+    pub issuer: String,
+    /// Its token endpoint.
+    pub token_endpoint: String,
+}
+
+impl Idp {
+    /// Starts it on a free port; panics (never skips) if Node.js or the npm package is missing.
+    pub fn start() -> Idp {
+        let dir = interop_dir();
+        assert!(
+            dir.join("node_modules/oauth2-mock-server/package.json").is_file(),
+            "npm package oauth2-mock-server is missing: run `npm ci --prefix interop` (scripts/test does)"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("idp.js"))
+            .arg("0")
+            // idp.js exits when this pipe closes, so it cannot outlive the test.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("Node.js must be installed to run the interop tests (`node` on PATH)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("idp.js reports its address");
+        let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("idp.js printed {line:?} instead of its address"));
+        Idp {
+            child,
+            issuer: info["issuer"].as_str().expect("issuer").to_string(),
+            token_endpoint: info["token_endpoint"].as_str().expect("token_endpoint").to_string(),
+        }
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,289 @@
+//! `custos kms serve --config FILE`: the KMS's TOML configuration.
+//!
+//! See `kms.example.toml` at the crate root for a commented example. Relative
+//! paths are relative to the config file's directory. Secrets come from the
+//! environment: the CMK passphrase (`cmk.passphrase_env`) and, optionally, the
+//! whole database URL (`CUSTOS_KMS_DATABASE_URL`, which overrides the file).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use kms_identity::IdentityConfig;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// This KMS's domain: URIs are `kms://<domain>/...`.
+    pub domain: String,
+    /// The org whose users this KMS serves (user ids without `@` get it).
+    pub org_domain: String,
+    /// `sqlite://PATH` (default `sqlite://<data_dir>/kms.db`) or `postgres://...`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Where generated files go (default `./data` beside the config file).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The static key.
+    #[serde(default)]
+    pub static_key: StaticKeyConfig,
+    /// The customer master key.
+    #[serde(default)]
+    pub cmk: CmkConfig,
+    /// Token validation: this KMS's audience and its trusted issuers.
+    pub identity: IdentityConfig,
+    /// Users (`name@org`) who may use the administrative API. Changes are audited in the log.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// Lifetimes.
+    #[serde(default)]
+    pub lifetimes: Lifetimes,
+    /// Anonymous authorizations.
+    #[serde(default)]
+    pub anonymous: AnonymousConfig,
+    /// Per-source limits on unauthenticated RSA work.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The static RSA key and its certificate.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StaticKeyConfig {
+    /// PEM private key (PKCS#8 or PKCS#1). Generated (RSA-2048) on first start when absent.
+    pub path: Option<PathBuf>,
+    /// PEM certificate for the key (its `x5c`). Self-signed and generated when absent.
+    pub cert_path: Option<PathBuf>,
+}
+
+/// The CMK: a file sealed with a passphrase from the environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CmkConfig {
+    /// The sealed CMK file; created on first start when absent.
+    pub path: Option<PathBuf>,
+    /// Environment variable holding the passphrase (at least 12 characters).
+    #[serde(default = "default_passphrase_env")]
+    pub passphrase_env: String,
+}
+
+impl Default for CmkConfig {
+    fn default() -> Self {
+        Self { path: None, passphrase_env: default_passphrase_env() }
+    }
+}
+
+/// Lifetimes, in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifetimes {
+    /// Ephemeral key (session).
+    #[serde(default = "d_session")]
+    pub session_secs: u64,
+    /// How long an unbound key may wait to be bound.
+    #[serde(default = "d_unbound")]
+    pub unbound_key_secs: u64,
+    /// How long a bound key may be used to encrypt.
+    #[serde(default = "d_bound")]
+    pub bound_key_secs: u64,
+    /// Longest resource ttl.
+    #[serde(default = "d_ttl")]
+    pub max_resource_ttl_secs: u64,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self { session_secs: d_session(), unbound_key_secs: d_unbound(), bound_key_secs: d_bound(), max_resource_ttl_secs: d_ttl() }
+    }
+}
+
+/// Anonymous authorizations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousConfig {
+    /// Whether they may be created at all.
+    #[serde(default = "d_true")]
+    pub allow: bool,
+    /// Cap on their life.
+    #[serde(default = "d_anon")]
+    pub max_lifetime_secs: u64,
+}
+
+impl Default for AnonymousConfig {
+    fn default() -> Self {
+        Self { allow: true, max_lifetime_secs: d_anon() }
+    }
+}
+
+/// Rate limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Handshakes and signed resets per second per source address.
+    #[serde(default = "d_rate")]
+    pub handshakes_per_second: f64,
+    /// Burst.
+    #[serde(default = "d_burst")]
+    pub handshake_burst: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { handshakes_per_second: d_rate(), handshake_burst: d_burst() }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:7443".parse().expect("valid")
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_passphrase_env() -> String {
+    "CUSTOS_KMS_CMK_PASSPHRASE".into()
+}
+fn d_session() -> u64 {
+    3600
+}
+fn d_unbound() -> u64 {
+    3600
+}
+fn d_bound() -> u64 {
+    365 * 24 * 3600
+}
+fn d_ttl() -> u64 {
+    10 * 365 * 24 * 3600
+}
+fn d_true() -> bool {
+    true
+}
+fn d_anon() -> u64 {
+    24 * 3600
+}
+fn d_rate() -> f64 {
+    50.0
+}
+fn d_burst() -> f64 {
+    200.0
+}
+
+/// Why a configuration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value that is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and checks a config file; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text; `base` anchors relative paths.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        c.domain = kms_protocol::uri::canonical_domain(&c.domain).map_err(|_| ConfigError::Invalid(format!("domain `{}` is not a valid host name", c.domain)))?;
+        c.org_domain =
+            kms_protocol::uri::canonical_domain(&c.org_domain).map_err(|_| ConfigError::Invalid(format!("org_domain `{}` is not a valid host name", c.org_domain)))?;
+        if c.lifetimes.session_secs == 0 || c.lifetimes.session_secs > 24 * 3600 {
+            return Err(ConfigError::Invalid("lifetimes.session_secs must be 1 to 86400".into()));
+        }
+        if !(c.limits.handshakes_per_second > 0.0 && c.limits.handshake_burst >= 1.0) {
+            return Err(ConfigError::Invalid("limits must be positive".into()));
+        }
+        for a in &c.admins {
+            if !a.contains('@') {
+                return Err(ConfigError::Invalid(format!("admin `{a}` must be a full user id (name@org)")));
+            }
+        }
+        let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        c.data_dir = abs(&c.data_dir);
+        c.static_key.path = Some(abs(c.static_key.path.as_deref().unwrap_or(&c.data_dir.join("static-key.pem"))));
+        c.static_key.cert_path = Some(abs(c.static_key.cert_path.as_deref().unwrap_or(&c.data_dir.join("static-cert.pem"))));
+        c.cmk.path = Some(abs(c.cmk.path.as_deref().unwrap_or(&c.data_dir.join("cmk.json"))));
+        if let Ok(url) = std::env::var("CUSTOS_KMS_DATABASE_URL") {
+            c.database_url = Some(url);
+        }
+        let url = c.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", c.data_dir.join("kms.db").display()));
+        c.database_url = Some(match url.strip_prefix("sqlite://") {
+            Some(p) if !p.starts_with('/') && !p.starts_with(':') => format!("sqlite://{}", base.join(p).display()),
+            _ => url,
+        });
+        Ok(c)
+    }
+
+    /// The database URL in force.
+    pub fn database_url(&self) -> &str {
+        self.database_url.as_deref().expect("set by parse")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+domain = "KMS.Acme.Example"
+org_domain = "acme.example"
+[identity]
+audience = "kms://kms.acme.example"
+[[identity.issuers]]
+issuer = "https://idp.acme.example"
+org_domain = "acme.example"
+"#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = Config::parse(MIN, Path::new("/etc/custos")).unwrap();
+        assert_eq!(c.domain, "kms.acme.example");
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.static_key.path.as_deref(), Some(Path::new("/etc/custos/data/static-key.pem")));
+        assert_eq!(c.cmk.passphrase_env, "CUSTOS_KMS_CMK_PASSPHRASE");
+        assert!(c.database_url().starts_with("sqlite:///etc/custos/data/kms.db") || std::env::var("CUSTOS_KMS_DATABASE_URL").is_ok());
+        assert_eq!(c.lifetimes.session_secs, 3600);
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(matches!(Config::parse("domain = 1", Path::new(".")), Err(ConfigError::Parse { .. })));
+        let unknown = format!("{MIN}\nsurprise = true\n");
+        assert!(matches!(Config::parse(&unknown, Path::new(".")), Err(ConfigError::Parse { .. })));
+        let bad = MIN.replace("KMS.Acme.Example", "not a domain");
+        assert!(matches!(Config::parse(&bad, Path::new(".")), Err(ConfigError::Invalid(_))));
+        let admins = format!("admins = [\"bob\"]\n{MIN}");
+        assert!(matches!(Config::parse(&admins, Path::new(".")), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../kms.example.toml");
+        Config::parse(text, Path::new("/srv")).unwrap();
+    }
+}

@@ -1,0 +1,63 @@
+//! A real KMS server (its own runtime, on a free port) configured from TOML.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+#[allow(dead_code)]
+pub struct Server {
+    pub url: String,
+    pub engine: std::sync::Arc<kms::Engine>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub fn config_text(data_dir: &Path, issuer: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+domain = "kms.acme.example"
+org_domain = "acme.example"
+data_dir = "{}"
+admins = ["admin@acme.example"]
+{extra}
+[identity]
+audience = "kms://kms.acme.example"
+[[identity.issuers]]
+issuer = "{issuer}"
+org_domain = "acme.example"
+"#,
+        data_dir.display()
+    )
+}
+
+impl Server {
+    pub fn start(config: &str) -> Server {
+        // The CMK passphrase comes from the environment, as in production.
+        std::env::set_var("CUSTOS_KMS_CMK_PASSPHRASE", "a test passphrase, long enough");
+        let cfg = kms::config::Config::parse(config, Path::new("/")).expect("valid config");
+        let (tx, rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let running = kms::server::start(&cfg, false).await.expect("server starts");
+                tx.send((running.addr, running.engine.clone())).unwrap();
+                let _ = stop_rx.await;
+                running.task.abort();
+            });
+        });
+        let (addr, engine) = rx.recv().expect("server reports its address");
+        Server { url: format!("http://{addr}"), engine, stop: Some(stop_tx), thread: Some(thread) }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
