@@ -71,6 +71,9 @@ pub enum ProtocolError {
     /// A reset that failed verification, is stale, or answers another request: ignored.
     #[error("ignored a reset that was stale or unmatched")]
     StaleReset,
+    /// A `jwk` credential's proof of possession was refused (see [`crate::pop`]).
+    #[error("proof of possession refused: {0}")]
+    ProofOfPossession(crate::pop::PopRefusal),
 }
 
 impl ProtocolError {

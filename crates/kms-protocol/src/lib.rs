@@ -17,6 +17,7 @@ pub mod channel;
 pub mod date;
 mod error;
 pub mod message;
+pub mod pop;
 pub mod status;
 pub mod uri;
 
