@@ -14,17 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use server::{config_text, Server};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sqlx::{Connection, PgConnection};
+use testkit::pg::TempDatabase;
 use testkit::{Idp, Node};
-
-fn admin_url() -> String {
-    std::env::var("CUSTOS_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://127.0.0.1:5432/test".into())
-}
-
-fn with_db(url: &str, db: &str) -> String {
-    let (base, _) = url.rsplit_once('/').expect("URL with a database");
-    format!("{base}/{db}")
-}
 
 async fn commits(conn: &mut PgConnection) -> i64 {
     // Stats are flushed lazily; ask for a fresh snapshot each time.
@@ -39,21 +31,9 @@ async fn commits(conn: &mut PgConnection) -> i64 {
 #[test]
 fn two_nodes_share_sessions_without_writes() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let admin = admin_url();
-    let Ok(mut conn) = rt.block_on(PgConnection::connect(&admin)) else {
-        if std::env::var_os("CI").is_some() {
-            panic!("PostgreSQL is required under CI at {admin}");
-        }
-        eprintln!("SKIPPED (no PostgreSQL at {admin}): two_nodes_share_sessions_without_writes");
-        return;
-    };
     // A database of its own, so that only these two nodes move its counters.
-    let db = format!("custos_kms_two_nodes_{}", std::process::id());
-    rt.block_on(async {
-        let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}"))).execute(&mut conn).await;
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&mut conn).await.unwrap();
-    });
-    let url = with_db(&admin, &db);
+    let Some(db) = TempDatabase::create("two_nodes", "two_nodes_share_sessions_without_writes") else { return };
+    let url = db.url.clone();
 
     let idp = Idp::start();
     let dir = tempfile::tempdir().unwrap();
@@ -115,7 +95,5 @@ fn two_nodes_share_sessions_without_writes() {
     eprintln!("node A refused the deleted session after {:?}", t.elapsed());
 
     drop((a, b, stats));
-    rt.block_on(async {
-        let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))).execute(&mut conn).await;
-    });
+    drop(db);
 }

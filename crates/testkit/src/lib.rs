@@ -175,3 +175,54 @@ impl Drop for Idp {
         let _ = self.child.wait();
     }
 }
+
+/// A throwaway PostgreSQL database for tests that need one of their own.
+pub mod pg {
+    use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+    /// `CUSTOS_TEST_POSTGRES_URL`, default `postgres://127.0.0.1:5432/test`.
+    pub fn admin_url() -> String {
+        std::env::var("CUSTOS_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://127.0.0.1:5432/test".into())
+    }
+
+    /// A database created for one test and dropped when this goes out of scope.
+    pub struct TempDatabase {
+        /// Its URL.
+        pub url: String,
+        name: String,
+    }
+
+    impl TempDatabase {
+        /// Creates `custos_<tag>_<pid>`. `None` (after printing `SKIPPED … <test>`)
+        /// when PostgreSQL is unreachable; under CI (`CI` set) that is a failure instead.
+        pub fn create(tag: &str, test: &str) -> Option<TempDatabase> {
+            let admin = admin_url();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let Ok(mut conn) = rt.block_on(PgConnection::connect(&admin)) else {
+                if std::env::var_os("CI").is_some() {
+                    panic!("PostgreSQL is required under CI at {admin}");
+                }
+                eprintln!("SKIPPED (no PostgreSQL at {admin}): {test}");
+                return None;
+            };
+            let name = format!("custos_{tag}_{}", std::process::id());
+            rt.block_on(async {
+                let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+            });
+            let (base, _) = admin.rsplit_once('/').expect("URL with a database");
+            Some(TempDatabase { url: format!("{base}/{name}"), name })
+        }
+    }
+
+    impl Drop for TempDatabase {
+        fn drop(&mut self) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
+                    let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))).execute(&mut conn).await;
+                }
+            });
+        }
+    }
+}
