@@ -35,6 +35,25 @@ enum KmsCommand {
     },
     /// Print a commented example configuration.
     ExampleConfig,
+    /// Measure handshakes, key retrieval, key creation and binding, in-process
+    /// and over HTTP, next to `openssl speed rsa2048` from the same run.
+    Bench {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Keys per create request.
+        #[arg(long, default_value_t = 10)]
+        keys_per_request: u32,
+        /// Database URL (default: a temporary SQLite file).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Only the in-process figures.
+        #[arg(long)]
+        in_process_only: bool,
+    },
 }
 
 fn not_built(what: &str, issue: &str) -> ExitCode {
@@ -54,6 +73,9 @@ fn main() -> ExitCode {
         Command::Kms { command: KmsCommand::ExampleConfig } => {
             print!("{}", include_str!("../../kms/kms.example.toml"));
             Ok(())
+        }
+        Command::Kms { command: KmsCommand::Bench { seconds, clients, keys_per_request, database_url, in_process_only } } => {
+            kms::bench::run(kms::bench::BenchOptions { seconds, clients, keys_per_request, database_url, in_process_only })
         }
         Command::Kms { command: KmsCommand::Serve { config } } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");

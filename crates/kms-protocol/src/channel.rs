@@ -123,6 +123,24 @@ pub fn begin_handshake(kms: &KmsInfo, client: ClientInfo) -> Result<PendingHands
     Ok(PendingHandshake { local, request_id: req.request_id, wrapped })
 }
 
+/// Starts a handshake like [`begin_handshake`], for credentials that depend
+/// on the request itself (a `jwk` credential's proof of possession, see
+/// [`crate::pop::begin_service_handshake`]): `client` gets the new ephemeral
+/// public key and the requestId, and returns who is asking.
+pub fn begin_handshake_with(
+    kms: &KmsInfo,
+    client: impl FnOnce(&EcPublicKey, &str) -> Result<ClientInfo, ProtocolError>,
+) -> Result<PendingHandshake, ProtocolError> {
+    let local = EcPrivateKey::generate(None)?;
+    let uri = KmsUri::new(&kms.domain, Target::Collection(Kind::Ecdhe)).map_err(ProtocolError::uri("uri"))?;
+    let mut req = Request::new(Method::Create, uri.to_string(), None);
+    req.client = Some(client(local.public_key(), &req.request_id)?);
+    req.body.jwk = Some(local.public_key().to_jwk());
+    let kid = kms.key.kid().ok_or(ProtocolError::MissingField("kid of the KMS key"))?;
+    let wrapped = jose::jwe::encrypt(EncryptKey::RsaOaep(&kms.key), ContentEnc::A256Gcm, &HeaderParams::kid(kid), &req.to_json())?;
+    Ok(PendingHandshake { local, request_id: req.request_id, wrapped })
+}
+
 /// Verifies a JWS from the KMS static key in the expected context, and reads its response.
 fn verify_signed(kms: &KmsInfo, compact: &str, ctx: SigningContext) -> Result<Response, ProtocolError> {
     let jws = Jws::parse(compact, &SIGNED)?;

@@ -7,18 +7,21 @@
 //! - [`session`]: sealed session tickets (no database write per handshake).
 //! - [`keyring`] and [`crypto`]: CMK → KEK → content key wrapping.
 //! - [`auth`]: bearer tokens (trusted issuers) and anonymous bearers.
+//! - [`service_auth`]: `jwk` service credentials (x5c chain to a trust root, proof of possession).
 //! - [`limit`]: per-source limits on unauthenticated RSA work.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod crypto;
 pub mod engine;
 mod error;
 pub mod http;
 pub mod server;
+pub mod service_auth;
 pub mod keyring;
 pub mod limit;
 pub mod session;

@@ -1,0 +1,336 @@
+//! `custos kms bench`: throughput and latency of the KMS, in-process and over
+//! HTTP, next to `openssl speed rsa2048` measured in the same run.
+//!
+//! Tokens are real RFC 9068 JWTs from a small issuer this tool runs on
+//! loopback, validated by the real verifier (cached per token, as in
+//! production). In-process figures run the engine on one thread (one core);
+//! HTTP figures run a whole server in this process with its own runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::routing::get;
+use axum::{Json, Router};
+use jose::jws::SignKey;
+use jose::{HeaderParams, RsaPrivateKey, SigAlg};
+use kms_protocol::{begin_handshake, ClientInfo, Credential, KmsInfo, Method, Request, Response, Session, Status};
+use serde_json::{json, Value};
+
+use crate::crypto::Cmk;
+use crate::engine::{Engine, EngineConfig};
+use crate::limit::RateLimiter;
+use crate::server::IdentityAuth;
+
+const DOMAIN: &str = "kms.bench.example";
+const ORG: &str = "bench.example";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// How long each measurement runs.
+    pub seconds: f64,
+    /// Concurrent clients for the durable-write and HTTP phases.
+    pub clients: usize,
+    /// Keys per create request.
+    pub keys_per_request: u32,
+    /// Database URL (default: a temporary SQLite file).
+    pub database_url: Option<String>,
+    /// Skip the HTTP phases.
+    pub in_process_only: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self { seconds: 3.0, clients: 16, keys_per_request: 10, database_url: None, in_process_only: false }
+    }
+}
+
+/// A tiny OpenID issuer on loopback: discovery, JWKS, and tokens it signs itself.
+struct Issuer {
+    url: String,
+    key: Arc<RsaPrivateKey>,
+}
+
+impl Issuer {
+    async fn start() -> anyhow::Result<Issuer> {
+        let key = Arc::new(RsaPrivateKey::generate(2048, Some("bench-issuer".into()))?);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let jwks = json!({"keys": [key.public_key().to_jwk()]});
+        let disco = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(move || async move { Json(disco) }))
+            .route("/jwks", get(move || async move { Json(jwks) }));
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        Ok(Issuer { url, key })
+    }
+
+    fn token(&self, sub: &str) -> String {
+        let now = crate::now_ms() / 1000;
+        let claims = json!({"iss": self.url, "sub": sub, "aud": format!("kms://{DOMAIN}"), "iat": now, "exp": now + 3600, "client_id": "bench"});
+        jose::jws::sign(SigAlg::RS256, SignKey::Rsa(&self.key), &HeaderParams::kid("bench-issuer").with_typ("at+jwt"), claims.to_string().as_bytes())
+            .expect("signs")
+    }
+}
+
+/// Latency samples and a count over a wall-clock span.
+struct Sample {
+    ops: f64,
+    secs: f64,
+    lat: Vec<Duration>,
+}
+
+impl Sample {
+    fn row(&self, name: &str, unit: &str) -> String {
+        let mut l = self.lat.clone();
+        l.sort();
+        let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or_default();
+        format!(
+            "{name:<34} {:>12.0} {unit:<6} p50 {:>8.2} ms  p99 {:>8.2} ms",
+            self.ops / self.secs,
+            pct(0.50).as_secs_f64() * 1e3,
+            pct(0.99).as_secs_f64() * 1e3
+        )
+    }
+}
+
+fn client(user: &str, token: &str) -> ClientInfo {
+    ClientInfo { client_id: format!("bench-{user}"), credential: Credential::bearer(token) }
+}
+
+fn request(info: &ClientInfo, method: Method, uri: &str, body: Value) -> Request {
+    let mut v = serde_json::to_value(Request::new(method, uri, Some(info.clone()))).expect("serializes");
+    if let (Value::Object(m), Value::Object(b)) = (&mut v, body) {
+        m.extend(b);
+    }
+    serde_json::from_value(v).expect("valid request")
+}
+
+/// Something that carries compact messages to a KMS.
+trait Carrier: Clone + Send + Sync + 'static {
+    fn send(&self, msg: String) -> impl std::future::Future<Output = anyhow::Result<String>> + Send;
+}
+
+#[derive(Clone)]
+struct InProcess(Arc<Engine>);
+
+impl Carrier for InProcess {
+    async fn send(&self, msg: String) -> anyhow::Result<String> {
+        self.0.handle(&msg, None).await.map_err(|_| anyhow::anyhow!("throttled"))
+    }
+}
+
+#[derive(Clone)]
+struct Http {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Carrier for Http {
+    async fn send(&self, msg: String) -> anyhow::Result<String> {
+        let r = self.http.post(format!("{}/kms/messages", self.url)).header("content-type", "application/jose").body(msg).send().await?;
+        anyhow::ensure!(r.status().is_success(), "HTTP {}", r.status());
+        Ok(r.text().await?)
+    }
+}
+
+struct Conn<C: Carrier> {
+    carrier: C,
+    kms: KmsInfo,
+    info: ClientInfo,
+    session: Session,
+}
+
+impl<C: Carrier> Conn<C> {
+    async fn open(carrier: &C, kms: &KmsInfo, info: ClientInfo) -> anyhow::Result<Self> {
+        let p = begin_handshake(kms, info.clone())?;
+        let answer = carrier.send(p.wrapped.clone()).await?;
+        let session = p.finish(kms, &answer)?;
+        Ok(Self { carrier: carrier.clone(), kms: kms.clone(), info, session })
+    }
+
+    async fn call(&self, method: Method, uri: &str, body: Value) -> anyhow::Result<Response> {
+        let req = request(&self.info, method, uri, body);
+        let answer = self.carrier.send(self.session.wrap(&req)?).await?;
+        let r = self.session.unwrap(&self.kms, &answer, &req.request_id)?;
+        anyhow::ensure!(r.status.is_success(), "{} {uri}: {:?}", method.name(), r.reason);
+        Ok(r)
+    }
+}
+
+/// Runs `clients` loops of `op` for `secs`; counts `weight` per op.
+async fn drive<F, Fut>(clients: usize, secs: f64, weight: f64, op: F) -> anyhow::Result<Sample>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                op(c, i).await?;
+                lat.push(t.elapsed());
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    Ok(Sample { ops: lat.len() as f64 * weight, secs: start.elapsed().as_secs_f64(), lat })
+}
+
+/// The four phases against one carrier; returns printable rows.
+async fn phases<C: Carrier>(carrier: C, kms: KmsInfo, issuer: &Issuer, opts: &BenchOptions, clients: usize, label: &str) -> anyhow::Result<Vec<String>> {
+    let mut rows = Vec::new();
+    let info = client("alice", &issuer.token("alice"));
+    // Handshakes (client work included; over HTTP the client shares the machine).
+    let (c2, k2, i2) = (carrier.clone(), kms.clone(), info.clone());
+    let s = drive(clients, opts.seconds, 1.0, move |_, _| {
+        let (c, k, i) = (c2.clone(), k2.clone(), i2.clone());
+        async move { Conn::open(&c, &k, i).await.map(|_| ()) }
+    })
+    .await?;
+    rows.push(s.row(&format!("handshakes ({label})"), "/s"));
+
+    // A resource with keys to retrieve and a pool of unbound keys to bind.
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        conns.push(Arc::new(Conn::open(&carrier, &kms, info.clone()).await?));
+    }
+    let res = conns[0].call(Method::Create, "/resources", json!({})).await?.resource.context("resource")?.uri.to_string();
+    let keys = conns[0].call(Method::Create, "/keys", json!({"count": 100})).await?.keys.context("keys")?;
+    let key_uris: Arc<Vec<String>> = Arc::new(keys.iter().map(|k| k.uri.to_string()).collect());
+    conns[0].call(Method::Create, "/resources", json!({"keyUris": *key_uris})).await?;
+
+    let (cs, ku) = (conns.clone(), key_uris.clone());
+    let s = drive(clients, opts.seconds, 1.0, move |c, i| {
+        let (conn, uri) = (cs[c].clone(), ku[(i as usize * 7 + c) % ku.len()].clone());
+        async move { conn.call(Method::Retrieve, &uri, json!({})).await.map(|_| ()) }
+    })
+    .await?;
+    rows.push(s.row(&format!("retrieve key ({label})"), "/s"));
+
+    let n = opts.keys_per_request;
+    let cs = conns.clone();
+    let pool: Arc<tokio::sync::Mutex<Vec<String>>> = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let pool2 = pool.clone();
+    let s = drive(clients, opts.seconds, f64::from(n), move |c, _| {
+        let (conn, pool) = (cs[c].clone(), pool2.clone());
+        async move {
+            let r = conn.call(Method::Create, "/keys", json!({"count": n})).await?;
+            if c == 0 {
+                pool.lock().await.extend(r.keys.unwrap_or_default().into_iter().map(|k| k.uri.to_string()));
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    rows.push(s.row(&format!("create keys, {n}/request ({label})"), "keys/s"));
+
+    // Binds: client 0 made the pool, so bind from client 0's session only, many in flight.
+    let pool: Arc<Vec<String>> = Arc::new(std::mem::take(&mut *pool.lock().await));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (c0, r2) = (conns[0].clone(), res.clone());
+    let s = drive(clients, opts.seconds, 1.0, move |_, _| {
+        let (conn, pool, next, res) = (c0.clone(), pool.clone(), next.clone(), r2.clone());
+        async move {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(uri) = pool.get(i) else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                return Ok(());
+            };
+            conn.call(Method::Update, uri, json!({"resourceUri": res})).await.map(|_| ())
+        }
+    })
+    .await?;
+    rows.push(s.row(&format!("bind ({label})"), "/s"));
+    Ok(rows)
+}
+
+fn openssl_rsa2048() -> Option<f64> {
+    let out = std::process::Command::new("openssl").args(["speed", "-seconds", "2", "rsa2048"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("rsa 2048 bits"))?;
+    line.split_whitespace().nth(5)?.parse().ok()
+}
+
+async fn engine(opts: &BenchOptions, issuer: &Issuer, dir: &std::path::Path) -> anyhow::Result<Arc<Engine>> {
+    let url = opts.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
+    let store = kms_store::open(&url).await?;
+    let (cmk, _) = Cmk::create(b"benchmark passphrase", 100_000)?;
+    let verifier = kms_identity::Verifier::new(kms_identity::IdentityConfig::new(
+        format!("kms://{DOMAIN}"),
+        vec![kms_identity::IssuerConfig::new(issuer.url.clone(), ORG)],
+    ))?;
+    let key = RsaPrivateKey::generate(2048, Some("bench-static".into()))?;
+    Ok(Arc::new(Engine::open(EngineConfig::new(DOMAIN, ORG), store, key, cmk, Arc::new(IdentityAuth(verifier)), RateLimiter::unlimited()).await?))
+}
+
+/// Runs the benchmark and prints the report.
+pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    println!("openssl speed rsa2048 ...");
+    let rsa_before = openssl_rsa2048();
+    // In-process: the engine and its clients on one thread, i.e. one core.
+    let one = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rows_in = one.block_on(async {
+        let issuer = Issuer::start().await?;
+        let e = engine(&opts, &issuer, &dir.join("inproc")).await?;
+        let kms = e.server_key().info();
+        phases(InProcess(e), kms, &issuer, &opts, opts.clients, "in-process, 1 core").await
+    })?;
+    drop(one);
+    let rows_http = if opts.in_process_only {
+        Vec::new()
+    } else {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        rt.block_on(async {
+            let issuer = Issuer::start().await?;
+            let e = engine(&opts, &issuer, &dir.join("http")).await?;
+            let kms = e.server_key().info();
+            let info = Arc::new(json!({"uri": format!("kms://{DOMAIN}"), "key": kms.key.to_jwk()}));
+            let app = crate::http::router(crate::http::AppState { engine: e, info, metrics: None });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.ok() });
+            let carrier = Http { http: reqwest::Client::new(), url: format!("http://{addr}") };
+            phases(carrier, kms, &issuer, &opts, opts.clients, "HTTP, 2 cores shared").await
+        })?
+    };
+    let rsa_after = openssl_rsa2048();
+    println!();
+    for r in rows_in.iter().chain(&rows_http) {
+        println!("{r}");
+    }
+    println!();
+    match (rsa_before, rsa_after) {
+        (Some(a), Some(b)) => {
+            let rsa = (a + b) / 2.0;
+            println!("openssl speed rsa2048: {a:.0} and {b:.0} signs/s (mean {rsa:.0}); a handshake costs 2 RSA private operations,");
+            println!("so one core's ceiling is about {:.0} handshakes/s; the target is 0.8 x that = {:.0}/s.", rsa / 2.0, 0.8 * rsa / 2.0);
+        }
+        _ => println!("openssl speed rsa2048: unavailable (is openssl installed?)"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("custos-kms-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+#[allow(dead_code)]
+fn _status(_: Status) {}
