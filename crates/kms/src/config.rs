@@ -48,6 +48,11 @@ pub struct Config {
     /// Per-source limits on unauthenticated RSA work.
     #[serde(default)]
     pub limits: Limits,
+    /// PEM file of CA certificates that may vouch for service clients (bots,
+    /// search, DLP) presenting a JWK with an x5c chain and a proof of possession.
+    /// Absent: only bearer tokens are accepted.
+    #[serde(default)]
+    pub service_trust_roots: Option<PathBuf>,
 }
 
 /// The static RSA key and its certificate.
@@ -228,6 +233,7 @@ impl Config {
         c.static_key.path = Some(abs(c.static_key.path.as_deref().unwrap_or(&c.data_dir.join("static-key.pem"))));
         c.static_key.cert_path = Some(abs(c.static_key.cert_path.as_deref().unwrap_or(&c.data_dir.join("static-cert.pem"))));
         c.cmk.path = Some(abs(c.cmk.path.as_deref().unwrap_or(&c.data_dir.join("cmk.json"))));
+        c.service_trust_roots = c.service_trust_roots.as_deref().map(abs);
         if let Ok(url) = std::env::var("CUSTOS_KMS_DATABASE_URL") {
             c.database_url = Some(url);
         }

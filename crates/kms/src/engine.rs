@@ -81,6 +81,7 @@ pub struct Engine {
     limiter: RateLimiter,
     // Resources never change their expiry; remember it to save a read per key retrieval.
     resource_expiry: RwLock<HashMap<String, Option<i64>>>,
+    service_roots: Option<crate::service_auth::TrustRoots>,
 }
 
 /// Outcome of an operation: a response, and whether it may be logged for replay.
@@ -105,7 +106,7 @@ impl Engine {
         auth: Arc<dyn Authenticator>,
         limiter: RateLimiter,
     ) -> Self {
-        Self { cfg, store, server, keyring, tickets, auth, limiter, resource_expiry: RwLock::new(HashMap::new()) }
+        Self { cfg, store, server, keyring, tickets, auth, limiter, resource_expiry: RwLock::new(HashMap::new()), service_roots: None }
     }
 
     /// Opens an engine over `store`: the org's keyring (first KEK created if
@@ -122,6 +123,12 @@ impl Engine {
         let tickets = Arc::new(Tickets::new(store.clone(), &cmk, cfg.session_lifetime));
         let keyring = Keyring::open(store.clone(), cmk, &cfg.org_domain).await?;
         Ok(Self::new(cfg, store, server, keyring, tickets, auth, limiter))
+    }
+
+    /// Accepts service credentials whose x5c chains lead to these roots.
+    pub fn with_service_roots(mut self, roots: crate::service_auth::TrustRoots) -> Self {
+        self.service_roots = Some(roots);
+        self
     }
 
     /// Whether the store answers.
@@ -219,7 +226,8 @@ impl Engine {
         let Some(client) = opened.request.client.as_ref() else {
             return signed_error(Status::UNAUTHORIZED, "a credential is required");
         };
-        let principal = match self.authenticate(&client.credential).await {
+        let binding = kms_protocol::pop::handshake_binding(&opened.client_key);
+        let principal = match self.authenticate(&client.credential, &binding, &rid).await {
             Ok(p) => p,
             Err(e) => return signed_error(Status::UNAUTHORIZED, &e.0),
         };
@@ -252,9 +260,15 @@ impl Engine {
         }
     }
 
-    async fn authenticate(&self, cred: &Credential) -> Result<Principal, AuthError> {
+    /// Who sent a request: a bearer (ours or a trusted issuer's), or a service
+    /// key with an x5c chain and a proof of possession bound to `binding`.
+    async fn authenticate(&self, cred: &Credential, binding: &str, request_id: &str) -> Result<Principal, AuthError> {
         if cred.jwk.is_some() {
-            return Err(AuthError("jwk credentials are not supported by this KMS yet".into()));
+            let Some(roots) = &self.service_roots else {
+                return Err(AuthError("this KMS accepts no service (jwk) credentials: no trust roots are configured".into()));
+            };
+            let id = crate::service_auth::authenticate_service(roots, cred, binding, request_id, now_ms() / 1000)?;
+            return Ok(Principal::User { user_id: id });
         }
         let token = cred.bearer.as_ref().ok_or_else(|| AuthError("a bearer credential is required".into()))?;
         let token = token.expose();
@@ -322,7 +336,8 @@ impl Engine {
             return Ok(Sealed::Fresh(err(Status::UNAUTHORIZED, rid, "a credential is required")));
         };
         // Tokens are checked on every request, not only at the handshake.
-        let principal = match self.authenticate(&client.credential).await {
+        let binding = kms_protocol::pop::session_binding(uri);
+        let principal = match self.authenticate(&client.credential, &binding, rid).await {
             Ok(p) => p,
             Err(e) => return Ok(Sealed::Fresh(err(Status::UNAUTHORIZED, rid, &e.0))),
         };

@@ -127,7 +127,14 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     let limiter = RateLimiter::new(cfg.limits.handshakes_per_second, cfg.limits.handshake_burst);
     let mut jwk = static_key.key.public_key().to_jwk();
     jwk.x5c = Some(vec![base64::engine::general_purpose::STANDARD.encode(&static_key.cert_der)]);
-    let engine = Arc::new(Engine::open(ec, store.clone(), static_key.key, cmk, Arc::new(IdentityAuth(verifier)), limiter).await?);
+    let mut engine = Engine::open(ec, store.clone(), static_key.key, cmk, Arc::new(IdentityAuth(verifier)), limiter).await?;
+    if let Some(path) = &cfg.service_trust_roots {
+        let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let roots = crate::service_auth::TrustRoots::from_pem(&pem).with_context(|| format!("service trust roots {}", path.display()))?;
+        println!("custos kms: accepting service credentials under {} trust root(s)", roots.len());
+        engine = engine.with_service_roots(roots);
+    }
+    let engine = Arc::new(engine);
 
     tokio::spawn(engine.tickets().clone().poll());
     let hk_engine = engine.clone();

@@ -502,3 +502,68 @@ fn authenticate_service_needs_chain_and_proof() {
     hint.user_id = Some("admin@acme.example".into());
     assert_eq!(authenticate_service(&r, &hint, &binding, "r1", t).unwrap(), ID);
 }
+
+mod common;
+
+/// A service (no bearer token) handshakes and works through the engine with
+/// its certificate and a proof of possession on every request; replaying its
+/// proof on another request, or presenting its certificate without its key, fails.
+#[tokio::test]
+async fn a_service_client_end_to_end() {
+    use kms_protocol::pop::{attach_session_proof, begin_service_handshake};
+    use kms_protocol::{Method, Status};
+
+    let ca = root("Acme Service CA");
+    let key = ServiceKey::ec();
+    let leaf = issue(&leaf_params(), &key, &ca);
+    let chain = vec![b64(&leaf)];
+    let h = common::harness_full(|_| {}, Some(roots(&[&ca]))).await;
+    let kms = h.engine.server_key().info();
+    let (sk, alg) = key.sign_key();
+    let pending = begin_service_handshake(&kms, "indexer-1", sk, alg, chain.clone()).unwrap();
+    let answer = h.engine.handle(&pending.wrapped, None).await.unwrap();
+    let session = pending.finish(&kms, &answer).expect("service handshake");
+    assert_eq!(session.info().user_id, ID);
+
+    let send = |mut req: kms_protocol::Request, prove: bool| {
+        let (sk, alg) = key.sign_key();
+        if prove {
+            attach_session_proof(&mut req, &session, sk, alg, chain.clone()).unwrap();
+        }
+        let wrapped = session.wrap(&req).unwrap();
+        let engine = h.engine.clone();
+        let kms = kms.clone();
+        let rid = req.request_id.clone();
+        let sess = &session;
+        async move { sess.unwrap(&kms, &engine.handle(&wrapped, None).await.unwrap(), &rid).unwrap() }
+    };
+    let client = kms_protocol::ClientInfo { client_id: "indexer-1".into(), credential: Credential::default() };
+    let ping = kms_protocol::Request::new(Method::Update, "/ping", Some(client.clone()));
+    assert_eq!(send(ping, true).await.status, Status::OK);
+    let mut keys = kms_protocol::Request::new(Method::Create, "/keys", Some(client.clone()));
+    keys.body.count = Some(1);
+    assert_eq!(send(keys, true).await.status, Status::CREATED);
+
+    // The previous request's proof, copied onto a new request: refused.
+    let mut first = kms_protocol::Request::new(Method::Update, "/ping", Some(client.clone()));
+    let (sk, alg) = key.sign_key();
+    attach_session_proof(&mut first, &session, sk, alg, chain.clone()).unwrap();
+    let mut replay = kms_protocol::Request::new(Method::Update, "/ping", Some(client.clone()));
+    replay.client.as_mut().unwrap().credential = first.client.as_ref().unwrap().credential.clone();
+    assert_eq!(send(replay, false).await.status, Status::UNAUTHORIZED);
+
+    // The certificate without a proof: refused.
+    let mut bare = kms_protocol::Request::new(Method::Update, "/ping", Some(client));
+    bare.client.as_mut().unwrap().credential.jwk = Some(jwk_with(&key, &[&leaf]));
+    assert_eq!(send(bare, false).await.status, Status::UNAUTHORIZED);
+
+    // A KMS with no trust roots refuses service credentials outright.
+    let plain = common::harness().await;
+    let kms2 = plain.engine.server_key().info();
+    let (sk, alg) = key.sign_key();
+    let p = begin_service_handshake(&kms2, "indexer-1", sk, alg, chain.clone()).unwrap();
+    let answer = plain.engine.handle(&p.wrapped, None).await.unwrap();
+    let e = p.finish(&kms2, &answer).unwrap_err();
+    assert!(matches!(e, kms_protocol::ProtocolError::Status { status: Status::UNAUTHORIZED, .. }), "{e:?}");
+    let _ = (handshake_binding, session_binding, service_credential, authenticate_service, TrustRootsError::NoCertificates, MAX_CHAIN_LEN, KmsUri::parse_absolute, Kind::Keys);
+}

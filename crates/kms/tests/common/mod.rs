@@ -38,6 +38,10 @@ pub struct Harness {
 }
 
 pub async fn harness_with(cfg: impl FnOnce(&mut EngineConfig)) -> Harness {
+    harness_full(cfg, None).await
+}
+
+pub async fn harness_full(cfg: impl FnOnce(&mut EngineConfig), roots: Option<kms::service_auth::TrustRoots>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("kms.db").display());
     let store = kms_store::open(&url).await.unwrap();
@@ -46,7 +50,10 @@ pub async fn harness_with(cfg: impl FnOnce(&mut EngineConfig)) -> Harness {
     let mut c = EngineConfig::new(DOMAIN, ORG);
     c.admins = vec![format!("admin@{ORG}")];
     cfg(&mut c);
-    let engine = Engine::open(c, store.clone(), key, cmk, Arc::new(FakeAuth), RateLimiter::unlimited()).await.unwrap();
+    let mut engine = Engine::open(c, store.clone(), key, cmk, Arc::new(FakeAuth), RateLimiter::unlimited()).await.unwrap();
+    if let Some(r) = roots {
+        engine = engine.with_service_roots(r);
+    }
     Harness { engine: Arc::new(engine), dir, store }
 }
 
