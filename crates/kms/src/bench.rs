@@ -88,7 +88,7 @@ impl Sample {
         l.sort();
         let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or_default();
         format!(
-            "{name:<34} {:>12.0} {unit:<6} p50 {:>8.2} ms  p99 {:>8.2} ms",
+            "{name:<54} {:>9.0} {unit:<6} p50 {:>8.2} ms  p99 {:>8.2} ms",
             self.ops / self.secs,
             pct(0.50).as_secs_f64() * 1e3,
             pct(0.99).as_secs_f64() * 1e3
@@ -113,12 +113,46 @@ trait Carrier: Clone + Send + Sync + 'static {
     fn send(&self, msg: String) -> impl std::future::Future<Output = anyhow::Result<String>> + Send;
 }
 
+/// The engine on a thread of its own (one core), fed through a channel.
 #[derive(Clone)]
-struct InProcess(Arc<Engine>);
+struct InProcess(tokio::sync::mpsc::Sender<(String, tokio::sync::oneshot::Sender<String>)>);
+
+impl InProcess {
+    /// Starts an engine on a dedicated single-threaded runtime; returns the carrier and the KMS's info.
+    fn start(opts: &BenchOptions, issuer_url: String, dir: std::path::PathBuf) -> anyhow::Result<(Self, KmsInfo)> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, tokio::sync::oneshot::Sender<String>)>(4096);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let opts = opts.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async move {
+                let e = match engine(&opts, &issuer_url, &dir).await {
+                    Ok(e) => e,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(e.server_key().info()));
+                while let Some((msg, reply)) = rx.recv().await {
+                    let e = e.clone();
+                    tokio::task::spawn_local(async move {
+                        let _ = reply.send(e.handle(&msg, None).await.unwrap_or_default());
+                    });
+                }
+            });
+        });
+        let info = ready_rx.recv()??;
+        Ok((InProcess(tx), info))
+    }
+}
 
 impl Carrier for InProcess {
     async fn send(&self, msg: String) -> anyhow::Result<String> {
-        self.0.handle(&msg, None).await.map_err(|_| anyhow::anyhow!("throttled"))
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0.send((msg, tx)).await.map_err(|_| anyhow::anyhow!("engine stopped"))?;
+        Ok(rx.await?)
     }
 }
 
@@ -265,13 +299,14 @@ fn openssl_rsa2048() -> Option<f64> {
     line.split_whitespace().nth(5)?.parse().ok()
 }
 
-async fn engine(opts: &BenchOptions, issuer: &Issuer, dir: &std::path::Path) -> anyhow::Result<Arc<Engine>> {
+async fn engine(opts: &BenchOptions, issuer_url: &str, dir: &std::path::Path) -> anyhow::Result<Arc<Engine>> {
+    std::fs::create_dir_all(dir)?;
     let url = opts.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
     let store = kms_store::open(&url).await?;
     let (cmk, _) = Cmk::create(b"benchmark passphrase", 100_000)?;
     let verifier = kms_identity::Verifier::new(kms_identity::IdentityConfig::new(
         format!("kms://{DOMAIN}"),
-        vec![kms_identity::IssuerConfig::new(issuer.url.clone(), ORG)],
+        vec![kms_identity::IssuerConfig::new(issuer_url.to_string(), ORG)],
     ))?;
     let key = RsaPrivateKey::generate(2048, Some("bench-static".into()))?;
     Ok(Arc::new(Engine::open(EngineConfig::new(DOMAIN, ORG), store, key, cmk, Arc::new(IdentityAuth(verifier)), RateLimiter::unlimited()).await?))
@@ -282,22 +317,21 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     println!("openssl speed rsa2048 ...");
     let rsa_before = openssl_rsa2048();
-    // In-process: the engine and its clients on one thread, i.e. one core.
-    let one = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let rows_in = one.block_on(async {
+    // In-process: the engine alone on one thread (one core); clients on the other.
+    let clients_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rows_in = clients_rt.block_on(async {
         let issuer = Issuer::start().await?;
-        let e = engine(&opts, &issuer, &dir.join("inproc")).await?;
-        let kms = e.server_key().info();
-        phases(InProcess(e), kms, &issuer, &opts, opts.clients, "in-process, 1 core").await
+        let (carrier, kms) = InProcess::start(&opts, issuer.url.clone(), dir.join("inproc"))?;
+        phases(carrier, kms, &issuer, &opts, opts.clients, "in-process, server on 1 core").await
     })?;
-    drop(one);
+    drop(clients_rt);
     let rows_http = if opts.in_process_only {
         Vec::new()
     } else {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         rt.block_on(async {
             let issuer = Issuer::start().await?;
-            let e = engine(&opts, &issuer, &dir.join("http")).await?;
+            let e = engine(&opts, &issuer.url, &dir.join("http")).await?;
             let kms = e.server_key().info();
             let info = Arc::new(json!({"uri": format!("kms://{DOMAIN}"), "key": kms.key.to_jwk()}));
             let app = crate::http::router(crate::http::AppState { engine: e, info, metrics: None });

@@ -82,7 +82,16 @@ pub struct Engine {
     // Resources never change their expiry; remember it to save a read per key retrieval.
     resource_expiry: RwLock<HashMap<String, Option<i64>>>,
     service_roots: Option<crate::service_auth::TrustRoots>,
+    // Bound keys never change (wrapped material, binding): cache their records.
+    bound_keys: RwLock<HashMap<String, KeyRecord>>,
+    // Positive authorization decisions, trusted for at most AUTHZ_CACHE; a
+    // deletion on this node clears them at once, other nodes within AUTHZ_CACHE.
+    authz: RwLock<HashMap<(String, String), std::time::Instant>>,
 }
+
+/// How long a positive authorization decision is reused.
+pub const AUTHZ_CACHE: Duration = Duration::from_secs(1);
+const CACHE_CAP: usize = 200_000;
 
 /// Outcome of an operation: a response, and whether it may be logged for replay.
 type Answer = Result<Response, EngineError>;
@@ -106,7 +115,7 @@ impl Engine {
         auth: Arc<dyn Authenticator>,
         limiter: RateLimiter,
     ) -> Self {
-        Self { cfg, store, server, keyring, tickets, auth, limiter, resource_expiry: RwLock::new(HashMap::new()), service_roots: None }
+        Self { cfg, store, server, keyring, tickets, auth, limiter, resource_expiry: RwLock::new(HashMap::new()), service_roots: None, bound_keys: RwLock::new(HashMap::new()), authz: RwLock::new(HashMap::new()) }
     }
 
     /// Opens an engine over `store`: the org's keyring (first KEK created if
@@ -483,6 +492,7 @@ impl Engine {
                     return Ok(forbidden(rid));
                 }
                 let deleted: Vec<_> = self.store.delete_authorization(aid).await?.into_iter().collect();
+                self.forget_authorizations().await;
                 Ok(self.deleted(deleted, rid))
             }
             Operation::DeleteAuthorizationByAuthId { resource, auth_id } => {
@@ -491,6 +501,7 @@ impl Engine {
                     return Ok(forbidden(rid));
                 }
                 let deleted = self.store.delete_authorizations(id, &[auth_id.to_string()]).await?;
+                self.forget_authorizations().await;
                 Ok(self.deleted(deleted, rid))
             }
             Operation::DeleteAuthorizations { resource, auth_ids } => {
@@ -500,6 +511,7 @@ impl Engine {
                 }
                 let ids: Vec<String> = auth_ids.iter().map(|a| a.to_string()).collect();
                 let deleted = self.store.delete_authorizations(id, &ids).await?;
+                self.forget_authorizations().await;
                 Ok(self.deleted(deleted, rid))
             }
             Operation::RetrievePublicKey | Operation::CreateCmk { .. } => {
@@ -632,7 +644,21 @@ impl Engine {
 
     async fn retrieve_key(&self, session: &SessionState, p: &Principal, key: &KmsUri, now: i64, rid: &str) -> Answer {
         let Some(kid) = self.own_id(key) else { return Ok(not_found(rid)) };
-        let Some(rec) = self.store.get_key(kid).await? else { return Ok(not_found(rid)) };
+        let cached = self.bound_keys.read().await.get(kid).cloned();
+        let rec = match cached {
+            Some(r) => r,
+            None => {
+                let Some(rec) = self.store.get_key(kid).await? else { return Ok(not_found(rid)) };
+                if rec.resource_id.is_some() {
+                    let mut c = self.bound_keys.write().await;
+                    if c.len() >= CACHE_CAP {
+                        c.clear();
+                    }
+                    c.insert(kid.to_string(), rec.clone());
+                }
+                rec
+            }
+        };
         let allowed = match (&rec.resource_id, p) {
             // Unbound: its creator only, from the same client.
             (None, Principal::User { user_id }) => *user_id == rec.user_id && session.client_id == rec.client_id,
@@ -800,6 +826,31 @@ impl Engine {
             Some(Some(e)) if e <= now => return Ok(false),
             _ => {}
         }
+        let key = (resource_id.to_string(), self.principal_key(p));
+        if self.authz.read().await.get(&key).is_some_and(|t| t.elapsed() < AUTHZ_CACHE) {
+            return Ok(true);
+        }
+        let ok = self.authorized_uncached(p, resource_id, now).await?;
+        if ok {
+            let mut c = self.authz.write().await;
+            if c.len() >= CACHE_CAP {
+                c.clear();
+            }
+            c.insert(key, std::time::Instant::now());
+        }
+        Ok(ok)
+    }
+
+    fn principal_key(&self, p: &Principal) -> String {
+        p.id(&self.cfg.kms_domain)
+    }
+
+    /// Forgets cached positive decisions (after any authorization is deleted here).
+    async fn forget_authorizations(&self) {
+        self.authz.write().await.clear();
+    }
+
+    async fn authorized_uncached(&self, p: &Principal, resource_id: &str, now: i64) -> Result<bool, EngineError> {
         match p {
             Principal::Anonymous { authorization_id, resource_id: r } => {
                 if r != resource_id {
