@@ -56,17 +56,19 @@ fn start(config: &std::path::Path, port: u16) -> Kms {
     Kms { child, url }
 }
 
-/// A bare HTTP/1.1 health check (no second runtime needed).
-fn healthy(addr: &str) -> bool {
+/// A bare HTTP/1.1 GET (no second runtime needed): the whole response, if any.
+fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-    if write!(s, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200")
+    Some(buf)
+}
+
+fn healthy(addr: &str) -> bool {
+    http_get(addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
 }
 
 fn free_port() -> u16 {
@@ -197,6 +199,11 @@ fn crash_loop(database_url: Option<&str>) {
         let before = acked.lock().unwrap().clone();
         rt.block_on(verify(&http, &kms.url, &tok, &before));
         eprintln!("round {round}: {} acknowledged keys verified after restart", before.len());
+        if round == 1 {
+            // The served process exports Prometheus metrics of what it just did.
+            let m = http_get(&format!("127.0.0.1:{port}"), "/metrics").unwrap_or_default();
+            assert!(m.starts_with("HTTP/1.1 200") && m.contains("kms_messages_total"), "metrics: {m}");
+        }
         if round == ROUNDS {
             break;
         }

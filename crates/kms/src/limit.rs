@@ -49,3 +49,21 @@ impl RateLimiter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_per_source_and_refill() {
+        let l = RateLimiter::new(10.0, 2.0);
+        assert!(l.check(Some("a")).is_ok());
+        assert!(l.check(Some("a")).is_ok());
+        assert_eq!(l.check(Some("a")), Err(Throttled));
+        assert!(l.check(Some("b")).is_ok(), "another source has its own bucket");
+        assert!(l.check(None).is_ok(), "in-process callers are not limited");
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        assert!(l.check(Some("a")).is_ok(), "refilled at 10/s");
+        assert!(RateLimiter::unlimited().check(Some("a")).is_ok());
+    }
+}
