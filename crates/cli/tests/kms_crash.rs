@@ -118,19 +118,6 @@ async fn post(http: &reqwest::Client, url: &str, body: String) -> Result<String,
     r.text().await.map_err(|e| e.to_string())
 }
 
-async fn token(http: &reqwest::Client, idp: &Idp) -> String {
-    let v: Value = http
-        .post(&idp.token_endpoint)
-        .form(&[("grant_type", "client_credentials"), ("sub", "alice"), ("aud", "kms://kms.crash.example"), ("expires_in", "3600")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["access_token"].as_str().unwrap().to_string()
-}
-
 /// One worker: a resource, then create-and-bind until the KMS dies.
 async fn work(http: reqwest::Client, url: String, tok: String, worker: usize, acked: Arc<Mutex<Vec<Acked>>>) {
     let Ok(c) = Client::connect(&http, &url, &tok, &format!("w{worker}")).await else { return };
@@ -192,7 +179,7 @@ fn crash_loop(database_url: Option<&str>) {
     .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
-    let tok = rt.block_on(token(&http, &idp));
+    let tok = rt.block_on(idp.token(&[("sub", "alice"), ("aud", "kms://kms.crash.example"), ("expires_in", "3600")]));
     let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
     for round in 0..=ROUNDS {
         let mut kms = start(&config, port);

@@ -12,19 +12,6 @@ use server::{config_text, Server};
 use testkit::Idp;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn token(idp: &Idp, sub: &str) -> String {
-    let v: Value = reqwest::Client::new()
-        .post(&idp.token_endpoint)
-        .form(&[("grant_type", "client_credentials"), ("sub", sub), ("aud", "kms://kms.acme.example")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["access_token"].as_str().unwrap().to_string()
-}
-
 async fn kms_info(url: &str) -> KmsInfo {
     let v: Value = reqwest::get(format!("{url}/kms/info")).await.unwrap().json().await.unwrap();
     let jwk: jose::Jwk = serde_json::from_value(v["key"].clone()).unwrap();
@@ -47,7 +34,7 @@ async fn websocket_messages_and_pushed_resets() {
     let cfg = config_text(dir.path(), &idp.issuer, "");
     let kms = tokio::task::spawn_blocking(move || Server::start(&cfg)).await.unwrap();
     let info = kms_info(&kms.url).await;
-    let tok = token(&idp, "alice").await;
+    let tok = idp.token(&[("sub", "alice"), ("aud", "kms://kms.acme.example")]).await;
     let ci = ClientInfo { client_id: "ws-1".into(), credential: Credential::bearer(tok.clone()) };
 
     let (ws, _) = tokio_tungstenite::connect_async(format!("{}/kms/ws", kms.url.replace("http://", "ws://"))).await.unwrap();

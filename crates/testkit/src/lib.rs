@@ -169,6 +169,30 @@ impl Idp {
     }
 }
 
+impl Idp {
+    /// An access token from the token endpoint (client_credentials; `client_id`
+    /// `custos-web` unless `form` names one). See `interop/idp.js` for the fields.
+    pub async fn token(&self, form: &[(&str, &str)]) -> String {
+        let mut fields = vec![("grant_type", "client_credentials")];
+        if !form.iter().any(|(k, _)| *k == "client_id") {
+            fields.push(("client_id", "custos-web"));
+        }
+        fields.extend_from_slice(form);
+        let response: Value = reqwest::Client::new()
+            .post(&self.token_endpoint)
+            .form(&fields)
+            .send()
+            .await
+            .expect("the IdP answers")
+            .error_for_status()
+            .expect("the IdP issues a token")
+            .json()
+            .await
+            .expect("a JSON token response");
+        response["access_token"].as_str().expect("access_token").to_owned()
+    }
+}
+
 impl Drop for Idp {
     fn drop(&mut self) {
         let _ = self.child.kill();
