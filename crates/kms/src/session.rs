@@ -10,7 +10,7 @@
 //! them (every [`POLL`]) into an in-memory set, so a deleted session is
 //! refused everywhere within a second.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +79,9 @@ pub struct Tickets {
     store: Arc<dyn Store>,
     cmk: SecretKey,
     keys: RwLock<HashMap<i64, SecretKey>>,
-    revoked: RwLock<HashSet<String>>,
+    // Deleted session ids, with when this node learned of them (to forget them
+    // once every ticket they could name has expired).
+    revoked: RwLock<HashMap<String, std::time::Instant>>,
     revoked_seq: AtomicI64,
     max_lifetime_ms: i64,
     notify: tokio::sync::broadcast::Sender<String>,
@@ -100,7 +102,7 @@ impl Tickets {
             store,
             cmk: cmk.key.clone(),
             keys: RwLock::new(HashMap::new()),
-            revoked: RwLock::new(HashSet::new()),
+            revoked: RwLock::new(HashMap::new()),
             revoked_seq: AtomicI64::new(0),
             max_lifetime_ms: max_lifetime.as_millis() as i64,
             notify: tokio::sync::broadcast::channel(1024).0,
@@ -180,7 +182,7 @@ impl Tickets {
         let body: TicketBody = serde_json::from_slice(&json).map_err(|_| TicketError::Unknown)?;
         let problem = if body.e <= now {
             Some(TicketError::Expired)
-        } else if self.revoked.read().await.contains(&body.s) {
+        } else if self.revoked.read().await.contains_key(&body.s) {
             Some(TicketError::Deleted)
         } else {
             None
@@ -199,7 +201,7 @@ impl Tickets {
     /// Deletes a session everywhere.
     pub async fn revoke(&self, session: &SessionState) -> Result<(), EngineError> {
         self.store.revoke_session(&session.id, session.expires).await?;
-        if self.revoked.write().await.insert(session.id.clone()) {
+        if self.revoked.write().await.insert(session.id.clone(), std::time::Instant::now()).is_none() {
             let _ = self.notify.send(session.id.clone());
         }
         Ok(())
@@ -212,7 +214,7 @@ impl Tickets {
         if !ids.is_empty() {
             let mut set = self.revoked.write().await;
             for id in ids {
-                if set.insert(id.clone()) {
+                if set.insert(id.clone(), std::time::Instant::now()).is_none() {
                     let _ = self.notify.send(id);
                 }
             }
@@ -226,6 +228,9 @@ impl Tickets {
         let oldest = epoch_of(now - self.max_lifetime_ms);
         self.store.delete_meta_before(PREFIX, &meta_name(oldest)).await?;
         self.keys.write().await.retain(|e, _| *e >= oldest);
+        // A session deleted longer ago than the longest lifetime has expired anyway.
+        let keep = Duration::from_millis(self.max_lifetime_ms as u64) + POLL;
+        self.revoked.write().await.retain(|_, at| at.elapsed() < keep);
         Ok(())
     }
 
