@@ -53,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Refuses a declared oversize body before reading any of it.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(state)
 }
 
