@@ -323,6 +323,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records the answer to a claimed request (nothing happens if there is no
     /// such claim, e.g. it was purged).
     async fn complete_request(&self, session: &str, request_id: &str, response: &str) -> Result<()>;
+    /// Drops an unanswered claim (the request failed inside the KMS), so that a
+    /// retry runs again instead of waiting for an answer that will never come.
+    async fn release_request(&self, session: &str, request_id: &str) -> Result<()>;
 
     // ---- sessions
 

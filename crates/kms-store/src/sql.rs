@@ -639,6 +639,17 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn release_request(&self, session: &str, request_id: &str) -> Result<()> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        sqlx::query("DELETE FROM kms_requests WHERE session = $1 AND request_id = $2 AND response IS NULL")
+            .bind(session)
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     // ---- sessions
 
     async fn revoke_session(&self, session: &str, expires: Millis) -> Result<()> {

@@ -572,6 +572,11 @@ async fn claim_and_complete_requests(ctx: Ctx) {
     // Completing what was never claimed is harmless and claims nothing.
     store.complete_request("s3", "req-9", "x").await.unwrap();
     assert_eq!(store.claim_request("s3", "req-9", 60_000).await.unwrap(), None);
+    // A released claim (the request failed) can be claimed again; an answered one cannot be released.
+    store.release_request("s3", "req-9").await.unwrap();
+    assert_eq!(store.claim_request("s3", "req-9", 60_000).await.unwrap(), None, "released, claimable again");
+    store.release_request("s1", "req-1").await.unwrap();
+    assert_eq!(store.claim_request("s1", "req-1", 60_000).await.unwrap(), Some(Some(r#"{"status":201}"#.to_owned())));
 }
 
 async fn revoked_sessions_sequence(ctx: Ctx) {

@@ -33,6 +33,13 @@ pub enum Principal {
         /// `name@org-domain`.
         user_id: String,
     },
+    /// A service (bot, indexer, DLP) authenticated by certificate. Its id lives
+    /// in a namespace of its own (`service:<id>`), so a certificate can never
+    /// act as a user or an admin: orgs authorize services by that id.
+    Service {
+        /// `name@domain` from its certificate.
+        service_id: String,
+    },
     /// The holder of an anonymous authorization's bearer: may read that resource's keys, nothing else.
     Anonymous {
         /// The authorization (object id).
@@ -47,6 +54,7 @@ impl Principal {
     pub fn id(&self, kms_domain: &str) -> String {
         match self {
             Principal::User { user_id } => user_id.clone(),
+            Principal::Service { service_id } => format!("service:{service_id}"),
             Principal::Anonymous { authorization_id, .. } => format!("kms://{kms_domain}/authorizations/{authorization_id}"),
         }
     }

@@ -87,7 +87,14 @@ pub struct Engine {
     // Positive authorization decisions, trusted for at most AUTHZ_CACHE; a
     // deletion on this node clears them at once, other nodes within AUTHZ_CACHE.
     authz: RwLock<HashMap<(String, String), std::time::Instant>>,
+    // Bumped by every local deletion: a decision computed across a bump is not cached.
+    authz_generation: std::sync::atomic::AtomicU64,
 }
+
+/// Most resources one authorization check may visit through resource authIds.
+pub const MAX_RESOURCES_VISITED: usize = 64;
+/// Longest client id accepted (it travels inside the session ticket).
+pub const MAX_CLIENT_ID: usize = 256;
 
 /// How long a positive authorization decision is reused.
 pub const AUTHZ_CACHE: Duration = Duration::from_secs(1);
@@ -115,7 +122,7 @@ impl Engine {
         auth: Arc<dyn Authenticator>,
         limiter: RateLimiter,
     ) -> Self {
-        Self { cfg, store, server, keyring, tickets, auth, limiter, resource_expiry: RwLock::new(HashMap::new()), service_roots: None, bound_keys: RwLock::new(HashMap::new()), authz: RwLock::new(HashMap::new()) }
+        Self { cfg, store, server, keyring, tickets, auth, limiter, resource_expiry: RwLock::new(HashMap::new()), service_roots: None, bound_keys: RwLock::new(HashMap::new()), authz: RwLock::new(HashMap::new()), authz_generation: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// Opens an engine over `store`: the org's keyring (first KEK created if
@@ -235,6 +242,9 @@ impl Engine {
         let Some(client) = opened.request.client.as_ref() else {
             return signed_error(Status::UNAUTHORIZED, "a credential is required");
         };
+        if client.client_id.len() > MAX_CLIENT_ID || client.client_id.chars().any(char::is_control) {
+            return signed_error(Status::BAD_REQUEST, "clientId must be at most 256 printable characters");
+        }
         let binding = kms_protocol::pop::handshake_binding(&opened.client_key);
         let principal = match self.authenticate(&client.credential, &binding, &rid).await {
             Ok(p) => p,
@@ -277,7 +287,7 @@ impl Engine {
                 return Err(AuthError("this KMS accepts no service (jwk) credentials: no trust roots are configured".into()));
             };
             let id = crate::service_auth::authenticate_service(roots, cred, binding, request_id, now_ms() / 1000)?;
-            return Ok(Principal::User { user_id: id });
+            return Ok(Principal::Service { service_id: id });
         }
         let token = cred.bearer.as_ref().ok_or_else(|| AuthError("a bearer credential is required".into()))?;
         let token = token.expose();
@@ -366,10 +376,23 @@ impl Engine {
             Some(None) => return Ok(Sealed::Fresh(err(Status::CONFLICT, rid, "this requestId is still being processed; retry later"))),
             None => {}
         }
-        let resp = self.execute(session, uri, &principal, &op, rid).await?;
-        let sealed = seal_response(&session.shared, uri, &resp)?;
-        self.store.complete_request(&session.id, rid, &sealed).await?;
-        Ok(Sealed::Stored(sealed))
+        let done = async {
+            let resp = self.execute(session, uri, &principal, &op, rid).await?;
+            let sealed = seal_response(&session.shared, uri, &resp)?;
+            self.store.complete_request(&session.id, rid, &sealed).await?;
+            Ok::<_, EngineError>(sealed)
+        }
+        .await;
+        match done {
+            Ok(sealed) => Ok(Sealed::Stored(sealed)),
+            Err(e) => {
+                // Nothing was answered: let a retry run again rather than wait forever.
+                if let Err(re) = self.store.release_request(&session.id, rid).await {
+                    tracing::error!(error = %re, "releasing a failed request's claim failed");
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -395,19 +418,25 @@ fn mutates(op: &Operation) -> bool {
 impl Engine {
     async fn execute(&self, session: &SessionState, uri: &KmsUri, p: &Principal, op: &Operation, rid: &str) -> Answer {
         let now = now_ms();
+        let pid = p.id(&self.cfg.kms_domain);
         let user = match p {
-            Principal::User { user_id } => Some(user_id.as_str()),
+            Principal::User { .. } | Principal::Service { .. } => Some(pid.as_str()),
             Principal::Anonymous { .. } => None,
         };
         // Anonymous bearers may read keys of their resource, nothing else.
         let anonymous_ok = matches!(
             op,
-            Operation::RetrieveKey { .. } | Operation::RetrieveResourceKeys { .. } | Operation::RetrieveResource { .. } | Operation::Ping
+            Operation::RetrieveKey { .. }
+                | Operation::RetrieveResourceKeys { .. }
+                | Operation::RetrieveResource { .. }
+                | Operation::Ping
+                | Operation::DeleteEphemeralKey { .. }
         );
         if user.is_none() && !anonymous_ok {
             return Ok(err(Status::FORBIDDEN, rid, "an anonymous authorization may only retrieve keys"));
         }
-        let admin = user.is_some_and(|u| self.cfg.admins.iter().any(|a| a == u));
+        // Admins are users; a service certificate never is one.
+        let admin = matches!(p, Principal::User { .. }) && user.is_some_and(|u| self.cfg.admins.iter().any(|a| a == u));
         match op {
             Operation::Ping => Ok(Response::new(Status::OK, rid)),
             Operation::CreateEphemeralKey { .. } => Ok(err(Status::BAD_REQUEST, rid, "create /ecdhe must be encrypted to the static key")),
@@ -581,6 +610,10 @@ impl Engine {
                     _ => return Ok(err(Status::BAD_REQUEST, rid, "a KEK may be set ACTIVE, DEACTIVATED, RETIRED, REVOKED or DISABLED")),
                 };
                 let Some(id) = self.own_id(target) else { return Ok(not_found(rid)) };
+                // Only this KMS's org's KEKs, even in a database shared with other orgs.
+                if !self.store.get_kek(id).await?.is_some_and(|k| k.org == self.cfg.org_domain) {
+                    return Ok(not_found(rid));
+                }
                 if !self.keyring.set_state(id, new, now).await? {
                     return Ok(not_found(rid));
                 }
@@ -661,7 +694,12 @@ impl Engine {
         };
         let allowed = match (&rec.resource_id, p) {
             // Unbound: its creator only, from the same client.
-            (None, Principal::User { user_id }) => *user_id == rec.user_id && session.client_id == rec.client_id,
+            (None, Principal::User { .. } | Principal::Service { .. }) => {
+                if rec.expiration_date <= now {
+                    return Ok(err(Status::NOT_FOUND, rid, "the unbound key expired before it was bound"));
+                }
+                p.id(&self.cfg.kms_domain) == rec.user_id && session.client_id == rec.client_id
+            }
             (None, Principal::Anonymous { .. }) => false,
             (Some(res), _) => self.authorized(p, res, now).await?,
         };
@@ -830,13 +868,18 @@ impl Engine {
         if self.authz.read().await.get(&key).is_some_and(|t| t.elapsed() < AUTHZ_CACHE) {
             return Ok(true);
         }
+        let generation = self.authz_generation.load(std::sync::atomic::Ordering::Acquire);
+        let started = std::time::Instant::now();
         let ok = self.authorized_uncached(p, resource_id, now).await?;
         if ok {
             let mut c = self.authz.write().await;
-            if c.len() >= CACHE_CAP {
-                c.clear();
+            // A deletion while we looked: the answer may already be stale; do not keep it.
+            if self.authz_generation.load(std::sync::atomic::Ordering::Acquire) == generation {
+                if c.len() >= CACHE_CAP {
+                    c.clear();
+                }
+                c.insert(key, started);
             }
-            c.insert(key, std::time::Instant::now());
         }
         Ok(ok)
     }
@@ -847,7 +890,9 @@ impl Engine {
 
     /// Forgets cached positive decisions (after any authorization is deleted here).
     async fn forget_authorizations(&self) {
-        self.authz.write().await.clear();
+        let mut c = self.authz.write().await;
+        self.authz_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        c.clear();
     }
 
     async fn authorized_uncached(&self, p: &Principal, resource_id: &str, now: i64) -> Result<bool, EngineError> {
@@ -858,7 +903,9 @@ impl Engine {
                 }
                 Ok(self.store.get_authorization(authorization_id).await?.is_some_and(|a| a.expiration_date.is_some_and(|e| e > now)))
             }
-            Principal::User { user_id } => {
+            Principal::User { .. } | Principal::Service { .. } => {
+                let user_id = p.id(&self.cfg.kms_domain);
+                let mut visited = 0usize;
                 let mut frontier = vec![resource_id.to_string()];
                 let mut seen = std::collections::HashSet::new();
                 for _depth in 0..4 {
@@ -866,6 +913,11 @@ impl Engine {
                     for res in frontier {
                         if !seen.insert(res.clone()) {
                             continue;
+                        }
+                        // Bounded work per check, however the resource graph was built.
+                        visited += 1;
+                        if visited > MAX_RESOURCES_VISITED {
+                            return Ok(false);
                         }
                         if self.store.has_authorization(&res, &[user_id.as_str()], now).await? {
                             return Ok(true);

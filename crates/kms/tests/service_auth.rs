@@ -523,7 +523,8 @@ async fn a_service_client_end_to_end() {
     let pending = begin_service_handshake(&kms, "indexer-1", sk, alg, chain.clone()).unwrap();
     let answer = h.engine.handle(&pending.wrapped, None).await.unwrap();
     let session = pending.finish(&kms, &answer).expect("service handshake");
-    assert_eq!(session.info().user_id, ID);
+    // Services live in their own namespace: never a user, never an admin.
+    assert_eq!(session.info().user_id, format!("service:{ID}"));
 
     let send = |mut req: kms_protocol::Request, prove: bool| {
         let (sk, alg) = key.sign_key();
@@ -556,6 +557,22 @@ async fn a_service_client_end_to_end() {
     let mut bare = kms_protocol::Request::new(Method::Update, "/ping", Some(client));
     bare.client.as_mut().unwrap().credential.jwk = Some(jwk_with(&key, &[&leaf]));
     assert_eq!(send(bare, false).await.status, Status::UNAUTHORIZED);
+
+    // A certificate that names an admin's user id is still only a service.
+    let mut p = leaf_params();
+    p.subject_alt_names = vec![SanType::Rfc822Name("admin@acme.example".try_into().unwrap())];
+    let imp_key = ServiceKey::ec();
+    let imp_chain = vec![b64(&issue(&p, &imp_key, &ca))];
+    let (sk, alg) = imp_key.sign_key();
+    let pending = begin_service_handshake(&kms, "imp", sk, alg, imp_chain.clone()).unwrap();
+    let answer = h.engine.handle(&pending.wrapped, None).await.unwrap();
+    let imp = pending.finish(&kms, &answer).unwrap();
+    assert_eq!(imp.info().user_id, "service:admin@acme.example");
+    let mut list = kms_protocol::Request::new(Method::Retrieve, "/kek", Some(kms_protocol::ClientInfo { client_id: "imp".into(), credential: Credential::default() }));
+    let (sk, alg) = imp_key.sign_key();
+    attach_session_proof(&mut list, &imp, sk, alg, imp_chain).unwrap();
+    let answer = h.engine.handle(&imp.wrap(&list).unwrap(), None).await.unwrap();
+    assert_eq!(imp.unwrap(&kms, &answer, &list.request_id).unwrap().status, Status::FORBIDDEN, "not an admin");
 
     // A KMS with no trust roots refuses service credentials outright.
     let plain = common::harness().await;
