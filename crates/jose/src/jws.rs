@@ -40,12 +40,19 @@ pub struct JwsHeader {
 }
 
 /// A parsed, not yet verified, compact JWS. Its payload is reachable only through [`Jws::verify`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Jws {
     header: JwsHeader,
     signing_input: String,
     payload: Vec<u8>,
     signature: Vec<u8>,
+}
+
+impl std::fmt::Debug for Jws {
+    // A JWS may be a bearer credential (e.g. an anonymous authorization): never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jws").field("header", &self.header).field("payload_len", &self.payload.len()).finish_non_exhaustive()
+    }
 }
 
 /// A key to verify with.
