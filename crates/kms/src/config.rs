@@ -59,7 +59,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StaticKeyConfig {
-    /// PEM private key (PKCS#8 or PKCS#1). Generated (RSA-2048) on first start when absent.
+    /// The private key: generated (RSA-2048) on first start when absent and
+    /// written sealed under the CMK; a PEM file (PKCS#8 or PKCS#1) the operator
+    /// provides is used as it is.
     pub path: Option<PathBuf>,
     /// PEM certificate for the key (its `x5c`). Self-signed and generated when absent.
     pub cert_path: Option<PathBuf>,
@@ -230,7 +232,7 @@ impl Config {
         }
         let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
         c.data_dir = abs(&c.data_dir);
-        c.static_key.path = Some(abs(c.static_key.path.as_deref().unwrap_or(&c.data_dir.join("static-key.pem"))));
+        c.static_key.path = Some(abs(c.static_key.path.as_deref().unwrap_or(&c.data_dir.join("static-key.sealed"))));
         c.static_key.cert_path = Some(abs(c.static_key.cert_path.as_deref().unwrap_or(&c.data_dir.join("static-cert.pem"))));
         c.cmk.path = Some(abs(c.cmk.path.as_deref().unwrap_or(&c.data_dir.join("cmk.json"))));
         c.service_trust_roots = c.service_trust_roots.as_deref().map(abs);
@@ -270,7 +272,7 @@ org_domain = "acme.example"
         let c = Config::parse(MIN, Path::new("/etc/custos")).unwrap();
         assert_eq!(c.domain, "kms.acme.example");
         assert_eq!(c.listen, default_listen());
-        assert_eq!(c.static_key.path.as_deref(), Some(Path::new("/etc/custos/data/static-key.pem")));
+        assert_eq!(c.static_key.path.as_deref(), Some(Path::new("/etc/custos/data/static-key.sealed")));
         assert_eq!(c.cmk.passphrase_env, "CUSTOS_KMS_CMK_PASSPHRASE");
         assert!(c.database_url().starts_with("sqlite:///etc/custos/data/kms.db") || std::env::var("CUSTOS_KMS_DATABASE_URL").is_ok());
         assert_eq!(c.lifetimes.session_secs, 3600);

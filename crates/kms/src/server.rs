@@ -50,14 +50,27 @@ fn pem_body(pem: &str, label: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Loads the static key and certificate, generating either when absent.
-pub fn load_or_create_static_key(cfg: &Config) -> anyhow::Result<StaticKey> {
+///
+/// A generated key is written sealed under the CMK (AES-256-GCM), never in
+/// clear: with it and recorded traffic, anyone could open every handshake. A
+/// key file the operator provides as PEM is used as it is (protect it yourself).
+pub fn load_or_create_static_key(cfg: &Config, cmk: &Cmk) -> anyhow::Result<StaticKey> {
+    const AAD: &str = "static-key";
     let key_path = cfg.static_key.path.as_deref().expect("set by Config::parse");
     let cert_path = cfg.static_key.cert_path.as_deref().expect("set by Config::parse");
-    let (key, created) = match std::fs::read_to_string(key_path) {
-        Ok(pem) => (RsaPrivateKey::from_pem(&pem, None).with_context(|| format!("static key {}", key_path.display()))?, false),
+    let (key, created) = match std::fs::read(key_path) {
+        Ok(bytes) if bytes.starts_with(b"-----BEGIN") => {
+            let pem = String::from_utf8(bytes).context("the static key PEM is not UTF-8")?;
+            (RsaPrivateKey::from_pem(&pem, None).with_context(|| format!("static key {}", key_path.display()))?, false)
+        }
+        Ok(bytes) => {
+            let der = cmk.key.unwrap(AAD, &bytes).with_context(|| format!("opening the sealed static key {} (wrong CMK?)", key_path.display()))?;
+            (RsaPrivateKey::from_pkcs8_der(&der, None)?, false)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let k = RsaPrivateKey::generate(2048, None)?;
-            write_private_file(key_path, k.to_pem().as_bytes()).with_context(|| format!("writing {}", key_path.display()))?;
+            let sealed = cmk.key.wrap(AAD, &k.to_pkcs8_der())?;
+            write_private_file(key_path, &sealed).with_context(|| format!("writing {}", key_path.display()))?;
             (k, true)
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", key_path.display())),
@@ -100,12 +113,6 @@ pub struct Running {
 /// Opens everything the config names and starts serving. `metrics` installs the
 /// Prometheus recorder (once per process).
 pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
-    let static_key = load_or_create_static_key(cfg)?;
-    if static_key.created {
-        println!("custos kms: generated a static key and self-signed certificate for {}", cfg.domain);
-    }
-    println!("custos kms: static key kid {} certificate SHA-256 {}", static_key.key.kid().unwrap_or_default(), fingerprint(&static_key.cert_der));
-
     let passphrase = std::env::var(&cfg.cmk.passphrase_env)
         .with_context(|| format!("the CMK passphrase must be in the environment variable {}", cfg.cmk.passphrase_env))?;
     let cmk_path = cfg.cmk.path.as_deref().expect("set by Config::parse");
@@ -113,6 +120,12 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     if created {
         println!("custos kms: created a new CMK at {} (back it up with its passphrase: losing either loses every key)", cmk_path.display());
     }
+
+    let static_key = load_or_create_static_key(cfg, &cmk)?;
+    if static_key.created {
+        println!("custos kms: generated a static key and self-signed certificate for {}", cfg.domain);
+    }
+    println!("custos kms: static key kid {} certificate SHA-256 {}", static_key.key.kid().unwrap_or_default(), fingerprint(&static_key.cert_der));
 
     let store = kms_store::open(cfg.database_url()).await.context("opening the database")?;
     let verifier = kms_identity::Verifier::new(cfg.identity.clone()).context("identity configuration")?;

@@ -186,6 +186,12 @@ fn transport_edges() {
     assert!(info["key"]["x5c"][0].is_string());
     assert!(info["key"].get("d").is_none(), "never the private key");
     assert_eq!(http.get(format!("{}/healthz", w.kms.url)).send().unwrap().status(), 200);
+    // Nothing in the KMS's data directory holds a private key in clear.
+    for e in std::fs::read_dir(w._dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("PRIVATE KEY"), "{} holds a clear private key", p.display());
+    }
 
     let post = |ctype: &str, body: Vec<u8>| {
         http.post(format!("{}/kms/messages", w.kms.url)).header("content-type", ctype).body(body).send().unwrap()
