@@ -22,7 +22,22 @@ enum Command {
         command: KmsCommand,
     },
     /// The messaging core.
-    Core,
+    Core {
+        #[command(subcommand)]
+        command: CoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CoreCommand {
+    /// Serve the core (HTTP and WebSocket; OpenAPI at /openapi.json).
+    Serve {
+        /// The TOML configuration (see crates/core/core.example.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print a commented example configuration.
+    ExampleConfig,
 }
 
 #[derive(Subcommand)]
@@ -68,8 +83,18 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Up => return not_built("`custos up` (the all-in-one deployment)", "issues 4 and 5"),
-        Command::Core => return not_built("the messaging core", "issue 4"),
+        Command::Up => return not_built("`custos up` (the all-in-one deployment)", "issue 5"),
+        Command::Core { command: CoreCommand::ExampleConfig } => {
+            print!("{}", include_str!("../../core/core.example.toml"));
+            Ok(())
+        }
+        Command::Core { command: CoreCommand::Serve { config } } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            rt.block_on(async move {
+                let cfg = custos_core::config::Config::load(&config)?;
+                custos_core::server::serve(cfg).await
+            })
+        }
         Command::Kms { command: KmsCommand::ExampleConfig } => {
             print!("{}", include_str!("../../kms/kms.example.toml"));
             Ok(())

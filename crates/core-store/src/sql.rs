@@ -1,0 +1,746 @@
+//! The one implementation of [`Store`], over `sqlx::Any`, for SQLite and PostgreSQL.
+//!
+//! Both backends run the same SQL text: SQLite accepts PostgreSQL's `$N`
+//! placeholders, and both speak `ON CONFLICT …`, `RETURNING` and
+//! `CASE`. What differs is chosen by [`Backend`]: how a transaction begins.
+//!
+//! Concurrency model:
+//! - Every change to a space (an event, a membership change, a title, a file
+//!   becoming ready) first runs `UPDATE core_spaces SET last_seq = last_seq + 1
+//!   … RETURNING last_seq` in its transaction. That takes the space row's
+//!   write lock (PostgreSQL) or the database write lock (SQLite, where every
+//!   write transaction is `BEGIN IMMEDIATE`), so the changes to one space are
+//!   serialized across every node: sequence numbers have no gaps and no
+//!   duplicates, they become visible in order (seq n+1 cannot commit before
+//!   n, whose transaction held the lock), and a check made after the lock
+//!   (is this a retry? is the member already there?) sees every earlier
+//!   change, because under PostgreSQL's `READ COMMITTED` each statement reads
+//!   the latest committed data. A change that turns out to be a no-op rolls
+//!   back, giving its sequence number back.
+//! - The space row is always the first row a write transaction locks, so
+//!   transactions do not deadlock.
+//! - Reads are single statements.
+
+use async_trait::async_trait;
+use serde_json::json;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool};
+use sqlx::{Decode, Row, Type};
+
+use crate::{
+    Appended, Event, EventKind, FileRecord, Membership, Millis, NewEvent, Result, Role, Space, SpaceSummary, Store,
+    StoreError,
+};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// SQLite (embedded).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// The name [`Store::backend`] reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// Statement starting a write transaction.
+    pub(crate) fn write_begin(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+}
+
+/// Validates a PostgreSQL schema name (`[A-Za-z_][A-Za-z0-9_]*`, at most 63
+/// bytes) and returns it double-quoted, safe to splice into SQL.
+pub(crate) fn quote_schema(schema: &str) -> Result<String> {
+    let mut chars = schema.chars();
+    let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && schema.len() <= 63;
+    if valid {
+        Ok(format!("\"{schema}\""))
+    } else {
+        Err(StoreError::Config(format!("invalid PostgreSQL schema name {schema:?} (use [A-Za-z_][A-Za-z0-9_]*)")))
+    }
+}
+
+/// The store: a connection pool and which backend it talks to.
+///
+/// Obtain one through [`crate::open`], [`crate::open_postgres_schema`] or
+/// [`SqlStore::connect`]. Opening installs sqlx's default `Any` drivers
+/// (`sqlx::any::install_default_drivers`, process-wide and idempotent; it
+/// panics only if other code installed a different driver set first).
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
+}
+
+impl SqlStore {
+    /// Closes the pool, waiting for connections in use to be returned.
+    /// The store refuses work afterwards.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+// ---- column lists and row decoding
+
+macro_rules! space_cols {
+    () => {
+        "id, resource_uri, org, title, creator, create_date, last_seq"
+    };
+}
+macro_rules! event_cols {
+    () => {
+        "space_id, seq, id, client_event_id, kind, sender, parent, target, subject, ciphertext, key_uri, meta, create_date"
+    };
+}
+macro_rules! file_cols {
+    () => {
+        "id, space_id, uploader, size, chunk_size, meta_ciphertext, key_uri, create_date, ready_event_id"
+    };
+}
+
+/// Reads a column, reporting a value that does not decode as a corrupt row.
+fn col<'r, T>(row: &'r AnyRow, name: &str, table: &'static str) -> Result<T>
+where
+    T: Decode<'r, sqlx::Any> + Type<sqlx::Any>,
+{
+    row.try_get(name).map_err(|e| match e {
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(table),
+        other => StoreError::Database(other),
+    })
+}
+
+fn space_from_row(row: &AnyRow) -> Result<Space> {
+    const T: &str = "core_spaces";
+    Ok(Space {
+        id: col(row, "id", T)?,
+        resource_uri: col(row, "resource_uri", T)?,
+        org: col(row, "org", T)?,
+        title: col(row, "title", T)?,
+        creator: col(row, "creator", T)?,
+        create_date: col(row, "create_date", T)?,
+        last_seq: col(row, "last_seq", T)?,
+    })
+}
+
+fn role_from_row(row: &AnyRow, table: &'static str) -> Result<Role> {
+    let role: String = col(row, "role", table)?;
+    Role::parse(&role).ok_or(StoreError::Corrupt(table))
+}
+
+fn membership_from_row(row: &AnyRow) -> Result<Membership> {
+    const T: &str = "core_members";
+    Ok(Membership {
+        space_id: col(row, "space_id", T)?,
+        user_id: col(row, "user_id", T)?,
+        role: role_from_row(row, T)?,
+        added_by: col(row, "added_by", T)?,
+        added_at: col(row, "added_at", T)?,
+    })
+}
+
+fn event_from_row(row: &AnyRow) -> Result<Event> {
+    const T: &str = "core_events";
+    let kind: String = col(row, "kind", T)?;
+    Ok(Event {
+        space_id: col(row, "space_id", T)?,
+        seq: col(row, "seq", T)?,
+        id: col(row, "id", T)?,
+        client_event_id: col(row, "client_event_id", T)?,
+        kind: EventKind::parse(&kind).ok_or(StoreError::Corrupt(T))?,
+        sender: col(row, "sender", T)?,
+        parent: col(row, "parent", T)?,
+        target: col(row, "target", T)?,
+        subject: col(row, "subject", T)?,
+        ciphertext: col(row, "ciphertext", T)?,
+        key_uri: col(row, "key_uri", T)?,
+        meta: col(row, "meta", T)?,
+        create_date: col(row, "create_date", T)?,
+    })
+}
+
+/// A file row: the record, and the id of its `FileReady` event once ready.
+fn file_from_row(row: &AnyRow) -> Result<(FileRecord, Option<String>)> {
+    const T: &str = "core_files";
+    let ready_event_id: Option<String> = col(row, "ready_event_id", T)?;
+    let file = FileRecord {
+        id: col(row, "id", T)?,
+        space_id: col(row, "space_id", T)?,
+        uploader: col(row, "uploader", T)?,
+        size: col(row, "size", T)?,
+        chunk_size: col(row, "chunk_size", T)?,
+        meta_ciphertext: col(row, "meta_ciphertext", T)?,
+        key_uri: col(row, "key_uri", T)?,
+        ready: ready_event_id.is_some(),
+        create_date: col(row, "create_date", T)?,
+    };
+    if file.size < 0 || file.chunk_size <= 0 {
+        return Err(StoreError::Corrupt(T));
+    }
+    Ok((file, ready_event_id))
+}
+
+/// A unique violation becomes `Exists(what)`; other errors pass through.
+fn exists_on_conflict(e: sqlx::Error, what: &'static str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Exists(what),
+        _ => StoreError::Database(e),
+    }
+}
+
+/// The size chunk `index` of `file` must have, or why it cannot exist.
+fn expected_chunk_size(file: &FileRecord, index: i64) -> Result<i64> {
+    let count = file.chunk_count();
+    if index < 0 || index >= count {
+        return Err(StoreError::Invalid(format!(
+            "chunk index {index} out of range (file {} has {count} chunks)",
+            file.id
+        )));
+    }
+    Ok(if index == count - 1 { file.size - (count - 1) * file.chunk_size } else { file.chunk_size })
+}
+
+// ---- statements shared by several methods
+
+/// Takes the next sequence number of a space (and its write lock), and moves
+/// its activity time forward to `now`. No row: no such space.
+const NEXT_SEQ: &str = "UPDATE core_spaces SET last_seq = last_seq + 1, \
+     updated = CASE WHEN updated < $2 THEN $2 ELSE updated END \
+     WHERE id = $1 RETURNING last_seq";
+
+/// Inserts an event unless the same `(space, sender, client_event_id)` is
+/// there (then no row comes back).
+const INSERT_EVENT: &str = concat!(
+    "INSERT INTO core_events (",
+    event_cols!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ",
+    "ON CONFLICT (space_id, sender, client_event_id) WHERE client_event_id IS NOT NULL DO NOTHING ",
+    "RETURNING ",
+    event_cols!()
+);
+
+const SELECT_EVENT: &str = concat!("SELECT ", event_cols!(), " FROM core_events WHERE space_id = $1 AND id = $2");
+
+const SELECT_EVENT_BY_CLIENT_ID: &str =
+    concat!("SELECT ", event_cols!(), " FROM core_events WHERE space_id = $1 AND sender = $2 AND client_event_id = $3");
+
+const SELECT_FILE: &str = concat!("SELECT ", file_cols!(), " FROM core_files WHERE id = $1");
+
+/// Takes the next sequence number of `space_id` on `conn` (see [`NEXT_SEQ`]);
+/// `None` if there is no such space.
+async fn next_seq(conn: &mut AnyConnection, space_id: &str, now: Millis) -> Result<Option<i64>> {
+    let row = sqlx::query(NEXT_SEQ).bind(space_id).bind(now).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(|r| col(r, "last_seq", "core_spaces")).transpose()
+}
+
+/// Inserts `e` as event `seq` of `space_id`; `None` if its client event id
+/// was taken. `Exists("event")` if its id is.
+async fn insert_event(
+    conn: &mut AnyConnection,
+    space_id: &str,
+    seq: i64,
+    e: &NewEvent,
+    now: Millis,
+) -> Result<Option<Event>> {
+    let row = sqlx::query(INSERT_EVENT)
+        .bind(space_id)
+        .bind(seq)
+        .bind(&e.id)
+        .bind(e.client_event_id.as_deref())
+        .bind(e.kind.as_str())
+        .bind(&e.sender)
+        .bind(e.parent.as_deref())
+        .bind(e.target.as_deref())
+        .bind(e.subject.as_deref())
+        .bind(e.ciphertext.as_deref())
+        .bind(e.key_uri.as_deref())
+        .bind(e.meta.as_deref())
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| exists_on_conflict(e, "event"))?;
+    row.as_ref().map(event_from_row).transpose()
+}
+
+/// Inserts an event that cannot be a retry (no client event id).
+async fn insert_new_event(
+    conn: &mut AnyConnection,
+    space_id: &str,
+    seq: i64,
+    e: &NewEvent,
+    now: Millis,
+) -> Result<Event> {
+    debug_assert!(e.client_event_id.is_none());
+    insert_event(conn, space_id, seq, e, now).await?.ok_or(StoreError::Corrupt("core_events"))
+}
+
+/// A server-made event (membership, file ready): no client id, no ciphertext.
+fn system_event(id: &str, kind: EventKind, sender: &str) -> NewEvent {
+    NewEvent {
+        id: id.to_owned(),
+        client_event_id: None,
+        kind,
+        sender: sender.to_owned(),
+        parent: None,
+        target: None,
+        subject: None,
+        ciphertext: None,
+        key_uri: None,
+        meta: None,
+    }
+}
+
+fn role_meta(role: Role) -> String {
+    json!({ "role": role.as_str() }).to_string()
+}
+
+impl SqlStore {
+    async fn event_by_client_id(&self, space_id: &str, sender: &str, client_event_id: &str) -> Result<Option<Event>> {
+        let row = sqlx::query(SELECT_EVENT_BY_CLIENT_ID)
+            .bind(space_id)
+            .bind(sender)
+            .bind(client_event_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn get_file(&self, id: &str) -> Result<Option<(FileRecord, Option<String>)>> {
+        let row = sqlx::query(SELECT_FILE).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(file_from_row).transpose()
+    }
+
+    /// The `FileReady` event of a ready file.
+    async fn ready_event(&self, file: &FileRecord, event_id: &str) -> Result<Event> {
+        self.event(&file.space_id, event_id).await?.ok_or(StoreError::Corrupt("core_files"))
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    async fn touch_user(&self, user_id: &str, now: Millis) -> Result<()> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        sqlx::query(
+            "INSERT INTO core_users (id, first_seen, last_seen) VALUES ($1, $2, $2) ON CONFLICT (id) DO UPDATE SET \
+             first_seen = CASE WHEN excluded.first_seen < core_users.first_seen \
+                 THEN excluded.first_seen ELSE core_users.first_seen END, \
+             last_seen = CASE WHEN excluded.last_seen > core_users.last_seen \
+                 THEN excluded.last_seen ELSE core_users.last_seen END",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- spaces and memberships
+
+    async fn create_space(&self, space: &Space, event_id: &str) -> Result<Event> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        // Targetless DO NOTHING covers both the id and the resource URI; on
+        // PostgreSQL it waits for a concurrent creator of either to finish.
+        let inserted = sqlx::query(
+            "INSERT INTO core_spaces (id, resource_uri, org, title, creator, create_date, last_seq, updated) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&space.id)
+        .bind(&space.resource_uri)
+        .bind(&space.org)
+        .bind(space.title.as_deref())
+        .bind(&space.creator)
+        .bind(space.create_date)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::Exists("space"));
+        }
+        sqlx::query(
+            "INSERT INTO core_members (space_id, user_id, role, added_by, added_at) VALUES ($1, $2, $3, $2, $4)",
+        )
+        .bind(&space.id)
+        .bind(&space.creator)
+        .bind(Role::Moderator.as_str())
+        .bind(space.create_date)
+        .execute(&mut *tx)
+        .await?;
+        let mut e = system_event(event_id, EventKind::MemberAdded, &space.creator);
+        e.subject = Some(space.creator.clone());
+        e.meta = Some(role_meta(Role::Moderator));
+        let event = insert_new_event(&mut tx, &space.id, 1, &e, space.create_date).await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    async fn get_space(&self, id: &str) -> Result<Option<Space>> {
+        let row = sqlx::query(concat!("SELECT ", space_cols!(), " FROM core_spaces WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(space_from_row).transpose()
+    }
+
+    async fn spaces_of(&self, user_id: &str) -> Result<Vec<SpaceSummary>> {
+        let rows = sqlx::query(
+            "SELECT s.id, s.resource_uri, s.org, s.title, s.creator, s.create_date, s.last_seq, m.role, \
+                 COALESCE(r.seq, 0) AS read_seq \
+             FROM core_members m \
+             JOIN core_spaces s ON s.id = m.space_id \
+             LEFT JOIN core_read_markers r ON r.space_id = m.space_id AND r.user_id = m.user_id \
+             WHERE m.user_id = $1 \
+             ORDER BY s.updated DESC, s.id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SpaceSummary {
+                    space: space_from_row(row)?,
+                    role: role_from_row(row, "core_members")?,
+                    read_seq: col(row, "read_seq", "core_read_markers")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn role(&self, space_id: &str, user_id: &str) -> Result<Option<Role>> {
+        let row = sqlx::query("SELECT role FROM core_members WHERE space_id = $1 AND user_id = $2")
+            .bind(space_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(|r| role_from_row(r, "core_members")).transpose()
+    }
+
+    async fn members(&self, space_id: &str) -> Result<Vec<Membership>> {
+        let rows = sqlx::query(
+            "SELECT space_id, user_id, role, added_by, added_at FROM core_members WHERE space_id = $1 \
+             ORDER BY added_at, user_id",
+        )
+        .bind(space_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(membership_from_row).collect()
+    }
+
+    async fn add_member(&self, m: &Membership, event_id: &str) -> Result<Option<Event>> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        let Some(seq) = next_seq(&mut tx, &m.space_id, m.added_at).await? else {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound("space"));
+        };
+        // Under the space lock: no concurrent membership change to this space.
+        let current = sqlx::query("SELECT role FROM core_members WHERE space_id = $1 AND user_id = $2")
+            .bind(&m.space_id)
+            .bind(&m.user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match current.as_ref().map(|r| role_from_row(r, "core_members")).transpose()? {
+            Some(role) if role == m.role => {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            Some(_) => {
+                sqlx::query("UPDATE core_members SET role = $3 WHERE space_id = $1 AND user_id = $2")
+                    .bind(&m.space_id)
+                    .bind(&m.user_id)
+                    .bind(m.role.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO core_members (space_id, user_id, role, added_by, added_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&m.space_id)
+                .bind(&m.user_id)
+                .bind(m.role.as_str())
+                .bind(&m.added_by)
+                .bind(m.added_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let mut e = system_event(event_id, EventKind::MemberAdded, &m.added_by);
+        e.subject = Some(m.user_id.clone());
+        e.meta = Some(role_meta(m.role));
+        let event = insert_new_event(&mut tx, &m.space_id, seq, &e, m.added_at).await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+
+    async fn remove_member(
+        &self,
+        space_id: &str,
+        user_id: &str,
+        by: &str,
+        event_id: &str,
+        now: Millis,
+    ) -> Result<Option<Event>> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        let Some(seq) = next_seq(&mut tx, space_id, now).await? else {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound("space"));
+        };
+        let removed = sqlx::query("DELETE FROM core_members WHERE space_id = $1 AND user_id = $2")
+            .bind(space_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if removed == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let mut e = system_event(event_id, EventKind::MemberRemoved, by);
+        e.subject = Some(user_id.to_owned());
+        let event = insert_new_event(&mut tx, space_id, seq, &e, now).await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+
+    // ---- events
+
+    async fn append(&self, space_id: &str, e: &NewEvent, now: Millis) -> Result<Appended> {
+        // Fast path for a retry: no lock, no sequence number.
+        if let Some(cid) = e.client_event_id.as_deref() {
+            if let Some(first) = self.event_by_client_id(space_id, &e.sender, cid).await? {
+                return Ok(Appended::Duplicate(first));
+            }
+        }
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        let Some(seq) = next_seq(&mut tx, space_id, now).await? else {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound("space"));
+        };
+        let Some(event) = insert_event(&mut tx, space_id, seq, e, now).await? else {
+            // A retry that raced the first attempt: give the seq back, answer with the first.
+            tx.rollback().await?;
+            let cid = e.client_event_id.as_deref().ok_or(StoreError::Corrupt("core_events"))?;
+            let first = self.event_by_client_id(space_id, &e.sender, cid).await?;
+            return first.map(Appended::Duplicate).ok_or(StoreError::Corrupt("core_events"));
+        };
+        if e.kind == EventKind::Title {
+            sqlx::query("UPDATE core_spaces SET title = $2 WHERE id = $1")
+                .bind(space_id)
+                .bind(e.ciphertext.as_deref())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Appended::New(event))
+    }
+
+    async fn events_after(&self, space_id: &str, after: i64, limit: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_cols!(),
+            " FROM core_events WHERE space_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(space_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn events_before(&self, space_id: &str, before: i64, limit: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_cols!(),
+            " FROM core_events WHERE space_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+        ))
+        .bind(space_id)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn event(&self, space_id: &str, id: &str) -> Result<Option<Event>> {
+        let row = sqlx::query(SELECT_EVENT).bind(space_id).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    // ---- read markers
+
+    async fn set_read_marker(&self, space_id: &str, user_id: &str, seq: i64, now: Millis) -> Result<i64> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        let last = sqlx::query("SELECT last_seq FROM core_spaces WHERE id = $1")
+            .bind(space_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(last) = last else {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound("space"));
+        };
+        let last: i64 = col(&last, "last_seq", "core_spaces")?;
+        let seq = seq.clamp(0, last);
+        // The row lock the upsert takes (even when it changes nothing) makes
+        // the read that follows see the marker in force.
+        sqlx::query(
+            "INSERT INTO core_read_markers (space_id, user_id, seq, updated) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (space_id, user_id) DO UPDATE SET seq = excluded.seq, updated = excluded.updated",
+        )
+        .bind(space_id)
+        .bind(user_id)
+        .bind(seq)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT seq FROM core_read_markers WHERE space_id = $1 AND user_id = $2")
+            .bind(space_id)
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        col(&row, "seq", "core_read_markers")
+    }
+
+    async fn read_marker(&self, space_id: &str, user_id: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT seq FROM core_read_markers WHERE space_id = $1 AND user_id = $2")
+            .bind(space_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(|r| col(r, "seq", "core_read_markers")).transpose()?.unwrap_or(0))
+    }
+
+    // ---- files
+
+    async fn create_file(&self, f: &FileRecord) -> Result<()> {
+        if f.size < 0 || f.chunk_size <= 0 {
+            return Err(StoreError::Invalid(format!(
+                "file {}: size {} and chunk size {} (need size >= 0, chunk size > 0)",
+                f.id, f.size, f.chunk_size
+            )));
+        }
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        // Spaces are never deleted: once seen, the foreign key holds.
+        let space =
+            sqlx::query("SELECT id FROM core_spaces WHERE id = $1").bind(&f.space_id).fetch_optional(&mut *tx).await?;
+        if space.is_none() {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound("space"));
+        }
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO core_files (",
+            file_cols!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL) ON CONFLICT (id) DO NOTHING"
+        ))
+        .bind(&f.id)
+        .bind(&f.space_id)
+        .bind(&f.uploader)
+        .bind(f.size)
+        .bind(f.chunk_size)
+        .bind(&f.meta_ciphertext)
+        .bind(&f.key_uri)
+        .bind(f.create_date)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::Exists("file"));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn file(&self, id: &str) -> Result<Option<FileRecord>> {
+        Ok(self.get_file(id).await?.map(|(f, _)| f))
+    }
+
+    async fn put_chunk(&self, file_id: &str, index: i64, size: i64) -> Result<()> {
+        let (file, _) = self.get_file(file_id).await?.ok_or(StoreError::NotFound("file"))?;
+        let expected = expected_chunk_size(&file, index)?;
+        if size != expected {
+            return Err(StoreError::Invalid(format!(
+                "chunk {index} of file {file_id} has {size} bytes, expected {expected}"
+            )));
+        }
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        sqlx::query(
+            "INSERT INTO core_chunks (file_id, idx, size) VALUES ($1, $2, $3) ON CONFLICT (file_id, idx) DO NOTHING",
+        )
+        .bind(file_id)
+        .bind(index)
+        .bind(size)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn chunks(&self, file_id: &str) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT idx FROM core_chunks WHERE file_id = $1 ORDER BY idx")
+            .bind(file_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| col(r, "idx", "core_chunks")).collect()
+    }
+
+    async fn complete_file(&self, file_id: &str, event_id: &str, now: Millis) -> Result<Option<Event>> {
+        let (file, ready) = self.get_file(file_id).await?.ok_or(StoreError::NotFound("file"))?;
+        if let Some(ready) = ready {
+            return self.ready_event(&file, &ready).await.map(Some);
+        }
+        // Chunks are only ever added, and only in range: counting outside the
+        // transaction cannot wrongly find them all.
+        let count = file.chunk_count();
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM core_chunks WHERE file_id = $1 AND idx < $2")
+            .bind(file_id)
+            .bind(count)
+            .fetch_one(&self.pool)
+            .await?;
+        let stored: i64 = col(&row, "n", "core_chunks")?;
+        if stored < count {
+            return Ok(None);
+        }
+
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        let seq = next_seq(&mut tx, &file.space_id, now).await?.ok_or(StoreError::Corrupt("core_files"))?;
+        // Under the space lock; a concurrent completion that won already set it.
+        let marked = sqlx::query("UPDATE core_files SET ready_event_id = $2 WHERE id = $1 AND ready_event_id IS NULL")
+            .bind(file_id)
+            .bind(event_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if marked == 0 {
+            tx.rollback().await?;
+            let (file, ready) = self.get_file(file_id).await?.ok_or(StoreError::Corrupt("core_files"))?;
+            let ready = ready.ok_or(StoreError::Corrupt("core_files"))?;
+            return self.ready_event(&file, &ready).await.map(Some);
+        }
+        let mut e = system_event(event_id, EventKind::FileReady, &file.uploader);
+        e.target = Some(file.id.clone());
+        e.meta = Some(json!({ "size": file.size }).to_string());
+        let event = insert_new_event(&mut tx, &file.space_id, seq, &e, now).await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+}

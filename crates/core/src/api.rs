@@ -1,0 +1,198 @@
+//! The HTTP API: thin handlers that authenticate, parse, call [`Core`], and
+//! map the result. Described as OpenAPI at `/openapi.json`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::OpenApi;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::service::{AddMember, Caller, Core, CreateFile, CreateSpace, PostEvent, Sealed};
+
+/// Shared state of the handlers.
+pub type AppState = Arc<Core>;
+
+/// The OpenAPI description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Custos core", description = "Spaces, ciphertext messages and files, real-time delivery and the KMS relay. The core never sees plaintext: every `ciphertext` is a compact JWE under a key of the space's KMS."),
+    paths(me, create_space, list_spaces, get_space, add_member, remove_member, post_event, list_events, set_read_marker, create_file, put_chunk, list_chunks, complete_file, get_chunk, get_file, relay),
+    components(schemas(ErrorBody, CreateSpace, PostEvent, AddMember, CreateFile, Sealed, ReadMarker))
+)]
+pub struct ApiDoc;
+
+/// The router.
+pub fn router(core: AppState) -> Router {
+    let max_chunk = core.cfg.limits.max_chunk_bytes as usize;
+    Router::new()
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/v1/me", get(me))
+        .route("/v1/spaces", post(create_space).get(list_spaces))
+        .route("/v1/spaces/{id}", get(get_space))
+        .route("/v1/spaces/{id}/members", post(add_member))
+        .route("/v1/spaces/{id}/members/{user}", delete(remove_member))
+        .route("/v1/spaces/{id}/events", post(post_event).get(list_events))
+        .route("/v1/spaces/{id}/read-marker", put(set_read_marker))
+        .route("/v1/spaces/{id}/files", post(create_file))
+        .route("/v1/files/{id}", get(get_file))
+        .route("/v1/files/{id}/chunks", get(list_chunks))
+        .route("/v1/files/{id}/chunks/{index}", put(put_chunk).get(get_chunk))
+        .route("/v1/files/{id}/complete", post(complete_file))
+        .route("/kms/{domain}/messages", post(relay))
+        .route("/v1/ws", get(crate::ws::upgrade))
+        .layer(DefaultBodyLimit::max(max_chunk + 64 * 1024))
+        .with_state(core)
+}
+
+/// Reads `Authorization: Bearer …` and authenticates it.
+pub async fn caller(core: &Core, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let h = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let token = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")).ok_or_else(|| ApiError::unauthenticated("an Authorization: Bearer token is required"))?;
+    core.authenticate(token.trim()).await
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        // serde's message may quote input; keep only its position.
+        ApiError::bad("bad_json", format!("the request body is not valid for this endpoint (line {}, column {})", e.line(), e.column()))
+    })
+}
+
+#[utoipa::path(get, path = "/v1/me", responses((status = 200, description = "Who the token says you are"), (status = 401, body = ErrorBody)))]
+async fn me(State(core): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let org = core.cfg.org_of(&c.user_id).map(|o| json!({"domain": o.domain, "kms_uri": o.kms_uri}));
+    Ok(Json(json!({"user_id": c.user_id, "org": org})).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/spaces", request_body = CreateSpace, responses((status = 201, description = "The space"), (status = 400, body = ErrorBody)))]
+async fn create_space(State(core): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let s = core.create_space(&c, json_body(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(s)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/spaces", responses((status = 200, description = "Your spaces, most recently active first")))]
+async fn list_spaces(State(core): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    Ok(Json(json!({"spaces": core.spaces(&c).await?})).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/spaces/{id}", params(("id" = String, Path)), responses((status = 200, description = "The space and its members"), (status = 404, body = ErrorBody)))]
+async fn get_space(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let (s, role, members) = core.space(&c, &id).await?;
+    Ok(Json(json!({"space": s, "role": role, "members": members})).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/spaces/{id}/members", params(("id" = String, Path)), request_body = AddMember, responses((status = 200, description = "The membership event (null if nothing changed)"), (status = 403, body = ErrorBody)))]
+async fn add_member(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let e = core.add_member(&c, &id, json_body(&body)?).await?;
+    Ok(Json(json!({"event": e})).into_response())
+}
+
+#[utoipa::path(delete, path = "/v1/spaces/{id}/members/{user}", params(("id" = String, Path), ("user" = String, Path)), responses((status = 200, description = "The membership event"), (status = 404, body = ErrorBody)))]
+async fn remove_member(State(core): State<AppState>, headers: HeaderMap, Path((id, user)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let e = core.remove_member(&c, &id, &user).await?;
+    Ok(Json(json!({"event": e})).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/spaces/{id}/events", params(("id" = String, Path)), request_body = PostEvent, responses((status = 201, description = "Stored"), (status = 200, description = "A retry of an earlier post: the first event"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn post_event(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    if body.len() > core.cfg.limits.max_ciphertext_bytes + 4096 {
+        return Err(ApiError::too_large("the event is too large"));
+    }
+    let (e, new) = core.post(&c, &id, json_body::<PostEvent>(&body)?).await?;
+    Ok((if new { StatusCode::CREATED } else { StatusCode::OK }, Json(e)).into_response())
+}
+
+/// Query of `GET /v1/spaces/{id}/events`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct EventQuery {
+    /// Events with a greater sequence number (sync).
+    after: Option<i64>,
+    /// Events with a smaller sequence number, newest first (history).
+    before: Option<i64>,
+    /// Page size.
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/spaces/{id}/events", params(("id" = String, Path), EventQuery), responses((status = 200, description = "A page of events")))]
+async fn list_events(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<EventQuery>) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    Ok(Json(json!({"events": core.events(&c, &id, q.after, q.before, q.limit).await?})).into_response())
+}
+
+/// `PUT /v1/spaces/{id}/read-marker`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ReadMarker {
+    /// The last sequence number read.
+    pub seq: i64,
+}
+
+#[utoipa::path(put, path = "/v1/spaces/{id}/read-marker", params(("id" = String, Path)), request_body = ReadMarker, responses((status = 200, description = "The marker in force (it never moves back)")))]
+async fn set_read_marker(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let m: ReadMarker = json_body(&body)?;
+    Ok(Json(json!({"seq": core.read_marker(&c, &id, m.seq).await?})).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/spaces/{id}/files", params(("id" = String, Path)), request_body = CreateFile, responses((status = 201, description = "The upload"), (status = 413, body = ErrorBody)))]
+async fn create_file(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let f = core.create_file(&c, &id, json_body(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(f)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/files/{id}", params(("id" = String, Path)), responses((status = 200, description = "The file's record (encrypted metadata)")))]
+async fn get_file(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let (f, _) = core.chunks(&c, &id).await?;
+    Ok(Json(f).into_response())
+}
+
+#[utoipa::path(put, path = "/v1/files/{id}/chunks/{index}", params(("id" = String, Path), ("index" = i64, Path)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 204, description = "Stored"), (status = 400, body = ErrorBody)))]
+async fn put_chunk(State(core): State<AppState>, headers: HeaderMap, Path((id, index)): Path<(String, i64)>, body: Bytes) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    core.put_chunk(&c, &id, index, body).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(get, path = "/v1/files/{id}/chunks", params(("id" = String, Path)), responses((status = 200, description = "The chunk indexes stored so far (to resume an upload)")))]
+async fn list_chunks(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let (f, chunks) = core.chunks(&c, &id).await?;
+    Ok(Json(json!({"file": f.id, "chunk_count": f.chunk_count(), "stored": chunks})).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/files/{id}/complete", params(("id" = String, Path)), responses((status = 200, description = "The file-ready event"), (status = 409, body = ErrorBody)))]
+async fn complete_file(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    Ok(Json(core.complete_file(&c, &id).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/files/{id}/chunks/{index}", params(("id" = String, Path), ("index" = i64, Path)), responses((status = 200, description = "The chunk's ciphertext", content_type = "application/octet-stream")))]
+async fn get_chunk(State(core): State<AppState>, headers: HeaderMap, Path((id, index)): Path<(String, i64)>) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let b = core.get_chunk(&c, &id, index).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], b).into_response())
+}
+
+#[utoipa::path(post, path = "/kms/{domain}/messages", params(("domain" = String, Path, description = "The KMS domain")), request_body(content = String, content_type = "application/jose"), responses((status = 200, description = "The KMS's answer, unread"), (status = 502, body = ErrorBody, description = "The KMS is unreachable")))]
+async fn relay(State(core): State<AppState>, headers: HeaderMap, Path(domain): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    caller(&core, &headers).await?;
+    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/jose").to_string();
+    let (status, ctype, answer) = crate::relay::forward(&core, &domain, &ctype, body).await?;
+    Ok((status, [(header::CONTENT_TYPE, ctype)], answer).into_response())
+}

@@ -1,0 +1,143 @@
+//! `custos core serve --config FILE`: the core's TOML configuration.
+//!
+//! See `core.example.toml` at the crate root. Relative paths are relative to
+//! the config file's directory; `CUSTOS_CORE_DATABASE_URL` overrides the
+//! database URL (for passwords).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use kms_identity::IdentityConfig;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (default `sqlite://<data_dir>/core.db`) or `postgres://...`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Where the SQLite database and the file blobs go (default `./data`).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Token validation: the core's own audience (never a KMS's) and its trusted issuers.
+    pub identity: IdentityConfig,
+    /// The orgs this core serves.
+    #[serde(default, rename = "orgs")]
+    pub orgs: Vec<OrgConfig>,
+    /// NATS URL for several core nodes (default: in-process events, one node).
+    #[serde(default)]
+    pub nats_url: Option<String>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// One org: its domain, its KMS, and how to reach it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgConfig {
+    /// The org's domain (user ids `name@<domain>`).
+    pub domain: String,
+    /// Its KMS (`kms://<kms-domain>`).
+    pub kms_uri: String,
+    /// Where the core forwards relayed KMS messages (`http://host:port`), when
+    /// the KMS is reachable directly (else the KMS connects out to the core).
+    #[serde(default)]
+    pub kms_url: Option<String>,
+}
+
+/// Limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest event ciphertext (compact JWE) in bytes.
+    #[serde(default = "d_msg")]
+    pub max_ciphertext_bytes: usize,
+    /// Largest file in bytes.
+    #[serde(default = "d_file")]
+    pub max_file_bytes: i64,
+    /// Largest chunk in bytes.
+    #[serde(default = "d_chunk")]
+    pub max_chunk_bytes: i64,
+    /// Events per history or sync page, at most.
+    #[serde(default = "d_page")]
+    pub max_page: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_ciphertext_bytes: d_msg(), max_file_bytes: d_file(), max_chunk_bytes: d_chunk(), max_page: d_page() }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:7080".parse().expect("valid")
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn d_msg() -> usize {
+    64 * 1024
+}
+fn d_file() -> i64 {
+    4 * 1024 * 1024 * 1024
+}
+fn d_chunk() -> i64 {
+    4 * 1024 * 1024
+}
+fn d_page() -> u32 {
+    500
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses TOML text; `base` anchors relative paths.
+    pub fn parse(text: &str, base: &Path) -> anyhow::Result<Self> {
+        let mut c: Config = toml::from_str(text)?;
+        for o in &mut c.orgs {
+            o.domain = kms_protocol::uri::canonical_domain(&o.domain).map_err(|_| anyhow::anyhow!("org domain `{}` is not a host name", o.domain))?;
+            let d = o.kms_uri.strip_prefix("kms://").ok_or_else(|| anyhow::anyhow!("kms_uri `{}` must be kms://<domain>", o.kms_uri))?;
+            o.kms_uri = format!("kms://{}", kms_protocol::uri::canonical_domain(d).map_err(|_| anyhow::anyhow!("kms_uri `{}` is not valid", o.kms_uri))?);
+        }
+        if c.data_dir.is_relative() {
+            c.data_dir = base.join(&c.data_dir);
+        }
+        if let Ok(url) = std::env::var("CUSTOS_CORE_DATABASE_URL") {
+            c.database_url = Some(url);
+        }
+        let url = c.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", c.data_dir.join("core.db").display()));
+        c.database_url = Some(match url.strip_prefix("sqlite://") {
+            Some(p) if !p.starts_with('/') && !p.starts_with(':') => format!("sqlite://{}", base.join(p).display()),
+            _ => url,
+        });
+        if c.limits.max_chunk_bytes < 1024 || c.limits.max_ciphertext_bytes < 1024 {
+            anyhow::bail!("limits are too small");
+        }
+        Ok(c)
+    }
+
+    /// The database URL in force.
+    pub fn database_url(&self) -> &str {
+        self.database_url.as_deref().expect("set by parse")
+    }
+
+    /// The org of a user id (`name@domain`), if this core serves it.
+    pub fn org_of(&self, user_id: &str) -> Option<&OrgConfig> {
+        let (_, domain) = user_id.rsplit_once('@')?;
+        self.orgs.iter().find(|o| o.domain == domain)
+    }
+
+    /// The org whose KMS has this domain.
+    pub fn org_by_kms(&self, kms_domain: &str) -> Option<&OrgConfig> {
+        self.orgs.iter().find(|o| o.kms_uri.strip_prefix("kms://") == Some(kms_domain))
+    }
+}

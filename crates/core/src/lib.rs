@@ -1,0 +1,23 @@
+//! # custos_core: the messaging core
+//!
+//! What the cloud provider runs: an HTTP and WebSocket API over spaces,
+//! ciphertext events and files, real-time delivery through an event bus, and
+//! a relay for KMS messages it cannot read. It learns nothing of the content:
+//! titles, messages, reactions and file metadata are compact JWEs under keys
+//! only the org's KMS hands out, and file chunks are ciphertext.
+//!
+//! - [`service`]: the engine (no HTTP), with every membership and role check.
+//! - [`api`], [`ws`], [`relay`]: the transports.
+//! - [`envelope`]: shape checks on ciphertext (JWE structure, key URI, size).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod relay;
+pub mod server;
+pub mod service;
+pub mod ws;

@@ -1,0 +1,56 @@
+//! Putting a core together from its configuration, and serving it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::service::Core;
+
+/// A started core.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The engine.
+    pub core: Arc<Core>,
+    /// The server task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the store, bus and blob store the config names, and starts serving.
+pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    let store = core_store::open(cfg.database_url()).await.context("opening the database")?;
+    let bus: Arc<dyn core_bus::EventBus> = match &cfg.nats_url {
+        Some(url) => Arc::new(core_bus::NatsBus::connect(url, "custos").await.with_context(|| format!("connecting to NATS at {url}"))?),
+        None => Arc::new(core_bus::InProcessBus::new()),
+    };
+    let blob_dir = cfg.data_dir.join("blobs");
+    std::fs::create_dir_all(&blob_dir).with_context(|| format!("creating {}", blob_dir.display()))?;
+    let blobs = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&blob_dir)?);
+    let listen = cfg.listen;
+    let core = Arc::new(Core::new(cfg, store, bus, blobs)?);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let app = crate::api::router(core.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "server failed");
+        }
+    });
+    Ok(Running { addr, core, task })
+}
+
+/// `custos core serve`: start, print where, run until SIGINT/SIGTERM.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let running = start(cfg).await?;
+    println!("custos core: serving on http://{} (OpenAPI at /openapi.json)", running.addr);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = running.task => { if let Err(e) = r { anyhow::bail!("server task failed: {e}") } }
+    }
+    println!("custos core: stopping");
+    Ok(())
+}

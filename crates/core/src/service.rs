@@ -1,0 +1,443 @@
+//! The core's engine: plain async functions over typed inputs, no HTTP.
+//!
+//! Every method takes the authenticated [`Caller`] and checks membership and
+//! roles itself. Content arrives as ciphertext and is checked for shape only
+//! ([`crate::envelope`]); the core never holds a key that could open it.
+
+use std::sync::Arc;
+
+use core_bus::{EventBus, Notice};
+use core_store::{Appended, Event, EventKind, FileRecord, Membership, NewEvent, Role, Space, SpaceSummary, Store};
+use kms_protocol::{Kind, KmsUri};
+use object_store::{path::Path as BlobPath, ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::config::Config;
+use crate::envelope;
+use crate::error::ApiError;
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    (time_now_nanos() / 1_000_000) as i64
+}
+
+fn time_now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+/// An authenticated user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `name@org`.
+    pub user_id: String,
+}
+
+/// Ciphertext and the KMS key it is under.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sealed {
+    /// Compact JWE (`dir`, `A256GCM`, `kid` = `key_uri`).
+    pub ciphertext: String,
+    /// `kms://<kms>/keys/<id>`.
+    pub key_uri: String,
+}
+
+/// `POST /v1/spaces`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSpace {
+    /// The KMS resource of the space (`kms://<creator's KMS>/resources/<id>`).
+    pub resource_uri: String,
+    /// Encrypted title.
+    #[serde(default)]
+    pub title: Option<Sealed>,
+}
+
+/// `POST /v1/spaces/{id}/events`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostEvent {
+    /// `message`, `edit`, `delete`, `reaction` or `title`.
+    #[schema(value_type = String)]
+    pub kind: EventKind,
+    /// The sender's own id for this post: a retry with the same id is not stored twice.
+    #[serde(default)]
+    pub client_event_id: Option<String>,
+    /// Thread parent (a message id), for replies.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The message an edit, deletion or reaction acts on.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Content (absent for deletions).
+    #[serde(default)]
+    pub sealed: Option<Sealed>,
+}
+
+/// `POST /v1/spaces/{id}/members`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    /// `name@org`.
+    pub user_id: String,
+    /// `member` (default) or `moderator`.
+    #[serde(default = "member")]
+    #[schema(value_type = String)]
+    pub role: Role,
+}
+
+fn member() -> Role {
+    Role::Member
+}
+
+/// `POST /v1/spaces/{id}/files`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFile {
+    /// Total ciphertext size in bytes.
+    pub size: i64,
+    /// Chunk size in bytes.
+    pub chunk_size: i64,
+    /// Encrypted metadata (name, type, file key, hash).
+    pub meta: Sealed,
+}
+
+/// The core.
+pub struct Core {
+    /// Configuration.
+    pub cfg: Config,
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Event fan-out.
+    pub bus: Arc<dyn EventBus>,
+    /// File chunks.
+    pub blobs: Arc<dyn ObjectStore>,
+    verifier: kms_identity::Verifier,
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn check_id(s: &str, what: &'static str) -> Result<(), ApiError> {
+    if valid_id(s) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(what))
+    }
+}
+
+impl Core {
+    /// Puts the pieces together.
+    pub fn new(cfg: Config, store: Arc<dyn Store>, bus: Arc<dyn EventBus>, blobs: Arc<dyn ObjectStore>) -> anyhow::Result<Self> {
+        let verifier = kms_identity::Verifier::new(cfg.identity.clone())?;
+        Ok(Self { cfg, store, bus, blobs, verifier })
+    }
+
+    /// Validates a bearer token meant for the core, from a user of a served org.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
+        let id = self.verifier.verify(token).await.map_err(|e| ApiError::unauthenticated(format!("the bearer token was refused: {e}")))?;
+        if self.cfg.org_of(&id.user_id).is_none() {
+            return Err(ApiError::forbidden("unknown_org", "this core does not serve your organization"));
+        }
+        self.store.touch_user(&id.user_id, now_ms()).await?;
+        Ok(Caller { user_id: id.user_id })
+    }
+
+    async fn space_as(&self, c: &Caller, id: &str) -> Result<(Space, Role), ApiError> {
+        check_id(id, "space")?;
+        let space = self.store.get_space(id).await?.ok_or_else(|| ApiError::not_found("space"))?;
+        // Non-members learn nothing, not even that the space exists.
+        let role = self.store.role(id, &c.user_id).await?.ok_or_else(|| ApiError::not_found("space"))?;
+        Ok((space, role))
+    }
+
+    fn kms_domain(space: &Space) -> String {
+        KmsUri::parse_absolute(&space.resource_uri).map(|u| u.domain().to_string()).unwrap_or_default()
+    }
+
+    async fn publish(&self, e: &Event) {
+        // The database is the truth; a lost notice only delays delivery until the next one.
+        if let Err(err) = self.bus.publish(Notice { space_id: e.space_id.clone(), seq: e.seq }).await {
+            tracing::warn!(error = %err, "publishing an event notice failed");
+        }
+        metrics::counter!("core_events_total").increment(1);
+    }
+
+    /// Creates a space with the caller as moderator.
+    pub async fn create_space(&self, c: &Caller, req: CreateSpace) -> Result<Space, ApiError> {
+        let org = self.cfg.org_of(&c.user_id).ok_or_else(|| ApiError::forbidden("unknown_org", "this core does not serve your organization"))?;
+        let uri = KmsUri::parse_absolute(&req.resource_uri).map_err(|_| ApiError::bad("bad_resource_uri", "resource_uri must be kms://<domain>/resources/<id>"))?;
+        if !uri.is_object(Kind::Resources) {
+            return Err(ApiError::bad("bad_resource_uri", "resource_uri must name a KMS resource"));
+        }
+        if Some(uri.domain()) != org.kms_uri.strip_prefix("kms://") {
+            return Err(ApiError::bad("wrong_kms", "a space's resource must belong to your organization's KMS"));
+        }
+        if let Some(t) = &req.title {
+            envelope::check(&t.ciphertext, &t.key_uri, uri.domain(), self.cfg.limits.max_ciphertext_bytes)?;
+        }
+        let now = now_ms();
+        let space = Space {
+            id: uuid::Uuid::new_v4().to_string(),
+            resource_uri: uri.to_string(),
+            org: org.domain.clone(),
+            title: req.title.as_ref().map(|t| t.ciphertext.clone()),
+            creator: c.user_id.clone(),
+            create_date: now,
+            last_seq: 1,
+        };
+        let e = self.store.create_space(&space, &uuid::Uuid::new_v4().to_string()).await?;
+        self.publish(&e).await;
+        Ok(space)
+    }
+
+    /// The caller's spaces.
+    pub async fn spaces(&self, c: &Caller) -> Result<Vec<SpaceSummary>, ApiError> {
+        Ok(self.store.spaces_of(&c.user_id).await?)
+    }
+
+    /// One space, with its members.
+    pub async fn space(&self, c: &Caller, id: &str) -> Result<(Space, Role, Vec<Membership>), ApiError> {
+        let (s, r) = self.space_as(c, id).await?;
+        let members = self.store.members(id).await?;
+        Ok((s, r, members))
+    }
+
+    /// Adds a member (moderators only).
+    pub async fn add_member(&self, c: &Caller, id: &str, req: AddMember) -> Result<Option<Event>, ApiError> {
+        let (_, role) = self.space_as(c, id).await?;
+        if role != Role::Moderator {
+            return Err(ApiError::forbidden("not_moderator", "only moderators add members"));
+        }
+        let user = kms_protocol::message::qualify_user_id(&req.user_id, "invalid.invalid")
+            .ok()
+            .filter(|u| !u.ends_with("@invalid.invalid"))
+            .ok_or_else(|| ApiError::bad("bad_user_id", "user_id must be name@org"))?;
+        if self.cfg.org_of(&user).is_none() {
+            return Err(ApiError::bad("unknown_org", "this core does not serve that user's organization"));
+        }
+        let m = Membership { space_id: id.into(), user_id: user, role: req.role, added_by: c.user_id.clone(), added_at: now_ms() };
+        let user = m.user_id.clone();
+        let e = self.store.add_member(&m, &uuid::Uuid::new_v4().to_string()).await?;
+        if let Some(e) = &e {
+            self.publish(e).await;
+            // The new member's sockets start watching the space.
+            if let Err(err) = self.bus.publish(Notice { space_id: crate::ws::user_channel(&user), seq: e.seq }).await {
+                tracing::warn!(error = %err, "publishing a join notice failed");
+            }
+        }
+        Ok(e)
+    }
+
+    /// Removes a member (moderators; anyone may leave).
+    pub async fn remove_member(&self, c: &Caller, id: &str, user: &str) -> Result<Event, ApiError> {
+        let (_, role) = self.space_as(c, id).await?;
+        if role != Role::Moderator && user != c.user_id {
+            return Err(ApiError::forbidden("not_moderator", "only moderators remove others"));
+        }
+        let e = self
+            .store
+            .remove_member(id, user, &c.user_id, &uuid::Uuid::new_v4().to_string(), now_ms())
+            .await?
+            .ok_or_else(|| ApiError::not_found("member"))?;
+        self.publish(&e).await;
+        Ok(e)
+    }
+
+    /// Posts a message, edit, deletion, reaction or title.
+    pub async fn post(&self, c: &Caller, id: &str, req: PostEvent) -> Result<(Event, bool), ApiError> {
+        let (space, role) = self.space_as(c, id).await?;
+        let kms = Self::kms_domain(&space);
+        if let Some(cid) = &req.client_event_id {
+            if cid.is_empty() || cid.len() > 128 || cid.chars().any(char::is_control) {
+                return Err(ApiError::bad("bad_client_event_id", "client_event_id must be 1 to 128 printable characters"));
+            }
+        }
+        let target = match req.kind {
+            EventKind::Edit | EventKind::Delete | EventKind::Reaction => {
+                let t = req.target.as_deref().ok_or_else(|| ApiError::bad("missing_target", "this kind needs a target message"))?;
+                check_id(t, "target")?;
+                let ev = self.store.event(id, t).await?.ok_or_else(|| ApiError::not_found("target"))?;
+                if ev.kind != EventKind::Message {
+                    return Err(ApiError::bad("bad_target", "the target must be a message"));
+                }
+                let own = ev.sender == c.user_id;
+                match req.kind {
+                    EventKind::Edit if !own => return Err(ApiError::forbidden("not_sender", "only the sender edits a message")),
+                    EventKind::Delete if !own && role != Role::Moderator => {
+                        return Err(ApiError::forbidden("not_sender", "only the sender or a moderator deletes a message"))
+                    }
+                    _ => {}
+                }
+                Some(t.to_string())
+            }
+            EventKind::Message | EventKind::Title => {
+                if req.target.is_some() {
+                    return Err(ApiError::bad("unexpected_target", "this kind takes no target"));
+                }
+                None
+            }
+            _ => return Err(ApiError::bad("bad_kind", "clients post message, edit, delete, reaction or title events")),
+        };
+        if req.kind == EventKind::Title && role != Role::Moderator {
+            return Err(ApiError::forbidden("not_moderator", "only moderators change the title"));
+        }
+        if let Some(p) = &req.parent {
+            check_id(p, "parent")?;
+            if req.kind != EventKind::Message {
+                return Err(ApiError::bad("unexpected_parent", "only messages have a thread parent"));
+            }
+            match self.store.event(id, p).await? {
+                Some(ev) if ev.kind == EventKind::Message => {}
+                _ => return Err(ApiError::not_found("parent message")),
+            }
+        }
+        let sealed = match (req.kind, &req.sealed) {
+            (EventKind::Delete, None) => None,
+            (EventKind::Delete, Some(_)) => return Err(ApiError::bad("unexpected_ciphertext", "a deletion carries no content")),
+            (_, None) => return Err(ApiError::bad("missing_ciphertext", "this kind needs sealed content")),
+            (_, Some(s)) => {
+                envelope::check(&s.ciphertext, &s.key_uri, &kms, self.cfg.limits.max_ciphertext_bytes)?;
+                Some(s.clone())
+            }
+        };
+        let ne = NewEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            client_event_id: req.client_event_id.clone(),
+            kind: req.kind,
+            sender: c.user_id.clone(),
+            parent: req.parent.clone(),
+            target,
+            subject: None,
+            ciphertext: sealed.as_ref().map(|s| s.ciphertext.clone()),
+            key_uri: sealed.as_ref().map(|s| s.key_uri.clone()),
+            meta: None,
+        };
+        match self.store.append(id, &ne, now_ms()).await? {
+            Appended::New(e) => {
+                self.publish(&e).await;
+                Ok((e, true))
+            }
+            Appended::Duplicate(e) => Ok((e, false)),
+        }
+    }
+
+    /// Events after `after` (sync) or before `before` (history), at most `limit`.
+    pub async fn events(&self, c: &Caller, id: &str, after: Option<i64>, before: Option<i64>, limit: Option<u32>) -> Result<Vec<Event>, ApiError> {
+        self.space_as(c, id).await?;
+        let limit = limit.unwrap_or(100).clamp(1, self.cfg.limits.max_page);
+        Ok(match (after, before) {
+            (Some(_), Some(_)) => return Err(ApiError::bad("bad_range", "give after or before, not both")),
+            (_, Some(b)) => self.store.events_before(id, b, limit).await?,
+            (a, None) => self.store.events_after(id, a.unwrap_or(0), limit).await?,
+        })
+    }
+
+    /// Moves the caller's read marker forward.
+    pub async fn read_marker(&self, c: &Caller, id: &str, seq: i64) -> Result<i64, ApiError> {
+        let (space, _) = self.space_as(c, id).await?;
+        let last = self.store.get_space(&space.id).await?.map_or(space.last_seq, |s| s.last_seq);
+        if seq < 0 || seq > last {
+            return Err(ApiError::bad("bad_seq", "the read marker must be between 0 and the space's last sequence number"));
+        }
+        Ok(self.store.set_read_marker(id, &c.user_id, seq, now_ms()).await?)
+    }
+
+    // ---- files
+
+    /// Starts an upload.
+    pub async fn create_file(&self, c: &Caller, id: &str, req: CreateFile) -> Result<FileRecord, ApiError> {
+        let (space, _) = self.space_as(c, id).await?;
+        let l = &self.cfg.limits;
+        if req.size < 0 || req.size > l.max_file_bytes {
+            return Err(ApiError::too_large(format!("files may be at most {} bytes", l.max_file_bytes)));
+        }
+        if req.chunk_size < 1 || req.chunk_size > l.max_chunk_bytes {
+            return Err(ApiError::bad("bad_chunk_size", format!("chunk_size must be 1 to {} bytes", l.max_chunk_bytes)));
+        }
+        envelope::check(&req.meta.ciphertext, &req.meta.key_uri, &Self::kms_domain(&space), l.max_ciphertext_bytes)?;
+        let f = FileRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            space_id: id.into(),
+            uploader: c.user_id.clone(),
+            size: req.size,
+            chunk_size: req.chunk_size,
+            meta_ciphertext: req.meta.ciphertext,
+            key_uri: req.meta.key_uri,
+            ready: false,
+            create_date: now_ms(),
+        };
+        self.store.create_file(&f).await?;
+        Ok(f)
+    }
+
+    async fn file_as(&self, c: &Caller, file_id: &str) -> Result<(FileRecord, Role), ApiError> {
+        check_id(file_id, "file")?;
+        let f = self.store.file(file_id).await?.ok_or_else(|| ApiError::not_found("file"))?;
+        let role = self.store.role(&f.space_id, &c.user_id).await?.ok_or_else(|| ApiError::not_found("file"))?;
+        Ok((f, role))
+    }
+
+    fn blob(file_id: &str, index: i64) -> BlobPath {
+        BlobPath::from(format!("files/{file_id}/{index:08}"))
+    }
+
+    /// Stores chunk `index` (uploader only; exact size; idempotent).
+    pub async fn put_chunk(&self, c: &Caller, file_id: &str, index: i64, bytes: bytes::Bytes) -> Result<(), ApiError> {
+        let (f, _) = self.file_as(c, file_id).await?;
+        if f.uploader != c.user_id {
+            return Err(ApiError::forbidden("not_uploader", "only the uploader adds chunks"));
+        }
+        if f.ready {
+            return Err(ApiError::conflict("file_complete", "the upload is complete"));
+        }
+        let n = f.chunk_count();
+        if index < 0 || index >= n {
+            return Err(ApiError::bad("bad_chunk_index", format!("chunk index must be 0 to {}", n - 1)));
+        }
+        let expected = if index == n - 1 { f.size - f.chunk_size * (n - 1) } else { f.chunk_size };
+        if bytes.len() as i64 != expected {
+            return Err(ApiError::bad("bad_chunk_size", format!("chunk {index} must be exactly {expected} bytes")));
+        }
+        self.blobs.put(&Self::blob(file_id, index), PutPayload::from_bytes(bytes)).await.map_err(ApiError::internal)?;
+        self.store.put_chunk(file_id, index, expected).await?;
+        Ok(())
+    }
+
+    /// The chunks stored so far (to resume).
+    pub async fn chunks(&self, c: &Caller, file_id: &str) -> Result<(FileRecord, Vec<i64>), ApiError> {
+        let (f, _) = self.file_as(c, file_id).await?;
+        let chunks = self.store.chunks(file_id).await?;
+        Ok((f, chunks))
+    }
+
+    /// Completes an upload: every chunk must be there.
+    pub async fn complete_file(&self, c: &Caller, file_id: &str) -> Result<Event, ApiError> {
+        let (f, _) = self.file_as(c, file_id).await?;
+        if f.uploader != c.user_id {
+            return Err(ApiError::forbidden("not_uploader", "only the uploader completes an upload"));
+        }
+        let e = self
+            .store
+            .complete_file(file_id, &uuid::Uuid::new_v4().to_string(), now_ms())
+            .await?
+            .ok_or_else(|| ApiError::conflict("chunks_missing", "some chunks have not been uploaded"))?;
+        self.publish(&e).await;
+        Ok(e)
+    }
+
+    /// One chunk of a ready file (members only).
+    pub async fn get_chunk(&self, c: &Caller, file_id: &str, index: i64) -> Result<bytes::Bytes, ApiError> {
+        let (f, _) = self.file_as(c, file_id).await?;
+        if !f.ready {
+            return Err(ApiError::conflict("file_incomplete", "the upload is not complete"));
+        }
+        if index < 0 || index >= f.chunk_count() {
+            return Err(ApiError::not_found("chunk"));
+        }
+        let r = self.blobs.get(&Self::blob(file_id, index)).await.map_err(ApiError::internal)?;
+        r.bytes().await.map_err(ApiError::internal)
+    }
+}
