@@ -263,7 +263,8 @@ impl FileRecord {
         if self.size == 0 {
             0
         } else {
-            (self.size + self.chunk_size - 1) / self.chunk_size
+            // ⌈size / chunk_size⌉ without overflowing near i64::MAX.
+            (self.size - 1) / self.chunk_size + 1
         }
     }
 }
@@ -312,6 +313,9 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything the core keeps. All methods are atomic; writes are durable on return.
+///
+/// Every method that appends an event answers `Exists("event")`, writing
+/// nothing, if the event id is already taken in the space.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Which backend ("sqlite" or "postgres").
@@ -362,7 +366,10 @@ pub trait Store: Send + Sync + 'static {
     /// concurrent appends from several nodes). Idempotent on
     /// `(space, sender, client_event_id)`: a retry returns `Duplicate` with the
     /// first event and consumes no seq. A `Title` event also sets the space's
-    /// title to its ciphertext. `NotFound("space")` if there is no such space;
+    /// title to its ciphertext; other kinds are stored as given (membership
+    /// and file events belong to [`Store::add_member`],
+    /// [`Store::remove_member`] and [`Store::complete_file`], which keep the
+    /// state they describe in step). `NotFound("space")` if there is no such space;
     /// `Exists("event")` if the event id is taken in the space.
     async fn append(&self, space_id: &str, e: &NewEvent, now: Millis) -> Result<Appended>;
     /// Events with `seq > after`, ascending, at most `limit`.

@@ -603,7 +603,8 @@ impl Store for SqlStore {
         // the read that follows see the marker in force.
         sqlx::query(
             "INSERT INTO core_read_markers (space_id, user_id, seq, updated) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (space_id, user_id) DO UPDATE SET seq = excluded.seq, updated = excluded.updated",
+             ON CONFLICT (space_id, user_id) DO UPDATE SET seq = excluded.seq, updated = excluded.updated \
+             WHERE core_read_markers.seq < excluded.seq",
         )
         .bind(space_id)
         .bind(user_id)

@@ -339,7 +339,7 @@ async fn create_space_writes_space_membership_and_first_event(ctx: Ctx) {
             added_at: 1_000
         }]
     );
-    assert_eq!(all_events(&*store, "s1").await, [e.clone()]);
+    assert_eq!(all_events(&*store, "s1").await, std::slice::from_ref(&e));
     assert_eq!(store.event("s1", "s1-e1").await.unwrap(), Some(e));
     let listed = store.spaces_of(ALICE).await.unwrap();
     assert_eq!(listed.len(), 1);

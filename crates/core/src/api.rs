@@ -47,6 +47,7 @@ pub fn router(core: AppState) -> Router {
         .route("/v1/files/{id}/chunks/{index}", put(put_chunk).get(get_chunk))
         .route("/v1/files/{id}/complete", post(complete_file))
         .route("/kms/{domain}/messages", post(relay))
+        .route("/kms/connect", get(crate::relay::connect))
         .route("/v1/ws", get(crate::ws::upgrade))
         .layer(DefaultBodyLimit::max(max_chunk + 64 * 1024))
         .with_state(core)

@@ -48,6 +48,10 @@ pub struct OrgConfig {
     /// the KMS is reachable directly (else the KMS connects out to the core).
     #[serde(default)]
     pub kms_url: Option<String>,
+    /// The KMS's static public key (PEM file), which a KMS connecting out must
+    /// prove it holds. Without it, this org's KMS cannot connect out.
+    #[serde(default)]
+    pub kms_key: Option<PathBuf>,
 }
 
 /// Limits.
@@ -107,6 +111,13 @@ impl Config {
             o.domain = kms_protocol::uri::canonical_domain(&o.domain).map_err(|_| anyhow::anyhow!("org domain `{}` is not a host name", o.domain))?;
             let d = o.kms_uri.strip_prefix("kms://").ok_or_else(|| anyhow::anyhow!("kms_uri `{}` must be kms://<domain>", o.kms_uri))?;
             o.kms_uri = format!("kms://{}", kms_protocol::uri::canonical_domain(d).map_err(|_| anyhow::anyhow!("kms_uri `{}` is not valid", o.kms_uri))?);
+        }
+        for o in &mut c.orgs {
+            if let Some(k) = &o.kms_key {
+                if k.is_relative() {
+                    o.kms_key = Some(base.join(k));
+                }
+            }
         }
         if c.data_dir.is_relative() {
             c.data_dir = base.join(&c.data_dir);

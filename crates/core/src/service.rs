@@ -113,6 +113,8 @@ pub struct Core {
     pub bus: Arc<dyn EventBus>,
     /// File chunks.
     pub blobs: Arc<dyn ObjectStore>,
+    /// KMSes that connected out to this core.
+    pub links: crate::relay::Links,
     verifier: kms_identity::Verifier,
 }
 
@@ -132,7 +134,8 @@ impl Core {
     /// Puts the pieces together.
     pub fn new(cfg: Config, store: Arc<dyn Store>, bus: Arc<dyn EventBus>, blobs: Arc<dyn ObjectStore>) -> anyhow::Result<Self> {
         let verifier = kms_identity::Verifier::new(cfg.identity.clone())?;
-        Ok(Self { cfg, store, bus, blobs, verifier })
+        let links = crate::relay::Links::from_config(&cfg)?;
+        Ok(Self { cfg, store, bus, blobs, links, verifier })
     }
 
     /// Validates a bearer token meant for the core, from a user of a served org.

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod channel;
+pub mod connect;
 pub mod date;
 mod error;
 pub mod message;

@@ -53,6 +53,10 @@ pub struct Config {
     /// Absent: only bearer tokens are accepted.
     #[serde(default)]
     pub service_trust_roots: Option<PathBuf>,
+    /// Cores to connect out to (`ws://core.example/kms/connect`), for a KMS
+    /// that clients cannot reach directly. The link reconnects by itself.
+    #[serde(default)]
+    pub connect_to: Vec<String>,
 }
 
 /// The static RSA key and its certificate.

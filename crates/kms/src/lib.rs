@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod bench;
 pub mod config;
+pub mod connector;
 pub mod crypto;
 pub mod engine;
 mod error;

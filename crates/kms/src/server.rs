@@ -113,6 +113,7 @@ pub struct Running {
 /// Opens everything the config names and starts serving. `metrics` installs the
 /// Prometheus recorder (once per process).
 pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let passphrase = std::env::var(&cfg.cmk.passphrase_env)
         .with_context(|| format!("the CMK passphrase must be in the environment variable {}", cfg.cmk.passphrase_env))?;
     let cmk_path = cfg.cmk.path.as_deref().expect("set by Config::parse");
@@ -150,6 +151,9 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     let engine = Arc::new(engine);
 
     tokio::spawn(engine.tickets().clone().poll());
+    for url in &cfg.connect_to {
+        tokio::spawn(crate::connector::run(engine.clone(), url.clone()));
+    }
     let hk_engine = engine.clone();
     let hk_store = store.clone();
     tokio::spawn(async move {
