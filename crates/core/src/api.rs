@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -125,18 +126,22 @@ struct EventQuery {
     after: Option<i64>,
     /// Events with a smaller sequence number, newest first (history).
     before: Option<i64>,
-    /// Page size.
-    limit: Option<u32>,
+    /// Page size (clamped to 1 ..= the core's page limit).
+    limit: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/v1/spaces/{id}/events", params(("id" = String, Path), EventQuery), responses((status = 200, description = "A page of events")))]
-async fn list_events(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<EventQuery>) -> Result<Response, ApiError> {
+async fn list_events(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>, q: Result<Query<EventQuery>, QueryRejection>) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
-    Ok(Json(json!({"events": core.events(&c, &id, q.after, q.before, q.limit).await?})).into_response())
+    // axum's own rejection is plain text that may quote the input.
+    let Query(q) = q.map_err(|_| ApiError::bad("bad_query", "after, before and limit must be integers"))?;
+    let limit = q.limit.map(|l| l.clamp(1, i64::from(u32::MAX)) as u32);
+    Ok(Json(json!({"events": core.events(&c, &id, q.after, q.before, limit).await?})).into_response())
 }
 
 /// `PUT /v1/spaces/{id}/read-marker`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReadMarker {
     /// The last sequence number read.
     pub seq: i64,
@@ -164,8 +169,9 @@ async fn get_file(State(core): State<AppState>, headers: HeaderMap, Path(id): Pa
 }
 
 #[utoipa::path(put, path = "/v1/files/{id}/chunks/{index}", params(("id" = String, Path), ("index" = i64, Path)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 204, description = "Stored"), (status = 400, body = ErrorBody)))]
-async fn put_chunk(State(core): State<AppState>, headers: HeaderMap, Path((id, index)): Path<(String, i64)>, body: Bytes) -> Result<Response, ApiError> {
+async fn put_chunk(State(core): State<AppState>, headers: HeaderMap, Path((id, index)): Path<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
+    let index: i64 = index.parse().map_err(|_| ApiError::bad("bad_chunk_index", "the chunk index must be an integer"))?;
     core.put_chunk(&c, &id, index, body).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -184,8 +190,9 @@ async fn complete_file(State(core): State<AppState>, headers: HeaderMap, Path(id
 }
 
 #[utoipa::path(get, path = "/v1/files/{id}/chunks/{index}", params(("id" = String, Path), ("index" = i64, Path)), responses((status = 200, description = "The chunk's ciphertext", content_type = "application/octet-stream")))]
-async fn get_chunk(State(core): State<AppState>, headers: HeaderMap, Path((id, index)): Path<(String, i64)>) -> Result<Response, ApiError> {
+async fn get_chunk(State(core): State<AppState>, headers: HeaderMap, Path((id, index)): Path<(String, String)>) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
+    let index: i64 = index.parse().map_err(|_| ApiError::not_found("chunk"))?;
     let b = core.get_chunk(&c, &id, index).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], b).into_response())
 }

@@ -31,8 +31,7 @@
 //! Each socket is two file descriptors in this process (client and server
 //! end); the open-file limit is raised to the hard limit when it is short.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -304,12 +303,12 @@ impl Fixture {
             .collect();
         let created = bounded((0..spaces).collect(), SETUP_CONCURRENCY, |s| {
             let (http, url, creator) = (&http, &url, &users[s]);
+            let members = users.iter().filter(|u| u.space == s).count() as u64;
             async move {
                 let resource = format!("kms://{KMS}/resources/{}", uuid::Uuid::new_v4());
                 let r = http.post(format!("{url}/v1/spaces")).bearer_auth(&creator.token).body(json!({"resource_uri": resource}).to_string()).send().await?;
                 let space = expect(r, 201, "creating a space").await?;
                 let id = space["id"].as_str().context("a space id")?.to_string();
-                let members = users.iter().filter(|u| u.space == s).count() as u64;
                 Ok(BenchSpace { id, key: OctKey::generate(32, None)?, key_uri: format!("kms://{KMS}/keys/{}", uuid::Uuid::new_v4()), members })
             }
         })
@@ -371,7 +370,10 @@ impl Fixture {
         plain.resize(PLAINTEXT_LEN, b' ');
         let ciphertext = match jose::jwe::encrypt(EncryptKey::Dir(&space.key), ContentEnc::A256Gcm, &HeaderParams::kid(space.key_uri.as_str()), &plain) {
             Ok(c) => c,
-            Err(_) => return drop(stats.failed.fetch_add(1, Relaxed)),
+            Err(_) => {
+                stats.failed.fetch_add(1, Relaxed);
+                return;
+            }
         };
         let sent = now_micros();
         let body = json!({
@@ -443,6 +445,72 @@ fn receive(shared: &Shared, text: &str) {
     }
 }
 
+// ---- CPU accounting (Linux /proc; empty elsewhere)
+
+/// Where CPU time went over a span: the machine as a whole (this process,
+/// and a PostgreSQL server if any) and this process's threads by role.
+#[derive(Default, Clone)]
+struct Cpu {
+    /// Machine-wide clock ticks: busy (not idle, not iowait), iowait, all.
+    machine: [u64; 3],
+    /// This process's ticks per thread group (see [`thread_group`]).
+    threads: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// The role of a thread, from its name.
+fn thread_group(comm: &str) -> &'static str {
+    if comm.starts_with("core") {
+        "core runtime"
+    } else if comm.starts_with("load") {
+        "load generator"
+    } else if comm.starts_with("sqlx-sqlite") {
+        "SQLite threads"
+    } else {
+        "other"
+    }
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let mut cpu = Cpu::default();
+        if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
+            // cpu  user nice system idle iowait irq softirq steal ...
+            let v: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            if v.len() >= 5 {
+                let all: u64 = v.iter().take(8).sum();
+                cpu.machine = [all - v[3] - v[4], v[4], all];
+            }
+        }
+        for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+            // pid (comm) state ... utime stime: fields 14 and 15.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+            let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let ticks = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+            *cpu.threads.entry(thread_group(&stat[open + 1..close])).or_default() += ticks;
+        }
+        cpu
+    }
+
+    /// `"machine 1.9 of 2 cores busy, iowait 0.1; core runtime 0.8, …"`, since `before`.
+    fn since(&self, before: &Cpu, secs: f64, cores: usize) -> String {
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+        let all = self.machine[2].saturating_sub(before.machine[2]) as f64;
+        if all == 0.0 {
+            return "unavailable".into();
+        }
+        // /proc/stat counts every core: scale its share to cores.
+        let share = |i: usize| self.machine[i].saturating_sub(before.machine[i]) as f64 / all * cores as f64;
+        let mut s = format!("machine {:.2} of {cores} cores busy (iowait {:.2}); this process:", share(0), share(1));
+        for (group, ticks) in &self.threads {
+            let used = ticks.saturating_sub(before.threads.get(group).copied().unwrap_or(0)) as f64 / hz / secs;
+            s.push_str(&format!(" {group} {used:.2},"));
+        }
+        s.pop();
+        s
+    }
+}
+
 // ---- the runs
 
 /// A finished run: how long it offered load and what arrived meanwhile.
@@ -455,6 +523,8 @@ struct Window {
     secs: f64,
     /// Messages still owed after [`DRAIN_TIMEOUT`].
     undelivered: u64,
+    /// CPU use between start and deadline.
+    cpu: (Cpu, Cpu),
 }
 
 /// Counts frames over the run's window, waits for the senders, then for the
@@ -462,8 +532,10 @@ struct Window {
 async fn window(fix: &Fixture, run: usize, secs: f64, senders: Vec<tokio::task::JoinHandle<()>>) -> anyhow::Result<Window> {
     let start = Instant::now();
     let frames0 = fix.shared.frames.load(Relaxed);
+    let cpu0 = Cpu::now();
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     let frames = fix.shared.frames.load(Relaxed) - frames0;
+    let cpu = (cpu0, Cpu::now());
     for s in senders {
         s.await?;
     }
@@ -474,7 +546,7 @@ async fn window(fix: &Fixture, run: usize, secs: f64, senders: Vec<tokio::task::
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let undelivered = stats.owed.load(Relaxed).saturating_sub(stats.delivered.load(Relaxed));
-    Ok(Window { send_secs, frames, secs, undelivered })
+    Ok(Window { send_secs, frames, secs, undelivered, cpu })
 }
 
 /// Run 1: [`SENDERS`] closed-loop senders, as fast as the core answers.
@@ -759,7 +831,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
     result
 }
 
-fn run_in(opts: &BenchOptions, spaces: usize, dir: &PathBuf) -> anyhow::Result<()> {
+fn run_in(opts: &BenchOptions, spaces: usize, dir: &Path) -> anyhow::Result<()> {
     // Two runtimes: the core's and the load generator's, each as wide as the machine.
     let server_rt = tokio::runtime::Builder::new_multi_thread().thread_name("core").enable_all().build()?;
     let client_rt = tokio::runtime::Builder::new_multi_thread().thread_name("load").enable_all().build()?;
@@ -815,6 +887,10 @@ fn run_in(opts: &BenchOptions, spaces: usize, dir: &PathBuf) -> anyhow::Result<(
     }
     let label = if opts.rate.is_some() { "fixed load" } else { "fixed load, half of sat." };
     println!("{}", row(label, Some(rate), &shared.runs[FIXED], &fixed));
+    let runs = [("saturation", sat.as_ref()), ("fixed load", Some(&fixed))];
+    for (name, w) in runs.iter().filter_map(|(n, w)| Some((n, (*w)?))) {
+        println!("CPU, {name}: {}", w.cpu.1.since(&w.cpu.0, w.secs, cores));
+    }
     let lag = &shared.runs[FIXED].lag;
     println!(
         "(fixed load: sends left p50 {:.1} / p99 {:.1} ms behind schedule; {} of {} sockets still connected at the end)",
@@ -845,6 +921,11 @@ fn run_in(opts: &BenchOptions, spaces: usize, dir: &PathBuf) -> anyhow::Result<(
     }
 
     running.task.abort();
+    {
+        // The store's pool closes on the runtime it was opened on.
+        let _in_core = server_rt.enter();
+        drop(running);
+    }
     server_rt.shutdown_timeout(Duration::from_secs(2));
     client_rt.shutdown_timeout(Duration::from_secs(2));
     if let Some((url, schema)) = &db.pg_schema {

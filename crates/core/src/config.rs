@@ -31,6 +31,9 @@ pub struct Config {
     /// NATS URL for several core nodes (default: in-process events, one node).
     #[serde(default)]
     pub nats_url: Option<String>,
+    /// Subject prefix on NATS (`<prefix>.space.<id>`), to keep deployments sharing a NATS apart.
+    #[serde(default = "default_prefix")]
+    pub nats_prefix: String,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
@@ -81,6 +84,9 @@ impl Default for Limits {
 fn default_listen() -> SocketAddr {
     "127.0.0.1:7080".parse().expect("valid")
 }
+fn default_prefix() -> String {
+    "custos".into()
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
 }
@@ -130,9 +136,11 @@ impl Config {
             Some(p) if !p.starts_with('/') && !p.starts_with(':') => format!("sqlite://{}", base.join(p).display()),
             _ => url,
         });
-        if c.limits.max_chunk_bytes < 1024 || c.limits.max_ciphertext_bytes < 1024 {
-            anyhow::bail!("limits are too small");
+        if c.limits.max_chunk_bytes < 1024 || c.limits.max_ciphertext_bytes < 1024 || c.limits.max_page < 1 {
+            anyhow::bail!("limits are too small (chunks and ciphertext at least 1024 bytes, pages at least 1 event)");
         }
+        kms_protocol::uri::canonical_domain(&c.nats_prefix.replace('.', "-"))
+            .map_err(|_| anyhow::anyhow!("nats_prefix must be letters, digits and dashes"))?;
         Ok(c)
     }
 

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod envelope;
 pub mod error;

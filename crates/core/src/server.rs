@@ -23,7 +23,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let store = core_store::open(cfg.database_url()).await.context("opening the database")?;
     let bus: Arc<dyn core_bus::EventBus> = match &cfg.nats_url {
-        Some(url) => Arc::new(core_bus::NatsBus::connect(url, "custos").await.with_context(|| format!("connecting to NATS at {url}"))?),
+        Some(url) => Arc::new(core_bus::NatsBus::connect(url, &cfg.nats_prefix).await.with_context(|| format!("connecting to NATS at {url}"))?),
         None => Arc::new(core_bus::InProcessBus::new()),
     };
     let blob_dir = cfg.data_dir.join("blobs");

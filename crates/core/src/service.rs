@@ -330,7 +330,8 @@ impl Core {
     /// Events after `after` (sync) or before `before` (history), at most `limit`.
     pub async fn events(&self, c: &Caller, id: &str, after: Option<i64>, before: Option<i64>, limit: Option<u32>) -> Result<Vec<Event>, ApiError> {
         self.space_as(c, id).await?;
-        let limit = limit.unwrap_or(100).clamp(1, self.cfg.limits.max_page);
+        // (max(1): a configured max_page of 0 must not make clamp panic.)
+        let limit = limit.unwrap_or(100).clamp(1, self.cfg.limits.max_page.max(1));
         Ok(match (after, before) {
             (Some(_), Some(_)) => return Err(ApiError::bad("bad_range", "give after or before, not both")),
             (_, Some(b)) => self.store.events_before(id, b, limit).await?,
@@ -345,7 +346,12 @@ impl Core {
         if seq < 0 || seq > last {
             return Err(ApiError::bad("bad_seq", "the read marker must be between 0 and the space's last sequence number"));
         }
-        Ok(self.store.set_read_marker(id, &c.user_id, seq, now_ms()).await?)
+        let marker = self.store.set_read_marker(id, &c.user_id, seq, now_ms()).await?;
+        // The user's other sockets learn of it through the user's channel.
+        if let Err(err) = self.bus.publish(Notice { space_id: crate::ws::user_channel(&c.user_id), seq: marker.max(1) }).await {
+            tracing::warn!(error = %err, "publishing a read-marker notice failed");
+        }
+        Ok(marker)
     }
 
     // ---- files
@@ -354,7 +360,10 @@ impl Core {
     pub async fn create_file(&self, c: &Caller, id: &str, req: CreateFile) -> Result<FileRecord, ApiError> {
         let (space, _) = self.space_as(c, id).await?;
         let l = &self.cfg.limits;
-        if req.size < 0 || req.size > l.max_file_bytes {
+        if req.size < 0 {
+            return Err(ApiError::bad("bad_size", "size must not be negative"));
+        }
+        if req.size > l.max_file_bytes {
             return Err(ApiError::too_large(format!("files may be at most {} bytes", l.max_file_bytes)));
         }
         if req.chunk_size < 1 || req.chunk_size > l.max_chunk_bytes {

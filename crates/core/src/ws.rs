@@ -6,7 +6,8 @@
 //! `{"type":"hello","since":{…}}`). The core answers `{"type":"ready"}` and
 //! then `{"type":"event","event":{…}}` for every event after `since` (spaces
 //! not named start at their latest event), in order per space, including
-//! spaces the user joins later. `{"type":"kms","id":…,"domain":…,"message":…}`
+//! spaces the user joins later, and `{"type":"read_marker","space":…,"seq":…}`
+//! when the user's read marker moves (on another device). `{"type":"kms","id":…,"domain":…,"message":…}`
 //! relays a KMS message; the answer comes back as
 //! `{"type":"kms","id":…,"status":…,"message":…}`.
 //!
@@ -35,6 +36,10 @@ use crate::service::{Caller, Core};
 const PAGE: u32 = 200;
 /// Frames queued for one socket before the reader waits for the client.
 const OUTBOUND: usize = 256;
+/// The dirty-set entry for the user's own channel (joins, read markers).
+const JOINS: &str = "\u{0}joins";
+/// How many pages back a socket looks for the start of a membership it just learned of.
+const JOIN_SCAN_PAGES: usize = 10;
 
 /// The per-user channel on the bus: spaces the user joins. A hash, so that
 /// user ids do not travel on the bus.
@@ -142,11 +147,11 @@ impl Socket {
     async fn run(&self, since: HashMap<String, i64>, rx: &mut futures_util::stream::SplitStream<WebSocket>) {
         let mut delivered: HashMap<String, i64> = HashMap::new();
         let mut watches: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-        const JOINS: &str = "\u{0}joins";
         if let Some(h) = self.watch(&user_channel(&self.caller.user_id), JOINS).await {
             watches.insert(JOINS.into(), h);
         }
         let Ok(spaces) = self.core.store.spaces_of(&self.caller.user_id).await else { return };
+        let mut markers: HashMap<String, i64> = spaces.iter().map(|s| (s.space.id.clone(), s.read_seq)).collect();
         for s in spaces {
             let from = since.get(&s.space.id).copied().unwrap_or(s.space.last_seq);
             delivered.insert(s.space.id.clone(), from.max(0));
@@ -173,11 +178,23 @@ impl Socket {
                     let spaces: Vec<String> = self.dirty.lock().expect("not poisoned").drain().collect();
                     for space in spaces {
                         if space == JOINS {
-                            // Joined spaces: watch them from just before the join.
+                            // The user's channel: joined spaces (watch them from just before
+                            // the join) and read markers moved on another device.
                             let Ok(all) = self.core.store.spaces_of(&self.caller.user_id).await else { continue };
+                            for s in &all {
+                                if markers.get(&s.space.id).is_some_and(|m| *m != s.read_seq) {
+                                    markers.insert(s.space.id.clone(), s.read_seq);
+                                    let f = json!({"type": "read_marker", "space": s.space.id, "seq": s.read_seq});
+                                    if self.out.send(f.to_string()).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
                             for s in all {
+                                markers.entry(s.space.id.clone()).or_insert(s.read_seq);
                                 if !delivered.contains_key(&s.space.id) {
-                                    delivered.insert(s.space.id.clone(), (s.space.last_seq - 1).max(0));
+                                    // From the join itself: more may have been posted since.
+                                    delivered.insert(s.space.id.clone(), self.join_point(&s.space.id, s.space.last_seq).await);
                                     if let Some(h) = self.watch(&s.space.id, &s.space.id).await {
                                         watches.insert(s.space.id.clone(), h);
                                     }
@@ -220,12 +237,41 @@ impl Socket {
                     if let Some(h) = watches.remove(space) {
                         h.abort();
                     }
+                    // Unless re-added since: the join notice may have been handled
+                    // while the space was still watched, so look again.
+                    self.dirty.lock().expect("not poisoned").insert(JOINS.into());
+                    self.wake.notify_one();
                     return true;
                 }
             }
         }
         delivered.insert(space.to_string(), from);
         true
+    }
+
+    /// The sequence number just before the caller's current membership of
+    /// `space` began: walking back from the end, the earliest `MemberAdded` of
+    /// the caller after their latest `MemberRemoved`. Falls back to just
+    /// before the last event if the join is further back than a few pages.
+    async fn join_point(&self, space: &str, last_seq: i64) -> i64 {
+        let me = Some(self.caller.user_id.as_str());
+        let mut start = None;
+        let mut before = last_seq + 1;
+        'pages: for _ in 0..JOIN_SCAN_PAGES {
+            let Ok(page) = self.core.store.events_before(space, before, PAGE).await else { break };
+            let Some(oldest) = page.last().map(|e| e.seq) else { break };
+            for e in page {
+                if e.subject.as_deref() == me {
+                    match e.kind {
+                        EventKind::MemberAdded => start = Some(e.seq),
+                        EventKind::MemberRemoved => break 'pages,
+                        _ => {}
+                    }
+                }
+            }
+            before = oldest;
+        }
+        start.map_or((last_seq - 1).max(0), |s| s - 1)
     }
 
     async fn client_frame(&self, text: &str) {

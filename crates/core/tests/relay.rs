@@ -1,0 +1,323 @@
+//! The KMS relay with a real KMS: a client pins the KMS key from the KMS
+//! itself, then handshakes, creates and retrieves keys THROUGH the core
+//! (HTTP `POST /kms/<domain>/messages` and the WebSocket `kms` frame). The
+//! core token authorizes the relay call; the KMS token travels inside the
+//! encrypted KMS message. A core that tampers with or replays answers is
+//! caught by the client; an unreachable or unknown KMS gets a clear error, fast.
+
+mod common;
+
+#[path = "../../kms/tests/common/server.rs"]
+mod kms_server;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kms_protocol::{begin_handshake, ClientInfo, Credential, KeyObject, KmsInfo, Method, Request, Response, Session, Status};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use testkit::Idp;
+
+struct World {
+    kms: kms_server::Server,
+    core: Core,
+    /// Pinned from the KMS's own `/kms/info`, never from the core.
+    info: KmsInfo,
+    _kms_dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let idp = Arc::new(Idp::start());
+    let kms_dir = tempfile::tempdir().unwrap();
+    let cfg = kms_server::config_text(kms_dir.path(), &idp.issuer, "");
+    let kms = tokio::task::spawn_blocking(move || kms_server::Server::start(&cfg)).await.unwrap();
+    let v: Value = reqwest::get(format!("{}/kms/info", kms.url)).await.unwrap().json().await.unwrap();
+    assert_eq!(v["uri"], format!("kms://{KMS}"));
+    let jwk: jose::Jwk = serde_json::from_value(v["key"].clone()).unwrap();
+    let info = KmsInfo { domain: KMS.into(), key: jwk.to_rsa_public().unwrap() };
+    let org = format!("kms_url = \"{}\"", kms.url);
+    let core = start_with(idp, Opts { org: &org, ..Opts::default() }).await;
+    World { kms, core, info, _kms_dir: kms_dir }
+}
+
+async fn kms_token(core: &Core, name: &str) -> String {
+    core.idp.token(&[("sub", name), ("aud", &format!("kms://{KMS}"))]).await
+}
+
+/// One relayed message over HTTP: status, content type, body.
+async fn relay(user: &User, domain: &str, body: &str) -> (StatusCode, String, String) {
+    let r = user
+        .http
+        .post(format!("{}/kms/{domain}/messages", user.url))
+        .bearer_auth(&user.token)
+        .header("content-type", "application/jose")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let ctype = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    (status, ctype, r.text().await.unwrap())
+}
+
+fn request(ci: &ClientInfo, method: Method, uri: &str) -> Request {
+    Request::new(method, uri, Some(ci.clone()))
+}
+
+/// Flips one character in the middle of segment `seg` of a compact serialization.
+fn tamper(compact: &str, seg: usize) -> String {
+    let mut parts: Vec<String> = compact.split('.').map(str::to_string).collect();
+    let s = &mut parts[seg];
+    if s.is_empty() {
+        s.push('A');
+        return parts.join(".");
+    }
+    let i = s.len() / 2;
+    let c = s.as_bytes()[i];
+    let flipped = if c == b'A' { 'B' } else { 'A' };
+    s.replace_range(i..=i, &flipped.to_string());
+    parts.join(".")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_create_and_retrieve_keys_through_the_core() {
+    let w = world().await;
+    let alice = User::new(&w.core, "alice").await;
+    let ktok = kms_token(&w.core, "alice").await;
+    let ci = ClientInfo { client_id: "relay-test".into(), credential: Credential::bearer(ktok.clone()) };
+
+    // Handshake through the relay, verified with the key pinned from the KMS.
+    let pending = begin_handshake(&w.info, ci.clone()).unwrap();
+    let (st, ctype, answer) = relay(&alice, KMS, &pending.wrapped).await;
+    assert_eq!(st, StatusCode::OK, "{answer}");
+    assert!(ctype.starts_with("application/jose"), "{ctype}");
+    let session = pending.finish(&w.info, &answer).unwrap();
+
+    // Create keys, then retrieve one.
+    let mut create = request(&ci, Method::Create, "/keys");
+    create.body.count = Some(3);
+    let (st, _, answer) = relay(&alice, KMS, &session.wrap(&create).unwrap()).await;
+    assert_eq!(st, StatusCode::OK);
+    let created = session.unwrap(&w.info, &answer, &create.request_id).unwrap();
+    assert_eq!(created.status, Status::CREATED, "{:?}", created.reason);
+    let keys: Vec<KeyObject> = created.keys.unwrap();
+    assert_eq!(keys.len(), 3);
+    let get = request(&ci, Method::Retrieve, &keys[1].uri.to_string());
+    let (st, _, answer) = relay(&alice, KMS, &session.wrap(&get).unwrap()).await;
+    assert_eq!(st, StatusCode::OK);
+    let got = session.unwrap(&w.info, &answer, &get.request_id).unwrap();
+    assert_eq!(got.status, Status::OK, "{:?}", got.reason);
+    let k = got.key.unwrap();
+    assert_eq!(k.uri, keys[1].uri);
+    assert_eq!(k.jwk.to_oct().unwrap().expose(), keys[1].jwk.to_oct().unwrap().expose(), "the same key material");
+    // The relay never saw it: the answer is a `dir` JWE, nothing in it is the key.
+    let kb64 = jose::b64::encode(k.jwk.to_oct().unwrap().expose());
+    assert!(!answer.contains(&kb64));
+    assert_eq!(answer.split('.').count(), 5);
+
+    // A batch goes through the relay too.
+    let ping1 = request(&ci, Method::Update, "/ping");
+    let ping2 = request(&ci, Method::Update, "/ping");
+    let r = alice
+        .http
+        .post(format!("{}/kms/{KMS}/messages", w.core.url))
+        .bearer_auth(&alice.token)
+        .json(&json!({"kmsMessages": [session.wrap(&ping1).unwrap(), session.wrap(&ping2).unwrap()]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let batch: Value = r.json().await.unwrap();
+    let answers: Vec<&str> = batch["kmsMessages"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(answers.len(), 2);
+    let ok = |a: &str, id: &str| session.unwrap(&w.info, a, id).map(|r| r.status);
+    assert!(answers.iter().any(|a| ok(a, &ping1.request_id) == Ok(Status::OK)));
+    assert!(answers.iter().any(|a| ok(a, &ping2.request_id) == Ok(Status::OK)));
+
+    // ---- a core that tampers or replays is caught by the client.
+    let get = request(&ci, Method::Retrieve, &keys[0].uri.to_string());
+    let (_, _, answer) = relay(&alice, KMS, &session.wrap(&get).unwrap()).await;
+    assert!(session.unwrap(&w.info, &answer, &get.request_id).is_ok());
+    for seg in 0..5 {
+        let bad = tamper(&answer, seg);
+        assert_ne!(bad, answer);
+        assert!(session.unwrap(&w.info, &bad, &get.request_id).is_err(), "a flipped byte in segment {seg} is detected");
+    }
+    // An earlier genuine answer, replayed for another request.
+    let get0 = request(&ci, Method::Retrieve, &keys[0].uri.to_string());
+    let replay = relay(&alice, KMS, &session.wrap(&get).unwrap()).await.2;
+    assert!(session.unwrap(&w.info, &replay, &get0.request_id).is_err(), "a replayed answer is detected");
+    // A tampered handshake answer, and a genuine one checked against a key the core could have handed out.
+    let pending = begin_handshake(&w.info, ci.clone()).unwrap();
+    let (_, _, answer) = relay(&alice, KMS, &pending.wrapped).await;
+    assert!(pending.finish(&w.info, &tamper(&answer, 1)).is_err(), "a tampered handshake answer is detected");
+    let pending = begin_handshake(&w.info, ci.clone()).unwrap();
+    let (_, _, answer) = relay(&alice, KMS, &pending.wrapped).await;
+    let impostor = jose::RsaPrivateKey::generate(2048, w.info.key.kid().map(str::to_string)).unwrap();
+    let wrong = KmsInfo { domain: KMS.into(), key: impostor.public_key().clone() };
+    assert!(pending.finish(&wrong, &answer).is_err(), "the answer verifies only with the KMS's own key");
+
+    // ---- the two tokens are not interchangeable.
+    // A KMS token does not authorize the relay...
+    let kms_tok = User { token: ktok.clone(), ..alice.on(&w.core) };
+    let pending = begin_handshake(&w.info, ci.clone()).unwrap();
+    assert_eq!(relay(&kms_tok, KMS, &pending.wrapped).await.0, StatusCode::UNAUTHORIZED);
+    // ...and the core token inside a KMS message does not satisfy the KMS.
+    let core_ci = ClientInfo { client_id: "relay-test".into(), credential: Credential::bearer(alice.token.clone()) };
+    let pending = begin_handshake(&w.info, core_ci).unwrap();
+    let (st, _, answer) = relay(&alice, KMS, &pending.wrapped).await;
+    assert_eq!(st, StatusCode::OK, "the relay passes it on; the KMS refuses it inside the protocol");
+    match pending.finish(&w.info, &answer) {
+        Err(kms_protocol::ProtocolError::Status { status, .. }) => assert_eq!(status, Status::UNAUTHORIZED, "a core-audience token is no KMS credential"),
+        other => panic!("the KMS must refuse a core-audience token: {other:?}"),
+    }
+
+    // The core relays without reading: a session message of another user's session is just bytes to it.
+    let bob = User::new(&w.core, "bob").await;
+    let get = request(&ci, Method::Retrieve, &keys[2].uri.to_string());
+    let (st, _, answer) = relay(&bob, KMS, &session.wrap(&get).unwrap()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(session.unwrap(&w.info, &answer, &get.request_id).unwrap().status, Status::OK, "only the session key matters, not who relayed it");
+    drop(w.kms);
+}
+
+/// One KMS frame over the core's WebSocket; the `kms` answer frame with that id.
+async fn ws_relay(ws: &mut Ws, id: &str, domain: &str, message: &str) -> Value {
+    ws.send(json!({"type": "kms", "id": id, "domain": domain, "message": message})).await;
+    loop {
+        let f = ws.next().await;
+        if f["type"] == "kms" && f["id"] == id {
+            return f;
+        }
+        assert_eq!(f["type"], "event", "unexpected frame {f}");
+    }
+}
+
+fn ws_answer(session: &Session, info: &KmsInfo, f: &Value, req: &Request) -> Response {
+    assert_eq!(f["status"], 200, "{f}");
+    session.unwrap(info, f["message"].as_str().unwrap(), &req.request_id).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_over_the_core_websocket() {
+    let w = world().await;
+    let alice = User::new(&w.core, "alice").await;
+    let ci = ClientInfo { client_id: "relay-ws".into(), credential: Credential::bearer(kms_token(&w.core, "alice").await) };
+    let mut ws = Ws::connect(&w.core.url, &alice.token, json!({})).await;
+
+    let pending = begin_handshake(&w.info, ci.clone()).unwrap();
+    let f = ws_relay(&mut ws, "h1", KMS, &pending.wrapped).await;
+    assert_eq!(f["status"], 200, "{f}");
+    let session = pending.finish(&w.info, f["message"].as_str().unwrap()).unwrap();
+
+    let mut create = request(&ci, Method::Create, "/keys");
+    create.body.count = Some(2);
+    let f = ws_relay(&mut ws, "c1", KMS, &session.wrap(&create).unwrap()).await;
+    let keys = ws_answer(&session, &w.info, &f, &create).keys.unwrap();
+    let get = request(&ci, Method::Retrieve, &keys[0].uri.to_string());
+    let f = ws_relay(&mut ws, "r1", KMS, &session.wrap(&get).unwrap()).await;
+    let got = ws_answer(&session, &w.info, &f, &get);
+    assert_eq!(got.key.unwrap().jwk.to_oct().unwrap().expose(), keys[0].jwk.to_oct().unwrap().expose());
+    // Tampered on the way back: detected.
+    let f = ws_relay(&mut ws, "r2", KMS, &session.wrap(&get).unwrap()).await;
+    assert!(session.unwrap(&w.info, &tamper(f["message"].as_str().unwrap(), 3), &get.request_id).is_err());
+
+    // Several in flight at once: each answer carries its id.
+    let mut inflight = std::collections::HashMap::new();
+    for i in 0..6 {
+        let r = request(&ci, Method::Retrieve, &keys[i % 2].uri.to_string());
+        ws.send(json!({"type": "kms", "id": format!("p{i}"), "domain": KMS, "message": session.wrap(&r).unwrap()})).await;
+        inflight.insert(format!("p{i}"), (r, keys[i % 2].uri.clone()));
+    }
+    while !inflight.is_empty() {
+        let f = ws.next().await;
+        assert_eq!(f["type"], "kms", "{f}");
+        let (r, uri) = inflight.remove(f["id"].as_str().unwrap()).expect("an id we sent, once");
+        let a = ws_answer(&session, &w.info, &f, &r);
+        assert_eq!(a.status, Status::OK);
+        assert_eq!(a.key.unwrap().uri, uri, "each answer matches its own request");
+    }
+
+    // An unknown KMS: a clear error, on the same socket.
+    let f = ws_relay(&mut ws, "u1", "kms.nowhere.example", &session.wrap(&get).unwrap()).await;
+    assert_eq!(f["status"], 404, "{f}");
+    assert_eq!(f["error"], "not_found");
+    // The socket still works.
+    ws.send(json!({"type": "ping"})).await;
+    assert_eq!(ws.next().await["type"], "pong");
+    drop(w.kms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_unknown_and_unauthenticated() {
+    // A KMS address where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let idp = Arc::new(Idp::start());
+    let org = format!("kms_url = \"http://127.0.0.1:{port}\"");
+    let core = start_with(idp.clone(), Opts { org: &org, ..Opts::default() }).await;
+    let alice = User::new(&core, "alice").await;
+    let body = "eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d";
+
+    let t = Instant::now();
+    let (st, _, answer) = relay(&alice, KMS, body).await;
+    let took = t.elapsed();
+    eprintln!("relay to a closed port answered {st} in {took:?}");
+    assert_eq!(st, StatusCode::BAD_GATEWAY, "{answer}");
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["error"], "kms_unreachable", "{v}");
+    assert!(took < Duration::from_secs(3), "unreachable is reported fast: {took:?}");
+    assert!(!answer.contains("127.0.0.1") && !answer.contains(&port.to_string()), "the KMS's address is not disclosed: {answer}");
+
+    // The same over the WebSocket.
+    let mut ws = Ws::connect(&core.url, &alice.token, json!({})).await;
+    let t = Instant::now();
+    let f = ws_relay(&mut ws, "x", KMS, body).await;
+    eprintln!("WebSocket relay to a closed port answered in {:?}", t.elapsed());
+    assert_eq!(f["status"], 502, "{f}");
+    assert_eq!(f["error"], "kms_unreachable");
+    assert!(t.elapsed() < Duration::from_secs(3));
+
+    // Unknown KMS domains (including ones that are not domains at all).
+    for d in ["kms.other.example", "KMS.nowhere.example", "..%2F..%2Fetc", "127.0.0.1", "kms.acme.example.evil.example"] {
+        let (st, _, answer) = relay(&alice, d, body).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{d}: {answer}");
+    }
+    // The relay wants a core token.
+    let r = reqwest::Client::new().post(format!("{}/kms/{KMS}/messages", core.url)).header("content-type", "application/jose").body(body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = reqwest::Client::new().post(format!("{}/kms/{KMS}/messages", core.url)).bearer_auth("garbage").body(body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // An org without any KMS address (nor a link): 502 at once.
+    let bare = start_with(idp.clone(), Opts::default()).await;
+    let alice_bare = alice.on(&bare);
+    let t = Instant::now();
+    let (st, _, answer) = relay(&alice_bare, KMS, body).await;
+    assert_eq!(st, StatusCode::BAD_GATEWAY, "{answer}");
+    assert!(answer.contains("kms_unreachable"));
+    assert!(t.elapsed() < Duration::from_secs(1));
+
+    // A KMS that accepts the connection and then says nothing: 502 after the
+    // core's timeout, not a hung client.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hang.accept().await {
+            conns.push(c);
+        }
+    });
+    let org = format!("kms_url = \"http://127.0.0.1:{hang_port}\"");
+    let slow = start_with(idp, Opts { org: &org, ..Opts::default() }).await;
+    let t = Instant::now();
+    let (st, _, answer) = relay(&alice.on(&slow), KMS, body).await;
+    let took = t.elapsed();
+    eprintln!("relay to a silent KMS answered {st} in {took:?}");
+    assert_eq!(st, StatusCode::BAD_GATEWAY, "{answer}");
+    assert!(answer.contains("kms_unreachable"));
+    assert!(took >= custos_core::relay::KMS_TIMEOUT - Duration::from_millis(100) && took < custos_core::relay::KMS_TIMEOUT + Duration::from_secs(2), "{took:?}");
+    held.abort();
+}
