@@ -47,7 +47,8 @@ pub fn router(core: AppState) -> Router {
         .route("/v1/files/{id}/chunks", get(list_chunks))
         .route("/v1/files/{id}/chunks/{index}", put(put_chunk).get(get_chunk))
         .route("/v1/files/{id}/complete", post(complete_file))
-        .route("/kms/{domain}/messages", post(relay))
+        // KMS batches may be larger than a file chunk: the relay has its own limit.
+        .route("/kms/{domain}/messages", post(relay).layer(DefaultBodyLimit::max(kms_protocol::channel::MAX_MESSAGE_LEN * 16)))
         .route("/kms/connect", get(crate::relay::connect))
         .route("/v1/ws", get(crate::ws::upgrade))
         .layer(DefaultBodyLimit::max(max_chunk + 64 * 1024))

@@ -70,7 +70,7 @@ pub async fn upgrade(State(core): State<AppState>, headers: HeaderMap, ws: WebSo
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(str::to_string);
     ws.max_message_size(kms_protocol::channel::MAX_MESSAGE_LEN * 2).on_upgrade(move |s| serve(core, s, token))
 }
@@ -103,7 +103,7 @@ async fn serve(core: Arc<Core>, socket: WebSocket, header_token: Option<String>)
     };
     drop(token);
     metrics::gauge!("core_sockets").increment(1.0);
-    let session = Socket { core: core.clone(), caller, out: out.clone(), dirty: Arc::new(Mutex::new(HashSet::new())), wake: Arc::new(Notify::new()) };
+    let session = Socket { relays: Arc::new(tokio::sync::Semaphore::new(RELAY_IN_FLIGHT)), core: core.clone(), caller, out: out.clone(), dirty: Arc::new(Mutex::new(HashSet::new())), wake: Arc::new(Notify::new()) };
     session.run(since, &mut rx).await;
     metrics::gauge!("core_sockets").decrement(1.0);
     drop(session);
@@ -117,7 +117,11 @@ async fn bye(out: mpsc::Sender<String>, writer: tokio::task::JoinHandle<()>, why
     let _ = writer.await;
 }
 
+/// Relayed KMS messages one socket may have waiting at once.
+const RELAY_IN_FLIGHT: usize = 32;
+
 struct Socket {
+    relays: Arc<tokio::sync::Semaphore>,
     core: Arc<Core>,
     caller: Caller,
     out: mpsc::Sender<String>,
@@ -280,8 +284,15 @@ impl Socket {
                 let _ = self.out.send(json!({"type": "pong"}).to_string()).await;
             }
             Ok(ClientFrame::Kms { id, domain, message }) => {
+                // At most RELAY_IN_FLIGHT relayed messages per socket wait for a KMS at once.
+                let Ok(permit) = self.relays.clone().try_acquire_owned() else {
+                    let f = json!({"type": "kms", "id": id, "status": 429, "error": "too_many_in_flight", "reason": "too many KMS messages in flight on this socket"});
+                    let _ = self.out.send(f.to_string()).await;
+                    return;
+                };
                 let (core, out) = (self.core.clone(), self.out.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let reply = match crate::relay::forward(&core, &domain, "application/jose", message.into()).await {
                         Ok((status, _, body)) => json!({"type": "kms", "id": id, "status": status.as_u16(), "message": String::from_utf8_lossy(&body)}),
                         Err(e) => json!({"type": "kms", "id": id, "status": e.status.as_u16(), "error": e.code, "reason": e.message}),
