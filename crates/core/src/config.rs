@@ -34,9 +34,43 @@ pub struct Config {
     /// Subject prefix on NATS (`<prefix>.space.<id>`), to keep deployments sharing a NATS apart.
     #[serde(default = "default_prefix")]
     pub nats_prefix: String,
+    /// Where file chunks go: a local directory by default, or S3-compatible storage.
+    #[serde(default)]
+    pub blobs: BlobConfig,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// File chunk storage. Credentials for S3 come from the environment
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, …), never from this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobConfig {
+    /// S3-compatible storage; absent: `<data_dir>/blobs`.
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+}
+
+/// An S3-compatible bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Region.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Endpoint for S3-compatible services (MinIO, Ceph…); absent: AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Allow plain HTTP to the endpoint (tests, a private network).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
 }
 
 /// One org: its domain, its KMS, and how to reach it.

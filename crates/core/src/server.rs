@@ -26,9 +26,23 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         Some(url) => Arc::new(core_bus::NatsBus::connect(url, &cfg.nats_prefix).await.with_context(|| format!("connecting to NATS at {url}"))?),
         None => Arc::new(core_bus::InProcessBus::new()),
     };
-    let blob_dir = cfg.data_dir.join("blobs");
-    std::fs::create_dir_all(&blob_dir).with_context(|| format!("creating {}", blob_dir.display()))?;
-    let blobs = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&blob_dir)?);
+    let blobs: Arc<dyn object_store::ObjectStore> = match &cfg.blobs.s3 {
+        Some(s3) => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(&s3.bucket)
+                .with_region(&s3.region)
+                .with_allow_http(s3.allow_http);
+            if let Some(e) = &s3.endpoint {
+                b = b.with_endpoint(e);
+            }
+            Arc::new(b.build().with_context(|| format!("S3 bucket {}", s3.bucket))?)
+        }
+        None => {
+            let blob_dir = cfg.data_dir.join("blobs");
+            std::fs::create_dir_all(&blob_dir).with_context(|| format!("creating {}", blob_dir.display()))?;
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&blob_dir)?)
+        }
+    };
     let listen = cfg.listen;
     let core = Arc::new(Core::new(cfg, store, bus, blobs)?);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
