@@ -38,6 +38,25 @@ enum CoreCommand {
     },
     /// Print a commented example configuration.
     ExampleConfig,
+    /// Load: N WebSocket clients in M spaces; messages/s accepted and
+    /// delivered, send-to-deliver latency p50/p99.
+    Bench {
+        /// Connected clients (one WebSocket each).
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Spaces the clients are spread over.
+        #[arg(long, default_value_t = 50)]
+        spaces: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// A fixed offered load (messages/s) instead of saturation then half of it.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Database URL (default: a temporary SQLite file).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +103,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up => return not_built("`custos up` (the all-in-one deployment)", "issue 5"),
+        Command::Core { command: CoreCommand::Bench { clients, spaces, seconds, rate, database_url } } => {
+            custos_core::bench::run(custos_core::bench::BenchOptions { clients, spaces, seconds, rate, database_url })
+        }
         Command::Core { command: CoreCommand::ExampleConfig } => {
             print!("{}", include_str!("../../core/core.example.toml"));
             Ok(())

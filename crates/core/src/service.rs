@@ -116,7 +116,11 @@ pub struct Core {
     /// KMSes that connected out to this core.
     pub links: crate::relay::Links,
     verifier: kms_identity::Verifier,
+    touched: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// How often a user's "last seen" is written.
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -135,7 +139,7 @@ impl Core {
     pub fn new(cfg: Config, store: Arc<dyn Store>, bus: Arc<dyn EventBus>, blobs: Arc<dyn ObjectStore>) -> anyhow::Result<Self> {
         let verifier = kms_identity::Verifier::new(cfg.identity.clone())?;
         let links = crate::relay::Links::from_config(&cfg)?;
-        Ok(Self { cfg, store, bus, blobs, links, verifier })
+        Ok(Self { cfg, store, bus, blobs, links, verifier, touched: Default::default() })
     }
 
     /// Validates a bearer token meant for the core, from a user of a served org.
@@ -144,7 +148,23 @@ impl Core {
         if self.cfg.org_of(&id.user_id).is_none() {
             return Err(ApiError::forbidden("unknown_org", "this core does not serve your organization"));
         }
-        self.store.touch_user(&id.user_id, now_ms()).await?;
+        // "Last seen" needs no precision: one write per user per TOUCH_EVERY, not per request.
+        let due = {
+            let mut t = self.touched.lock().expect("not poisoned");
+            if t.len() > 100_000 {
+                t.clear();
+            }
+            match t.get(&id.user_id) {
+                Some(at) if at.elapsed() < TOUCH_EVERY => false,
+                _ => {
+                    t.insert(id.user_id.clone(), std::time::Instant::now());
+                    true
+                }
+            }
+        };
+        if due {
+            self.store.touch_user(&id.user_id, now_ms()).await?;
+        }
         Ok(Caller { user_id: id.user_id })
     }
 
