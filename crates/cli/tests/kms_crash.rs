@@ -146,9 +146,9 @@ async fn work(http: reqwest::Client, url: String, tok: String, worker: usize, ac
 async fn verify(http: &reqwest::Client, url: &str, tok: &str, acked: &[Acked]) {
     let mut clients = std::collections::HashMap::new();
     for a in acked {
-        if !clients.contains_key(&a.worker) {
+        if let std::collections::hash_map::Entry::Vacant(e) = clients.entry(a.worker) {
             let c = Client::connect(http, url, tok, &format!("w{}", a.worker)).await.expect("reconnect after restart");
-            clients.insert(a.worker, c);
+            e.insert(c);
         }
         let c = &clients[&a.worker];
         let r = c.call(Method::Retrieve, &a.uri, json!({})).await.expect("retrieve");

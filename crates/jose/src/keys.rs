@@ -588,7 +588,10 @@ impl EcPrivateKey {
     /// The private JWK. Handle with care.
     pub fn to_jwk(&self) -> Jwk {
         let mut jwk = self.public.to_jwk();
-        jwk.d = Some(SecretString::new(b64::encode(&*self.d)));
+        // By reference: a by-value copy of the scalar would escape zeroization.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let d = b64::encode(&*self.d);
+        jwk.d = Some(SecretString::new(d));
         jwk
     }
 
@@ -596,7 +599,7 @@ impl EcPrivateKey {
     pub fn ecdh(&self, peer: &EcPublicKey) -> Result<Zeroizing<[u8; 32]>> {
         let sk = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, &*self.d).map_err(|_| Error::Crypto("P-256"))?;
         let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &peer.point[..]);
-        agreement::agree(&sk, &peer, Error::Crypto("ECDH"), |z| {
+        agreement::agree(&sk, peer, Error::Crypto("ECDH"), |z| {
             let mut out = Zeroizing::new([0u8; 32]);
             out.copy_from_slice(z);
             Ok(out)

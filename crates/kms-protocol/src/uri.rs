@@ -171,11 +171,10 @@ impl KmsUri {
     pub fn new(domain: &str, target: Target) -> Result<Self, UriError> {
         let domain = canonical_domain(domain)?;
         match &target {
-            Target::Object(_, i) | Target::ResourceKeys(i) | Target::ResourceAuthorizations(i, _) => {
-                if !valid_id(i) {
+            Target::Object(_, i) | Target::ResourceKeys(i) | Target::ResourceAuthorizations(i, _)
+                if !valid_id(i) => {
                     return Err(UriError::Id);
                 }
-            }
             _ => {}
         }
         Ok(Self { domain, target })

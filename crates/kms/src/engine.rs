@@ -611,7 +611,7 @@ impl Engine {
                 };
                 let Some(id) = self.own_id(target) else { return Ok(not_found(rid)) };
                 // Only this KMS's org's KEKs, even in a database shared with other orgs.
-                if !self.store.get_kek(id).await?.is_some_and(|k| k.org == self.cfg.org_domain) {
+                if self.store.get_kek(id).await?.is_none_or(|k| k.org != self.cfg.org_domain) {
                     return Ok(not_found(rid));
                 }
                 if !self.keyring.set_state(id, new, now).await? {

@@ -48,7 +48,7 @@ async fn websocket_messages_and_pushed_resets() {
     assert_eq!(session.unwrap(&info, &next_text(&mut rx).await, &ping.request_id).unwrap().status, Status::OK);
 
     // Delete the session over HTTP: the socket that used it gets a signed reset, unasked.
-    let del = Request::new(Method::Delete, &session.uri().to_string(), Some(ci.clone()));
+    let del = Request::new(Method::Delete, session.uri().to_string(), Some(ci.clone()));
     let answer = reqwest::Client::new()
         .post(format!("{}/kms/messages", kms.url))
         .header("content-type", "application/jose")
