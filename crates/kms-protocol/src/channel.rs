@@ -269,9 +269,25 @@ impl Session {
     }
 }
 
-/// Checks an unsolicited reset pushed by the KMS (e.g. on revocation).
-/// `Ok(reason)` when it is genuine and fresh; the client then drops its session.
-pub fn verify_pushed_reset(kms: &KmsInfo, compact: &str) -> Result<String, ProtocolError> {
+/// Checks an unsolicited reset pushed by the KMS (e.g. on revocation) for
+/// the session at `session`. `Ok(reason)` when it is genuine, fresh and names
+/// that session; the client then drops it. A reset naming no session (the
+/// answer to unreadable input, which anyone can obtain) or another session is
+/// `StaleReset`: ignored.
+pub fn verify_pushed_reset(kms: &KmsInfo, compact: &str, session: &KmsUri) -> Result<String, ProtocolError> {
+    let resp = verify_signed(kms, compact, SigningContext::Reset)?;
+    if resp.uri.as_ref() != Some(session) {
+        return Err(ProtocolError::StaleReset);
+    }
+    match check_reset(resp, None, date::now()) {
+        ProtocolError::Reset(reason) => Ok(reason),
+        other => Err(other),
+    }
+}
+
+/// Reads a signed reset without tying it to a session (diagnostics, tests):
+/// `Ok(reason)` when genuine and fresh.
+pub fn read_reset(kms: &KmsInfo, compact: &str) -> Result<String, ProtocolError> {
     let resp = verify_signed(kms, compact, SigningContext::Reset)?;
     match check_reset(resp, None, date::now()) {
         ProtocolError::Reset(reason) => Ok(reason),
@@ -432,6 +448,14 @@ impl ServerKey {
     pub fn reset(&self, request_id: Option<&str>, reason: &str) -> Result<String, ProtocolError> {
         let mut resp = Response::error(Status::RESET, request_id.unwrap_or_default(), reason);
         resp.timestamp = Some(date::now());
+        self.sign(SigningContext::Reset, &resp)
+    }
+
+    /// A signed 499 pushed, unasked, for the session at `session`.
+    pub fn push_reset(&self, session: &KmsUri, reason: &str) -> Result<String, ProtocolError> {
+        let mut resp = Response::error(Status::RESET, "", reason);
+        resp.timestamp = Some(date::now());
+        resp.uri = Some(session.clone());
         self.sign(SigningContext::Reset, &resp)
     }
 

@@ -326,6 +326,9 @@ pub struct Response {
     /// Resets: when the KMS signed it (clients ignore stale resets).
     #[serde(default, with = "date::rfc3339::option", skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<Date>,
+    /// Pushed resets: the session (ephemeral key URI) they reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<KmsUri>,
 }
 
 impl Response {
@@ -343,6 +346,7 @@ impl Response {
             public_key: None,
             master_keys: None,
             timestamp: None,
+            uri: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Both ends of the secure channel in Rust: handshake, messages, resets, refusals.
 
 use jose::{OctKey, RsaPrivateKey};
-use kms_protocol::channel::{verify_pushed_reset, HandshakeGrant, ServerKey, SigningContext};
+use kms_protocol::channel::{read_reset, verify_pushed_reset, HandshakeGrant, ServerKey, SigningContext};
 use kms_protocol::{
     begin_handshake, classify, date, open_request, seal_response, ClientInfo, Credential, Incoming, Kind, KmsInfo, KmsUri,
     Method, ProtocolError, Request, Response, Status,
@@ -89,8 +89,14 @@ fn resets_are_believed_only_when_genuine_fresh_and_matching() {
     let untimed = srv.sign(SigningContext::Reset, &body).unwrap();
     assert_eq!(session.unwrap(&kms, &untimed, "rq-1").unwrap_err(), ProtocolError::StaleReset);
     // Unsolicited pushes.
-    assert_eq!(verify_pushed_reset(&kms, &srv.reset(None, "revoked").unwrap()).unwrap(), "revoked");
-    assert_eq!(verify_pushed_reset(&kms, &stale).unwrap_err(), ProtocolError::StaleReset);
+    let mine = session.uri().clone();
+    assert_eq!(verify_pushed_reset(&kms, &srv.push_reset(&mine, "revoked").unwrap(), &mine).unwrap(), "revoked");
+    // A reset anyone can provoke (unreadable input) names no session: ignored.
+    assert_eq!(verify_pushed_reset(&kms, &srv.reset(None, "x").unwrap(), &mine).unwrap_err(), ProtocolError::StaleReset);
+    // Another session's reset: ignored.
+    let other = session_uri("someone-else");
+    assert_eq!(verify_pushed_reset(&kms, &srv.push_reset(&other, "revoked").unwrap(), &mine).unwrap_err(), ProtocolError::StaleReset);
+    assert_eq!(read_reset(&kms, &stale).unwrap_err(), ProtocolError::StaleReset);
 }
 
 #[test]

@@ -153,12 +153,12 @@ impl Engine {
         Ok(())
     }
 
-    /// The session id behind a session message (for transports that push resets).
-    pub async fn session_id_of(&self, compact: &str) -> Option<String> {
+    /// The session id and URI behind a session message (for transports that push resets).
+    pub async fn session_of(&self, compact: &str) -> Option<(String, KmsUri)> {
         let Ok(Incoming::Session { kid, .. }) = classify(compact) else { return None };
         let uri = KmsUri::parse(&kid, &self.cfg.kms_domain).ok()?;
         let (s, _) = self.tickets.open_any(uri.id()?, now_ms()).await.ok()?;
-        Some(s.id)
+        Some((s.id, uri))
     }
 
     /// The static key's public half.

@@ -9,7 +9,7 @@
 //!   pushes a signed 499 when a session used on that socket is deleted.
 //! - `GET /healthz`, `GET /metrics` (Prometheus).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -142,7 +142,8 @@ async fn serve_socket(s: AppState, socket: WebSocket, source: String) {
     let (mut tx, mut rx) = socket.split();
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<String>(64);
     let mut revoked = s.engine.tickets().subscribe();
-    let mut seen: HashSet<String> = HashSet::new();
+    // Sessions used on this socket, by id, with their URIs (a pushed reset names its session).
+    let mut seen: HashMap<String, kms_protocol::KmsUri> = HashMap::new();
     let writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
             if tx.send(Message::Text(m.into())).await.is_err() {
@@ -159,9 +160,9 @@ async fn serve_socket(s: AppState, socket: WebSocket, source: String) {
                     Message::Close(_) => break,
                     _ => continue,
                 };
-                if let Some(id) = s.engine.session_id_of(&text).await {
+                if let Some((id, uri)) = s.engine.session_of(&text).await {
                     if seen.len() < 1024 {
-                        seen.insert(id);
+                        seen.insert(id, uri);
                     }
                 }
                 let engine = s.engine.clone();
@@ -175,8 +176,8 @@ async fn serve_socket(s: AppState, socket: WebSocket, source: String) {
             }
             Ok(id) = revoked.recv() => {
                 // Unsolicited reset for a session this socket used.
-                if seen.remove(&id) {
-                    if let Ok(r) = s.engine.server_key().reset(None, "session deleted") {
+                if let Some(uri) = seen.remove(&id) {
+                    if let Ok(r) = s.engine.server_key().push_reset(&uri, "session deleted") {
                         let _ = out_tx.send(r).await;
                     }
                 }

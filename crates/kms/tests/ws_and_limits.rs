@@ -61,7 +61,7 @@ async fn websocket_messages_and_pushed_resets() {
         .unwrap();
     assert_eq!(session.unwrap(&info, &answer, &del.request_id).unwrap().status, Status::NO_CONTENT);
     let pushed = next_text(&mut rx).await;
-    assert_eq!(verify_pushed_reset(&info, &pushed).unwrap(), "session deleted");
+    assert_eq!(verify_pushed_reset(&info, &pushed, session.uri()).unwrap(), "session deleted");
 
     // Oversize frames close the socket rather than reach the engine.
     let (ws, _) = tokio_tungstenite::connect_async(format!("{}/kms/ws", kms.url.replace("http://", "ws://"))).await.unwrap();
