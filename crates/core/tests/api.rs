@@ -5,80 +5,13 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use jose::jwe::EncryptKey;
-use jose::{ContentEnc, HeaderParams, OctKey};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use testkit::Idp;
 use tokio_tungstenite::tungstenite::Message;
 
-const AUD: &str = "https://core.acme.example";
-const KMS: &str = "kms.acme.example";
+mod common;
 
-pub struct Core {
-    pub url: String,
-    pub idp: Idp,
-    pub dir: tempfile::TempDir,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-pub async fn start_core(extra: &str) -> Core {
-    let idp = Idp::start();
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[identity]\naudience = \"{AUD}\"\n[[identity.issuers]]\nissuer = \"{}\"\norg_domain = \"acme.example\"\n\n\
-         [[orgs]]\ndomain = \"acme.example\"\nkms_uri = \"kms://{KMS}\"\n{extra}\n",
-        dir.path().display(),
-        idp.issuer
-    );
-    let cfg = custos_core::config::Config::parse(&text, dir.path()).unwrap();
-    let r = custos_core::server::start(cfg).await.unwrap();
-    Core { url: format!("http://{}", r.addr), idp, dir, _task: r.task }
-}
-
-pub struct User {
-    pub http: reqwest::Client,
-    pub url: String,
-    pub token: String,
-    pub id: String,
-}
-
-impl User {
-    pub async fn new(core: &Core, name: &str) -> User {
-        let token = core.idp.token(&[("sub", name), ("aud", AUD)]).await;
-        User { http: reqwest::Client::new(), url: core.url.clone(), token, id: format!("{name}@acme.example") }
-    }
-    pub async fn req(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut r = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.req(reqwest::Method::GET, path, None).await
-    }
-    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.req(reqwest::Method::POST, path, Some(body)).await
-    }
-}
-
-pub fn sealed(key: &OctKey, key_uri: &str, plain: &str) -> Value {
-    let c = jose::jwe::encrypt(EncryptKey::Dir(key), ContentEnc::A256Gcm, &HeaderParams::kid(key_uri), plain.as_bytes()).unwrap();
-    json!({"ciphertext": c, "key_uri": key_uri})
-}
-
-pub fn key() -> (OctKey, String) {
-    let id = uuid::Uuid::new_v4();
-    (OctKey::generate(32, None).unwrap(), format!("kms://{KMS}/keys/{id}"))
-}
-
-pub fn resource() -> String {
-    format!("kms://{KMS}/resources/{}", uuid::Uuid::new_v4())
-}
+use common::{key, resource, sealed, start_core, User, KMS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spaces_members_events_and_refusals() {
