@@ -309,6 +309,20 @@ pub enum StoreError {
     Invalid(String),
 }
 
+impl StoreError {
+    /// The shared plumbing's error as this crate's: an unsupported URL is a
+    /// `Config` error here, with the same message.
+    pub(crate) fn from_shared(e: sqlstore::Error) -> StoreError {
+        match e {
+            sqlstore::Error::Database(e) => StoreError::Database(e),
+            sqlstore::Error::Migration(m) => StoreError::Migration(m),
+            e @ sqlstore::Error::UnsupportedUrl => StoreError::Config(e.to_string()),
+            sqlstore::Error::Corrupt(table) => StoreError::Corrupt(table),
+            sqlstore::Error::Config(m) => StoreError::Config(m),
+        }
+    }
+}
+
 /// Shorthand.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -1,51 +1,37 @@
 //! The conformance suite: every test runs once against a fresh SQLite file
 //! (`sqlite::name`) and once against PostgreSQL in a fresh schema
-//! (`postgres::name`).
+//! (`postgres::name`), through the harness shared with the other store
+//! (`sqlstore::testing`).
 //!
 //! PostgreSQL comes from `CUSTOS_TEST_POSTGRES_URL` (default
 //! `postgres://127.0.0.1:5432/test`). If it is unreachable, the PostgreSQL
 //! tests report `SKIPPED (no PostgreSQL at …): name` on stderr and pass,
 //! unless `CI` is set, where they fail.
 
-use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlstore::testing::{join_all, Ctx, Harness};
 
 use core_store::{Appended, Event, EventKind, FileRecord, Membership, NewEvent, Role, Space, Store, StoreError};
 
 // ---------------------------------------------------------------- harness
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://127.0.0.1:5432/test";
+const HARNESS: Harness = Harness {
+    name: "core",
+    drop_schema: |url, schema| {
+        Box::pin(async move { core_store::drop_postgres_schema(&url, &schema).await.map_err(|e| format!("{e:?}")) })
+    },
+};
 
-fn postgres_url() -> String {
-    std::env::var("CUSTOS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+/// A new handle on the test's database (a new "node").
+trait Open {
+    async fn open(&self) -> Arc<dyn Store>;
+    async fn raw_i64s(&self, sql: &'static str, bind: &str) -> Vec<i64>;
 }
 
-/// A name unique within this machine for a while: pid, clock, counter.
-fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000_000;
-    format!("{prefix}_{}_{nanos}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Where a test's database lives; `open` gives a new handle on it (a new "node").
-#[derive(Clone, Debug)]
-enum Ctx {
-    Sqlite { path: PathBuf },
-    Postgres { url: String, schema: String },
-}
-
-impl Ctx {
-    fn url(&self) -> String {
-        match self {
-            Ctx::Sqlite { path } => format!("sqlite://{}", path.display()),
-            Ctx::Postgres { url, .. } => url.clone(),
-        }
-    }
-
+impl Open for Ctx {
     async fn open(&self) -> Arc<dyn Store> {
         match self {
             Ctx::Sqlite { .. } => core_store::open(&self.url()).await.expect("open sqlite"),
@@ -53,10 +39,6 @@ impl Ctx {
                 core_store::open_postgres_schema(url, schema).await.expect("open postgres")
             }
         }
-    }
-
-    fn is_postgres(&self) -> bool {
-        matches!(self, Ctx::Postgres { .. })
     }
 
     /// Runs `sql` (a trusted test literal) on a raw connection, behind the
@@ -82,105 +64,8 @@ impl Ctx {
     }
 }
 
-/// Runs `test` in a task, so that cleanup happens even when it panics; re-raises the panic.
-async fn run_guarded<F, Fut>(ctx: Ctx, test: F) -> Result<(), Box<dyn std::any::Any + Send>>
-where
-    F: FnOnce(Ctx) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    match tokio::spawn(test(ctx)).await {
-        Ok(()) => Ok(()),
-        Err(e) => Err(e.into_panic()),
-    }
-}
-
-async fn run_sqlite<F, Fut>(test: F)
-where
-    F: FnOnce(Ctx) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let dir = std::env::temp_dir().join(unique("core_store_test"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let outcome = run_guarded(Ctx::Sqlite { path: dir.join("core.db") }, test).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// `url` with any password replaced by `***`, fit to print.
-fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        _ => url.to_owned(),
-    }
-}
-
-async fn postgres_reachable(url: &str) -> Result<(), String> {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    match tokio::time::timeout(Duration::from_secs(5), sqlx::AnyConnection::connect(url)).await {
-        Ok(Ok(conn)) => {
-            let _ = conn.close().await;
-            Ok(())
-        }
-        Ok(Err(e)) => Err(format!("{e:?}")),
-        Err(_) => Err("timed out".into()),
-    }
-}
-
-async fn run_postgres<F, Fut>(name: &str, test: F)
-where
-    F: FnOnce(Ctx) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let url = postgres_url();
-    if let Err(why) = postgres_reachable(&url).await {
-        let shown = redacted(&url);
-        if std::env::var_os("CI").is_some() {
-            panic!("PostgreSQL at {shown} unreachable ({why}) and CI is set");
-        }
-        // Straight to stderr: libtest captures print!/eprint!, not this.
-        let _ = writeln!(std::io::stderr(), "SKIPPED (no PostgreSQL at {shown}): postgres::{name} [{why}]");
-        return;
-    }
-    let schema = unique("core_test");
-    let outcome = run_guarded(Ctx::Postgres { url: url.clone(), schema: schema.clone() }, test).await;
-    let dropped = core_store::drop_postgres_schema(&url, &schema).await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-    dropped.expect("drop test schema");
-}
-
-/// Declares each test twice: `sqlite::name` and `postgres::name`.
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    crate::run_sqlite(crate::$name).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    crate::run_postgres(stringify!($name), crate::$name).await
-                }
-            )*
-        }
-    };
-}
-
-conformance! {
+sqlstore::conformance! {
+    crate::HARNESS;
     create_space_writes_space_membership_and_first_event,
     create_space_exists_writes_nothing,
     unknown_space_reads,
@@ -929,43 +814,15 @@ async fn durability_reopen(ctx: Ctx) {
 /// after it acknowledged some appends, and checks that every acknowledged
 /// event is there, numbered without gaps.
 async fn kill_dash_nine_keeps_acknowledged_appends(ctx: Ctx) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    const ACKS: usize = 25;
     make_space(&*ctx.open().await, "s1", 1_000).await;
-    let mut cmd = tokio::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args(["kill_child_writer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env("CORE_STORE_KILL_URL", ctx.url())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    if let Ctx::Postgres { schema, .. } = &ctx {
-        cmd.env("CORE_STORE_KILL_SCHEMA", schema);
-    }
-    let mut child = cmd.spawn().expect("spawn child writer");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut acked = Vec::new();
-    let read = async {
-        while acked.len() < ACKS {
-            match lines.next_line().await.unwrap() {
-                Some(line) => {
-                    if let Some(ack) = line.strip_prefix("ACK ") {
-                        let (id, seq) = ack.split_once(' ').unwrap();
-                        acked.push((id.to_owned(), seq.parse::<i64>().unwrap()));
-                    }
-                }
-                None => panic!("child writer exited early"),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(120), read).await.expect("child writer too slow");
-    child.start_kill().unwrap(); // SIGKILL
-    let status = child.wait().await.unwrap();
-    assert!(!status.success(), "child was not killed");
+    let acked = HARNESS.kill_child_after_acks(&ctx, "kill_child_writer", 25).await;
 
     let store = ctx.open().await;
-    for (id, seq) in &acked {
+    for ack in &acked {
+        let (id, seq) = ack.split_once(' ').unwrap();
+        let seq = seq.parse::<i64>().unwrap();
         let e = store.event("s1", id).await.unwrap();
-        assert_eq!(e.map(|e| e.seq), Some(*seq), "acknowledged event {id} lost");
+        assert_eq!(e.map(|e| e.seq), Some(seq), "acknowledged event {id} lost");
     }
     let events = all_events(&*store, "s1").await;
     assert_eq!(seqs(&events), (1..=events.len() as i64).collect::<Vec<_>>(), "gap after a crash");
@@ -977,11 +834,7 @@ async fn kill_dash_nine_keeps_acknowledged_appends(ctx: Ctx) {
 #[tokio::test]
 #[ignore = "child process of kill_dash_nine_keeps_acknowledged_appends"]
 async fn kill_child_writer() {
-    let url = std::env::var("CORE_STORE_KILL_URL").expect("CORE_STORE_KILL_URL");
-    let store = match std::env::var("CORE_STORE_KILL_SCHEMA") {
-        Ok(schema) => core_store::open_postgres_schema(&url, &schema).await.unwrap(),
-        Err(_) => core_store::open(&url).await.unwrap(),
-    };
+    let store = HARNESS.child_ctx().open().await;
     for i in 0.. {
         let id = format!("kill-{i}");
         let e = post(&*store, "s1", &id, 2_000).await;
@@ -998,14 +851,6 @@ const N: usize = 20;
 /// Two handles on one database: two core nodes (on SQLite, two pools on one file).
 async fn two_nodes(ctx: &Ctx) -> [Arc<dyn Store>; 2] {
     [ctx.open().await, ctx.open().await]
-}
-
-async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        out.push(h.await.expect("task panicked"));
-    }
-    out
 }
 
 async fn concurrent_appends_no_gaps_no_duplicates(ctx: Ctx) {
@@ -1278,13 +1123,6 @@ async fn concurrent_open_same_database(ctx: Ctx) {
 }
 
 // ---------------------------------------------------------------- backend-independent
-
-#[test]
-fn test_urls_are_redacted() {
-    assert_eq!(redacted("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-    assert_eq!(redacted("postgres://u@h/db"), "postgres://u@h/db");
-    assert_eq!(redacted("postgres://127.0.0.1:5432/test"), "postgres://127.0.0.1:5432/test");
-}
 
 #[tokio::test]
 async fn unsupported_urls_and_schema_names() {

@@ -236,6 +236,19 @@ pub enum StoreError {
     Config(String),
 }
 
+impl StoreError {
+    /// The shared plumbing's error as this crate's (same variants, same messages).
+    pub(crate) fn from_shared(e: sqlstore::Error) -> StoreError {
+        match e {
+            sqlstore::Error::Database(e) => StoreError::Database(e),
+            sqlstore::Error::Migration(m) => StoreError::Migration(m),
+            sqlstore::Error::UnsupportedUrl => StoreError::UnsupportedUrl,
+            sqlstore::Error::Corrupt(table) => StoreError::Corrupt(table),
+            sqlstore::Error::Config(m) => StoreError::Config(m),
+        }
+    }
+}
+
 /// Shorthand.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

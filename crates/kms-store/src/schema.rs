@@ -1,4 +1,4 @@
-//! The schema, embedded, and the code that creates it.
+//! The schema, embedded; `sqlstore::migrate` creates it.
 //!
 //! Migrations are idempotent (`CREATE … IF NOT EXISTS`) and run at every
 //! open, in one transaction; on PostgreSQL under an advisory lock so that
@@ -8,14 +8,8 @@
 //! `COLLATE "C"` on text keys so that ordering and range comparisons are
 //! bytewise, as in SQLite.
 
-use sqlx::AnyConnection;
-use sqlx::{AssertSqlSafe, Connection, Row};
-
-use crate::sql::Backend;
-use crate::{Result, StoreError};
-
 /// The schema version this code writes and understands.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 1;
 
 /// Advisory lock key serializing schema creation on PostgreSQL ("custos" in ASCII).
 const PG_MIGRATION_LOCK: i64 = 0x6375_7374_6f73;
@@ -166,44 +160,11 @@ const POSTGRES_SCHEMA: &[&str] = &[
     )"#,
 ];
 
-/// Creates the schema (and, on PostgreSQL, the named `pg_schema` first) if
-/// missing, and checks that the database is not newer than this code.
-pub(crate) async fn migrate(conn: &mut AnyConnection, backend: Backend, pg_schema: Option<&str>) -> Result<()> {
-    let statements = match backend {
-        Backend::Sqlite => {
-            // WAL is persistent and cannot be switched inside a transaction.
-            // In-memory databases answer "memory", which is fine.
-            let mode: String = sqlx::query("PRAGMA journal_mode = WAL").fetch_one(&mut *conn).await?.try_get(0)?;
-            if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
-                return Err(StoreError::Migration(format!("SQLite refused WAL mode (journal_mode is {mode})")));
-            }
-            SQLITE_SCHEMA
-        }
-        Backend::Postgres => POSTGRES_SCHEMA,
-    };
-
-    let mut tx = conn.begin_with(backend.write_begin()).await?;
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *tx).await?;
-        if let Some(schema) = pg_schema {
-            let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", crate::sql::quote_schema(schema)?);
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-        }
-    }
-    for statement in statements {
-        sqlx::query(*statement).execute(&mut *tx).await?;
-    }
-    sqlx::query("INSERT INTO kms_schema_version (id, version) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
-        .bind(SCHEMA_VERSION)
-        .execute(&mut *tx)
-        .await?;
-    let version: i64 =
-        sqlx::query("SELECT version FROM kms_schema_version WHERE id = 1").fetch_one(&mut *tx).await?.try_get(0)?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::Migration(format!(
-            "database schema version {version} is newer than this build understands ({SCHEMA_VERSION})"
-        )));
-    }
-    tx.commit().await?;
-    Ok(())
-}
+/// What `sqlstore` needs to migrate this store.
+pub(crate) const SCHEMA: sqlstore::Schema = sqlstore::Schema {
+    version_table: "kms_schema_version",
+    version: SCHEMA_VERSION,
+    pg_lock: PG_MIGRATION_LOCK,
+    sqlite: SQLITE_SCHEMA,
+    postgres: POSTGRES_SCHEMA,
+};

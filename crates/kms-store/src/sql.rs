@@ -22,61 +22,14 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool};
-use sqlx::{AssertSqlSafe, Decode, Row, Type};
+use sqlx::{AssertSqlSafe, Decode, Type};
 
 use crate::{
     AuthorizationRecord, BindOutcome, CreateResourceOutcome, KekRecord, KeyRecord, MasterKeyState, Millis,
     ResourceRecord, ResourceView, Result, Store, StoreError,
 };
 
-/// Which database is behind the pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Backend {
-    /// SQLite (embedded).
-    Sqlite,
-    /// PostgreSQL.
-    Postgres,
-}
-
-impl Backend {
-    /// The name [`Store::backend`] reports.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-
-    /// Statement starting a write transaction.
-    pub(crate) fn write_begin(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "BEGIN IMMEDIATE",
-            Backend::Postgres => "BEGIN",
-        }
-    }
-
-    /// Statement starting a consistent read-only transaction.
-    fn read_begin(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "BEGIN",
-            Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        }
-    }
-}
-
-/// Validates a PostgreSQL schema name (`[A-Za-z_][A-Za-z0-9_]*`, at most 63
-/// bytes) and returns it double-quoted, safe to splice into SQL.
-pub(crate) fn quote_schema(schema: &str) -> Result<String> {
-    let mut chars = schema.chars();
-    let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && schema.len() <= 63;
-    if valid {
-        Ok(format!("\"{schema}\""))
-    } else {
-        Err(StoreError::Config(format!("invalid PostgreSQL schema name {schema:?} (use [A-Za-z_][A-Za-z0-9_]*)")))
-    }
-}
+pub(crate) use sqlstore::Backend;
 
 /// The store: a connection pool and which backend it talks to.
 ///
@@ -117,14 +70,8 @@ macro_rules! kek_cols {
 }
 
 /// Reads a column, reporting a value that does not decode as a corrupt row.
-fn col<'r, T>(row: &'r AnyRow, name: &str, table: &'static str) -> Result<T>
-where
-    T: Decode<'r, sqlx::Any> + Type<sqlx::Any>,
-{
-    row.try_get(name).map_err(|e| match e {
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(table),
-        other => StoreError::Database(other),
-    })
+fn col<'r, T: Decode<'r, sqlx::Any> + Type<sqlx::Any>>(row: &'r AnyRow, name: &str, table: &'static str) -> Result<T> {
+    sqlstore::col(row, name, table).map_err(StoreError::from_shared)
 }
 
 fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
