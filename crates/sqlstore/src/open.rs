@@ -118,8 +118,28 @@ async fn connect_sqlite(url: &str, schema: &Schema) -> Result<(AnyPool, Backend)
         options.max_connections(SQLITE_MAX_CONNECTIONS)
     };
     let pool = options.connect(&url).await?;
-    migrate_pool(&pool, Backend::Sqlite, None, schema).await?;
-    Ok((pool, Backend::Sqlite))
+    // Several processes opening one new file at once: the WAL switch and the
+    // first schema write can answer SQLITE_BUSY at once, without waiting in
+    // the busy handler (SQLite does so where waiting could deadlock). The
+    // migration is idempotent, so it is simply tried again.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS as u64);
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match migrate_pool(&pool, Backend::Sqlite, None, schema).await {
+            Ok(()) => return Ok((pool, Backend::Sqlite)),
+            Err(e) if is_sqlite_busy(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `e` is SQLITE_BUSY or SQLITE_LOCKED (any extended code).
+fn is_sqlite_busy(e: &Error) -> bool {
+    let Error::Database(sqlx::Error::Database(db)) = e else { return false };
+    db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 async fn connect_postgres(url: &str, pg_schema: Option<&str>, schema: &Schema) -> Result<(AnyPool, Backend)> {
