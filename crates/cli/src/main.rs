@@ -5,17 +5,57 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod client_cmd;
+mod demo;
+mod profile;
+mod up;
+
 #[derive(Parser)]
 #[command(name = "custos", version, about = "Custos: end-to-end encrypted team messaging with enterprise-held keys")]
 struct Cli {
+    /// The client's configuration directory (default: $CUSTOS_CONFIG_DIR, else the user's config directory + /custos).
+    #[arg(long, global = true)]
+    config_dir: Option<PathBuf>,
+    /// Machine-readable output (JSON).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run an all-in-one local deployment (KMS, core, development identity provider).
-    Up,
+    /// Run an all-in-one local deployment: two organizations (acme.test,
+    /// globex.test), each with a development identity provider and a KMS,
+    /// and one core. Data is kept for the next `up`.
+    Up {
+        /// Where everything is kept (default: $CUSTOS_UP_DIR, else the user's data directory + /custos/up).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// First of five consecutive loopback ports (core, acme IdP, acme KMS, globex IdP, globex KMS).
+        #[arg(long, default_value_t = 8400)]
+        base_port: u16,
+        /// Also run the scripted demo once everything is up.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Start the local deployment, run a scripted conversation that shows
+    /// what the provider stores and what a removed member can read, and stop.
+    Demo {
+        /// Where everything is kept (as for `up`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// First of five consecutive loopback ports.
+        #[arg(long, default_value_t = 8400)]
+        base_port: u16,
+    },
+    /// The development identity provider (OIDC; for development only).
+    Idp {
+        #[command(subcommand)]
+        command: IdpCommand,
+    },
+    #[command(flatten)]
+    Client(client_cmd::ClientCommand),
     /// The enterprise Key Management Server.
     Kms {
         #[command(subcommand)]
@@ -26,6 +66,18 @@ enum Command {
         #[command(subcommand)]
         command: CoreCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum IdpCommand {
+    /// Serve it (discovery, JWKS, token endpoint, device login).
+    Serve {
+        /// The TOML configuration (see crates/idp/idp.example.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print a commented example configuration.
+    ExampleConfig,
 }
 
 #[derive(Subcommand)]
@@ -90,19 +142,33 @@ enum KmsCommand {
     },
 }
 
-fn not_built(what: &str, issue: &str) -> ExitCode {
-    eprintln!("custos: {what} is not built yet; see README.md, \"Status\", and {issue}.");
-    ExitCode::from(2)
-}
-
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Servers log their progress; client commands only problems.
+    let default_level = if matches!(cli.command, Command::Client(_)) { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| default_level.into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
-        Command::Up => return not_built("`custos up` (the all-in-one deployment)", "issue 5"),
+        Command::Up { data_dir, base_port, demo } => {
+            up::run(up::UpOptions { data_dir, base_port, json: cli.json, demo, exit_after_demo: false })
+        }
+        Command::Demo { data_dir, base_port } => {
+            up::run(up::UpOptions { data_dir, base_port, json: cli.json, demo: true, exit_after_demo: true })
+        }
+        Command::Idp { command: IdpCommand::ExampleConfig } => {
+            print!("{}", include_str!("../../idp/idp.example.toml"));
+            Ok(())
+        }
+        Command::Idp { command: IdpCommand::Serve { config } } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            rt.block_on(async move {
+                let cfg = idp::Config::load(&config)?;
+                idp::serve(cfg).await.map_err(anyhow::Error::from)
+            })
+        }
+        Command::Client(cmd) => client_cmd::run(cmd, cli.config_dir.as_deref(), client_cmd::Out { json: cli.json }),
         Command::Core { command: CoreCommand::Bench { clients, spaces, seconds, rate, database_url } } => {
             custos_core::bench::run(custos_core::bench::BenchOptions { clients, spaces, seconds, rate, database_url })
         }

@@ -1,0 +1,488 @@
+//! The client commands: `login`, `whoami`, `spaces`, `space …`, `send`,
+//! `read`, `tail`, `upload`, `download`. Human output by default, one JSON
+//! document (or JSON lines for streams) with `--json`.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use client::{Content, Message, Session};
+use serde_json::{json, Value};
+
+use crate::profile::{self, Credentials, OrgProfile};
+
+/// Client commands.
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Log in: OAuth 2.0 device authorization grant (any OpenID issuer), or
+    /// the development issuer's password login with --user.
+    Login {
+        /// The org profile to use (from your org; `custos up` writes them). Default: the current one.
+        #[arg(long)]
+        org: Option<PathBuf>,
+        /// Password login as this user (development issuer).
+        #[arg(long)]
+        user: Option<String>,
+        /// Read the password from standard input (else $CUSTOS_PASSWORD, else a prompt).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Who you are logged in as, and where.
+    Whoami,
+    /// Your spaces.
+    Spaces,
+    /// Create spaces and manage members.
+    Space {
+        #[command(subcommand)]
+        command: SpaceCommand,
+    },
+    /// Send a message ("-" reads it from standard input).
+    Send {
+        /// Space id.
+        space: String,
+        /// The text.
+        text: String,
+        /// Reply in the thread of this message id.
+        #[arg(long)]
+        reply_to: Option<String>,
+    },
+    /// Read a space's history, decrypted.
+    Read {
+        /// Space id.
+        space: String,
+        /// How many events.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Follow new events live, decrypted (all your spaces, or one).
+    Tail {
+        /// Only this space.
+        space: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Upload a file (encrypted on this machine, streamed).
+    Upload {
+        /// Space id.
+        space: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// Download and decrypt a file.
+    Download {
+        /// File id.
+        file: String,
+        /// Where to write it.
+        dest: PathBuf,
+    },
+}
+
+/// `custos space …`.
+#[derive(Subcommand)]
+pub enum SpaceCommand {
+    /// Create a space.
+    Create {
+        /// The title (encrypted).
+        title: String,
+        /// Members to add (user ids, `name@org`).
+        #[arg(long = "member")]
+        members: Vec<String>,
+    },
+    /// Add a member.
+    Add {
+        /// Space id.
+        space: String,
+        /// User id.
+        user: String,
+        /// As moderator.
+        #[arg(long)]
+        moderator: bool,
+    },
+    /// Remove a member (the space's key rotates).
+    Remove {
+        /// Space id.
+        space: String,
+        /// User id.
+        user: String,
+    },
+    /// Show a space and its members.
+    Show {
+        /// Space id.
+        space: String,
+    },
+}
+
+/// Output mode.
+#[derive(Clone, Copy)]
+pub struct Out {
+    /// JSON instead of human text.
+    pub json: bool,
+}
+
+impl Out {
+    fn print(&self, human: impl FnOnce() -> String, v: Value) {
+        if self.json {
+            println!("{v}");
+        } else {
+            println!("{}", human());
+        }
+    }
+}
+
+/// Runs a client command.
+pub fn run(cmd: ClientCommand, dir: Option<&Path>, out: Out) -> anyhow::Result<()> {
+    let dir = profile::config_dir(dir)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        match cmd {
+            ClientCommand::Login { org, user, password_stdin } => login(&dir, org.as_deref(), user, password_stdin, out).await,
+            other => {
+                let session = open(&dir).await?;
+                command(&session, other, out).await
+            }
+        }
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct Discovery {
+    token_endpoint: String,
+    #[serde(default)]
+    device_authorization_endpoint: Option<String>,
+}
+
+async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<Discovery> {
+    let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+    let r = http.get(&url).send().await.with_context(|| format!("the identity provider at {issuer} is unreachable"))?;
+    if !r.status().is_success() {
+        bail!("the identity provider at {issuer} answered {} to discovery", r.status());
+    }
+    r.json().await.with_context(|| format!("{url} is not an OpenID discovery document"))
+}
+
+async fn token_request(http: &reqwest::Client, endpoint: &str, form: &[(&str, &str)]) -> anyhow::Result<Result<Value, (String, String)>> {
+    let r = http.post(endpoint).form(form).send().await.context("the identity provider is unreachable")?;
+    let ok = r.status().is_success();
+    let v: Value = r.json().await.context("the identity provider's answer is not JSON")?;
+    if ok {
+        Ok(Ok(v))
+    } else {
+        Ok(Err((v["error"].as_str().unwrap_or("error").to_string(), v["error_description"].as_str().unwrap_or("").to_string())))
+    }
+}
+
+async fn login(dir: &Path, org: Option<&Path>, user: Option<String>, password_stdin: bool, out: Out) -> anyhow::Result<()> {
+    let prof = match org {
+        Some(p) => OrgProfile::load(p)?,
+        None => OrgProfile::current(dir).context("pass --org <org profile>")?,
+    };
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let d = discover(&http, &prof.issuer).await?;
+    let answer = match user {
+        Some(user) => {
+            let password = if password_stdin {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                s.trim_end_matches(['\r', '\n']).to_string()
+            } else if let Ok(p) = std::env::var("CUSTOS_PASSWORD") {
+                p
+            } else if std::io::stdin().is_terminal() {
+                rpassword::prompt_password(format!("Password for {user}: "))?
+            } else {
+                bail!("no password: use --password-stdin or set CUSTOS_PASSWORD");
+            };
+            let form = [
+                ("grant_type", "password"),
+                ("username", user.as_str()),
+                ("password", password.as_str()),
+                ("client_id", prof.client_id.as_str()),
+                ("audience", prof.core_audience.as_str()),
+            ];
+            match token_request(&http, &d.token_endpoint, &form).await? {
+                Ok(v) => v,
+                Err((e, why)) => bail!("login refused: {e} {why}"),
+            }
+        }
+        None => device_flow(&http, &d, &prof, out).await?,
+    };
+    let refresh = answer["refresh_token"].as_str().context("the identity provider gave no refresh token")?;
+    let device_id = Credentials::load(dir).map(|c| c.device_id).unwrap_or_else(|_| format!("custos-cli-{}", uuid::Uuid::new_v4()));
+    prof.save(dir)?;
+    // Who the token says we are: ask the core.
+    let tokens: Arc<dyn client::tokens::TokenSource> =
+        Arc::new(client::tokens::OidcTokens::from_refresh_token(&d.token_endpoint, &prof.client_id, refresh, None));
+    let session = Session::open(prof.session_config(&device_id)?, tokens).await?;
+    Credentials { user: session.user_id().to_string(), refresh_token: refresh.to_string(), device_id }.save(dir)?;
+    out.print(
+        || format!("Logged in as {} (org {}, core {})", session.user_id(), prof.org, prof.core_url),
+        json!({"user": session.user_id(), "org": prof.org, "core": prof.core_url}),
+    );
+    Ok(())
+}
+
+async fn device_flow(http: &reqwest::Client, d: &Discovery, prof: &OrgProfile, out: Out) -> anyhow::Result<Value> {
+    let endpoint = d.device_authorization_endpoint.as_deref().context("this identity provider offers no device login: use --user")?;
+    let r = http
+        .post(endpoint)
+        .form(&[("client_id", prof.client_id.as_str()), ("audience", prof.core_audience.as_str())])
+        .send()
+        .await
+        .context("the identity provider is unreachable")?;
+    if !r.status().is_success() {
+        bail!("the identity provider refused the device login ({})", r.status());
+    }
+    let v: Value = r.json().await?;
+    let device_code = v["device_code"].as_str().context("no device_code")?.to_string();
+    let user_code = v["user_code"].as_str().unwrap_or("");
+    let uri = v["verification_uri_complete"].as_str().or(v["verification_uri"].as_str()).unwrap_or("");
+    let mut interval = v["interval"].as_u64().unwrap_or(5);
+    let expires = v["expires_in"].as_u64().unwrap_or(600);
+    if out.json {
+        eprintln!("{}", json!({"verification_uri": uri, "user_code": user_code}));
+    } else {
+        eprintln!("To log in, open {uri}\nand confirm the code {user_code}.");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(expires);
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(interval)).await;
+        let form = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code.as_str()),
+            ("client_id", prof.client_id.as_str()),
+            ("audience", prof.core_audience.as_str()),
+        ];
+        match token_request(http, &d.token_endpoint, &form).await? {
+            Ok(v) => return Ok(v),
+            Err((e, _)) if e == "authorization_pending" => {}
+            Err((e, _)) if e == "slow_down" => interval += 5,
+            Err((e, why)) => bail!("login refused: {e} {why}"),
+        }
+    }
+    bail!("the login code expired before it was confirmed")
+}
+
+/// Opens the logged-in session.
+pub async fn open(dir: &Path) -> anyhow::Result<Session> {
+    let prof = OrgProfile::current(dir)?;
+    let creds = Credentials::load(dir)?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let d = discover(&http, &prof.issuer).await?;
+    let hook = profile::rotate_hook(dir, &creds.user, &creds.device_id);
+    let tokens: Arc<dyn client::tokens::TokenSource> =
+        Arc::new(client::tokens::OidcTokens::from_refresh_token(&d.token_endpoint, &prof.client_id, &creds.refresh_token, Some(hook)));
+    Ok(Session::open(prof.session_config(&creds.device_id)?, tokens).await?)
+}
+
+fn message_json(m: &Message) -> Value {
+    let (kind, text) = match &m.content {
+        Content::Text(t) => ("message", Some(t.clone())),
+        Content::Edit(t) => ("edit", Some(t.clone())),
+        Content::Deleted => ("delete", None),
+        Content::Reaction(e) => ("reaction", Some(e.clone())),
+        Content::Title(t) => ("title", Some(t.clone())),
+        Content::MemberAdded { .. } => ("member_added", None),
+        Content::MemberRemoved { .. } => ("member_removed", None),
+        Content::FileReady => ("file_ready", None),
+        Content::Unreadable(_) => ("unreadable", None),
+    };
+    let mut v = json!({"space": m.space_id, "seq": m.seq, "id": m.id, "sender": m.sender, "kind": kind, "stored_at": m.stored_at});
+    if let Some(t) = text {
+        v["text"] = json!(t);
+    }
+    match &m.content {
+        Content::MemberAdded { user } | Content::MemberRemoved { user } => v["user"] = json!(user),
+        Content::Unreadable(why) => v["error"] = json!(why),
+        _ => {}
+    }
+    for (k, val) in [("parent", &m.parent), ("target", &m.target)] {
+        if let Some(x) = val {
+            v[k] = json!(x);
+        }
+    }
+    v
+}
+
+fn message_line(m: &Message) -> String {
+    let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(m.stored_at) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::macros::format_description!("[hour]:[minute]:[second]")).ok())
+        .unwrap_or_default();
+    let what = match &m.content {
+        Content::Text(t) if m.parent.is_some() => format!("(reply) {t}"),
+        Content::Text(t) => t.clone(),
+        Content::Edit(t) => format!("(edited {}) {t}", m.target.as_deref().unwrap_or("")),
+        Content::Deleted => format!("(deleted {})", m.target.as_deref().unwrap_or("")),
+        Content::Reaction(e) => format!("(reacted {e} to {})", m.target.as_deref().unwrap_or("")),
+        Content::Title(t) => format!("(renamed the space to {t:?})"),
+        Content::MemberAdded { user } => format!("(added {user})"),
+        Content::MemberRemoved { user } => format!("(removed {user})"),
+        Content::FileReady => format!("(shared file {})", m.target.as_deref().unwrap_or("")),
+        Content::Unreadable(why) => format!("[cannot read: {why}]"),
+    };
+    format!("#{:<4} {when} {}: {what}", m.seq, m.sender)
+}
+
+fn progress_bar(total: u64, out: Out, what: &str) -> Arc<dyn Fn(u64, u64) + Send + Sync> {
+    if out.json {
+        let what = what.to_string();
+        return Arc::new(move |done, total| eprintln!("{}", json!({"progress": what, "done": done, "total": total})));
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    Arc::new(move |done, _| {
+        bar.set_position(done);
+        if done >= bar.length().unwrap_or(0) {
+            bar.finish();
+        }
+    })
+}
+
+async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()> {
+    match cmd {
+        ClientCommand::Login { .. } => unreachable!("handled before"),
+        ClientCommand::Whoami => {
+            let me = s.core().me().await?;
+            out.print(|| format!("{} (core {}, KMS {})", s.user_id(), s.core().base(), s.kms().domain()), json!({"user": s.user_id(), "core": s.core().base(), "kms": s.kms().domain(), "org": me["org"]}));
+        }
+        ClientCommand::Spaces => {
+            let spaces = s.spaces().await?;
+            if out.json {
+                let list: Vec<Value> = spaces
+                    .iter()
+                    .map(|(id, title, role, last, read)| match title {
+                        Ok(t) => json!({"id": id, "title": t, "role": role, "last_seq": last, "read_seq": read}),
+                        Err(e) => json!({"id": id, "error": e.to_string(), "role": role, "last_seq": last, "read_seq": read}),
+                    })
+                    .collect();
+                println!("{}", json!({"spaces": list}));
+            } else if spaces.is_empty() {
+                println!("No spaces yet: `custos space create <title> --member <user>`.");
+            } else {
+                for (id, title, role, last, read) in &spaces {
+                    let title = match title {
+                        Ok(t) => t.clone(),
+                        Err(e) => format!("[cannot read title: {e}]"),
+                    };
+                    let unread = (last - read).max(0);
+                    println!("{id}  {title}  ({role}, {unread} unread)");
+                }
+            }
+        }
+        ClientCommand::Space { command } => match command {
+            SpaceCommand::Create { title, members } => {
+                let sp = s.create_space(&title, &members).await?;
+                out.print(|| format!("Created space {} ({:?}) with {} member(s)", sp.id, sp.title, sp.members.len()), json!({"id": sp.id, "title": sp.title, "resource": sp.resource.to_string(), "members": sp.members.iter().map(|(u, _)| u).collect::<Vec<_>>()}));
+            }
+            SpaceCommand::Add { space, user, moderator } => {
+                s.add_member(&space, &user, if moderator { "moderator" } else { "member" }).await?;
+                out.print(|| format!("Added {user} to {space}"), json!({"space": space, "added": user}));
+            }
+            SpaceCommand::Remove { space, user } => {
+                s.remove_member(&space, &user).await?;
+                out.print(|| format!("Removed {user} from {space}; the space's key rotated"), json!({"space": space, "removed": user}));
+            }
+            SpaceCommand::Show { space } => {
+                let sp = s.space(&space).await?;
+                out.print(
+                    || {
+                        let members: Vec<String> = sp.members.iter().map(|(u, r)| format!("{u} ({r})")).collect();
+                        format!("{} {:?}\nresource {}\nmembers: {}", sp.id, sp.title, sp.resource, members.join(", "))
+                    },
+                    json!({"id": sp.id, "title": sp.title, "resource": sp.resource.to_string(), "role": sp.role, "members": sp.members.iter().map(|(u, r)| json!({"user": u, "role": r})).collect::<Vec<_>>(), "last_seq": sp.last_seq}),
+                );
+            }
+        },
+        ClientCommand::Send { space, text, reply_to } => {
+            let text = if text == "-" {
+                let mut t = String::new();
+                std::io::stdin().read_to_string(&mut t)?;
+                t
+            } else {
+                text
+            };
+            let m = match reply_to {
+                Some(p) => s.reply(&space, &p, &text).await?,
+                None => s.send(&space, &text).await?,
+            };
+            out.print(|| format!("Sent #{} ({})", m.seq, m.id), json!({"space": space, "seq": m.seq, "id": m.id}));
+        }
+        ClientCommand::Read { space, limit } => {
+            let msgs = s.history(&space, None, limit).await?;
+            if out.json {
+                println!("{}", json!({"events": msgs.iter().map(message_json).collect::<Vec<_>>()}));
+            } else {
+                for m in &msgs {
+                    println!("{}", message_line(m));
+                }
+            }
+            if let Some(last) = msgs.last() {
+                s.mark_read(&space, last.seq).await?;
+            }
+        }
+        ClientCommand::Tail { space, count } => {
+            let mut since = HashMap::new();
+            if let Some(sp) = &space {
+                let info = s.space(sp).await?;
+                since.insert(sp.clone(), info.last_seq);
+            }
+            let mut live = s.live(since).await?;
+            if !out.json {
+                eprintln!("Following {} (Ctrl-C to stop)", space.as_deref().unwrap_or("all your spaces"));
+            } else {
+                eprintln!("{}", json!({"following": space}));
+            }
+            let mut seen = 0usize;
+            loop {
+                let m = tokio::select! {
+                    m = live.next() => m?,
+                    _ = tokio::signal::ctrl_c() => break,
+                };
+                if space.as_ref().is_some_and(|sp| *sp != m.space_id) {
+                    continue;
+                }
+                if out.json {
+                    println!("{}", message_json(&m));
+                } else {
+                    println!("{}", message_line(&m));
+                }
+                seen += 1;
+                if count.is_some_and(|c| seen >= c) {
+                    break;
+                }
+            }
+        }
+        ClientCommand::Upload { space, path } => {
+            let size = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.len();
+            let bar = progress_bar(filecrypt::ciphertext_len(size, filecrypt::DEFAULT_SEGMENT), out, "upload");
+            let f = s.upload(&space, &path, &*bar).await?;
+            out.print(|| format!("Uploaded {} ({} bytes) as file {}", f.name, f.size, f.id), json!({"file": f.id, "name": f.name, "size": f.size, "space": space}));
+        }
+        ClientCommand::Download { file, dest } => {
+            let info = s.file_info(&file).await?;
+            let bar = progress_bar(filecrypt::ciphertext_len(info.size, filecrypt::DEFAULT_SEGMENT), out, "download");
+            let dest = if dest.is_dir() { dest.join(sanitize(&info.name)) } else { dest };
+            let f = s.download(&file, &dest, &*bar).await?;
+            out.print(|| format!("Downloaded {} ({} bytes) to {}", f.name, f.size, dest.display()), json!({"file": f.id, "name": f.name, "size": f.size, "path": dest}));
+        }
+    }
+    Ok(())
+}
+
+/// A file name from someone else, made safe to use in a directory.
+fn sanitize(name: &str) -> String {
+    let n: String = name.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect();
+    match n.as_str() {
+        "" | "." | ".." => "download".into(),
+        _ => n,
+    }
+}

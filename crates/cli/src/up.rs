@@ -1,0 +1,350 @@
+//! `custos up`: an all-in-one local deployment on embedded defaults. Two
+//! organizations (`acme.test`, `globex.test`), each with its own development
+//! identity provider and KMS, and one core; SQLite and local files under one
+//! data directory. The next `up` resumes with the data kept.
+//!
+//! Ports (from `--base-port`, default 8400): core +0, acme IdP +1, acme KMS
+//! +2, globex IdP +3, globex KMS +4.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::profile::OrgProfile;
+
+/// The core's token audience in an `up` deployment.
+pub const CORE_AUDIENCE: &str = "https://core.custos.test";
+
+/// One seeded organization.
+struct Org {
+    domain: &'static str,
+    users: &'static [&'static str],
+    bot: Option<&'static str>,
+    idp_port: u16,
+    kms_port: u16,
+}
+
+fn orgs(base: u16) -> [Org; 2] {
+    [
+        Org { domain: "acme.test", users: &["alice", "bob", "carol"], bot: Some("pollbot"), idp_port: base + 1, kms_port: base + 2 },
+        Org { domain: "globex.test", users: &["dave", "erin"], bot: None, idp_port: base + 3, kms_port: base + 4 },
+    ]
+}
+
+/// Secrets generated on the first `up` (development only), kept in
+/// `<data>/secrets.toml` with mode 0600.
+#[derive(Serialize, Deserialize, Default)]
+struct Secrets {
+    /// CMK passphrase per org.
+    cmk: std::collections::BTreeMap<String, String>,
+    /// Password per user id.
+    passwords: std::collections::BTreeMap<String, String>,
+    /// Client secret per bot client id.
+    bots: std::collections::BTreeMap<String, String>,
+}
+
+fn random_secret(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut bytes = vec![0u8; len];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
+    bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+}
+
+fn load_or_create_secrets(data: &Path) -> anyhow::Result<Secrets> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data.join("secrets.toml");
+    let mut s: Secrets = match std::fs::read_to_string(&path) {
+        Ok(t) => toml::from_str(&t).with_context(|| format!("{} is damaged", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Secrets::default(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let before = toml::to_string(&s)?;
+    for org in orgs(0) {
+        s.cmk.entry(org.domain.to_string()).or_insert_with(|| random_secret(32));
+        for u in org.users {
+            s.passwords.entry(format!("{u}@{}", org.domain)).or_insert_with(|| random_secret(12));
+        }
+        if let Some(bot) = org.bot {
+            s.bots.entry(bot.to_string()).or_insert_with(|| random_secret(24));
+        }
+    }
+    let text = toml::to_string(&s)?;
+    if text != before {
+        let tmp = data.join(".secrets.toml.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("# Development secrets of `custos up` (not for production).\n{text}").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(s)
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The ready deployment, as `--json` prints it.
+#[derive(Serialize)]
+struct Ready {
+    data_dir: PathBuf,
+    core_url: String,
+    orgs: Vec<ReadyOrg>,
+}
+
+#[derive(Serialize)]
+struct ReadyOrg {
+    domain: String,
+    issuer: String,
+    kms_url: String,
+    profile: PathBuf,
+    users: Vec<(String, String)>,
+    bots: Vec<(String, String)>,
+}
+
+/// Options of `custos up`.
+pub struct UpOptions {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// First of five consecutive ports.
+    pub base_port: u16,
+    /// Print the ready line as JSON.
+    pub json: bool,
+    /// Run the scripted demo once everything is up.
+    pub demo: bool,
+    /// Stop after the demo.
+    pub exit_after_demo: bool,
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(d) = std::env::var_os("CUSTOS_UP_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    Ok(dirs::data_dir().context("no data directory on this system: pass --data-dir")?.join("custos").join("up"))
+}
+
+/// Runs `custos up`.
+pub fn run(opts: UpOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(opts.base_port <= u16::MAX - 4, "--base-port must leave room for five ports");
+    let data = match &opts.data_dir {
+        Some(d) => d.clone(),
+        None => default_data_dir()?,
+    };
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let data = data.canonicalize()?;
+    let secrets = load_or_create_secrets(&data)?;
+    // The KMSes read their CMK passphrases from the environment: set them
+    // before any thread starts.
+    for (org, pass) in &secrets.cmk {
+        std::env::set_var(cmk_env(org), pass);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(up(opts, data, secrets))
+}
+
+fn cmk_env(org: &str) -> String {
+    format!("CUSTOS_UP_CMK_{}", org.replace(['.', '-'], "_").to_uppercase())
+}
+
+async fn up(opts: UpOptions, data: PathBuf, secrets: Secrets) -> anyhow::Result<()> {
+    let base = opts.base_port;
+    let core_url = format!("http://127.0.0.1:{base}");
+    let mut idps = Vec::new();
+    let mut kmses = Vec::new();
+    let mut ready = Ready { data_dir: data.clone(), core_url: core_url.clone(), orgs: Vec::new() };
+    let mut core_cfg = format!(
+        "# Written by `custos up`.\nlisten = \"127.0.0.1:{base}\"\ndata_dir = \"core\"\n\n[identity]\naudience = {}\n",
+        toml_str(CORE_AUDIENCE)
+    );
+    let mut core_orgs = String::new();
+
+    for org in orgs(base) {
+        let dir = data.join(org.domain);
+        std::fs::create_dir_all(&dir)?;
+        let issuer = format!("http://127.0.0.1:{}", org.idp_port);
+        let kms_domain = format!("kms.{}", org.domain);
+        let kms_audience = format!("kms://{kms_domain}");
+
+        // The org's development identity provider.
+        let mut idp_cfg = format!(
+            "# Written by `custos up` (development identity provider).\nlisten = \"127.0.0.1:{}\"\nissuer = {}\ndata_dir = \"idp\"\naudiences = [{}, {}]\n",
+            org.idp_port,
+            toml_str(&issuer),
+            toml_str(CORE_AUDIENCE),
+            toml_str(&kms_audience)
+        );
+        let mut users = Vec::new();
+        for u in org.users {
+            let id = format!("{u}@{}", org.domain);
+            let pw = &secrets.passwords[&id];
+            write!(idp_cfg, "\n[[users]]\nid = {}\npassword = {}\n", toml_str(&id), toml_str(pw))?;
+            users.push((id, pw.clone()));
+        }
+        let mut bots = Vec::new();
+        if let Some(bot) = org.bot {
+            let secret = &secrets.bots[bot];
+            write!(
+                idp_cfg,
+                "\n[[clients]]\nclient_id = {}\nclient_secret = {}\nsubject = {}\n",
+                toml_str(bot),
+                toml_str(secret),
+                toml_str(&format!("{bot}@{}", org.domain))
+            )?;
+            bots.push((bot.to_string(), secret.clone()));
+        }
+        let idp_path = dir.join("idp.toml");
+        write_private(&idp_path, &idp_cfg)?;
+        let idp = idp::start(idp::Config::load(&idp_path)?).await.with_context(|| format!("starting the identity provider of {}", org.domain))?;
+
+        // The org's KMS.
+        let admin = format!("{}@{}", org.users[0], org.domain);
+        let kms_cfg = format!(
+            "# Written by `custos up`.\nlisten = \"127.0.0.1:{}\"\ndomain = {}\norg_domain = {}\ndata_dir = \"kms\"\nadmins = [{}]\n\n[cmk]\npassphrase_env = {}\n\n[identity]\naudience = {}\n\n[[identity.issuers]]\nissuer = {}\norg_domain = {}\n",
+            org.kms_port,
+            toml_str(&kms_domain),
+            toml_str(org.domain),
+            toml_str(&admin),
+            toml_str(&cmk_env(org.domain)),
+            toml_str(&kms_audience),
+            toml_str(&issuer),
+            toml_str(org.domain)
+        );
+        let kms_path = dir.join("kms.toml");
+        std::fs::write(&kms_path, &kms_cfg)?;
+        let kcfg = kms::config::Config::load(&kms_path)?;
+        let kms = kms::server::start(&kcfg, false).await.with_context(|| format!("starting the KMS of {}", org.domain))?;
+        let key_jwk = serde_json::to_string(&kms.engine.server_key().public_key().to_jwk())?;
+        let pem_path = dir.join("kms-public.pem");
+        std::fs::write(&pem_path, kms.engine.server_key().public_key().to_pem())?;
+
+        write!(core_cfg, "\n[[identity.issuers]]\nissuer = {}\norg_domain = {}\n", toml_str(&issuer), toml_str(org.domain))?;
+        write!(
+            core_orgs,
+            "\n[[orgs]]\ndomain = {}\nkms_uri = {}\nkms_url = {}\nkms_key = {}\n",
+            toml_str(org.domain),
+            toml_str(&kms_audience),
+            toml_str(&format!("http://127.0.0.1:{}", org.kms_port)),
+            toml_str(&pem_path.display().to_string())
+        )?;
+
+        // What the org hands its users: where to log in, and the KMS key to pin.
+        let profile = OrgProfile {
+            org: org.domain.to_string(),
+            issuer: issuer.clone(),
+            client_id: "custos-cli".into(),
+            core_url: core_url.clone(),
+            core_audience: CORE_AUDIENCE.into(),
+            kms_domain: kms_domain.clone(),
+            kms_audience: kms_audience.clone(),
+            kms_key: key_jwk,
+            kms_url: None,
+        };
+        let profile_path = data.join(format!("{}.profile.toml", org.domain));
+        std::fs::write(&profile_path, format!("# Custos org profile for {} (hand this to the org's users)\n{}", org.domain, toml::to_string(&profile)?))?;
+        ready.orgs.push(ReadyOrg {
+            domain: org.domain.to_string(),
+            issuer,
+            kms_url: format!("http://127.0.0.1:{}", org.kms_port),
+            profile: profile_path,
+            users,
+            bots,
+        });
+        idps.push(idp);
+        kmses.push(kms);
+    }
+
+    core_cfg.push_str(&core_orgs);
+    let core_path = data.join("core.toml");
+    std::fs::write(&core_path, &core_cfg)?;
+    let core = custos_core::server::start(custos_core::config::Config::load(&core_path)?).await.context("starting the core")?;
+
+    if opts.json {
+        println!("{}", json!({"ready": ready}));
+    } else {
+        print_ready(&ready);
+    }
+
+    if opts.demo {
+        let result = crate::demo::run(&ready_view(&ready)).await;
+        if let Err(e) = &result {
+            eprintln!("custos demo: {e:#}");
+        }
+        if opts.exit_after_demo {
+            stop(idps, kmses, core).await;
+            return result;
+        }
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    stop(idps, kmses, core).await;
+    if !opts.json {
+        println!("custos up: stopped; data kept in {}", data.display());
+    }
+    Ok(())
+}
+
+async fn stop(idps: Vec<idp::Running>, kmses: Vec<kms::server::Running>, core: custos_core::server::Running) {
+    core.task.abort();
+    for k in kmses {
+        k.task.abort();
+    }
+    for i in idps {
+        i.shutdown().await;
+    }
+    // Let aborted tasks drop their pools (SQLite checkpoints on close).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+fn print_ready(r: &Ready) {
+    println!("Custos is up (development deployment; data in {}).", r.data_dir.display());
+    println!("  core: {}", r.core_url);
+    for o in &r.orgs {
+        println!("  {}: identity provider {}, KMS {}", o.domain, o.issuer, o.kms_url);
+    }
+    println!("\nLog in (each user in their own config directory, e.g. CUSTOS_CONFIG_DIR=~/.custos-alice):");
+    for o in &r.orgs {
+        for (u, pw) in &o.users {
+            println!("  custos login --org {} --user {u}      # password: {pw}", o.profile.display());
+        }
+        for (b, secret) in &o.bots {
+            println!("  bot {b}@{}: client_credentials at {}, client_id {b}, secret {secret}", o.domain, o.issuer);
+        }
+    }
+    println!("\nThen: custos space create \"Launch\" --member bob@acme.test; custos send <space> \"hello\"; custos tail");
+    println!("Ctrl-C stops everything; the next `custos up` resumes with the data kept.");
+}
+
+/// What the demo needs of a deployment.
+pub struct DemoView {
+    /// The core's SQLite file.
+    pub core_db: PathBuf,
+    /// Org profiles and user passwords, by org domain.
+    pub orgs: Vec<(OrgProfile, Vec<(String, String)>)>,
+}
+
+fn ready_view(r: &Ready) -> DemoView {
+    DemoView {
+        core_db: r.data_dir.join("core").join("core.db"),
+        orgs: r
+            .orgs
+            .iter()
+            .map(|o| (OrgProfile::load(&o.profile).expect("just written"), o.users.clone()))
+            .collect(),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}

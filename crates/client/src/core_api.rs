@@ -1,0 +1,281 @@
+//! A thin client of the core's HTTP API (see the core's `/openapi.json`).
+//! Everything it sends is ciphertext or routing metadata.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::tokens::TokenSource;
+
+/// A space as the core describes it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CoreSpace {
+    /// Id.
+    pub id: String,
+    /// The KMS resource (as the core claims; checked against the sealed metadata).
+    pub resource_uri: String,
+    /// The org that created it.
+    pub org: String,
+    /// Sealed metadata (title and resource binding), compact JWE.
+    pub title: Option<String>,
+    /// Creator.
+    pub creator: String,
+    /// Created (ms since the epoch).
+    pub create_date: i64,
+    /// Latest sequence number.
+    pub last_seq: i64,
+}
+
+/// A member as the core lists it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CoreMember {
+    /// `name@org`.
+    pub user_id: String,
+    /// `member` or `moderator`.
+    pub role: String,
+}
+
+/// An event as the core stores it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CoreEvent {
+    /// The space.
+    pub space_id: String,
+    /// Sequence number in the space.
+    pub seq: i64,
+    /// Event id.
+    pub id: String,
+    /// `message`, `edit`, `delete`, `reaction`, `member_added`, `member_removed`, `title`, `file_ready`.
+    pub kind: String,
+    /// Who the core says sent it.
+    pub sender: String,
+    /// Thread parent.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The event acted on.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The member concerned.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Ciphertext.
+    #[serde(default)]
+    pub ciphertext: Option<String>,
+    /// Key URI.
+    #[serde(default)]
+    pub key_uri: Option<String>,
+    /// Routing metadata (JSON text).
+    #[serde(default)]
+    pub meta: Option<String>,
+    /// When the core stored it (ms).
+    pub create_date: i64,
+}
+
+/// A file as the core describes it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CoreFile {
+    /// Id.
+    pub id: String,
+    /// Its space.
+    pub space_id: String,
+    /// Uploader.
+    pub uploader: String,
+    /// Ciphertext size.
+    pub size: i64,
+    /// Chunk size.
+    pub chunk_size: i64,
+    /// Sealed metadata.
+    pub meta_ciphertext: String,
+    /// Its key.
+    pub key_uri: String,
+    /// Upload finished.
+    pub ready: bool,
+}
+
+/// The core's HTTP API with the caller's tokens.
+#[derive(Clone)]
+pub struct CoreApi {
+    http: reqwest::Client,
+    base: String,
+    audience: String,
+    tokens: Arc<dyn TokenSource>,
+}
+
+/// The core's error body `{"error": code, "message": …}`; empty strings if not that shape.
+pub(crate) fn error_fields(body: &[u8]) -> (String, String) {
+    #[derive(Deserialize)]
+    struct E {
+        error: String,
+        #[serde(default)]
+        message: String,
+    }
+    serde_json::from_slice::<E>(body).map(|e| (e.error, e.message)).unwrap_or_default()
+}
+
+impl CoreApi {
+    /// A client of the core at `base` (e.g. `http://127.0.0.1:7080`).
+    pub fn new(base: &str, audience: &str, tokens: Arc<dyn TokenSource>) -> Self {
+        Self { http: crate::http_client(), base: base.trim_end_matches('/').to_string(), audience: audience.to_string(), tokens }
+    }
+
+    /// The core's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The core's token audience.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// A fresh token for the core.
+    pub async fn token(&self) -> Result<zeroize::Zeroizing<String>> {
+        self.tokens.token(&self.audience).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<bytes::Bytes> {
+        let token = self.token().await?;
+        let r = req.bearer_auth(token.as_str()).send().await.map_err(|e| Error::CoreUnreachable(crate::why(&e)))?;
+        let status = r.status();
+        let body = r.bytes().await.map_err(|e| Error::CoreUnreachable(format!("the answer broke off ({})", crate::why(&e))))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        if status.as_u16() == 401 {
+            self.tokens.invalidate(&self.audience);
+        }
+        let (code, message) = error_fields(&body);
+        Err(Error::Core { status: status.as_u16(), code, message })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let body = self.send(req).await?;
+        serde_json::from_slice(&body).map_err(|e| Error::Core {
+            status: 200,
+            code: "bad_answer".into(),
+            message: format!("the core's answer is not what its API describes ({e})"),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `GET /v1/me`.
+    pub async fn me(&self) -> Result<Value> {
+        self.json(self.http.get(self.url("/v1/me"))).await
+    }
+
+    /// `POST /v1/spaces`.
+    pub async fn create_space(&self, resource_uri: &str, title: &str, title_key: &str) -> Result<CoreSpace> {
+        let body = json!({"resource_uri": resource_uri, "title": {"ciphertext": title, "key_uri": title_key}});
+        self.json(self.http.post(self.url("/v1/spaces")).json(&body)).await
+    }
+
+    /// `GET /v1/spaces`: `(space, role, read_seq)`.
+    pub async fn spaces(&self) -> Result<Vec<(CoreSpace, String, i64)>> {
+        #[derive(Deserialize)]
+        struct Summary {
+            space: CoreSpace,
+            role: String,
+            #[serde(default)]
+            read_seq: i64,
+        }
+        #[derive(Deserialize)]
+        struct List {
+            spaces: Vec<Summary>,
+        }
+        let l: List = self.json(self.http.get(self.url("/v1/spaces"))).await?;
+        Ok(l.spaces.into_iter().map(|s| (s.space, s.role, s.read_seq)).collect())
+    }
+
+    /// `GET /v1/spaces/{id}`: the space, your role and its members.
+    pub async fn space(&self, id: &str) -> Result<(CoreSpace, String, Vec<CoreMember>)> {
+        #[derive(Deserialize)]
+        struct One {
+            space: CoreSpace,
+            role: String,
+            members: Vec<CoreMember>,
+        }
+        let o: One = self.json(self.http.get(self.url(&format!("/v1/spaces/{}", seg(id))))).await?;
+        Ok((o.space, o.role, o.members))
+    }
+
+    /// `POST /v1/spaces/{id}/members`.
+    pub async fn add_member(&self, space: &str, user: &str, role: &str) -> Result<()> {
+        let body = json!({"user_id": user, "role": role});
+        self.send(self.http.post(self.url(&format!("/v1/spaces/{}/members", seg(space)))).json(&body)).await.map(drop)
+    }
+
+    /// `DELETE /v1/spaces/{id}/members/{user}`.
+    pub async fn remove_member(&self, space: &str, user: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/spaces/{}/members/{}", seg(space), seg(user))))).await.map(drop)
+    }
+
+    /// `POST /v1/spaces/{id}/events`.
+    pub async fn post_event(&self, space: &str, body: &Value) -> Result<CoreEvent> {
+        self.json(self.http.post(self.url(&format!("/v1/spaces/{}/events", seg(space)))).json(body)).await
+    }
+
+    /// `GET /v1/spaces/{id}/events`.
+    pub async fn events(&self, space: &str, after: Option<i64>, before: Option<i64>, limit: Option<u32>) -> Result<Vec<CoreEvent>> {
+        #[derive(Deserialize)]
+        struct Page {
+            events: Vec<CoreEvent>,
+        }
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(a) = after {
+            q.push(("after", a.to_string()));
+        }
+        if let Some(b) = before {
+            q.push(("before", b.to_string()));
+        }
+        if let Some(l) = limit {
+            q.push(("limit", l.to_string()));
+        }
+        let p: Page = self.json(self.http.get(self.url(&format!("/v1/spaces/{}/events", seg(space)))).query(&q)).await?;
+        Ok(p.events)
+    }
+
+    /// `PUT /v1/spaces/{id}/read-marker`.
+    pub async fn set_read_marker(&self, space: &str, seq: i64) -> Result<()> {
+        self.send(self.http.put(self.url(&format!("/v1/spaces/{}/read-marker", seg(space)))).json(&json!({"seq": seq})))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/spaces/{id}/files`.
+    pub async fn create_file(&self, space: &str, size: u64, chunk_size: u64, meta: &str, key_uri: &str) -> Result<CoreFile> {
+        let body = json!({"size": size, "chunk_size": chunk_size, "meta": {"ciphertext": meta, "key_uri": key_uri}});
+        self.json(self.http.post(self.url(&format!("/v1/spaces/{}/files", seg(space)))).json(&body)).await
+    }
+
+    /// `GET /v1/files/{id}`.
+    pub async fn file(&self, id: &str) -> Result<CoreFile> {
+        self.json(self.http.get(self.url(&format!("/v1/files/{}", seg(id))))).await
+    }
+
+    /// `PUT /v1/files/{id}/chunks/{index}`.
+    pub async fn put_chunk(&self, id: &str, index: u64, body: bytes::Bytes) -> Result<()> {
+        self.send(self.http.put(self.url(&format!("/v1/files/{}/chunks/{index}", seg(id)))).body(body)).await.map(drop)
+    }
+
+    /// `GET /v1/files/{id}/chunks/{index}`.
+    pub async fn get_chunk(&self, id: &str, index: u64) -> Result<bytes::Bytes> {
+        self.send(self.http.get(self.url(&format!("/v1/files/{}/chunks/{index}", seg(id))))).await
+    }
+
+    /// `POST /v1/files/{id}/complete`: the `file_ready` event.
+    pub async fn complete_file(&self, id: &str) -> Result<CoreEvent> {
+        self.json(self.http.post(self.url(&format!("/v1/files/{}/complete", seg(id))))).await
+    }
+}
+
+/// One path segment, percent-encoded.
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}

@@ -1,0 +1,225 @@
+//! Files: streamed through `filecrypt` (chunked AES-256-GCM under a fresh
+//! per-file key) in bounded memory, uploaded as the core's chunks. The file
+//! key, name and size travel in the file's metadata, sealed under the
+//! space's key.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use filecrypt::{Decryptor, Encryptor, FileKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::content::{self, Body};
+use crate::error::{Error, Result};
+use crate::session::Session;
+
+/// Ciphertext bytes per upload chunk (the core's default maximum is 4 MiB).
+pub const UPLOAD_CHUNK: u64 = 4 * 1024 * 1024;
+
+/// Progress: `(bytes done, bytes in all)`.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
+
+/// A file's decrypted metadata.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    /// Id.
+    pub id: String,
+    /// Its space.
+    pub space_id: String,
+    /// Who uploaded it (checked against the sealed sender).
+    pub uploader: String,
+    /// Name.
+    pub name: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Upload finished.
+    pub ready: bool,
+}
+
+impl Session {
+    /// Uploads the file at `path` into `space`; returns its id. Memory stays
+    /// around one upload chunk whatever the file's size.
+    pub async fn upload(&self, space: &str, path: &Path, progress: Progress<'_>) -> Result<FileInfo> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file").to_string();
+        let mut file = tokio::fs::File::open(path).await?;
+        let size = file.metadata().await?.len();
+        let segment = filecrypt::DEFAULT_SEGMENT;
+        let total = filecrypt::ciphertext_len(size, segment);
+
+        let file_key = FileKey::generate();
+        let key = self.current_key(space).await?;
+        let resource = key.resource.clone().expect("checked bound");
+        let body = Body::File { name: name.clone(), size, key: URL_SAFE_NO_PAD.encode(file_key.as_bytes()), segment: segment as u32 };
+        let env = content::Envelope { v: 1, space: resource.to_string(), sender: self.user_id().to_string(), ts: content::now_ms(), body };
+        let meta = content::seal(&key.key, &key.uri.to_string(), &env)?;
+        let rec = self.core.create_file(space, total, UPLOAD_CHUNK, &meta, &key.uri.to_string()).await?;
+
+        let (mut enc, header) = Encryptor::new(&file_key, segment)?;
+        let mut chunk: Vec<u8> = Vec::with_capacity(UPLOAD_CHUNK as usize + segment + filecrypt::TAG_LEN);
+        chunk.extend_from_slice(&header);
+        let mut seg = Vec::with_capacity(segment + filecrypt::TAG_LEN);
+        let mut read = 0u64;
+        let mut index = 0u64;
+        let mut sent = 0u64;
+        loop {
+            seg.clear();
+            let want = segment.min((size - read) as usize);
+            seg.resize(want, 0);
+            file.read_exact(&mut seg).await?;
+            read += want as u64;
+            let last = read == size;
+            enc.seal_segment(&mut seg, last)?;
+            chunk.extend_from_slice(&seg);
+            // Ship whole chunks; the remainder carries over.
+            while chunk.len() as u64 >= UPLOAD_CHUNK || (last && !chunk.is_empty()) {
+                let n = (chunk.len() as u64).min(UPLOAD_CHUNK) as usize;
+                let rest = chunk.split_off(n);
+                let body = bytes::Bytes::from(std::mem::replace(&mut chunk, rest));
+                self.put_chunk_retrying(&rec.id, index, body).await?;
+                sent += n as u64;
+                index += 1;
+                progress(sent, total);
+            }
+            if last {
+                break;
+            }
+        }
+        if sent != total {
+            return Err(Error::Io(std::io::Error::other("the file changed size while it was being read")));
+        }
+        self.core.complete_file(&rec.id).await?;
+        Ok(FileInfo { id: rec.id, space_id: space.to_string(), uploader: self.user_id().to_string(), name, size, ready: true })
+    }
+
+    async fn put_chunk_retrying(&self, file: &str, index: u64, body: bytes::Bytes) -> Result<()> {
+        let mut pause = std::time::Duration::from_millis(200);
+        for attempt in 0.. {
+            match self.core.put_chunk(file, index, body.clone()).await {
+                Err(Error::CoreUnreachable(_)) | Err(Error::Core { status: 502..=504, .. }) if attempt < 5 => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// A file's metadata, decrypted and checked (key bound to its space's
+    /// resource, sender as the core claims).
+    pub async fn file_info(&self, id: &str) -> Result<FileInfo> {
+        Ok(self.file_meta(id).await?.0)
+    }
+
+    async fn file_meta(&self, id: &str) -> Result<(FileInfo, FileKey, usize, crate::core_api::CoreFile)> {
+        let rec = self.core.file(id).await?;
+        let resource = self.space(&rec.space_id).await?.resource;
+        let key = self.kms().key(&rec.key_uri).await?;
+        if key.resource.as_ref() != Some(&resource) {
+            return Err(Error::Tampered("the file's key is bound to another resource than its space".into()));
+        }
+        let env = content::open(&key.key, &rec.meta_ciphertext, &rec.key_uri, &resource.to_string(), Some(&rec.uploader), None)?;
+        let Body::File { name, size, key: fk, segment } = &env.body else {
+            return Err(Error::Tampered("the file's metadata is not file metadata".into()));
+        };
+        let raw = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.decode(fk).map_err(|_| Error::Tampered("the file key is not base64url".into()))?);
+        let file_key = FileKey::from_bytes(&raw)?;
+        let expected = filecrypt::ciphertext_len(*size, *segment as usize);
+        if rec.size < 0 || rec.size as u64 != expected {
+            return Err(Error::Tampered("the file's stored size does not match its sealed size".into()));
+        }
+        let info = FileInfo { id: rec.id.clone(), space_id: rec.space_id.clone(), uploader: rec.uploader.clone(), name: name.clone(), size: *size, ready: rec.ready };
+        Ok((info, file_key, *segment as usize, rec))
+    }
+
+    /// Downloads file `id` to `dest`, verifying every segment. Writes to
+    /// `<dest>.part` and renames at the end: a failed download (tampered,
+    /// truncated, reordered) leaves nothing at `dest`.
+    pub async fn download(&self, id: &str, dest: &Path, progress: Progress<'_>) -> Result<FileInfo> {
+        let (info, file_key, segment, rec) = self.file_meta(id).await?;
+        if !info.ready {
+            return Err(Error::Invalid("the file is still being uploaded".into()));
+        }
+        let part = dest.with_extension(match dest.extension().and_then(|e| e.to_str()) {
+            Some(e) => format!("{e}.part"),
+            None => "part".into(),
+        });
+        let result = self.download_into(&rec, &file_key, segment, &part, progress).await;
+        match result {
+            Ok(()) => {
+                tokio::fs::rename(&part, dest).await?;
+                Ok(info)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn download_into(
+        &self,
+        rec: &crate::core_api::CoreFile,
+        file_key: &FileKey,
+        segment: usize,
+        part: &Path,
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        let total = rec.size as u64;
+        let chunks = if rec.size == 0 { 0 } else { (rec.size as u64 - 1) / rec.chunk_size as u64 + 1 };
+        let mut out = tokio::fs::File::create(part).await?;
+        let header_len = filecrypt::header_len();
+        let unit = segment + filecrypt::TAG_LEN;
+        let mut buf: Vec<u8> = Vec::with_capacity(unit * 2);
+        let mut dec: Option<Decryptor> = None;
+        let mut consumed = 0u64;
+        let mut received = 0u64;
+        for index in 0..chunks {
+            let data = self.core.get_chunk(&rec.id, index).await?;
+            received += data.len() as u64;
+            if received > total {
+                return Err(Error::Tampered("the core sent more file data than the file has".into()));
+            }
+            let mut data = &data[..];
+            while !data.is_empty() {
+                // Top the buffer up to one unit (the header first).
+                let want = if dec.is_none() { header_len } else { unit };
+                let take = (want - buf.len()).min(data.len());
+                buf.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if buf.len() < want {
+                    break;
+                }
+                match dec.as_mut() {
+                    None => {
+                        dec = Some(Decryptor::new(file_key, &buf)?);
+                        consumed += buf.len() as u64;
+                        buf.clear();
+                    }
+                    Some(d) => {
+                        consumed += buf.len() as u64;
+                        // A full unit is the last only when it ends the file.
+                        d.open_segment(&mut buf, consumed == total)?;
+                        out.write_all(&buf).await?;
+                        buf.clear();
+                    }
+                }
+            }
+            progress(received, total);
+        }
+        if received != total {
+            return Err(Error::Tampered("the file is shorter than its sealed size: truncated".into()));
+        }
+        let mut d = dec.ok_or_else(|| Error::Tampered("the file has no header: truncated".into()))?;
+        if !buf.is_empty() {
+            // The final, short segment.
+            d.open_segment(&mut buf, true)?;
+            out.write_all(&buf).await?;
+        }
+        d.finish()?;
+        out.flush().await?;
+        out.sync_all().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,375 @@
+//! The client's side of the KMS: the pinned key, the secure channel (with
+//! renewal on expiry and on a verified 499 reset), the transport (direct
+//! HTTP or the core's relay), and a bounded key cache that a reset empties.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jose::{OctKey, RsaPublicKey};
+use kms_protocol::channel::{begin_handshake, KmsInfo, Session};
+use kms_protocol::message::{ClientInfo, Credential, KeyObject, Method, Request, RequestBody, ResourceObject, Response};
+use kms_protocol::uri::KmsUri;
+use kms_protocol::{ProtocolError, Status};
+
+use crate::error::{Error, Result};
+use crate::tokens::TokenSource;
+
+/// Renew the channel when it has less than this left.
+const SESSION_MARGIN: Duration = Duration::from_secs(60);
+/// Default number of content keys kept in memory.
+pub const DEFAULT_KEY_CACHE: usize = 4096;
+
+/// The KMS key a client trusts, from its org's configuration (never from
+/// the core).
+#[derive(Debug, Clone)]
+pub struct KmsPin {
+    /// KMS domain (`kms.acme.example`).
+    pub domain: String,
+    /// Its static public key (with `kid`).
+    pub key: RsaPublicKey,
+}
+
+impl KmsPin {
+    /// From the KMS domain and its public key as a JWK (JSON text), the form
+    /// `GET /kms/info` serves and org configuration carries.
+    pub fn from_jwk_json(domain: &str, jwk: &str) -> Result<Self> {
+        let jwk: jose::Jwk = serde_json::from_str(jwk)
+            .map_err(|e| Error::Invalid(format!("the pinned KMS key is not a JWK ({e})")))?;
+        let key = jwk.to_rsa_public().map_err(|e| Error::Invalid(format!("the pinned KMS key is not an RSA key ({e})")))?;
+        Self::new(domain, key)
+    }
+
+    /// From the KMS domain and its public key in PEM; `kid` as the KMS names it.
+    pub fn from_pem(domain: &str, pem: &str, kid: &str) -> Result<Self> {
+        let key = RsaPublicKey::from_pem(pem, Some(kid.to_string()))
+            .map_err(|e| Error::Invalid(format!("the pinned KMS key is not an RSA public key in PEM ({e})")))?;
+        Self::new(domain, key)
+    }
+
+    /// From the domain and key.
+    pub fn new(domain: &str, key: RsaPublicKey) -> Result<Self> {
+        if key.kid().is_none() {
+            return Err(Error::Invalid("the pinned KMS key has no kid".into()));
+        }
+        let domain = kms_protocol::uri::canonical_domain(domain.trim_start_matches("kms://"))
+            .map_err(|e| Error::Invalid(format!("KMS domain: {e}")))?;
+        Ok(Self { domain, key })
+    }
+
+    fn info(&self) -> KmsInfo {
+        KmsInfo { domain: self.domain.clone(), key: self.key.clone() }
+    }
+}
+
+/// How KMS messages travel.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// `POST <url>/kms/messages` straight to the KMS.
+    Direct {
+        /// The KMS's base URL.
+        url: String,
+    },
+    /// Through the core: `POST <core>/kms/<kms domain>/messages`. The core
+    /// cannot read or forge the messages; it can only drop them.
+    Relay {
+        /// The core's base URL.
+        core_url: String,
+    },
+}
+
+/// A content key as the client keeps it.
+#[derive(Clone)]
+pub struct ContentKey {
+    /// `kms://…/keys/<id>`.
+    pub uri: KmsUri,
+    /// The key itself (zeroized on drop, never printed).
+    pub key: Arc<OctKey>,
+    /// The resource it is bound to, if bound.
+    pub resource: Option<KmsUri>,
+    /// When it was bound.
+    pub bind_date: Option<time::OffsetDateTime>,
+}
+
+impl std::fmt::Debug for ContentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentKey")
+            .field("uri", &self.uri.to_string())
+            .field("resource", &self.resource.as_ref().map(|u| u.to_string()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ContentKey {
+    fn from_object(k: &KeyObject) -> Result<Self> {
+        let key = k.jwk.to_oct().map_err(|e| Error::Tampered(format!("the KMS sent a content key that is not a 256-bit oct key ({e})")))?;
+        if key.expose().len() != 32 {
+            return Err(Error::Tampered("the KMS sent a content key that is not 256 bits".into()));
+        }
+        Ok(Self { uri: k.uri.clone(), key: Arc::new(key), resource: k.resource_uri.clone(), bind_date: k.bind_date })
+    }
+}
+
+/// One user's (or service's) connection to its KMS.
+pub struct KmsClient {
+    pin: KmsPin,
+    route: Route,
+    http: reqwest::Client,
+    tokens: Arc<dyn TokenSource>,
+    kms_audience: String,
+    core_audience: String,
+    client_id: String,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    keys: Mutex<lru::LruCache<String, ContentKey>>,
+}
+
+impl std::fmt::Debug for KmsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsClient").field("domain", &self.pin.domain).field("route", &self.route).finish_non_exhaustive()
+    }
+}
+
+/// What a [`KmsClient`] needs.
+pub struct KmsOptions {
+    /// The pinned KMS.
+    pub pin: KmsPin,
+    /// How to reach it.
+    pub route: Route,
+    /// The KMS's token audience.
+    pub kms_audience: String,
+    /// The core's token audience (for the relay).
+    pub core_audience: String,
+    /// This device's client id.
+    pub client_id: String,
+    /// Content keys kept in memory.
+    pub key_cache: usize,
+}
+
+impl KmsClient {
+    /// A client; no handshake happens until the first request.
+    pub fn new(opts: KmsOptions, tokens: Arc<dyn TokenSource>) -> Self {
+        let cap = NonZeroUsize::new(opts.key_cache.max(1)).expect("at least one");
+        Self {
+            pin: opts.pin,
+            route: opts.route,
+            http: crate::http_client(),
+            tokens,
+            kms_audience: opts.kms_audience,
+            core_audience: opts.core_audience,
+            client_id: opts.client_id,
+            session: tokio::sync::Mutex::new(None),
+            keys: Mutex::new(lru::LruCache::new(cap)),
+        }
+    }
+
+    /// The pinned KMS domain.
+    pub fn domain(&self) -> &str {
+        &self.pin.domain
+    }
+
+    /// Forgets the channel and every cached key (after a reset, a
+    /// revocation, or on request).
+    pub async fn reset(&self) {
+        *self.session.lock().await = None;
+        self.keys.lock().expect("not poisoned").clear();
+    }
+
+    /// How many content keys are cached.
+    pub fn cached_keys(&self) -> usize {
+        self.keys.lock().expect("not poisoned").len()
+    }
+
+    async fn credential(&self) -> Result<ClientInfo> {
+        let token = self.tokens.token(&self.kms_audience).await?;
+        Ok(ClientInfo { client_id: self.client_id.clone(), credential: Credential::bearer(token.to_string()) })
+    }
+
+    /// Sends one compact message; returns the compact answer.
+    async fn transport(&self, compact: &str) -> Result<String> {
+        let unreachable = |detail: String| Error::KmsUnreachable { domain: self.pin.domain.clone(), detail };
+        let req = match &self.route {
+            Route::Direct { url } => self.http.post(format!("{}/kms/messages", url.trim_end_matches('/'))),
+            Route::Relay { core_url } => {
+                let token = self.tokens.token(&self.core_audience).await?;
+                self.http
+                    .post(format!("{}/kms/{}/messages", core_url.trim_end_matches('/'), self.pin.domain))
+                    .bearer_auth(token.as_str())
+            }
+        };
+        let r = req
+            .header("content-type", "application/jose")
+            .body(compact.to_string())
+            .send()
+            .await
+            .map_err(|e| unreachable(crate::why(&e)))?;
+        let status = r.status();
+        let body = r.bytes().await.map_err(|e| unreachable(format!("the answer broke off ({})", crate::why(&e))))?;
+        if status.is_success() {
+            return String::from_utf8(body.to_vec()).map_err(|_| Error::KmsKeyMismatch { domain: self.pin.domain.clone() });
+        }
+        // The relay's own errors are JSON; the KMS's transport errors are bare.
+        let (code, message) = crate::core_api::error_fields(&body);
+        match status.as_u16() {
+            502..=504 => Err(unreachable(if message.is_empty() { format!("HTTP {status}") } else { message })),
+            401 if matches!(self.route, Route::Relay { .. }) => {
+                self.tokens.invalidate(&self.core_audience);
+                Err(Error::Core { status: 401, code, message })
+            }
+            429 => Err(unreachable("the KMS is throttling requests (HTTP 429); try again shortly".into())),
+            s => Err(Error::Core { status: s, code, message }),
+        }
+    }
+
+    async fn session(&self) -> Result<Arc<Session>> {
+        let mut slot = self.session.lock().await;
+        if let Some(s) = slot.as_ref() {
+            if s.expires() - time::OffsetDateTime::now_utc() > SESSION_MARGIN {
+                return Ok(s.clone());
+            }
+        }
+        let info = self.pin.info();
+        let pending = begin_handshake(&info, self.credential().await?).map_err(Error::Protocol)?;
+        let answer = self.transport(&pending.wrapped).await?;
+        let session = match pending.finish(&info, &answer) {
+            Ok(s) => Arc::new(s),
+            Err(e) => return Err(self.protocol_error(e)),
+        };
+        tracing::debug!(kms = %self.pin.domain, "KMS channel established");
+        *slot = Some(session.clone());
+        Ok(session)
+    }
+
+    fn protocol_error(&self, e: ProtocolError) -> Error {
+        match e {
+            // Signed by someone else, or not a JWS/JWE we can read under the pin.
+            ProtocolError::Jose(jose::Error::BadSignature)
+            | ProtocolError::Jose(jose::Error::DecryptionFailed)
+            | ProtocolError::WrongContext { .. }
+            | ProtocolError::KidMismatch => Error::KmsKeyMismatch { domain: self.pin.domain.clone() },
+            ProtocolError::Status { status, reason } => status_error(status, reason),
+            other => Error::Protocol(other),
+        }
+    }
+
+    /// Sends a request; on an expired channel or a verified reset, drops the
+    /// channel and the key cache and tries once more on a new channel.
+    pub async fn call(&self, method: Method, uri: &str, body: RequestBody) -> Result<Response> {
+        let mut renewed = false;
+        loop {
+            let session = self.session().await?;
+            let mut req = Request::new(method, uri, Some(self.credential().await?));
+            req.body = body.clone();
+            let wrapped = session.wrap(&req).map_err(|e| self.protocol_error(e))?;
+            let answer = self.transport(&wrapped).await?;
+            match session.unwrap(&self.pin.info(), &answer, &req.request_id) {
+                Ok(resp) if resp.status.is_success() => return Ok(resp),
+                Ok(resp) => {
+                    if resp.status == Status::UNAUTHORIZED {
+                        self.tokens.invalidate(&self.kms_audience);
+                    }
+                    return Err(status_error(resp.status, resp.reason.unwrap_or_default()));
+                }
+                Err(ProtocolError::Reset(_) | ProtocolError::Expired) if !renewed => {
+                    tracing::debug!(kms = %self.pin.domain, "KMS reset the channel; renewing and dropping cached keys");
+                    self.reset().await;
+                    renewed = true;
+                }
+                Err(e) => return Err(self.protocol_error(e)),
+            }
+        }
+    }
+
+    /// Creates `count` unbound keys.
+    pub async fn create_keys(&self, count: u32) -> Result<Vec<ContentKey>> {
+        let resp = self.call(Method::Create, "/keys", RequestBody { count: Some(count), ..Default::default() }).await?;
+        let keys = resp.keys.ok_or_else(|| Error::Kms { status: 500, reason: "the KMS answered without keys".into() })?;
+        if keys.len() != count as usize {
+            return Err(Error::Kms { status: 500, reason: "the KMS answered with the wrong number of keys".into() });
+        }
+        keys.iter().map(ContentKey::from_object).collect()
+    }
+
+    /// Creates a resource with `auth_ids` authorized and `keys` bound to it.
+    pub async fn create_resource(&self, auth_ids: &[String], keys: &[KmsUri]) -> Result<ResourceObject> {
+        let body = RequestBody {
+            auth_ids: Some(auth_ids.to_vec()),
+            key_uris: Some(keys.iter().map(|k| k.to_string()).collect()),
+            ..Default::default()
+        };
+        let resp = self.call(Method::Create, "/resources", body).await?;
+        resp.resource.ok_or_else(|| Error::Kms { status: 500, reason: "the KMS answered without the resource".into() })
+    }
+
+    /// Binds an unbound key of ours to `resource`.
+    pub async fn bind(&self, key: &KmsUri, resource: &KmsUri) -> Result<ContentKey> {
+        let body = RequestBody { resource_uri: Some(resource.to_string()), ..Default::default() };
+        let resp = self.call(Method::Update, &key.to_string(), body).await?;
+        let k = resp.key.ok_or_else(|| Error::Kms { status: 500, reason: "the KMS answered without the key".into() })?;
+        let k = ContentKey::from_object(&k)?;
+        if k.resource.as_ref() != Some(resource) {
+            return Err(Error::Tampered("the KMS bound the key to another resource".into()));
+        }
+        self.keys.lock().expect("not poisoned").put(k.uri.to_string(), k.clone());
+        Ok(k)
+    }
+
+    /// A content key by URI (cached).
+    pub async fn key(&self, uri: &str) -> Result<ContentKey> {
+        let uri = KmsUri::parse_absolute(uri).map_err(|e| Error::Tampered(format!("key URI: {e}")))?;
+        if let Some(k) = self.keys.lock().expect("not poisoned").get(&uri.to_string()) {
+            return Ok(k.clone());
+        }
+        let resp = self.call(Method::Retrieve, &uri.to_string(), RequestBody::default()).await?;
+        let k = resp.key.ok_or_else(|| Error::Kms { status: 500, reason: "the KMS answered without the key".into() })?;
+        let k = ContentKey::from_object(&k)?;
+        if k.uri != uri {
+            return Err(Error::Tampered("the KMS answered with another key than asked".into()));
+        }
+        self.keys.lock().expect("not poisoned").put(uri.to_string(), k.clone());
+        Ok(k)
+    }
+
+    /// The newest key bound to `resource` (not cached: rotation must be seen).
+    pub async fn newest_key(&self, resource: &KmsUri) -> Result<ContentKey> {
+        let uri = format!("{resource}/keys");
+        let resp = self.call(Method::Retrieve, &uri, RequestBody { count: Some(1), ..Default::default() }).await?;
+        let keys = resp.keys.unwrap_or_default();
+        let k = keys.first().ok_or_else(|| Error::Tampered("the space's resource has no key".into()))?;
+        let k = ContentKey::from_object(k)?;
+        if k.resource.as_ref() != Some(resource) {
+            return Err(Error::Tampered("the KMS answered with a key of another resource".into()));
+        }
+        self.keys.lock().expect("not poisoned").put(k.uri.to_string(), k.clone());
+        Ok(k)
+    }
+
+    /// Authorizes `auth_ids` on `resource`.
+    pub async fn authorize(&self, resource: &KmsUri, auth_ids: &[String]) -> Result<()> {
+        let body = RequestBody { resource_uri: Some(resource.to_string()), auth_ids: Some(auth_ids.to_vec()), ..Default::default() };
+        self.call(Method::Create, "/authorizations", body).await.map(drop)
+    }
+
+    /// Removes `auth_id`'s authorization on `resource`.
+    pub async fn deauthorize(&self, resource: &KmsUri, auth_id: &str) -> Result<()> {
+        let q = percent_encode(auth_id);
+        self.call(Method::Delete, &format!("{resource}/authorizations?authId={q}"), RequestBody::default()).await.map(drop)
+    }
+
+    /// Proves the channel and the credential.
+    pub async fn ping(&self) -> Result<()> {
+        self.call(Method::Update, "/ping", RequestBody::default()).await.map(drop)
+    }
+}
+
+fn status_error(status: Status, reason: String) -> Error {
+    match status.0 {
+        401 | 403 | 404 => Error::NotAuthorized { reason: if reason.is_empty() { format!("status {}", status.0) } else { reason } },
+        s => Error::Kms { status: s, reason },
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}

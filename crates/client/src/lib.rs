@@ -1,0 +1,62 @@
+//! # client: the Custos SDK
+//!
+//! One [`Session`] per user. It holds the user's tokens ([`tokens`]), the
+//! KMS key pinned from the org's configuration ([`KmsPin`], never taken from
+//! the core), the KMS channel ([`kms::KmsClient`]: handshake, renewal on
+//! expiry or a verified 499 reset, through the core's relay or directly, and
+//! a bounded key cache a reset empties), and the high-level calls:
+//!
+//! - spaces: [`Session::create_space`] (one KMS resource per space; the
+//!   space↔resource binding travels inside the sealed space metadata, so the
+//!   core cannot swap it), [`Session::add_member`], [`Session::remove_member`]
+//!   (de-authorize at the KMS, remove on the core, bind a fresh key);
+//! - messages: [`Session::send`], [`Session::reply`], [`Session::edit`],
+//!   [`Session::delete`], [`Session::react`], [`Session::history`],
+//!   [`Session::live`]. Senders use the newest key bound to the space's own
+//!   resource and rotate it when older than the rotation period (daily by
+//!   default). The sender, the space and a timestamp travel inside each
+//!   ciphertext and receivers check them against what the core claims
+//!   ([`content`]); plaintexts are padded to size buckets;
+//! - files: [`Session::upload`], [`Session::download`]: `filecrypt` streams
+//!   (chunked AES-256-GCM, index and final flag in each nonce), bounded memory.
+//!
+//! Errors ([`Error`]) tell "you are not authorized for this space's keys"
+//! ([`Error::NotAuthorized`]) from "the KMS is unreachable"
+//! ([`Error::KmsUnreachable`]) and from tampering ([`Error::Tampered`]).
+
+pub mod content;
+pub mod core_api;
+mod error;
+mod files;
+pub mod kms;
+mod live;
+mod session;
+pub mod tokens;
+
+pub use error::{Error, Result};
+pub use files::{FileInfo, Progress, UPLOAD_CHUNK};
+pub use kms::{KmsPin, Route};
+pub use live::Live;
+pub use session::{Content, Message, Session, SessionConfig, Space};
+
+/// The HTTP client every part of the SDK uses.
+pub(crate) fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .expect("the HTTP client builds")
+}
+
+/// Why a request failed, without the URL's query or any body.
+pub(crate) fn why(e: &reqwest::Error) -> String {
+    if e.is_connect() {
+        "connection refused or unreachable".into()
+    } else if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off".into()
+    } else {
+        "the request failed".into()
+    }
+}

@@ -1,0 +1,461 @@
+//! One user's session: the high-level calls (spaces, members, messages,
+//! history) that combine the KMS and the core.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kms_protocol::uri::KmsUri;
+use serde_json::{json, Value};
+
+use crate::content::{self, Body, Envelope};
+use crate::core_api::{CoreApi, CoreEvent, CoreSpace};
+use crate::error::{Error, Result};
+use crate::kms::{ContentKey, KmsClient, KmsOptions, KmsPin, Route};
+use crate::tokens::TokenSource;
+
+/// How long a space's current key is used before asking the KMS again
+/// (rotations by other members become visible within this).
+const CURRENT_KEY_TTL: Duration = Duration::from_secs(30);
+
+/// What a session needs.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The core's base URL.
+    pub core_url: String,
+    /// The core's token audience.
+    pub core_audience: String,
+    /// The user's KMS, pinned from the org's configuration.
+    pub kms: KmsPin,
+    /// The KMS's token audience.
+    pub kms_audience: String,
+    /// How KMS messages travel.
+    pub kms_route: Route,
+    /// This device's client id.
+    pub client_id: String,
+    /// Rotate a space's key when its newest is older than this (default daily).
+    pub rotation: Duration,
+    /// Content keys kept in memory.
+    pub key_cache: usize,
+}
+
+impl SessionConfig {
+    /// Defaults: relay through the core, daily rotation, a 4,096-key cache.
+    pub fn new(core_url: &str, core_audience: &str, kms: KmsPin, kms_audience: &str) -> Self {
+        Self {
+            core_url: core_url.to_string(),
+            core_audience: core_audience.to_string(),
+            kms,
+            kms_audience: kms_audience.to_string(),
+            kms_route: Route::Relay { core_url: core_url.to_string() },
+            client_id: format!("custos-sdk-{}", uuid::Uuid::new_v4()),
+            rotation: Duration::from_secs(24 * 3600),
+            key_cache: crate::kms::DEFAULT_KEY_CACHE,
+        }
+    }
+}
+
+/// A space as the client sees it, after checking its sealed metadata.
+#[derive(Debug, Clone)]
+pub struct Space {
+    /// Id.
+    pub id: String,
+    /// Its KMS resource (checked against the sealed metadata).
+    pub resource: KmsUri,
+    /// Decrypted title.
+    pub title: String,
+    /// Your role.
+    pub role: String,
+    /// Members (user id, role).
+    pub members: Vec<(String, String)>,
+    /// Latest sequence number.
+    pub last_seq: i64,
+}
+
+/// A decrypted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The space.
+    pub space_id: String,
+    /// Sequence number.
+    pub seq: i64,
+    /// Event id.
+    pub id: String,
+    /// Who sent it (checked against the sealed sender where there is content).
+    pub sender: String,
+    /// The core's storage time (ms).
+    pub stored_at: i64,
+    /// Thread parent.
+    pub parent: Option<String>,
+    /// The event acted on (edits, deletions, reactions, files).
+    pub target: Option<String>,
+    /// What it says.
+    pub content: Content,
+}
+
+/// What an event says, decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// A message (or a reply when `parent` is set).
+    Text(String),
+    /// A new version of `target`.
+    Edit(String),
+    /// `target` was deleted.
+    Deleted,
+    /// A reaction to `target`.
+    Reaction(String),
+    /// The title changed.
+    Title(String),
+    /// Someone joined.
+    MemberAdded {
+        /// Who.
+        user: String,
+    },
+    /// Someone left or was removed.
+    MemberRemoved {
+        /// Who.
+        user: String,
+    },
+    /// File `target` finished uploading.
+    FileReady,
+    /// Could not be read: why (not authorized for its key, tampered, …).
+    Unreadable(String),
+}
+
+struct SpaceState {
+    resource: KmsUri,
+    current: Option<(ContentKey, Instant)>,
+}
+
+/// One user's session.
+pub struct Session {
+    pub(crate) core: CoreApi,
+    pub(crate) kms: Arc<KmsClient>,
+    user_id: String,
+    rotation: Duration,
+    spaces: Mutex<HashMap<String, SpaceState>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("user_id", &self.user_id).field("core", &self.core.base()).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Opens a session: asks the core who the token says we are.
+    pub async fn open(cfg: SessionConfig, tokens: Arc<dyn TokenSource>) -> Result<Self> {
+        let core = CoreApi::new(&cfg.core_url, &cfg.core_audience, tokens.clone());
+        let me = core.me().await?;
+        let user_id = me["user_id"].as_str().ok_or_else(|| Error::Invalid("the core did not say who you are".into()))?.to_string();
+        let kms = Arc::new(KmsClient::new(
+            KmsOptions {
+                pin: cfg.kms,
+                route: cfg.kms_route,
+                kms_audience: cfg.kms_audience,
+                core_audience: cfg.core_audience,
+                client_id: cfg.client_id,
+                key_cache: cfg.key_cache,
+            },
+            tokens,
+        ));
+        Ok(Self { core, kms, user_id, rotation: cfg.rotation, spaces: Mutex::new(HashMap::new()) })
+    }
+
+    /// The user id (`name@org`) the core knows us by.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// The KMS client (keys, authorizations).
+    pub fn kms(&self) -> &KmsClient {
+        &self.kms
+    }
+
+    /// The core client.
+    pub fn core(&self) -> &CoreApi {
+        &self.core
+    }
+
+    fn envelope(&self, resource: &KmsUri, body: Body) -> Envelope {
+        Envelope { v: 1, space: resource.to_string(), sender: self.user_id.clone(), ts: content::now_ms(), body }
+    }
+
+    /// Creates a space titled `title` with `members` (user ids; you are
+    /// added as moderator): one KMS resource with a fresh key and the members
+    /// authorized, then the space on the core with the sealed metadata.
+    pub async fn create_space(&self, title: &str, members: &[String]) -> Result<Space> {
+        let key = self.kms.create_keys(1).await?.remove(0);
+        let auth: Vec<String> = members.iter().filter(|m| **m != self.user_id).cloned().collect();
+        let resource = self.kms.create_resource(&auth, std::slice::from_ref(&key.uri)).await?;
+        let key = ContentKey { resource: Some(resource.uri.clone()), ..key };
+        let meta = content::seal(&key.key, &key.uri.to_string(), &self.envelope(&resource.uri, Body::Space { title: title.to_string() }))?;
+        let s = self.core.create_space(&resource.uri.to_string(), &meta, &key.uri.to_string()).await?;
+        for m in &auth {
+            self.core.add_member(&s.id, m, "member").await?;
+        }
+        self.spaces
+            .lock()
+            .expect("not poisoned")
+            .insert(s.id.clone(), SpaceState { resource: resource.uri.clone(), current: Some((key, Instant::now())) });
+        self.space(&s.id).await
+    }
+
+    /// Checks a space's sealed metadata against what the core says and
+    /// remembers its resource. Fails closed: no metadata, a key bound to
+    /// another resource, or metadata naming another resource is `Tampered`.
+    async fn verify_space(&self, s: &CoreSpace) -> Result<(KmsUri, String)> {
+        let claimed = KmsUri::parse_absolute(&s.resource_uri).map_err(|e| Error::Tampered(format!("space resource: {e}")))?;
+        let sealed = s.title.as_deref().ok_or_else(|| Error::Tampered("the space has no sealed metadata".into()))?;
+        let key_uri = content::key_uri_of(sealed)?;
+        let key = self.kms.key(&key_uri).await?;
+        if key.resource.as_ref() != Some(&claimed) {
+            return Err(Error::Tampered("the space's metadata key is bound to another resource than the core claims".into()));
+        }
+        // Whoever last retitled the space sealed this; the resource binding is what matters.
+        let env = content::open(&key.key, sealed, &key_uri, &claimed.to_string(), None, None)?;
+        let Body::Space { title } = &env.body else {
+            return Err(Error::Tampered("the space's metadata is not space metadata".into()));
+        };
+        let title = title.clone();
+        let mut spaces = self.spaces.lock().expect("not poisoned");
+        let st = spaces.entry(s.id.clone()).or_insert_with(|| SpaceState { resource: claimed.clone(), current: None });
+        if st.resource != claimed {
+            return Err(Error::Tampered("the core moved the space to another resource".into()));
+        }
+        Ok((claimed, title))
+    }
+
+    /// A space, checked and with its title decrypted.
+    pub async fn space(&self, id: &str) -> Result<Space> {
+        let (s, role, members) = self.core.space(id).await?;
+        let (resource, title) = self.verify_space(&s).await?;
+        Ok(Space {
+            id: s.id,
+            resource,
+            title,
+            role,
+            members: members.into_iter().map(|m| (m.user_id, m.role)).collect(),
+            last_seq: s.last_seq,
+        })
+    }
+
+    /// Your spaces, most recently active first: `(id, title or why it is
+    /// unreadable, role, last seq, read seq)`.
+    pub async fn spaces(&self) -> Result<Vec<(String, Result<String>, String, i64, i64)>> {
+        let mut out = Vec::new();
+        for (s, role, read) in self.core.spaces().await? {
+            let title = self.verify_space(&s).await.map(|(_, t)| t);
+            out.push((s.id.clone(), title, role, s.last_seq, read));
+        }
+        Ok(out)
+    }
+
+    async fn resource_of(&self, space: &str) -> Result<KmsUri> {
+        if let Some(st) = self.spaces.lock().expect("not poisoned").get(space) {
+            return Ok(st.resource.clone());
+        }
+        Ok(self.space(space).await?.resource)
+    }
+
+    /// The key to send with: the newest bound to the space's resource,
+    /// rotated first when older than the rotation period.
+    pub(crate) async fn current_key(&self, space: &str) -> Result<ContentKey> {
+        let resource = self.resource_of(space).await?;
+        if let Some(st) = self.spaces.lock().expect("not poisoned").get(space) {
+            if let Some((k, at)) = &st.current {
+                if at.elapsed() < CURRENT_KEY_TTL && !self.too_old(k) {
+                    return Ok(k.clone());
+                }
+            }
+        }
+        let mut key = self.kms.newest_key(&resource).await?;
+        if self.too_old(&key) {
+            key = self.rotate_resource(&resource).await?;
+        }
+        if key.resource.as_ref() != Some(&resource) {
+            return Err(Error::Tampered("the newest key is bound to another resource".into()));
+        }
+        if let Some(st) = self.spaces.lock().expect("not poisoned").get_mut(space) {
+            st.current = Some((key.clone(), Instant::now()));
+        }
+        Ok(key)
+    }
+
+    fn too_old(&self, k: &ContentKey) -> bool {
+        let age = k.bind_date.map(|d| time::OffsetDateTime::now_utc() - d).unwrap_or(time::Duration::ZERO);
+        age > self.rotation
+    }
+
+    async fn rotate_resource(&self, resource: &KmsUri) -> Result<ContentKey> {
+        let key = self.kms.create_keys(1).await?.remove(0);
+        self.kms.bind(&key.uri, resource).await
+    }
+
+    /// Binds a fresh key to the space; new messages use it.
+    pub async fn rotate(&self, space: &str) -> Result<ContentKey> {
+        let resource = self.resource_of(space).await?;
+        let key = self.rotate_resource(&resource).await?;
+        if let Some(st) = self.spaces.lock().expect("not poisoned").get_mut(space) {
+            st.current = Some((key.clone(), Instant::now()));
+        }
+        Ok(key)
+    }
+
+    /// Adds `user` (KMS authorization first, then the core's membership).
+    pub async fn add_member(&self, space: &str, user: &str, role: &str) -> Result<()> {
+        let resource = self.resource_of(space).await?;
+        self.kms.authorize(&resource, &[user.to_string()]).await?;
+        self.core.add_member(space, user, role).await
+    }
+
+    /// Removes `user`: de-authorizes them at the KMS, removes them on the
+    /// core, and binds a fresh key so nothing sent afterwards is readable
+    /// with keys they held.
+    pub async fn remove_member(&self, space: &str, user: &str) -> Result<()> {
+        let resource = self.resource_of(space).await?;
+        self.kms.deauthorize(&resource, user).await?;
+        self.core.remove_member(space, user).await?;
+        self.rotate(space).await.map(drop)
+    }
+
+    async fn post(&self, space: &str, kind: &str, parent: Option<&str>, target: Option<&str>, body: Option<Body>) -> Result<Message> {
+        let mut req = json!({"kind": kind, "client_event_id": uuid::Uuid::new_v4().to_string()});
+        if let Some(p) = parent {
+            req["parent"] = json!(p);
+        }
+        if let Some(t) = target {
+            req["target"] = json!(t);
+        }
+        if let Some(body) = body {
+            if let Body::Text { text } = &body {
+                if text.len() > content::MAX_TEXT {
+                    return Err(Error::Invalid(format!("the text is {} bytes; at most {} fit in one message", text.len(), content::MAX_TEXT)));
+                }
+            }
+            let key = self.current_key(space).await?;
+            let resource = key.resource.clone().expect("checked bound");
+            let sealed = content::seal(&key.key, &key.uri.to_string(), &self.envelope(&resource, body))?;
+            req["sealed"] = json!({"ciphertext": sealed, "key_uri": key.uri.to_string()});
+        }
+        let e = self.post_retrying(space, &req).await?;
+        Ok(self.decrypt(&e).await)
+    }
+
+    /// Posts, retrying transient failures with the same client_event_id (the
+    /// core stores it once).
+    async fn post_retrying(&self, space: &str, req: &Value) -> Result<CoreEvent> {
+        let mut pause = Duration::from_millis(100);
+        for attempt in 0.. {
+            match self.core.post_event(space, req).await {
+                Err(Error::CoreUnreachable(_)) | Err(Error::Core { status: 502..=504, .. }) if attempt < 4 => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Sends a message.
+    pub async fn send(&self, space: &str, text: &str) -> Result<Message> {
+        self.post(space, "message", None, None, Some(Body::Text { text: text.to_string() })).await
+    }
+
+    /// Replies in the thread of `parent`.
+    pub async fn reply(&self, space: &str, parent: &str, text: &str) -> Result<Message> {
+        self.post(space, "message", Some(parent), None, Some(Body::Text { text: text.to_string() })).await
+    }
+
+    /// Edits message `target`.
+    pub async fn edit(&self, space: &str, target: &str, text: &str) -> Result<Message> {
+        self.post(space, "edit", None, Some(target), Some(Body::Text { text: text.to_string() })).await
+    }
+
+    /// Deletes message `target`.
+    pub async fn delete(&self, space: &str, target: &str) -> Result<Message> {
+        self.post(space, "delete", None, Some(target), None).await
+    }
+
+    /// Reacts to message `target`.
+    pub async fn react(&self, space: &str, target: &str, emoji: &str) -> Result<Message> {
+        self.post(space, "reaction", None, Some(target), Some(Body::Reaction { emoji: emoji.to_string() })).await
+    }
+
+    /// Decrypts one event; failures become [`Content::Unreadable`].
+    pub async fn decrypt(&self, e: &CoreEvent) -> Message {
+        let content = match self.decrypt_content(e).await {
+            Ok(c) => c,
+            Err(err) => Content::Unreadable(err.to_string()),
+        };
+        Message {
+            space_id: e.space_id.clone(),
+            seq: e.seq,
+            id: e.id.clone(),
+            sender: e.sender.clone(),
+            stored_at: e.create_date,
+            parent: e.parent.clone(),
+            target: e.target.clone(),
+            content,
+        }
+    }
+
+    /// Decrypts one event, or says why not.
+    pub async fn decrypt_content(&self, e: &CoreEvent) -> Result<Content> {
+        let sealed = match e.kind.as_str() {
+            "delete" => return Ok(Content::Deleted),
+            "member_added" => return Ok(Content::MemberAdded { user: e.subject.clone().unwrap_or_default() }),
+            "member_removed" => {
+                // Someone left: the key may have rotated; look again before the next send.
+                if let Some(st) = self.spaces.lock().expect("not poisoned").get_mut(&e.space_id) {
+                    st.current = None;
+                }
+                return Ok(Content::MemberRemoved { user: e.subject.clone().unwrap_or_default() });
+            }
+            "file_ready" => return Ok(Content::FileReady),
+            _ => e.ciphertext.as_deref().ok_or_else(|| Error::Tampered("the event has no ciphertext".into()))?,
+        };
+        let key_uri = e.key_uri.as_deref().ok_or_else(|| Error::Tampered("the event names no key".into()))?;
+        let resource = self.resource_of(&e.space_id).await?;
+        let key = self.kms.key(key_uri).await?;
+        if key.resource.as_ref() != Some(&resource) {
+            return Err(Error::Tampered("the event's key is bound to another resource than its space".into()));
+        }
+        let env = content::open(&key.key, sealed, key_uri, &resource.to_string(), Some(&e.sender), Some(e.create_date))?;
+        Ok(match (e.kind.as_str(), &env.body) {
+            ("message", Body::Text { text }) => Content::Text(text.clone()),
+            ("edit", Body::Text { text }) => Content::Edit(text.clone()),
+            ("reaction", Body::Reaction { emoji }) => Content::Reaction(emoji.clone()),
+            ("title", Body::Space { title }) => Content::Title(title.clone()),
+            (kind, _) => return Err(Error::Tampered(format!("a {kind} event carries other content"))),
+        })
+    }
+
+    /// History: up to `limit` events before `before` (newest first from the
+    /// core; returned oldest first), decrypted.
+    pub async fn history(&self, space: &str, before: Option<i64>, limit: u32) -> Result<Vec<Message>> {
+        let mut events = self.core.events(space, None, before, Some(limit)).await?;
+        events.sort_by_key(|e| e.seq);
+        let mut out = Vec::with_capacity(events.len());
+        for e in &events {
+            out.push(self.decrypt(e).await);
+        }
+        Ok(out)
+    }
+
+    /// Events after `after`, oldest first, decrypted (incremental sync).
+    pub async fn sync(&self, space: &str, after: i64, limit: u32) -> Result<Vec<Message>> {
+        let events = self.core.events(space, Some(after), None, Some(limit)).await?;
+        let mut out = Vec::with_capacity(events.len());
+        for e in &events {
+            out.push(self.decrypt(e).await);
+        }
+        Ok(out)
+    }
+
+    /// Moves your read marker.
+    pub async fn mark_read(&self, space: &str, seq: i64) -> Result<()> {
+        self.core.set_read_marker(space, seq).await
+    }
+}
