@@ -299,7 +299,7 @@ fn message_json(m: &Message) -> Value {
         Content::Unreadable(why) => v["error"] = json!(why),
         _ => {}
     }
-    for (k, val) in [("parent", &m.parent), ("target", &m.target)] {
+    for (k, val) in [("parent", &m.parent), ("target", &m.target), ("key", &m.key_uri)] {
         if let Some(x) = val {
             v[k] = json!(x);
         }

@@ -99,8 +99,7 @@ pub async fn run(view: &DemoView) -> anyhow::Result<()> {
         Err(e) => say("carol", format!("reading the space: refused by the core ({e})")),
     }
     // Even a core that let her through would not help: the KMS refuses the new key.
-    let new_key = bob.history(&space.id, None, 1).await?.pop().context("no message")?;
-    let key_uri = bob.core().events(&space.id, Some(new_key.seq - 1), None, Some(1)).await?.pop().and_then(|e| e.key_uri).context("no key")?;
+    let key_uri = bob.core().events(&space.id, Some(secret.seq - 1), None, Some(1)).await?.pop().and_then(|e| e.key_uri).context("no key")?;
     match carol.kms().key(&key_uri).await {
         Ok(_) => anyhow::bail!("the KMS gave a removed member the new key"),
         Err(e) => say("carol", format!("asking the KMS for the new key directly: {e}")),

@@ -89,6 +89,8 @@ pub struct Message {
     pub parent: Option<String>,
     /// The event acted on (edits, deletions, reactions, files).
     pub target: Option<String>,
+    /// The KMS key its content is under, if it has content.
+    pub key_uri: Option<String>,
     /// What it says.
     pub content: Content,
 }
@@ -397,6 +399,7 @@ impl Session {
             stored_at: e.create_date,
             parent: e.parent.clone(),
             target: e.target.clone(),
+            key_uri: e.key_uri.clone(),
             content,
         }
     }
@@ -435,7 +438,8 @@ impl Session {
     /// History: up to `limit` events before `before` (newest first from the
     /// core; returned oldest first), decrypted.
     pub async fn history(&self, space: &str, before: Option<i64>, limit: u32) -> Result<Vec<Message>> {
-        let mut events = self.core.events(space, None, before, Some(limit)).await?;
+        // Without `before`, the newest events.
+        let mut events = self.core.events(space, None, Some(before.unwrap_or(i64::MAX)), Some(limit)).await?;
         events.sort_by_key(|e| e.seq);
         let mut out = Vec::with_capacity(events.len());
         for e in &events {

@@ -1,0 +1,455 @@
+//! End to end, as a person would: `custos up` as a spawned process on real
+//! loopback ports, and the `custos` CLI for every step (login, spaces,
+//! messages, live tail, files), each user with their own config directory.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_custos");
+
+/// Five consecutive free loopback ports.
+fn free_base() -> u16 {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64 ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    for i in 0..200u64 {
+        let base = 20000 + ((seed.wrapping_mul(6364136223846793005).wrapping_add(i * 7919)) % 40000) as u16;
+        if (0..5).all(|k| std::net::TcpListener::bind(("127.0.0.1", base + k)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no five free ports");
+}
+
+/// A running `custos up`.
+struct Up {
+    child: Child,
+    data: PathBuf,
+    base: u16,
+    ready: Value,
+}
+
+impl Up {
+    fn start(data: &Path, base: u16) -> Up {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log")).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["--json", "up", "--data-dir"])
+            .arg(data)
+            .args(["--base-port", &base.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ready = loop {
+            assert!(Instant::now() < deadline, "custos up did not become ready");
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap() == 0 {
+                panic!("custos up exited: {:?}", child.wait());
+            }
+            if line.starts_with("{\"ready\"") {
+                break serde_json::from_str::<Value>(&line).unwrap()["ready"].clone();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink);
+        });
+        Up { child, data: data.to_path_buf(), base, ready }
+    }
+
+    fn profile(&self, org: &str) -> PathBuf {
+        self.data.join(format!("{org}.profile.toml"))
+    }
+
+    fn password(&self, user: &str) -> String {
+        for o in self.ready["orgs"].as_array().unwrap() {
+            for u in o["users"].as_array().unwrap() {
+                if u[0] == user {
+                    return u[1].as_str().unwrap().to_string();
+                }
+            }
+        }
+        panic!("no user {user}");
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One person at the command line.
+struct Person {
+    dir: PathBuf,
+}
+
+impl Person {
+    fn login(up: &Up, root: &Path, user: &str) -> Person {
+        Self::login_with(up, &up.profile(user.split('@').nth(1).unwrap()), root, user)
+    }
+
+    fn login_with(up: &Up, profile: &Path, root: &Path, user: &str) -> Person {
+        let dir = root.join(user);
+        let mut child = Command::new(BIN)
+            .args(["--json", "--config-dir"])
+            .arg(&dir)
+            .args(["login", "--org"])
+            .arg(profile)
+            .args(["--user", user, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(up.password(user).as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "login {user}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["user"], user);
+        Person { dir }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(["--json", "--config-dir"]).arg(&self.dir);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs and expects success; the JSON it printed.
+    fn ok(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(out.status.success(), "custos {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("custos {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Runs and expects failure; its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "custos {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn texts(&self, space: &str) -> Vec<String> {
+        let v = self.ok(&["read", space, "--limit", "200"]);
+        v["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "message").map(|e| e["text"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// `tail --count n` in the background, once it is following.
+    fn tail(&self, space: &str, n: usize) -> Child {
+        let mut child = self.cmd().args(["tail", space, "--count", &n.to_string()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(line.contains("following"), "tail did not start: {line}");
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = err.read_to_string(&mut rest);
+            if !rest.trim().is_empty() {
+                eprintln!("tail stderr: {rest}");
+            }
+        });
+        child
+    }
+}
+
+fn tail_output(child: Child, within: Duration) -> Vec<Value> {
+    let pid = child.id();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let killer = std::thread::spawn(move || {
+        // Stop a tail that never got its events (the assertion then says what it got).
+        if wait.recv_timeout(within).is_err() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    killer.join().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn write_pattern(path: &Path, size: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut block = vec![0u8; 1 << 20];
+    let mut x: u64 = 0x9E3779B97F4A7C15 ^ size;
+    let mut left = size;
+    while left > 0 {
+        for b in block.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+}
+
+fn same_files(a: &Path, b: &Path) -> bool {
+    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    if fa.metadata().unwrap().len() != fb.metadata().unwrap().len() {
+        return false;
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba).unwrap();
+        if n == 0 {
+            return true;
+        }
+        fb.read_exact(&mut bb[..n]).unwrap();
+        if ba[..n] != bb[..n] {
+            return false;
+        }
+    }
+}
+
+fn blob_dir(up: &Up, file: &str) -> PathBuf {
+    up.data.join("core").join("blobs").join("files").join(file)
+}
+
+#[test]
+fn chat_invite_tail_files_tampering_and_removal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(&tmp.path().join("up"), free_base());
+    let people = tmp.path().join("people");
+    let alice = Person::login(&up, &people, "alice@acme.test");
+    let bob = Person::login(&up, &people, "bob@acme.test");
+    let carol = Person::login(&up, &people, "carol@acme.test");
+    assert_eq!(alice.ok(&["whoami"])["user"], "alice@acme.test");
+
+    // The credentials file is the user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(alice.dir.join("credentials.json")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Create, invite, chat.
+    let space = alice.ok(&["space", "create", "Launch plans", "--member", "bob@acme.test"]);
+    let space = space["id"].as_str().unwrap().to_string();
+    let listed = bob.ok(&["spaces"]);
+    assert_eq!(listed["spaces"][0]["title"], "Launch plans");
+    let tail = bob.tail(&space, 2);
+    alice.ok(&["send", &space, "hello bob"]);
+    alice.ok(&["send", &space, "the launch is thursday"]);
+    let got = tail_output(tail, Duration::from_secs(30));
+    let texts: Vec<&str> = got.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts, ["hello bob", "the launch is thursday"], "bob's live tail: {got:?}");
+    assert!(got.iter().all(|m| m["sender"] == "alice@acme.test"));
+    let reply_to = bob.ok(&["read", &space])["events"].as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_string();
+    bob.ok(&["send", &space, "see you there", "--reply-to", &reply_to]);
+    // Carol is not in the space yet.
+    assert!(carol.fails(&["read", &space]).contains("refused"));
+    alice.ok(&["space", "add", &space, "carol@acme.test"]);
+    assert_eq!(carol.texts(&space), ["hello bob", "the launch is thursday", "see you there"]);
+
+    // A 50 MB file round trip, with progress.
+    let big = tmp.path().join("big.bin");
+    write_pattern(&big, 50 * 1000 * 1000);
+    let out = alice.run(&["upload", &space, big.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let progress: Vec<Value> = String::from_utf8_lossy(&out.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(progress.len() >= 10, "upload progress: {progress:?}");
+    let last = progress.last().unwrap();
+    assert_eq!(last["done"], last["total"]);
+    let file = serde_json::from_slice::<Value>(&out.stdout).unwrap()["file"].as_str().unwrap().to_string();
+    let dest = tmp.path().join("big.out");
+    let out = bob.run(&["download", &file, dest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains("\"progress\":\"download\"")).count() >= 10);
+    assert!(same_files(&big, &dest));
+    // The provider's copy is not the file.
+    let first_chunk = std::fs::read(blob_dir(&up, &file).join("00000000")).unwrap();
+    let plain = std::fs::read(&big).unwrap();
+    assert!(!first_chunk.windows(64).any(|w| w == &plain[1000..1064]));
+    drop(plain);
+
+    // Tampering at rest: two chunks swapped, the last chunk truncated, the last chunk gone.
+    let small = tmp.path().join("three-chunks.bin");
+    write_pattern(&small, 10 * 1024 * 1024);
+    let f2 = alice.ok(&["upload", &space, small.to_str().unwrap()])["file"].as_str().unwrap().to_string();
+    let dir = blob_dir(&up, &f2);
+    let (c0, c1, c2) = (dir.join("00000000"), dir.join("00000001"), dir.join("00000002"));
+    let (b0, b1, b2) = (std::fs::read(&c0).unwrap(), std::fs::read(&c1).unwrap(), std::fs::read(&c2).unwrap());
+    let dest2 = tmp.path().join("three.out");
+    std::fs::write(&c0, &b1).unwrap();
+    std::fs::write(&c1, &b0).unwrap();
+    let err = bob.fails(&["download", &f2, dest2.to_str().unwrap()]);
+    assert!(err.contains("failed verification"), "swapped chunks: {err}");
+    assert!(!dest2.exists(), "a failed download must leave nothing behind");
+    std::fs::write(&c0, &b0).unwrap();
+    std::fs::write(&c1, &b1).unwrap();
+    std::fs::write(&c2, &b2[..b2.len() - 100]).unwrap();
+    let err = bob.fails(&["download", &f2, dest2.to_str().unwrap()]);
+    assert!(err.contains("failed verification") || err.contains("truncated"), "truncated chunk: {err}");
+    assert!(!dest2.exists());
+    std::fs::remove_file(&c2).unwrap();
+    bob.fails(&["download", &f2, dest2.to_str().unwrap()]);
+    assert!(!dest2.exists());
+    std::fs::write(&c2, &b2).unwrap();
+    bob.ok(&["download", &f2, dest2.to_str().unwrap()]);
+    assert!(same_files(&small, &dest2), "restored chunks download again");
+
+    // Removal rotates the key; the removed member reads nothing new.
+    let before = alice.ok(&["read", &space])["events"].as_array().unwrap().iter().rev().find(|e| e["kind"] == "message").unwrap()["key"].clone();
+    alice.ok(&["space", "remove", &space, "carol@acme.test"]);
+    alice.ok(&["send", &space, "carol is gone: budget 2.4M"]);
+    let events = alice.ok(&["read", &space])["events"].as_array().unwrap().clone();
+    let after = events.iter().rev().find(|e| e["kind"] == "message").unwrap();
+    assert_eq!(after["text"], "carol is gone: budget 2.4M");
+    assert_ne!(after["key"], before, "the key must rotate on removal");
+    assert!(carol.fails(&["read", &space]).contains("refused"));
+    assert_eq!(bob.texts(&space).last().unwrap(), "carol is gone: budget 2.4M");
+}
+
+/// Peak resident memory (KiB) of a child, from the kernel's accounting.
+fn run_measured(mut cmd: Command) -> (std::process::ExitStatus, i64) {
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut stderr = child.stderr.unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut status = 0;
+    // SAFETY: plain FFI; `ru` is a zeroed out-parameter of the right type.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid);
+    let err = drain.join().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    let status = std::process::ExitStatus::from_raw(status);
+    assert!(status.success(), "{err}");
+    (status, ru.ru_maxrss)
+}
+
+#[test]
+fn one_gigabyte_up_and_down_in_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(&tmp.path().join("up"), free_base());
+    let people = tmp.path().join("people");
+    let alice = Person::login(&up, &people, "alice@acme.test");
+    let bob = Person::login(&up, &people, "bob@acme.test");
+    let space = alice.ok(&["space", "create", "Big files", "--member", "bob@acme.test"])["id"].as_str().unwrap().to_string();
+    let big = tmp.path().join("gig.bin");
+    write_pattern(&big, 1 << 30);
+
+    let mut upload = alice.cmd();
+    upload.args(["upload", &space, big.to_str().unwrap()]);
+    let (_, up_kib) = run_measured(upload);
+    let file = bob.ok(&["read", &space])["events"].as_array().unwrap().iter().rev().find(|e| e["kind"] == "file_ready").unwrap()["target"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dest = tmp.path().join("gig.out");
+    let mut download = bob.cmd();
+    download.args(["download", &file, dest.to_str().unwrap()]);
+    let (_, down_kib) = run_measured(download);
+    eprintln!("1 GiB: upload peak RSS {up_kib} KiB, download peak RSS {down_kib} KiB");
+    assert!(up_kib < 64 * 1024, "upload peak RSS {up_kib} KiB");
+    assert!(down_kib < 64 * 1024, "download peak RSS {down_kib} KiB");
+    assert!(same_files(&big, &dest));
+    drop(up);
+}
+
+#[test]
+fn every_server_restarts_mid_conversation_and_nothing_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("up");
+    let base = free_base();
+    let mut up = Up::start(&data, base);
+    let people = tmp.path().join("people");
+    let alice = Person::login(&up, &people, "alice@acme.test");
+    let bob = Person::login(&up, &people, "bob@acme.test");
+    let space = alice.ok(&["space", "create", "Ops", "--member", "bob@acme.test"])["id"].as_str().unwrap().to_string();
+    for i in 1..=3 {
+        alice.ok(&["send", &space, &format!("before {i}")]);
+    }
+    let tail = bob.tail(&space, 2);
+    alice.ok(&["send", &space, "just before the crash"]);
+    // Every server dies at once (SIGKILL) right after acknowledging.
+    up.kill9();
+    let up = Up::start(&data, base);
+    assert_eq!(up.base, base);
+    alice.ok(&["send", &space, "after the restart"]);
+    let got = tail_output(tail, Duration::from_secs(60));
+    let texts: Vec<&str> = got.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts, ["just before the crash", "after the restart"], "the live tail resumes across the restart");
+    assert_eq!(bob.texts(&space), ["before 1", "before 2", "before 3", "just before the crash", "after the restart"]);
+    // Logins, KMS keys and files all survived.
+    let f = tmp.path().join("f.bin");
+    write_pattern(&f, 300_000);
+    let id = alice.ok(&["upload", &space, f.to_str().unwrap()])["file"].as_str().unwrap().to_string();
+    let d = tmp.path().join("f.out");
+    bob.ok(&["download", &id, d.to_str().unwrap()]);
+    assert!(same_files(&f, &d));
+}
+
+#[test]
+fn a_core_relaying_to_another_kms_key_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(&tmp.path().join("up"), free_base());
+    let acme_issuer = up.ready["orgs"][0]["issuer"].as_str().unwrap().to_string();
+
+    // An impostor KMS claiming acme's domain, with a key of its own, and a
+    // rogue core that relays acme's KMS traffic to it.
+    let rogue = tmp.path().join("rogue");
+    std::fs::create_dir_all(&rogue).unwrap();
+    let ports = free_base();
+    let kms_cfg = format!(
+        "listen = \"127.0.0.1:{ports}\"\ndomain = \"kms.acme.test\"\norg_domain = \"acme.test\"\ndata_dir = \"kms\"\n[cmk]\npassphrase_env = \"ROGUE_CMK\"\n[identity]\naudience = \"kms://kms.acme.test\"\n[[identity.issuers]]\nissuer = \"{acme_issuer}\"\norg_domain = \"acme.test\"\n"
+    );
+    std::fs::write(rogue.join("kms.toml"), kms_cfg).unwrap();
+    let core_cfg = format!(
+        "listen = \"127.0.0.1:{}\"\ndata_dir = \"core\"\n[identity]\naudience = \"https://core.custos.test\"\n[[identity.issuers]]\nissuer = \"{acme_issuer}\"\norg_domain = \"acme.test\"\n[[orgs]]\ndomain = \"acme.test\"\nkms_uri = \"kms://kms.acme.test\"\nkms_url = \"http://127.0.0.1:{ports}\"\n",
+        ports + 1
+    );
+    std::fs::write(rogue.join("core.toml"), core_cfg).unwrap();
+    let mut kms = Command::new(BIN)
+        .args(["kms", "serve", "--config"])
+        .arg(rogue.join("kms.toml"))
+        .env("ROGUE_CMK", "a long passphrase for the rogue")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut core = Command::new(BIN).args(["core", "serve", "--config"]).arg(rogue.join("core.toml")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    for port in [ports, ports + 1] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "rogue server on {port} did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    // Alice's org profile pins the real KMS key; only the core URL is the rogue's.
+    let text = std::fs::read_to_string(up.profile("acme.test")).unwrap();
+    let text = text.replace(&format!("http://127.0.0.1:{}", up.base), &format!("http://127.0.0.1:{}", ports + 1));
+    let profile = tmp.path().join("rogue.profile.toml");
+    std::fs::write(&profile, text).unwrap();
+    let alice = Person::login_with(&up, &profile, &tmp.path().join("people"), "alice@acme.test");
+    let err = alice.fails(&["space", "create", "Secret plans"]);
+    assert!(err.contains("not signed by the pinned KMS key"), "{err}");
+    // Through the honest core, the same person with the same pin works.
+    let honest = Person::login(&up, &tmp.path().join("people2"), "alice@acme.test");
+    honest.ok(&["space", "create", "Secret plans"]);
+    let _ = kms.kill();
+    let _ = core.kill();
+    let _ = kms.wait();
+    let _ = core.wait();
+}
