@@ -355,6 +355,11 @@ impl KmsClient {
         self.call(Method::Delete, &format!("{resource}/authorizations?authId={q}"), RequestBody::default()).await.map(drop)
     }
 
+    /// The current channel's ephemeral key URI (handshaking if needed).
+    pub async fn session_uri(&self) -> Result<KmsUri> {
+        Ok(self.session().await?.uri().clone())
+    }
+
     /// Proves the channel and the credential.
     pub async fn ping(&self) -> Result<()> {
         self.call(Method::Update, "/ping", RequestBody::default()).await.map(drop)

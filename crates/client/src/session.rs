@@ -190,7 +190,9 @@ impl Session {
         let key = self.kms.create_keys(1).await?.remove(0);
         let auth: Vec<String> = members.iter().filter(|m| **m != self.user_id).cloned().collect();
         let resource = self.kms.create_resource(&auth, std::slice::from_ref(&key.uri)).await?;
-        let key = ContentKey { resource: Some(resource.uri.clone()), ..key };
+        // Bound by the resource's creation (the KMS's date; ours if it gave none).
+        let bound_at = resource.create_date.unwrap_or_else(time::OffsetDateTime::now_utc);
+        let key = ContentKey { resource: Some(resource.uri.clone()), bind_date: Some(bound_at), ..key };
         let meta = content::seal(&key.key, &key.uri.to_string(), &self.envelope(&resource.uri, Body::Space { title: title.to_string() }))?;
         let s = self.core.create_space(&resource.uri.to_string(), &meta, &key.uri.to_string()).await?;
         for m in &auth {

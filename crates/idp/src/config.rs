@@ -206,7 +206,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// Not TOML, or not this schema (unknown key, wrong type, missing key).
-    #[error("{}{location}: {message}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    #[error("{}", parse_message(path.as_deref(), location, message))]
     Parse {
         /// The file, if loaded from one.
         path: Option<PathBuf>,
@@ -449,6 +449,18 @@ impl Config {
     }
 }
 
+fn parse_message(path: Option<&Path>, location: &str, message: &str) -> String {
+    let parts: Vec<String> = [
+        path.map(|p| p.display().to_string()),
+        Some(location.to_owned()).filter(|l| !l.is_empty()),
+        Some(message.to_owned()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    parts.join(": ")
+}
+
 /// A TOML error as `line L, column C: message`, leaving out the source line
 /// the parser would quote (it may hold a password).
 fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
@@ -515,7 +527,8 @@ fn check_audience(aud: &str) -> Result<(), ConfigError> {
     if aud.is_empty() || aud.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad("must be non-empty, without spaces"));
     }
-    url::Url::parse(aud).map_err(|_| bad("must be an absolute URI such as https://core.acme.test or kms://acme.test"))?;
+    url::Url::parse(aud)
+        .map_err(|_| bad("must be an absolute URI such as https://core.acme.test or kms://acme.test"))?;
     Ok(())
 }
 
@@ -551,7 +564,9 @@ mod tests {
         for ok in ["http://127.0.0.1:8400", "https://login.acme.test", "https://acme.test/idp"] {
             check_issuer(ok).unwrap();
         }
-        for bad in ["", "127.0.0.1:8400", "ftp://x", "https://acme.test/", "https://u:p@x", "https://x?a=b", "https://x#f"] {
+        for bad in
+            ["", "127.0.0.1:8400", "ftp://x", "https://acme.test/", "https://u:p@x", "https://x?a=b", "https://x#f"]
+        {
             assert!(check_issuer(bad).is_err(), "{bad}");
         }
     }

@@ -164,7 +164,12 @@ impl DeviceStore {
     }
 
     /// Approves (`Some`) or denies (`None`) the pending authorization with this user code.
-    pub(crate) fn decide(&mut self, user_code: &str, approval: Option<Approval>, now: Instant) -> Result<(), CodeProblem> {
+    pub(crate) fn decide(
+        &mut self,
+        user_code: &str,
+        approval: Option<Approval>,
+        now: Instant,
+    ) -> Result<(), CodeProblem> {
         self.purge(now);
         let device_code = self.user_codes.get(&normalize_user_code(user_code).ok_or(CodeProblem::Unknown)?).cloned();
         let entry = device_code.and_then(|d| self.entries.get_mut(&d)).ok_or(CodeProblem::Unknown)?;

@@ -108,7 +108,9 @@ fn form_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
 /// secret are form-urlencoded before base64). Any other scheme is refused.
 fn basic_auth(headers: &HeaderMap) -> Result<Option<BasicAuth>, OAuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
-    let bad = || OAuthError::new(ErrorCode::InvalidClient, "malformed Authorization header (expected Basic client credentials)");
+    let bad = || {
+        OAuthError::new(ErrorCode::InvalidClient, "malformed Authorization header (expected Basic client credentials)")
+    };
     let value = value.to_str().map_err(|_| bad())?;
     let (scheme, encoded) = value.split_once(' ').ok_or_else(bad)?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -118,7 +120,10 @@ fn basic_auth(headers: &HeaderMap) -> Result<Option<BasicAuth>, OAuthError> {
     let decoded = zeroize::Zeroizing::new(String::from_utf8(decoded).map_err(|_| bad())?);
     let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
     let unescape = |s: &str| {
-        percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().map(|c| c.into_owned()).map_err(|_| bad())
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| bad())
     };
     let client_id = unescape(id)?;
     let secret = Secret::new(unescape(secret)?);
@@ -140,7 +145,11 @@ async fn token(State(idp): State<Idp>, headers: HeaderMap, body: Result<Bytes, B
     }
 }
 
-async fn device_authorization(State(idp): State<Idp>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn device_authorization(
+    State(idp): State<Idp>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let form = match form_body(&headers, body) {
         Ok(f) => f,
         Err(e) => return e.to_oauth(),
@@ -162,7 +171,9 @@ fn html(status: StatusCode, body: String) -> Response {
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
     );
     response
 }

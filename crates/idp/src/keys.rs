@@ -56,7 +56,7 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    fn new(key: RsaPrivateKey) -> Self {
+    pub(crate) fn new(key: RsaPrivateKey) -> Self {
         // The RFC 7638 thumbprint: stable across restarts, and a new key gets a new kid.
         let kid = key.public_key().thumbprint();
         let mut jwk = serde_json::to_value(key.public_key().to_jwk()).expect("a public JWK serializes");
@@ -135,7 +135,9 @@ impl SigningKey {
         let policy = JwsPolicy { algs: &[SigAlg::RS256], max_len: MAX_TOKEN_LEN };
         let jws = Jws::parse(token, &policy).ok()?;
         let header = jws.header();
-        if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(typ)) || header.kid.as_deref() != Some(&self.kid) {
+        if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(typ))
+            || header.kid.as_deref() != Some(&self.kid)
+        {
             return None;
         }
         let payload = jws.verify(VerifyKey::Rsa(self.key.public_key())).ok()?;

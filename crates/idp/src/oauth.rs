@@ -112,7 +112,8 @@ pub(crate) struct Form {
 
 impl Form {
     pub(crate) fn parse(body: &[u8]) -> Self {
-        let pairs = url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), Zeroizing::new(v.into_owned()))).collect();
+        let pairs =
+            url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), Zeroizing::new(v.into_owned()))).collect();
         Self { pairs }
     }
 
@@ -149,7 +150,8 @@ impl fmt::Debug for Form {
 pub(crate) fn valid_scope(scope: &str) -> bool {
     !scope.is_empty()
         && scope.split(' ').all(|tok| {
-            !tok.is_empty() && tok.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+            !tok.is_empty()
+                && tok.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
         })
 }
 

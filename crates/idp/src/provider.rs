@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::config::{Config, ConfigError, ResolvedClient, ResolvedUser};
 use crate::device::{Approval, CodeProblem, DeviceStore};
 use crate::keys::SigningKey;
-use crate::oauth::{valid_scope, ErrorCode, OAuthError, Form};
+use crate::oauth::{valid_scope, ErrorCode, Form, OAuthError};
 use crate::secret::{ct_eq_str, Secret};
 use crate::token::{self, Grant};
 use crate::Error;
@@ -311,15 +311,21 @@ impl Idp {
         }
     }
 
-    fn issue(&self, audience: &str, grant: &Grant, with_refresh: bool, grant_type: &str) -> Result<TokenResponse, OAuthError> {
+    fn issue(
+        &self,
+        audience: &str,
+        grant: &Grant,
+        with_refresh: bool,
+        grant_type: &str,
+    ) -> Result<TokenResponse, OAuthError> {
         let now = token::now_secs();
         let inner = &*self.inner;
         let failed = |e: crate::keys::KeyError| {
             tracing::error!(error = %e, "signing a token failed");
             OAuthError::new(ErrorCode::TemporarilyUnavailable, "signing failed")
         };
-        let access_token =
-            token::access_token(&inner.key, &inner.issuer, audience, grant, inner.access_ttl_secs, now).map_err(failed)?;
+        let access_token = token::access_token(&inner.key, &inner.issuer, audience, grant, inner.access_ttl_secs, now)
+            .map_err(failed)?;
         let refresh_token = if with_refresh {
             Some(token::refresh_token(&inner.key, &inner.issuer, grant, inner.refresh_ttl_secs, now).map_err(failed)?)
         } else {
@@ -393,8 +399,8 @@ impl Idp {
         let client_id = self.public_client(form, basic)?;
         let presented = form.require("refresh_token")?;
         let invalid = || OAuthError::new(ErrorCode::InvalidGrant, "the refresh token is invalid or expired");
-        let original =
-            token::check_refresh_token(&self.inner.key, &self.inner.issuer, presented, token::now_secs()).ok_or_else(invalid)?;
+        let original = token::check_refresh_token(&self.inner.key, &self.inner.issuer, presented, token::now_secs())
+            .ok_or_else(invalid)?;
         if original.client_id != client_id {
             return Err(OAuthError::new(ErrorCode::InvalidGrant, "the refresh token was issued to another client"));
         }
@@ -413,7 +419,8 @@ impl Idp {
             }
         };
         // The new refresh token keeps the original scope, whatever this access token's.
-        let access = Grant { subject: user.id.clone(), client_id: client_id.to_owned(), scope, name: user.name.clone() };
+        let access =
+            Grant { subject: user.id.clone(), client_id: client_id.to_owned(), scope, name: user.name.clone() };
         let mut response = self.issue(&audience, &access, false, grant_type::REFRESH_TOKEN)?;
         let renewed = Grant { scope: original.scope, ..access };
         let now = token::now_secs();
@@ -441,7 +448,11 @@ impl Idp {
     }
 
     /// The device authorization endpoint.
-    pub(crate) fn device_authorization(&self, form: &Form, basic: Option<BasicAuth>) -> Result<DeviceAuthorization, OAuthError> {
+    pub(crate) fn device_authorization(
+        &self,
+        form: &Form,
+        basic: Option<BasicAuth>,
+    ) -> Result<DeviceAuthorization, OAuthError> {
         let result = (|| -> Result<DeviceAuthorization, OAuthError> {
             let client_id = self.public_client(form, basic.as_ref())?;
             let scope = Self::scope(form)?;

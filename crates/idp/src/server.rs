@@ -66,7 +66,8 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
     config.issuer = Some(issuer.clone());
     config.listen = addr;
     // Key generation and file I/O block: keep them off the async workers.
-    let idp = tokio::task::spawn_blocking(move || Idp::new(config)).await.map_err(|e| Error::Internal(e.to_string()))??;
+    let idp =
+        tokio::task::spawn_blocking(move || Idp::new(config)).await.map_err(|e| Error::Internal(e.to_string()))??;
     let app = idp.router();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

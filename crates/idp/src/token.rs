@@ -111,3 +111,58 @@ pub(crate) fn check_refresh_token(key: &SigningKey, issuer: &str, token: &str, n
     };
     Some(Grant { subject, client_id, scope, name: None })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISS: &str = "http://127.0.0.1:8400";
+
+    fn key() -> SigningKey {
+        SigningKey::new(jose::RsaPrivateKey::generate(2048, None).unwrap())
+    }
+
+    fn grant() -> Grant {
+        Grant {
+            subject: "alice@acme.test".into(),
+            client_id: "custos-cli".into(),
+            scope: Some("a b".into()),
+            name: None,
+        }
+    }
+
+    #[test]
+    fn refresh_tokens_round_trip() {
+        let k = key();
+        let now = now_secs();
+        let rt = refresh_token(&k, ISS, &grant(), 60, now).unwrap();
+        assert_eq!(check_refresh_token(&k, ISS, &rt, now), Some(grant()));
+        assert_eq!(check_refresh_token(&k, ISS, &rt, now + 60), None, "expired");
+        assert_eq!(check_refresh_token(&k, ISS, &rt, now - 31), None, "from the future");
+        assert_eq!(check_refresh_token(&k, "http://127.0.0.1:8401", &rt, now), None, "another issuer");
+        assert_eq!(check_refresh_token(&key(), ISS, &rt, now), None, "another key");
+    }
+
+    /// Each check on its own refuses: `typ`, then `aud`.
+    #[test]
+    fn only_refresh_tokens_are_refresh_tokens() {
+        let k = key();
+        let now = now_secs();
+        // An access token for the issuer itself (configurations refuse that
+        // audience, so this is a forgery by us): refused by `typ` alone.
+        let at_for_issuer = access_token(&k, ISS, ISS, &grant(), 60, now).unwrap();
+        assert_eq!(check_refresh_token(&k, ISS, &at_for_issuer, now), None);
+        // `typ` rt+jwt but another audience: refused by `aud` alone.
+        let claims = Value::Object(base_claims(ISS, "kms://acme.test", &grant(), 60, now));
+        let rt_elsewhere = k.sign(REFRESH_TOKEN_TYP, &claims).unwrap();
+        assert_eq!(check_refresh_token(&k, ISS, &rt_elsewhere, now), None);
+        // Control: the same construction with the right audience passes.
+        let claims = Value::Object(base_claims(ISS, ISS, &grant(), 60, now));
+        assert!(check_refresh_token(&k, ISS, &k.sign(REFRESH_TOKEN_TYP, &claims).unwrap(), now).is_some());
+        // `typ` compared case-insensitively (media type), nothing else accepted.
+        assert!(check_refresh_token(&k, ISS, &k.sign("RT+JWT", &claims).unwrap(), now).is_some());
+        for typ in ["JWT", "at+jwt", "rt+jwt ", "application/jwt"] {
+            assert_eq!(check_refresh_token(&k, ISS, &k.sign(typ, &claims).unwrap(), now), None, "{typ}");
+        }
+    }
+}

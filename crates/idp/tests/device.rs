@@ -71,7 +71,9 @@ async fn device_authorization_response() {
     let html = page.text().await.unwrap();
     assert!(html.contains(&format!("value=\"{user_code}\"")), "{html}");
     assert!(html.contains("Development identity provider"));
-    assert!(html.contains("name=\"password\"") && html.contains("value=\"approve\"") && html.contains("value=\"deny\""));
+    assert!(
+        html.contains("name=\"password\"") && html.contains("value=\"approve\"") && html.contains("value=\"deny\"")
+    );
 
     // Refusals: unlisted or missing client, service client, bad audience, no audience without a default.
     idp.post("/device_authorization", &[("client_id", "evil-cli")]).await.expect_error(401, "invalid_client");
@@ -112,7 +114,9 @@ async fn pending_slow_down_approve_token() {
     assert_eq!(who.scope, ["kms.read"]);
     // With a refresh token for the other audience.
     let rt = r.json["refresh_token"].as_str().unwrap();
-    let r2 = idp.token(&[("grant_type", "refresh_token"), ("client_id", CLI), ("refresh_token", rt), ("audience", CORE)]).await;
+    let r2 = idp
+        .token(&[("grant_type", "refresh_token"), ("client_id", CLI), ("refresh_token", rt), ("audience", CORE)])
+        .await;
     assert_eq!(r2.status, StatusCode::OK, "{}", r2.text);
     assert_eq!(idp.verifier(CORE).verify(r2.json["access_token"].as_str().unwrap()).await.unwrap().user_id, ALICE);
 
@@ -127,11 +131,21 @@ async fn token_request_may_name_another_audience() {
     let flow = start_flow(&idp, &[("audience", KMS)]).await;
     decide(&idp, &flow.user_code, BOB, BOB_PASSWORD, "approve").await;
     // An audience not configured is refused without using up the approval.
-    idp.token(&[("grant_type", DEVICE_GRANT), ("client_id", CLI), ("device_code", &flow.device_code), ("audience", "x:y")])
-        .await
-        .expect_error(400, "invalid_target");
+    idp.token(&[
+        ("grant_type", DEVICE_GRANT),
+        ("client_id", CLI),
+        ("device_code", &flow.device_code),
+        ("audience", "x:y"),
+    ])
+    .await
+    .expect_error(400, "invalid_target");
     let r = idp
-        .token(&[("grant_type", DEVICE_GRANT), ("client_id", CLI), ("device_code", &flow.device_code), ("audience", CORE)])
+        .token(&[
+            ("grant_type", DEVICE_GRANT),
+            ("client_id", CLI),
+            ("device_code", &flow.device_code),
+            ("audience", CORE),
+        ])
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(jwt_part(r.json["access_token"].as_str().unwrap(), 1)["aud"], CORE);
@@ -172,7 +186,8 @@ async fn wrong_password_on_the_page_approves_nothing() {
     let idp = TestIdp::start().await;
     let flow = start_flow(&idp, &[("audience", KMS)]).await;
     let wrong = "not-alices-password-77";
-    for (user, password) in [(ALICE, wrong), ("mallory@acme.test", wrong), (ALICE, BOB_PASSWORD), (BOB, ALICE_PASSWORD)] {
+    for (user, password) in [(ALICE, wrong), ("mallory@acme.test", wrong), (ALICE, BOB_PASSWORD), (BOB, ALICE_PASSWORD)]
+    {
         for action in ["approve", "deny"] {
             let (status, html) = decide(&idp, &flow.user_code, user, password, action).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{html}");
@@ -185,11 +200,18 @@ async fn wrong_password_on_the_page_approves_nothing() {
     // Missing fields and a missing action approve nothing either.
     let (status, _) = submit(&idp, &[("user_code", &flow.user_code), ("username", ALICE), ("action", "approve")]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = submit(&idp, &[("user_code", &flow.user_code), ("username", ALICE), ("password", ALICE_PASSWORD)]).await;
+    let (status, _) =
+        submit(&idp, &[("user_code", &flow.user_code), ("username", ALICE), ("password", ALICE_PASSWORD)]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = submit(
         &idp,
-        &[("user_code", &flow.user_code), ("username", ALICE), ("password", ALICE_PASSWORD), ("action", "approve"), ("action", "deny")],
+        &[
+            ("user_code", &flow.user_code),
+            ("username", ALICE),
+            ("password", ALICE_PASSWORD),
+            ("action", "approve"),
+            ("action", "deny"),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a repeated action is not a decision");
@@ -272,6 +294,7 @@ async fn page_escapes_the_code_from_the_url() {
     let html = r.text().await.unwrap();
     assert!(!html.contains("<script>"), "{html}");
     assert!(html.contains("&lt;script&gt;"), "{html}");
-    let plain: Value = serde_json::from_str(&idp.http.get(idp.url("/jwks")).send().await.unwrap().text().await.unwrap()).unwrap();
+    let plain: Value =
+        serde_json::from_str(&idp.http.get(idp.url("/jwks")).send().await.unwrap().text().await.unwrap()).unwrap();
     assert!(plain["keys"].is_array());
 }

@@ -14,12 +14,14 @@ async fn discovery_and_jwks_describe_the_provider() {
     let idp = TestIdp::start().await;
     assert!(idp.issuer().starts_with("http://127.0.0.1:"), "issuer from the bound address");
     assert_ne!(idp.running.addr.port(), 0);
-    let d: Value = idp.http.get(idp.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    let d: Value =
+        idp.http.get(idp.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
     assert_eq!(d["issuer"], idp.issuer());
     assert_eq!(d["jwks_uri"], idp.url("/jwks"));
     assert_eq!(d["token_endpoint"], idp.url("/token"));
     assert_eq!(d["device_authorization_endpoint"], idp.url("/device_authorization"));
-    let grants: Vec<&str> = d["grant_types_supported"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let grants: Vec<&str> =
+        d["grant_types_supported"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     for g in ["password", "client_credentials", "refresh_token", DEVICE_GRANT] {
         assert!(grants.contains(&g), "{g}");
     }
@@ -54,7 +56,8 @@ async fn access_token_is_rfc9068_and_verifies_for_its_audience_only() {
     assert_eq!(claims["aud"], KMS, "a single string");
     assert_eq!(claims["client_id"], CLI);
     assert_eq!(claims["name"], "Alice Example");
-    let (iat, nbf, exp) = (claims["iat"].as_i64().unwrap(), claims["nbf"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
+    let (iat, nbf, exp) =
+        (claims["iat"].as_i64().unwrap(), claims["nbf"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
     assert_eq!(nbf, iat);
     assert_eq!(exp - iat, 3600);
     assert!(claims["jti"].as_str().unwrap().len() >= 16);
@@ -71,7 +74,10 @@ async fn access_token_is_rfc9068_and_verifies_for_its_audience_only() {
     assert_eq!(idp.verifier(CORE).verify(at).await.unwrap_err(), IdentityError::WrongAudience);
     // A token for the core, at the KMS.
     let core_token = idp.login(ALICE, ALICE_PASSWORD, CORE).await;
-    assert_eq!(kms.verify(core_token["access_token"].as_str().unwrap()).await.unwrap_err(), IdentityError::WrongAudience);
+    assert_eq!(
+        kms.verify(core_token["access_token"].as_str().unwrap()).await.unwrap_err(),
+        IdentityError::WrongAudience
+    );
     // Two logins, two distinct tokens.
     assert_ne!(jwt_part(core_token["access_token"].as_str().unwrap(), 1)["jti"], claims["jti"]);
 }
@@ -107,7 +113,9 @@ async fn refresh_mints_tokens_for_every_audience_from_one_login() {
     assert_eq!(rt_claims["aud"], idp.issuer(), "addressed to the issuer itself");
     assert_eq!(rt_claims["exp"].as_i64().unwrap() - rt_claims["iat"].as_i64().unwrap(), 30 * 24 * 3600);
 
-    let r = idp.token(&[("grant_type", "refresh_token"), ("client_id", CLI), ("refresh_token", rt), ("audience", KMS)]).await;
+    let r = idp
+        .token(&[("grant_type", "refresh_token"), ("client_id", CLI), ("refresh_token", rt), ("audience", KMS)])
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let who = idp.verifier(KMS).verify(r.json["access_token"].as_str().unwrap()).await.unwrap();
     assert_eq!(who.user_id, ALICE);
@@ -115,15 +123,22 @@ async fn refresh_mints_tokens_for_every_audience_from_one_login() {
     assert_ne!(renewed, rt);
 
     // The renewed one works too, for the other audience.
-    let r = idp.token(&[("grant_type", "refresh_token"), ("client_id", CLI), ("refresh_token", renewed), ("audience", CORE)]).await;
+    let r = idp
+        .token(&[("grant_type", "refresh_token"), ("client_id", CLI), ("refresh_token", renewed), ("audience", CORE)])
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(idp.verifier(CORE).verify(r.json["access_token"].as_str().unwrap()).await.unwrap().user_id, ALICE);
 
     // Refusals: an audience not configured, another public client, a service
     // client, a tampered token, no audience (no default configured).
-    idp.token(&[("grant_type", "refresh_token"), ("client_id", CLI), ("refresh_token", rt), ("audience", "https://evil.test")])
-        .await
-        .expect_error(400, "invalid_target");
+    idp.token(&[
+        ("grant_type", "refresh_token"),
+        ("client_id", CLI),
+        ("refresh_token", rt),
+        ("audience", "https://evil.test"),
+    ])
+    .await
+    .expect_error(400, "invalid_target");
     idp.token(&[("grant_type", "refresh_token"), ("client_id", "other-cli"), ("refresh_token", rt), ("audience", KMS)])
         .await
         .expect_error(400, "invalid_grant");
@@ -158,8 +173,14 @@ async fn refresh_scope_cannot_grow() {
         let rt = rt.to_owned();
         let idp = &idp;
         async move {
-            idp.token(&[("grant_type", "refresh_token"), ("client_id", CLI), ("refresh_token", &rt), ("audience", KMS), ("scope", scope)])
-                .await
+            idp.token(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", CLI),
+                ("refresh_token", &rt),
+                ("audience", KMS),
+                ("scope", scope),
+            ])
+            .await
         }
     };
     let narrowed = refresh("b").await;
@@ -184,7 +205,9 @@ async fn refresh_token_is_never_an_access_token_and_vice_versa() {
     assert_eq!(idp.verifier(idp.issuer()).verify(rt).await.unwrap_err(), IdentityError::WrongType);
 
     // An access token presented as a refresh token.
-    let r = idp.token(&[("grant_type", "refresh_token"), ("client_id", CLI), ("refresh_token", at), ("audience", CORE)]).await;
+    let r = idp
+        .token(&[("grant_type", "refresh_token"), ("client_id", CLI), ("refresh_token", at), ("audience", CORE)])
+        .await;
     r.expect_error(400, "invalid_grant");
     assert!(!r.text.contains(at), "the token is not echoed");
     // Garbage, and an unsigned token claiming to be a refresh token.
@@ -214,7 +237,12 @@ async fn client_credentials_in_the_form_or_basic() {
     let kms = idp.verifier(KMS);
 
     let r = idp
-        .token(&[("grant_type", "client_credentials"), ("client_id", BOT), ("client_secret", BOT_SECRET), ("audience", KMS)])
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", BOT),
+            ("client_secret", BOT_SECRET),
+            ("audience", KMS),
+        ])
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(r.json.get("refresh_token").is_none(), "no refresh token for service clients");
@@ -239,7 +267,12 @@ async fn client_credentials_in_the_form_or_basic() {
     // Wrong secret (form and Basic), unknown client, no secret, both methods.
     for secret in ["wrong", "", &BOT_SECRET[..BOT_SECRET.len() - 1]] {
         let r = idp
-            .token(&[("grant_type", "client_credentials"), ("client_id", BOT), ("client_secret", secret), ("audience", KMS)])
+            .token(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", BOT),
+                ("client_secret", secret),
+                ("audience", KMS),
+            ])
             .await;
         r.expect_error(401, "invalid_client");
         assert!(r.headers.get("www-authenticate").is_some());
@@ -256,9 +289,14 @@ async fn client_credentials_in_the_form_or_basic() {
     let r = Reply::read(r).await;
     r.expect_error(401, "invalid_client");
     assert!(!r.text.contains("wrong-secret-123"));
-    idp.token(&[("grant_type", "client_credentials"), ("client_id", "nobody"), ("client_secret", BOT_SECRET), ("audience", KMS)])
-        .await
-        .expect_error(401, "invalid_client");
+    idp.token(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", "nobody"),
+        ("client_secret", BOT_SECRET),
+        ("audience", KMS),
+    ])
+    .await
+    .expect_error(401, "invalid_client");
     idp.token(&[("grant_type", "client_credentials"), ("client_id", BOT), ("audience", KMS)])
         .await
         .expect_error(401, "invalid_client");
@@ -287,9 +325,14 @@ async fn client_credentials_in_the_form_or_basic() {
         .unwrap();
     Reply::read(bearer).await.expect_error(401, "invalid_client");
     // A right secret for an audience not configured.
-    idp.token(&[("grant_type", "client_credentials"), ("client_id", BOT), ("client_secret", BOT_SECRET), ("audience", "kms://evil.test")])
-        .await
-        .expect_error(400, "invalid_target");
+    idp.token(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", BOT),
+        ("client_secret", BOT_SECRET),
+        ("audience", "kms://evil.test"),
+    ])
+    .await
+    .expect_error(400, "invalid_target");
 }
 
 #[tokio::test]
@@ -369,7 +412,8 @@ async fn key_persists_across_restart() {
 #[tokio::test]
 async fn a_corrupt_key_file_is_an_error_not_a_new_key() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(idp::KEY_FILE), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    std::fs::write(dir.path().join(idp::KEY_FILE), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+        .unwrap();
     let cfg = idp::Config::from_toml(&toml(dir.path(), "")).unwrap();
     let err = idp::start(cfg).await.unwrap_err();
     assert!(matches!(err, idp::Error::Key(idp::KeyError::BadKey { .. })), "{err}");

@@ -1,0 +1,196 @@
+//! The SDK against real servers run in-process: a development IdP, a KMS and
+//! a core, on loopback ports. What the CLI's end-to-end tests cannot see:
+//! typed errors, channel renewal after a reset, the key cache, scheduled
+//! rotation, direct and relayed KMS routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use client::kms::Route;
+use client::tokens::{OidcTokens, TokenSource};
+use client::{Content, Error, KmsPin, Session, SessionConfig};
+use kms_protocol::message::{Method, RequestBody};
+
+const CORE_AUD: &str = "https://core.sdk.test";
+const KMS_AUD: &str = "kms://kms.acme.test";
+
+struct World {
+    _tmp: tempfile::TempDir,
+    idp: idp::Running,
+    kms: kms::server::Running,
+    core: custos_core::server::Running,
+    pin: KmsPin,
+}
+
+impl World {
+    async fn start() -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let idp_cfg = idp::Config::from_toml(&format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\naudiences = [{CORE_AUD:?}, {KMS_AUD:?}]\n[[users]]\nid = \"alice@acme.test\"\npassword = \"alice-pw\"\n[[users]]\nid = \"bob@acme.test\"\npassword = \"bob-pw\"\n[[users]]\nid = \"mallory@acme.test\"\npassword = \"mallory-pw\"\n",
+            tmp.path().join("idp").display().to_string()
+        ))
+        .unwrap();
+        let idp = idp::start(idp_cfg).await.unwrap();
+        std::env::set_var("SDK_TEST_CMK", "a passphrase for the sdk tests");
+        let kms_text = format!(
+            "listen = \"127.0.0.1:0\"\ndomain = \"kms.acme.test\"\norg_domain = \"acme.test\"\ndata_dir = \"kms\"\n[cmk]\npassphrase_env = \"SDK_TEST_CMK\"\n[identity]\naudience = {KMS_AUD:?}\n[[identity.issuers]]\nissuer = {:?}\norg_domain = \"acme.test\"\n",
+            idp.issuer
+        );
+        let kcfg = kms::config::Config::parse(&kms_text, tmp.path()).unwrap();
+        let kms = kms::server::start(&kcfg, false).await.unwrap();
+        let core_text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"core\"\n[identity]\naudience = {CORE_AUD:?}\n[[identity.issuers]]\nissuer = {:?}\norg_domain = \"acme.test\"\n[[orgs]]\ndomain = \"acme.test\"\nkms_uri = \"kms://kms.acme.test\"\nkms_url = \"http://{}\"\n",
+            idp.issuer, kms.addr
+        );
+        let core = custos_core::server::start(custos_core::config::Config::parse(&core_text, tmp.path()).unwrap()).await.unwrap();
+        let pin = KmsPin::new("kms.acme.test", kms.engine.server_key().public_key().clone()).unwrap();
+        World { _tmp: tmp, idp, kms, core, pin }
+    }
+
+    async fn tokens(&self, user: &str, password: &str) -> Arc<dyn TokenSource> {
+        let endpoint = format!("{}/token", self.idp.issuer);
+        let v: serde_json::Value = reqwest::Client::new()
+            .post(&endpoint)
+            .form(&[("grant_type", "password"), ("username", user), ("password", password), ("client_id", "custos-cli"), ("audience", CORE_AUD)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let refresh = v["refresh_token"].as_str().unwrap_or_else(|| panic!("login {user}: {v}"));
+        Arc::new(OidcTokens::from_refresh_token(&endpoint, "custos-cli", refresh, None))
+    }
+
+    fn config(&self) -> SessionConfig {
+        SessionConfig::new(&format!("http://{}", self.core.addr), CORE_AUD, self.pin.clone(), KMS_AUD)
+    }
+
+    async fn session(&self, user: &str, cfg: SessionConfig) -> Session {
+        let pw = format!("{}-pw", user.split('@').next().unwrap());
+        Session::open(cfg, self.tokens(user, &pw).await).await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_round_trip_and_errors_are_typed() {
+    let w = World::start().await;
+    let alice = w.session("alice@acme.test", w.config()).await;
+    let bob = w.session("bob@acme.test", w.config()).await;
+    let mallory = w.session("mallory@acme.test", w.config()).await;
+
+    let space = alice.create_space("Plans", &["bob@acme.test".into()]).await.unwrap();
+    assert_eq!(space.title, "Plans");
+    let m = alice.send(&space.id, "hello").await.unwrap();
+    assert_eq!(m.content, Content::Text("hello".into()));
+    let r = bob.reply(&space.id, &m.id, "hi alice").await.unwrap();
+    bob.react(&space.id, &m.id, "👍").await.unwrap();
+    alice.edit(&space.id, &m.id, "hello, edited").await.unwrap();
+    alice.delete(&space.id, &r.id).await.unwrap();
+    let h = bob.history(&space.id, None, 50).await.unwrap();
+    let contents: Vec<&Content> = h.iter().map(|m| &m.content).collect();
+    assert!(contents.contains(&&Content::Text("hello".into())));
+    assert!(contents.contains(&&Content::Reaction("👍".into())));
+    assert!(contents.contains(&&Content::Edit("hello, edited".into())));
+    assert!(contents.contains(&&Content::Deleted));
+    assert_eq!(h.iter().find(|m| m.content == Content::Text("hi alice".into())).unwrap().parent.as_deref(), Some(m.id.as_str()));
+
+    // Not authorized at the KMS: typed, and distinct from unreachable.
+    let key_uri = m.key_uri.clone().unwrap();
+    let e = mallory.kms().key(&key_uri).await.unwrap_err();
+    assert!(e.is_not_authorized(), "{e:?}");
+    assert!(!e.is_kms_unreachable());
+    // Not a member on the core either.
+    assert!(matches!(mallory.history(&space.id, None, 10).await, Err(Error::Core { status: 404 | 403, .. })));
+
+    // The KMS unreachable, directly: typed, and fast.
+    let mut cfg = w.config();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    cfg.kms_route = Route::Direct { url: format!("http://{dead}") };
+    let cut_off = w.session("bob@acme.test", cfg).await;
+    let t = std::time::Instant::now();
+    let e = cut_off.kms().key(&key_uri).await.unwrap_err();
+    assert!(e.is_kms_unreachable(), "{e:?}");
+    assert!(!e.is_not_authorized());
+    assert!(t.elapsed() < Duration::from_secs(6), "took {:?}", t.elapsed());
+    // And the same KMS directly (not through the core) works.
+    let mut cfg = w.config();
+    cfg.kms_route = Route::Direct { url: format!("http://{}", w.kms.addr) };
+    let direct = w.session("bob@acme.test", cfg).await;
+    assert_eq!(direct.history(&space.id, None, 1).await.unwrap().len(), 1);
+
+    // Oversize text is refused before anything is sent.
+    let before = alice.space(&space.id).await.unwrap().last_seq;
+    assert!(matches!(alice.send(&space.id, &"x".repeat(client::content::MAX_TEXT + 1)).await, Err(Error::Invalid(_))));
+    assert_eq!(alice.space(&space.id).await.unwrap().last_seq, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_renews_the_channel_and_empties_the_key_cache() {
+    let w = World::start().await;
+    let alice = w.session("alice@acme.test", w.config()).await;
+    let space = alice.create_space("Reset", &[]).await.unwrap();
+    alice.send(&space.id, "one").await.unwrap();
+    assert!(alice.kms().cached_keys() > 0);
+    let first = alice.kms().session_uri().await.unwrap();
+    // The session is deleted at the KMS (as on a revocation): the next
+    // request is answered with a signed 499, and the SDK starts over.
+    alice.kms().call(Method::Delete, &first.to_string(), RequestBody::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await; // revocations are polled every 250 ms
+    alice.kms().ping().await.unwrap();
+    let second = alice.kms().session_uri().await.unwrap();
+    assert_ne!(first, second, "a new channel after the reset");
+    assert_eq!(alice.kms().cached_keys(), 0, "cached keys are dropped on a reset");
+    // And everything still works.
+    alice.send(&space.id, "two").await.unwrap();
+    let texts: Vec<Content> = alice.history(&space.id, None, 10).await.unwrap().into_iter().map(|m| m.content).collect();
+    assert!(texts.contains(&Content::Text("one".into())) && texts.contains(&Content::Text("two".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_on_removal_and_on_schedule() {
+    let w = World::start().await;
+    let mut cfg = w.config();
+    cfg.rotation = Duration::from_millis(1500);
+    let alice = w.session("alice@acme.test", cfg).await;
+    let bob = w.session("bob@acme.test", w.config()).await;
+    let space = alice.create_space("Rotation", &["bob@acme.test".into()]).await.unwrap();
+    let k1 = alice.send(&space.id, "a").await.unwrap().key_uri;
+    let k2 = alice.send(&space.id, "b").await.unwrap().key_uri;
+    assert_eq!(k1, k2, "same key within the rotation period");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let k3 = alice.send(&space.id, "c").await.unwrap().key_uri;
+    assert_ne!(k2, k3, "a new key once the newest is older than the rotation period");
+    // Bob can read every generation.
+    assert_eq!(bob.history(&space.id, None, 20).await.unwrap().iter().filter(|m| matches!(m.content, Content::Text(_))).count(), 3);
+
+    // Removal: a new key at once, which bob can no longer get.
+    alice.remove_member(&space.id, "bob@acme.test").await.unwrap();
+    let k4 = alice.send(&space.id, "after bob").await.unwrap().key_uri.unwrap();
+    assert_ne!(Some(k4.clone()), k3);
+    let e = bob.kms().key(&k4).await.unwrap_err();
+    assert!(e.is_not_authorized(), "{e:?}");
+    // Bob's cached older keys are still his (he had them), nothing newer.
+    assert!(bob.kms().key(k3.as_deref().unwrap()).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_stream_and_tampering_is_detected() {
+    let w = World::start().await;
+    let alice = w.session("alice@acme.test", w.config()).await;
+    let space = alice.create_space("Files", &[]).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for size in [0usize, 1, 65_536, 65_537, 4 * 1024 * 1024 + 17] {
+        let src = tmp.path().join(format!("f{size}"));
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let calls = std::sync::Mutex::new(Vec::new());
+        let f = alice.upload(&space.id, &src, &|d, t| calls.lock().unwrap().push((d, t))).await.unwrap();
+        let calls = calls.into_inner().unwrap();
+        assert_eq!(calls.last().map(|c| c.0), calls.last().map(|c| c.1), "progress ends at the total");
+        let dst = tmp.path().join(format!("g{size}"));
+        let info = alice.download(&f.id, &dst, &|_, _| {}).await.unwrap();
+        assert_eq!(info.size as usize, size);
+        assert_eq!(std::fs::read(&dst).unwrap(), data, "size {size}");
+    }
+}
