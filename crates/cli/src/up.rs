@@ -171,7 +171,7 @@ async fn up(opts: UpOptions, data: PathBuf, secrets: Secrets) -> anyhow::Result<
 
         // The org's development identity provider.
         let mut idp_cfg = format!(
-            "# Written by `custos up` (development identity provider).\nlisten = \"127.0.0.1:{}\"\nissuer = {}\ndata_dir = \"idp\"\naudiences = [{}, {}]\n",
+            "# Written by `custos up` (development identity provider).\nlisten = \"127.0.0.1:{}\"\nissuer = {}\ndata_dir = \"idp\"\ndevice_poll_interval_secs = 2\naudiences = [{}, {}]\n",
             org.idp_port,
             toml_str(&issuer),
             toml_str(CORE_AUDIENCE),

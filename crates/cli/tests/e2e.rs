@@ -453,3 +453,104 @@ fn a_core_relaying_to_another_kms_key_is_refused() {
     let _ = kms.wait();
     let _ = core.wait();
 }
+
+/// Approves (or denies) a device login on the IdP's page, as the person would in a browser.
+fn decide_device_login(issuer: &str, user_code: &str, user: &str, password: &str, action: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("{issuer}/device"))
+            .form(&[("user_code", user_code), ("username", user), ("password", password), ("action", action)])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
+/// Starts `custos login` without `--user` (device flow); returns the child and the user code.
+fn start_device_login(dir: &Path, profile: &Path) -> (Child, String, BufReader<std::process::ChildStderr>) {
+    let mut child = Command::new(BIN)
+        .args(["--json", "--config-dir"])
+        .arg(dir)
+        .args(["login", "--org"])
+        .arg(profile)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("device login prompt: {line}"));
+    assert!(v["verification_uri"].as_str().unwrap().contains("/device"));
+    (child, v["user_code"].as_str().unwrap().to_string(), err)
+}
+
+#[test]
+fn device_login_approved_in_the_browser_and_refusals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(&tmp.path().join("up"), free_base());
+    let issuer = up.ready["orgs"][0]["issuer"].as_str().unwrap().to_string();
+    let profile = up.profile("acme.test");
+
+    // A wrong password on the page approves nothing; the right one does.
+    let dir = tmp.path().join("bob");
+    let (child, code, _err) = start_device_login(&dir, &profile);
+    let (status, page) = decide_device_login(&issuer, &code, "bob@acme.test", "wrong password", "approve");
+    assert_ne!(status, 200, "{page}");
+    let (status, page) = decide_device_login(&issuer, &code, "bob@acme.test", &up.password("bob@acme.test"), "approve");
+    assert_eq!(status, 200, "{page}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["user"], "bob@acme.test");
+    let bob = Person { dir };
+    assert_eq!(bob.ok(&["whoami"])["user"], "bob@acme.test");
+
+    // Denied: the CLI says so and stores nothing.
+    let dir = tmp.path().join("carol");
+    let (child, code, mut err) = start_device_login(&dir, &profile);
+    let (status, _) = decide_device_login(&issuer, &code, "carol@acme.test", &up.password("carol@acme.test"), "deny");
+    assert_eq!(status, 200);
+    let status = child.wait_with_output().unwrap().status;
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(!status.success());
+    assert!(rest.contains("access_denied"), "{rest}");
+    assert!(!dir.join("credentials.json").exists());
+
+    // A wrong password at the command line, and a profile whose KMS key is not a key.
+    let err = Command::new(BIN)
+        .args(["--config-dir"])
+        .arg(tmp.path().join("mallory"))
+        .args(["login", "--org"])
+        .arg(&profile)
+        .args(["--user", "alice@acme.test", "--password-stdin"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("login refused"), "{}", String::from_utf8_lossy(&err.stderr));
+    let bad = tmp.path().join("bad.profile.toml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let start = text.find("kms_key = ").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    std::fs::write(&bad, format!("{}kms_key = '{{\"kty\":\"oct\",\"k\":\"AAAA\"}}'{}", &text[..start], &text[end..])).unwrap();
+    let out = Command::new(BIN).args(["--config-dir"]).arg(tmp.path().join("x")).args(["login", "--org"]).arg(&bad).args(["--user", "alice@acme.test"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kms_key"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Ctrl-C stops everything cleanly.
+    let mut up = up;
+    let pid = up.child.id();
+    Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = up.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "custos up did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "custos up exit on Ctrl-C: {status:?}");
+}
