@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod client_cmd;
 mod demo;
 mod profile;
+mod sdk_bench;
 mod up;
 
 #[derive(Parser)]
@@ -54,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         command: IdpCommand,
     },
+    /// The client SDK's own tools.
+    Sdk {
+        #[command(subcommand)]
+        command: SdkCommand,
+    },
     #[command(flatten)]
     Client(client_cmd::ClientCommand),
     /// The enterprise Key Management Server.
@@ -65,6 +71,24 @@ enum Command {
     Core {
         #[command(subcommand)]
         command: CoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SdkCommand {
+    /// Load: senders and live receivers through the SDK on an in-process
+    /// `up` deployment; send-to-decrypted-at-receiver latency p50/p99 with
+    /// warm key caches.
+    Bench {
+        /// Spaces (one sender, two receivers each).
+        #[arg(long, default_value_t = 10)]
+        spaces: usize,
+        /// Offered messages per second, over all spaces.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
     },
 }
 
@@ -167,6 +191,9 @@ fn main() -> ExitCode {
                 let cfg = idp::Config::load(&config)?;
                 idp::serve(cfg).await.map_err(anyhow::Error::from)
             })
+        }
+        Command::Sdk { command: SdkCommand::Bench { spaces, rate, seconds } } => {
+            sdk_bench::run(sdk_bench::BenchOptions { spaces, rate, seconds })
         }
         Command::Client(cmd) => client_cmd::run(cmd, cli.config_dir.as_deref(), client_cmd::Out { json: cli.json }),
         Command::Core { command: CoreCommand::Bench { clients, spaces, seconds, rate, database_url } } => {

@@ -38,7 +38,7 @@ fn orgs(base: u16) -> [Org; 2] {
 /// Secrets generated on the first `up` (development only), kept in
 /// `<data>/secrets.toml` with mode 0600.
 #[derive(Serialize, Deserialize, Default)]
-struct Secrets {
+pub struct Secrets {
     /// CMK passphrase per org.
     cmk: std::collections::BTreeMap<String, String>,
     /// Password per user id.
@@ -134,14 +134,7 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => default_data_dir()?,
     };
-    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    let data = data.canonicalize()?;
-    let secrets = load_or_create_secrets(&data)?;
-    // The KMSes read their CMK passphrases from the environment: set them
-    // before any thread starts.
-    for (org, pass) in &secrets.cmk {
-        std::env::set_var(cmk_env(org), pass);
-    }
+    let (data, secrets) = prepare(&data)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(up(opts, data, secrets))
 }
@@ -150,8 +143,72 @@ fn cmk_env(org: &str) -> String {
     format!("CUSTOS_UP_CMK_{}", org.replace(['.', '-'], "_").to_uppercase())
 }
 
+/// A running deployment (in this process).
+pub struct Deployment {
+    ready: Ready,
+    idps: Vec<idp::Running>,
+    kmses: Vec<kms::server::Running>,
+    core: custos_core::server::Running,
+}
+
+impl Deployment {
+    /// What the demo and the load tool need of it.
+    pub fn view(&self) -> DemoView {
+        ready_view(&self.ready)
+    }
+
+    /// Stops every server.
+    pub async fn stop(self) {
+        stop(self.idps, self.kmses, self.core).await
+    }
+}
+
+/// Creates `data` and its secrets, and puts the CMK passphrases in the
+/// environment where the KMSes read them. Call before any runtime starts
+/// (the environment is not safe to change while other threads read it).
+pub fn prepare(data: &Path) -> anyhow::Result<(PathBuf, Secrets)> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let data = data.canonicalize()?;
+    let secrets = load_or_create_secrets(&data)?;
+    for (org, pass) in &secrets.cmk {
+        std::env::set_var(cmk_env(org), pass);
+    }
+    Ok((data, secrets))
+}
+
 async fn up(opts: UpOptions, data: PathBuf, secrets: Secrets) -> anyhow::Result<()> {
-    let base = opts.base_port;
+    let d = start(data.clone(), opts.base_port, secrets).await?;
+    if opts.json {
+        println!("{}", json!({"ready": d.ready}));
+    } else {
+        print_ready(&d.ready);
+    }
+
+    if opts.demo {
+        let result = crate::demo::run(&d.view()).await;
+        if let Err(e) = &result {
+            eprintln!("custos demo: {e:#}");
+        }
+        if opts.exit_after_demo {
+            d.stop().await;
+            return result;
+        }
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    d.stop().await;
+    if !opts.json {
+        println!("custos up: stopped; data kept in {}", data.display());
+    }
+    Ok(())
+}
+
+/// Starts everything (after [`prepare`]) on five ports from `base`.
+pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result<Deployment> {
     let core_url = format!("http://127.0.0.1:{base}");
     let mut idps = Vec::new();
     let mut kmses = Vec::new();
@@ -261,34 +318,7 @@ async fn up(opts: UpOptions, data: PathBuf, secrets: Secrets) -> anyhow::Result<
     let core_path = data.join("core.toml");
     std::fs::write(&core_path, &core_cfg)?;
     let core = custos_core::server::start(custos_core::config::Config::load(&core_path)?).await.context("starting the core")?;
-
-    if opts.json {
-        println!("{}", json!({"ready": ready}));
-    } else {
-        print_ready(&ready);
-    }
-
-    if opts.demo {
-        let result = crate::demo::run(&ready_view(&ready)).await;
-        if let Err(e) = &result {
-            eprintln!("custos demo: {e:#}");
-        }
-        if opts.exit_after_demo {
-            stop(idps, kmses, core).await;
-            return result;
-        }
-    }
-
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    stop(idps, kmses, core).await;
-    if !opts.json {
-        println!("custos up: stopped; data kept in {}", data.display());
-    }
-    Ok(())
+    Ok(Deployment { ready, idps, kmses, core })
 }
 
 async fn stop(idps: Vec<idp::Running>, kmses: Vec<kms::server::Running>, core: custos_core::server::Running) {

@@ -107,11 +107,10 @@
 //! be crafted to decrypt validly under two keys chosen by the attacker; that
 //! matters only if different recipients could be given different file keys for
 //! the same blob (the key travels in metadata sealed by the sender, so the
-//! sender could do this, and no one else). The length of the file is visible
-//! (to within nothing: `len` follows from the stream length). A single key
-//! encrypts at most 2^32 · 16 MiB = 2^56 bytes, where GCM's confidentiality
-//! bound (`σ²/2^128` for σ blocks) is still below 2^-24; real files are far
-//! smaller. Tag checks are constant-time inside aws-lc; the header is public.
+//! sender could do this, and no one else). The exact length of the file is
+//! visible: it follows from the stream length. A single key encrypts at most
+//! 2^32 · 16 MiB = 2^56 bytes, where GCM's confidentiality bound (about
+//! `σ²/2^128` for σ blocks) is about 2^-24; real files are far smaller. Tag checks are constant-time inside aws-lc; the header is public.
 //!
 //! ## Errors and I/O
 //!

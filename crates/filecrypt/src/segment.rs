@@ -128,7 +128,7 @@ impl Encryptor {
         let nonce = Nonce::assume_unique_for_key(segment_nonce(&self.header.nonce_prefix, index, last));
         let tag = self
             .key
-            .seal_in_place_separate_tag(nonce, Aad::empty(), plaintext)
+            .seal_in_place_separate_tag(nonce, Aad::from(&self.header.bytes[..]), plaintext)
             // Only fails for messages over GCM's 64 GiB limit, far above MAX_SEGMENT.
             .map_err(|_| Error::SegmentLength { segment: u64::from(index), len })?;
         self.pos = advance(index, last);
@@ -201,7 +201,7 @@ impl Decryptor {
         let ct_len = buf.len() - TAG_LEN;
         let (ct, tag) = buf.split_at_mut(ct_len);
         let nonce = Nonce::assume_unique_for_key(segment_nonce(&self.header.nonce_prefix, index, last));
-        match self.key.open_in_place_separate_tag(nonce, Aad::empty(), tag, ct) {
+        match self.key.open_in_place_separate_tag(nonce, Aad::from(&self.header.bytes[..]), tag, ct) {
             Ok(_) => {
                 buf.truncate(ct_len);
                 self.pos = advance(index, last);
@@ -222,7 +222,7 @@ impl Decryptor {
         let index = self.check(ct_and_tag.len(), last)?;
         let (ct, tag) = ct_and_tag.split_at(ct_and_tag.len() - TAG_LEN);
         let nonce = Nonce::assume_unique_for_key(segment_nonce(&self.header.nonce_prefix, index, last));
-        match self.key.open_separate_gather(nonce, Aad::empty(), ct, tag, out) {
+        match self.key.open_separate_gather(nonce, Aad::from(&self.header.bytes[..]), ct, tag, out) {
             Ok(()) => {
                 self.pos = advance(index, last);
                 Ok(())
@@ -344,7 +344,9 @@ mod tests {
 
         // The final segment at the position of the one before it fails.
         let mut b2 = b.clone();
-        assert!(matches!(dec.open_segment(&mut b2, false), Err(Error::Tampered { segment }) if segment == u64::from(u32::MAX - 1)));
+        assert!(
+            matches!(dec.open_segment(&mut b2, false), Err(Error::Tampered { segment }) if segment == u64::from(u32::MAX - 1))
+        );
         assert!(b2.is_empty());
         dec.open_segment(&mut a, false).unwrap();
         assert_eq!(a, vec![7u8; 4096]);

@@ -31,11 +31,19 @@ pub struct DecryptingWriter<W: Write> {
 
 enum State {
     /// Collecting the header; the key is needed once it is complete.
-    Header { key: FileKey, buf: [u8; HEADER_LEN], len: usize },
+    Header {
+        key: FileKey,
+        buf: [u8; HEADER_LEN],
+        len: usize,
+    },
     /// `pending` holds up to one whole segment of ciphertext; `plain` is scratch
     /// for its plaintext (opening out of place keeps the ciphertext for a second
     /// try that tells [`Error::TrailingData`] and [`Error::Truncated`] from tampering).
-    Body { dec: Decryptor, pending: Vec<u8>, plain: Vec<u8> },
+    Body {
+        dec: Decryptor,
+        pending: Vec<u8>,
+        plain: Vec<u8>,
+    },
     Failed(Error),
 }
 

@@ -24,10 +24,10 @@ struct Trickle<'a> {
 impl Read for Trickle<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         self.calls += 1;
-        if self.flaky && self.calls % 3 == 0 {
+        if self.flaky && self.calls.is_multiple_of(3) {
             return Err(io::ErrorKind::Interrupted.into());
         }
-        if self.flaky && self.calls % 5 == 0 {
+        if self.flaky && self.calls.is_multiple_of(5) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = out.len().min(self.max).min(self.data.len());
@@ -74,8 +74,8 @@ fn encrypt_segments(key: &FileKey, segment: usize, plain: &[u8]) -> Vec<u8> {
 fn check_round_trip(segment: usize, len: usize, read_piece: usize, write_piece: usize, inner_max: usize) {
     let key = FileKey::generate();
     let plain = data(len, len as u64 ^ segment as u64);
-    let r = EncryptingReader::new(Trickle { data: &plain, max: inner_max, flaky: true, calls: 0 }, &key, segment)
-        .unwrap();
+    let r =
+        EncryptingReader::new(Trickle { data: &plain, max: inner_max, flaky: true, calls: 0 }, &key, segment).unwrap();
     let ct = read_all(r, read_piece);
     assert_eq!(ct.len() as u64, ciphertext_len(len as u64, segment), "len {len} seg {segment}");
     assert_eq!(plaintext_len(ct.len() as u64, segment), Some(len as u64));
@@ -181,7 +181,9 @@ fn encryptor_misuse() {
     assert_eq!(enc.segment_size(), MIN_SEGMENT);
     for (len, last) in [(MIN_SEGMENT - 1, false), (MIN_SEGMENT + 1, false), (0, false), (MIN_SEGMENT + 1, true)] {
         let mut buf = vec![1u8; len];
-        assert!(matches!(enc.seal_segment(&mut buf, last), Err(Error::SegmentLength { segment: 0, len: l }) if l == len));
+        assert!(
+            matches!(enc.seal_segment(&mut buf, last), Err(Error::SegmentLength { segment: 0, len: l }) if l == len)
+        );
         assert_eq!(buf, vec![1u8; len]);
     }
     let mut buf = vec![1u8; 10];
@@ -260,8 +262,8 @@ fn inner_write_errors_pass_through() {
 fn inner_read_errors_pass_through() {
     let key = FileKey::generate();
     let plain = data(5 * MIN_SEGMENT + 3, 4);
-    let r = EncryptingReader::new(Trickle { data: &plain, max: 1000, flaky: true, calls: 0 }, &key, MIN_SEGMENT)
-        .unwrap();
+    let r =
+        EncryptingReader::new(Trickle { data: &plain, max: 1000, flaky: true, calls: 0 }, &key, MIN_SEGMENT).unwrap();
     let mut r = r;
     let mut ct = Vec::new();
     let mut buf = [0u8; 5000];
@@ -285,7 +287,7 @@ fn inner_read_errors_pass_through() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn random_round_trips(

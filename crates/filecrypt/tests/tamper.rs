@@ -88,6 +88,18 @@ fn header_bit_flips() {
     }
 }
 
+/// A one-segment file does not depend on the segment size for its boundaries,
+/// so only the header being the AAD catches a changed size there.
+#[test]
+fn header_rewrite_on_a_one_segment_file() {
+    let f = fixture(100);
+    for (at, value) in [(5..9, (2 * SEG as u32).to_be_bytes()), (5..9, (SEG as u32 + 1).to_be_bytes())] {
+        let mut ct = f.ct.clone();
+        ct[at].copy_from_slice(&value);
+        expect_writer(&f, &f.key, &ct, is_tampered(0));
+    }
+}
+
 #[test]
 fn segment_and_tag_bit_flips() {
     let f = fixture(LEN);
@@ -143,7 +155,9 @@ fn truncation_at_boundaries_low_level() {
             let mut b = s.clone();
             if i + 1 == keep {
                 let mut b2 = b.clone();
-                assert!(matches!(dec.open_segment(&mut b2, true), Err(Error::Tampered { segment }) if segment == i as u64));
+                assert!(
+                    matches!(dec.open_segment(&mut b2, true), Err(Error::Tampered { segment }) if segment == i as u64)
+                );
                 assert!(b2.is_empty(), "failed segment not released");
             }
             dec.open_segment(&mut b, false).unwrap();
