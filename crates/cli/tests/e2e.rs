@@ -314,6 +314,18 @@ fn chat_invite_tail_files_tampering_and_removal() {
     assert_ne!(after["key"], before, "the key must rotate on removal");
     assert!(carol.fails(&["read", &space]).contains("refused"));
     assert_eq!(bob.texts(&space).last().unwrap(), "carol is gone: budget 2.4M");
+
+    // The second organization works on its own KMS and identity provider.
+    let dave = Person::login(&up, &people, "dave@globex.test");
+    let erin = Person::login(&up, &people, "erin@globex.test");
+    let g = dave.ok(&["space", "create", "Globex board", "--member", "erin@globex.test"])["id"].as_str().unwrap().to_string();
+    dave.ok(&["send", &g, "hello from globex"]);
+    assert_eq!(erin.texts(&g), ["hello from globex"]);
+    // Across organizations (federation, not built yet) the error says so plainly.
+    alice.ok(&["space", "add", &space, "dave@globex.test"]);
+    let v = dave.ok(&["read", &space]);
+    let msg = v["events"].as_array().unwrap().iter().find(|e| e["kind"] == "unreadable").expect("dave cannot read acme's keys yet");
+    assert!(msg["error"].as_str().unwrap().contains("federation"), "{msg}");
 }
 
 /// Peak resident memory (KiB) of a child, from the kernel's accounting.

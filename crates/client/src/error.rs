@@ -31,6 +31,13 @@ pub enum Error {
         /// The KMS domain.
         domain: String,
     },
+    /// The key belongs to another organization's KMS. Reaching it goes
+    /// through your own KMS (federation), which is not built yet.
+    #[error("this content is under a key of {domain}, another organization's KMS; cross-organization spaces need KMS federation, which is not available yet")]
+    OtherKms {
+        /// The key's KMS domain.
+        domain: String,
+    },
     /// The KMS answered with another error status.
     #[error("the KMS refused the request: {status} {reason}")]
     Kms {

@@ -316,6 +316,9 @@ impl KmsClient {
     /// A content key by URI (cached).
     pub async fn key(&self, uri: &str) -> Result<ContentKey> {
         let uri = KmsUri::parse_absolute(uri).map_err(|e| Error::Tampered(format!("key URI: {e}")))?;
+        if uri.domain() != self.pin.domain {
+            return Err(Error::OtherKms { domain: uri.domain().to_string() });
+        }
         if let Some(k) = self.keys.lock().expect("not poisoned").get(&uri.to_string()) {
             return Ok(k.clone());
         }
