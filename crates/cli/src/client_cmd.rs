@@ -140,7 +140,9 @@ pub fn run(cmd: ClientCommand, dir: Option<&Path>, out: Out) -> anyhow::Result<(
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         match cmd {
-            ClientCommand::Login { org, user, password_stdin } => login(&dir, org.as_deref(), user, password_stdin, out).await,
+            ClientCommand::Login { org, user, password_stdin } => {
+                login(&dir, org.as_deref(), user, password_stdin, out).await
+            }
             other => {
                 let session = open(&dir).await?;
                 command(&session, other, out).await
@@ -165,18 +167,31 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<Discov
     r.json().await.with_context(|| format!("{url} is not an OpenID discovery document"))
 }
 
-async fn token_request(http: &reqwest::Client, endpoint: &str, form: &[(&str, &str)]) -> anyhow::Result<Result<Value, (String, String)>> {
+async fn token_request(
+    http: &reqwest::Client,
+    endpoint: &str,
+    form: &[(&str, &str)],
+) -> anyhow::Result<Result<Value, (String, String)>> {
     let r = http.post(endpoint).form(form).send().await.context("the identity provider is unreachable")?;
     let ok = r.status().is_success();
     let v: Value = r.json().await.context("the identity provider's answer is not JSON")?;
     if ok {
         Ok(Ok(v))
     } else {
-        Ok(Err((v["error"].as_str().unwrap_or("error").to_string(), v["error_description"].as_str().unwrap_or("").to_string())))
+        Ok(Err((
+            v["error"].as_str().unwrap_or("error").to_string(),
+            v["error_description"].as_str().unwrap_or("").to_string(),
+        )))
     }
 }
 
-async fn login(dir: &Path, org: Option<&Path>, user: Option<String>, password_stdin: bool, out: Out) -> anyhow::Result<()> {
+async fn login(
+    dir: &Path,
+    org: Option<&Path>,
+    user: Option<String>,
+    password_stdin: bool,
+    out: Out,
+) -> anyhow::Result<()> {
     let prof = match org {
         Some(p) => OrgProfile::load(p)?,
         None => OrgProfile::current(dir).context("pass --org <org profile>")?,
@@ -211,7 +226,8 @@ async fn login(dir: &Path, org: Option<&Path>, user: Option<String>, password_st
         None => device_flow(&http, &d, &prof, out).await?,
     };
     let refresh = answer["refresh_token"].as_str().context("the identity provider gave no refresh token")?;
-    let device_id = Credentials::load(dir).map(|c| c.device_id).unwrap_or_else(|_| format!("custos-cli-{}", uuid::Uuid::new_v4()));
+    let device_id =
+        Credentials::load(dir).map(|c| c.device_id).unwrap_or_else(|_| format!("custos-cli-{}", uuid::Uuid::new_v4()));
     prof.save(dir)?;
     // Who the token says we are: ask the core.
     let tokens: Arc<dyn client::tokens::TokenSource> =
@@ -226,7 +242,10 @@ async fn login(dir: &Path, org: Option<&Path>, user: Option<String>, password_st
 }
 
 async fn device_flow(http: &reqwest::Client, d: &Discovery, prof: &OrgProfile, out: Out) -> anyhow::Result<Value> {
-    let endpoint = d.device_authorization_endpoint.as_deref().context("this identity provider offers no device login: use --user")?;
+    let endpoint = d
+        .device_authorization_endpoint
+        .as_deref()
+        .context("this identity provider offers no device login: use --user")?;
     let r = http
         .post(endpoint)
         .form(&[("client_id", prof.client_id.as_str()), ("audience", prof.core_audience.as_str())])
@@ -273,8 +292,12 @@ pub async fn open(dir: &Path) -> anyhow::Result<Session> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let d = discover(&http, &prof.issuer).await?;
     let hook = profile::rotate_hook(dir, &creds.user, &creds.device_id);
-    let tokens: Arc<dyn client::tokens::TokenSource> =
-        Arc::new(client::tokens::OidcTokens::from_refresh_token(&d.token_endpoint, &prof.client_id, &creds.refresh_token, Some(hook)));
+    let tokens: Arc<dyn client::tokens::TokenSource> = Arc::new(client::tokens::OidcTokens::from_refresh_token(
+        &d.token_endpoint,
+        &prof.client_id,
+        &creds.refresh_token,
+        Some(hook),
+    ));
     Ok(Session::open(prof.session_config(&creds.device_id)?, tokens).await?)
 }
 
@@ -352,7 +375,10 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
         ClientCommand::Login { .. } => unreachable!("handled before"),
         ClientCommand::Whoami => {
             let me = s.core().me().await?;
-            out.print(|| format!("{} (core {}, KMS {})", s.user_id(), s.core().base(), s.kms().domain()), json!({"user": s.user_id(), "core": s.core().base(), "kms": s.kms().domain(), "org": me["org"]}));
+            out.print(
+                || format!("{} (core {}, KMS {})", s.user_id(), s.core().base(), s.kms().domain()),
+                json!({"user": s.user_id(), "core": s.core().base(), "kms": s.kms().domain(), "org": me["org"]}),
+            );
         }
         ClientCommand::Spaces => {
             let spaces = s.spaces().await?;
@@ -361,7 +387,9 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
                     .iter()
                     .map(|(id, title, role, last, read)| match title {
                         Ok(t) => json!({"id": id, "title": t, "role": role, "last_seq": last, "read_seq": read}),
-                        Err(e) => json!({"id": id, "error": e.to_string(), "role": role, "last_seq": last, "read_seq": read}),
+                        Err(e) => {
+                            json!({"id": id, "error": e.to_string(), "role": role, "last_seq": last, "read_seq": read})
+                        }
                     })
                     .collect();
                 println!("{}", json!({"spaces": list}));
@@ -389,7 +417,10 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
             }
             SpaceCommand::Remove { space, user } => {
                 s.remove_member(&space, &user).await?;
-                out.print(|| format!("Removed {user} from {space}; the space's key rotated"), json!({"space": space, "removed": user}));
+                out.print(
+                    || format!("Removed {user} from {space}; the space's key rotated"),
+                    json!({"space": space, "removed": user}),
+                );
             }
             SpaceCommand::Show { space } => {
                 let sp = s.space(&space).await?;
@@ -465,14 +496,20 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
             let size = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.len();
             let bar = progress_bar(filecrypt::ciphertext_len(size, filecrypt::DEFAULT_SEGMENT), out, "upload");
             let f = s.upload(&space, &path, &*bar).await?;
-            out.print(|| format!("Uploaded {} ({} bytes) as file {}", f.name, f.size, f.id), json!({"file": f.id, "name": f.name, "size": f.size, "space": space}));
+            out.print(
+                || format!("Uploaded {} ({} bytes) as file {}", f.name, f.size, f.id),
+                json!({"file": f.id, "name": f.name, "size": f.size, "space": space}),
+            );
         }
         ClientCommand::Download { file, dest } => {
             let info = s.file_info(&file).await?;
             let bar = progress_bar(filecrypt::ciphertext_len(info.size, filecrypt::DEFAULT_SEGMENT), out, "download");
             let dest = if dest.is_dir() { dest.join(sanitize(&info.name)) } else { dest };
             let f = s.download(&file, &dest, &*bar).await?;
-            out.print(|| format!("Downloaded {} ({} bytes) to {}", f.name, f.size, dest.display()), json!({"file": f.id, "name": f.name, "size": f.size, "path": dest}));
+            out.print(
+                || format!("Downloaded {} ({} bytes) to {}", f.name, f.size, dest.display()),
+                json!({"file": f.id, "name": f.name, "size": f.size, "path": dest}),
+            );
         }
     }
     Ok(())

@@ -32,7 +32,8 @@ pub async fn password_session(prof: &OrgProfile, user: &str, password: &str) -> 
     anyhow::ensure!(r.status().is_success(), "login of {user} refused ({})", r.status());
     let v: serde_json::Value = r.json().await?;
     let refresh = v["refresh_token"].as_str().context("no refresh token")?;
-    let tokens = Arc::new(client::tokens::OidcTokens::from_refresh_token(&token_endpoint, &prof.client_id, refresh, None));
+    let tokens =
+        Arc::new(client::tokens::OidcTokens::from_refresh_token(&token_endpoint, &prof.client_id, refresh, None));
     let cfg = prof.session_config(&format!("custos-demo-{}", uuid::Uuid::new_v4()))?;
     Ok(Session::open(cfg, tokens).await?)
 }
@@ -77,12 +78,20 @@ pub async fn run(view: &DemoView) -> anyhow::Result<()> {
 
     println!("\n  What the provider stores (the newest row of core_events, raw):");
     let url = format!("sqlite://{}?mode=ro", view.core_db.display());
-    let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect(&url).await.context("opening the core's database")?;
-    let row = sqlx::query("SELECT * FROM core_events WHERE kind = 'message' ORDER BY create_date DESC, seq DESC LIMIT 1")
-        .fetch_one(&pool)
-        .await?;
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .context("opening the core's database")?;
+    let row =
+        sqlx::query("SELECT * FROM core_events WHERE kind = 'message' ORDER BY create_date DESC, seq DESC LIMIT 1")
+            .fetch_one(&pool)
+            .await?;
     for (i, col) in row.columns().iter().enumerate() {
-        let v: Option<String> = row.try_get::<Option<String>, _>(i).or_else(|_| row.try_get::<Option<i64>, _>(i).map(|n| n.map(|n| n.to_string()))).unwrap_or(None);
+        let v: Option<String> = row
+            .try_get::<Option<String>, _>(i)
+            .or_else(|_| row.try_get::<Option<i64>, _>(i).map(|n| n.map(|n| n.to_string())))
+            .unwrap_or(None);
         let v = v.unwrap_or_else(|| "NULL".into());
         let shown = if v.len() > 100 { format!("{}… ({} bytes)", &v[..100], v.len()) } else { v };
         println!("    {:<16} {shown}", col.name());
@@ -99,7 +108,13 @@ pub async fn run(view: &DemoView) -> anyhow::Result<()> {
         Err(e) => say("carol", format!("reading the space: refused by the core ({e})")),
     }
     // Even a core that let her through would not help: the KMS refuses the new key.
-    let key_uri = bob.core().events(&space.id, Some(secret.seq - 1), None, Some(1)).await?.pop().and_then(|e| e.key_uri).context("no key")?;
+    let key_uri = bob
+        .core()
+        .events(&space.id, Some(secret.seq - 1), None, Some(1))
+        .await?
+        .pop()
+        .and_then(|e| e.key_uri)
+        .context("no key")?;
     match carol.kms().key(&key_uri).await {
         Ok(_) => anyhow::bail!("the KMS gave a removed member the new key"),
         Err(e) => say("carol", format!("asking the KMS for the new key directly: {e}")),

@@ -171,7 +171,9 @@ fn main() -> ExitCode {
     // Servers log their progress; client commands only problems.
     let default_level = if matches!(cli.command, Command::Client(_)) { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| default_level.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| default_level.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
@@ -189,7 +191,7 @@ fn main() -> ExitCode {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
             rt.block_on(async move {
                 let cfg = idp::Config::load(&config)?;
-                idp::serve(cfg).await.map_err(anyhow::Error::from)
+                idp::serve(cfg).await
             })
         }
         Command::Sdk { command: SdkCommand::Bench { spaces, rate, seconds } } => {
@@ -214,9 +216,15 @@ fn main() -> ExitCode {
             print!("{}", include_str!("../../kms/kms.example.toml"));
             Ok(())
         }
-        Command::Kms { command: KmsCommand::Bench { seconds, clients, keys_per_request, database_url, in_process_only } } => {
-            kms::bench::run(kms::bench::BenchOptions { seconds, clients, keys_per_request, database_url, in_process_only })
-        }
+        Command::Kms {
+            command: KmsCommand::Bench { seconds, clients, keys_per_request, database_url, in_process_only },
+        } => kms::bench::run(kms::bench::BenchOptions {
+            seconds,
+            clients,
+            keys_per_request,
+            database_url,
+            in_process_only,
+        }),
         Command::Kms { command: KmsCommand::Serve { config } } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
             rt.block_on(async move {

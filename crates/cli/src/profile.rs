@@ -77,8 +77,10 @@ impl OrgProfile {
     /// Reads a profile file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let p: OrgProfile = toml::from_str(&text).with_context(|| format!("{} is not a Custos org profile", path.display()))?;
-        client::KmsPin::from_jwk_json(&p.kms_domain, &p.kms_key).with_context(|| format!("{}: kms_key", path.display()))?;
+        let p: OrgProfile =
+            toml::from_str(&text).with_context(|| format!("{} is not a Custos org profile", path.display()))?;
+        client::KmsPin::from_jwk_json(&p.kms_domain, &p.kms_key)
+            .with_context(|| format!("{}: kms_key", path.display()))?;
         Ok(p)
     }
 
@@ -94,8 +96,10 @@ impl OrgProfile {
     /// Writes it as `dir/config.toml`.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let text = format!("# Custos client profile for {} (written by `custos login`)\n{}", self.org, toml::to_string(self)?);
-        std::fs::write(dir.join("config.toml"), text).with_context(|| format!("writing {}", dir.join("config.toml").display()))
+        let text =
+            format!("# Custos client profile for {} (written by `custos login`)\n{}", self.org, toml::to_string(self)?);
+        std::fs::write(dir.join("config.toml"), text)
+            .with_context(|| format!("writing {}", dir.join("config.toml").display()))
     }
 
     /// The SDK session configuration.
@@ -114,8 +118,10 @@ impl Credentials {
     /// Reads `dir/credentials.json`.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("credentials.json");
-        let text = std::fs::read(&path).with_context(|| format!("not logged in (no {}): run `custos login`", path.display()))?;
-        serde_json::from_slice(&text).with_context(|| format!("{} is damaged: run `custos login` again", path.display()))
+        let text = std::fs::read(&path)
+            .with_context(|| format!("not logged in (no {}): run `custos login`", path.display()))?;
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{} is damaged: run `custos login` again", path.display()))
     }
 
     /// Writes `dir/credentials.json` with mode 0600 (created that way, so it
@@ -131,7 +137,12 @@ fn save_credentials(dir: &Path, c: &Credentials) -> anyhow::Result<()> {
     let path = dir.join("credentials.json");
     let tmp = dir.join(".credentials.json.tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(&serde_json::to_vec_pretty(c)?)?;
     f.sync_all()?;
     drop(f);

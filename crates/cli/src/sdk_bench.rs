@@ -28,7 +28,10 @@ pub struct BenchOptions {
 
 /// Runs the load tool.
 pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
-    anyhow::ensure!(opts.spaces >= 1 && opts.rate > 0.0 && opts.seconds > 0.0, "spaces, rate and seconds must be positive");
+    anyhow::ensure!(
+        opts.spaces >= 1 && opts.rate > 0.0 && opts.seconds > 0.0,
+        "spaces, rate and seconds must be positive"
+    );
     let tmp = tempfile::tempdir()?;
     let (data, secrets) = crate::up::prepare(tmp.path())?;
     let base = free_base()?;
@@ -96,7 +99,9 @@ async fn bench(view: &crate::up::DemoView, opts: &BenchOptions) -> anyhow::Resul
                 let _ = started.send(());
                 let mut got = 0usize;
                 while got < expected {
-                    let m = tokio::time::timeout(Duration::from_secs(10), live.next()).await.context("deliveries stopped")??;
+                    let m = tokio::time::timeout(Duration::from_secs(10), live.next())
+                        .await
+                        .context("deliveries stopped")??;
                     if let Content::Text(t) = &m.content {
                         if let Some(ns) = t.strip_prefix("bench ").and_then(|n| n.parse::<u64>().ok()) {
                             let sent = origin + Duration::from_nanos(ns);
@@ -144,7 +149,10 @@ async fn bench(view: &crate::up::DemoView, opts: &BenchOptions) -> anyhow::Resul
     println!("custos sdk bench: {} spaces, 1 sender and 2 receivers each, warm key caches", spaces.len());
     println!("  offered     {:>8.0} messages/s for {:.1} s ({} messages)", opts.rate, opts.seconds, expected);
     println!("  sent        {:>8.0} messages/s", expected as f64 / sent_in.as_secs_f64());
-    println!("  decrypted   {:>8.0} deliveries/s at the receivers ({delivered} deliveries)", delivered as f64 / all_in.as_secs_f64());
+    println!(
+        "  decrypted   {:>8.0} deliveries/s at the receivers ({delivered} deliveries)",
+        delivered as f64 / all_in.as_secs_f64()
+    );
     println!(
         "  send-to-decrypted-at-receiver latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         percentile(&lat, 0.5).as_secs_f64() * 1e3,

@@ -30,7 +30,13 @@ struct Org {
 
 fn orgs(base: u16) -> [Org; 2] {
     [
-        Org { domain: "acme.test", users: &["alice", "bob", "carol"], bot: Some("pollbot"), idp_port: base + 1, kms_port: base + 2 },
+        Org {
+            domain: "acme.test",
+            users: &["alice", "bob", "carol"],
+            bot: Some("pollbot"),
+            idp_port: base + 1,
+            kms_port: base + 2,
+        },
         Org { domain: "globex.test", users: &["dave", "erin"], bot: None, idp_port: base + 3, kms_port: base + 4 },
     ]
 }
@@ -77,7 +83,10 @@ fn load_or_create_secrets(data: &Path) -> anyhow::Result<Secrets> {
         let tmp = data.join(".secrets.toml.tmp");
         let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        std::io::Write::write_all(&mut f, format!("# Development secrets of `custos up` (not for production).\n{text}").as_bytes())?;
+        std::io::Write::write_all(
+            &mut f,
+            format!("# Development secrets of `custos up` (not for production).\n{text}").as_bytes(),
+        )?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
     }
@@ -255,7 +264,9 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
         }
         let idp_path = dir.join("idp.toml");
         write_private(&idp_path, &idp_cfg)?;
-        let idp = idp::start(idp::Config::load(&idp_path)?).await.with_context(|| format!("starting the identity provider of {}", org.domain))?;
+        let idp = idp::start(idp::Config::load(&idp_path)?)
+            .await
+            .with_context(|| format!("starting the identity provider of {}", org.domain))?;
 
         // The org's KMS.
         let admin = format!("{}@{}", org.users[0], org.domain);
@@ -273,12 +284,18 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
         let kms_path = dir.join("kms.toml");
         std::fs::write(&kms_path, &kms_cfg)?;
         let kcfg = kms::config::Config::load(&kms_path)?;
-        let kms = kms::server::start(&kcfg, false).await.with_context(|| format!("starting the KMS of {}", org.domain))?;
+        let kms =
+            kms::server::start(&kcfg, false).await.with_context(|| format!("starting the KMS of {}", org.domain))?;
         let key_jwk = serde_json::to_string(&kms.engine.server_key().public_key().to_jwk())?;
         let pem_path = dir.join("kms-public.pem");
         std::fs::write(&pem_path, kms.engine.server_key().public_key().to_pem())?;
 
-        write!(core_cfg, "\n[[identity.issuers]]\nissuer = {}\norg_domain = {}\n", toml_str(&issuer), toml_str(org.domain))?;
+        write!(
+            core_cfg,
+            "\n[[identity.issuers]]\nissuer = {}\norg_domain = {}\n",
+            toml_str(&issuer),
+            toml_str(org.domain)
+        )?;
         write!(
             core_orgs,
             "\n[[orgs]]\ndomain = {}\nkms_uri = {}\nkms_url = {}\nkms_key = {}\n",
@@ -301,7 +318,14 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
             kms_url: None,
         };
         let profile_path = data.join(format!("{}.profile.toml", org.domain));
-        std::fs::write(&profile_path, format!("# Custos org profile for {} (hand this to the org's users)\n{}", org.domain, toml::to_string(&profile)?))?;
+        std::fs::write(
+            &profile_path,
+            format!(
+                "# Custos org profile for {} (hand this to the org's users)\n{}",
+                org.domain,
+                toml::to_string(&profile)?
+            ),
+        )?;
         ready.orgs.push(ReadyOrg {
             domain: org.domain.to_string(),
             issuer,
@@ -317,7 +341,9 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
     core_cfg.push_str(&core_orgs);
     let core_path = data.join("core.toml");
     std::fs::write(&core_path, &core_cfg)?;
-    let core = custos_core::server::start(custos_core::config::Config::load(&core_path)?).await.context("starting the core")?;
+    let core = custos_core::server::start(custos_core::config::Config::load(&core_path)?)
+        .await
+        .context("starting the core")?;
     Ok(Deployment { ready, idps, kmses, core })
 }
 
@@ -348,7 +374,9 @@ fn print_ready(r: &Ready) {
             println!("  bot {b}@{}: client_credentials at {}, client_id {b}, secret {secret}", o.domain, o.issuer);
         }
     }
-    println!("\nThen: custos space create \"Launch\" --member bob@acme.test; custos send <space> \"hello\"; custos tail");
+    println!(
+        "\nThen: custos space create \"Launch\" --member bob@acme.test; custos send <space> \"hello\"; custos tail"
+    );
     println!("Ctrl-C stops everything; the next `custos up` resumes with the data kept.");
 }
 
@@ -363,11 +391,7 @@ pub struct DemoView {
 fn ready_view(r: &Ready) -> DemoView {
     DemoView {
         core_db: r.data_dir.join("core").join("core.db"),
-        orgs: r
-            .orgs
-            .iter()
-            .map(|o| (OrgProfile::load(&o.profile).expect("just written"), o.users.clone()))
-            .collect(),
+        orgs: r.orgs.iter().map(|o| (OrgProfile::load(&o.profile).expect("just written"), o.users.clone())).collect(),
     }
 }
 

@@ -13,7 +13,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_custos");
 
 /// Five consecutive free loopback ports.
 fn free_base() -> u16 {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64 ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let seed = std::process::id() as u64
+        ^ Instant::now().elapsed().as_nanos() as u64
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
     for i in 0..200u64 {
         let base = 20000 + ((seed.wrapping_mul(6364136223846793005).wrapping_add(i * 7919)) % 40000) as u16;
         if (0..5).all(|k| std::net::TcpListener::bind(("127.0.0.1", base + k)).is_ok()) {
@@ -134,7 +136,8 @@ impl Person {
     fn ok(&self, args: &[&str]) -> Value {
         let out = self.run(args);
         assert!(out.status.success(), "custos {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("custos {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("custos {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Runs and expects failure; its stderr.
@@ -146,12 +149,24 @@ impl Person {
 
     fn texts(&self, space: &str) -> Vec<String> {
         let v = self.ok(&["read", space, "--limit", "200"]);
-        v["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "message").map(|e| e["text"].as_str().unwrap().to_string()).collect()
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "message")
+            .map(|e| e["text"].as_str().unwrap().to_string())
+            .collect()
     }
 
     /// `tail --count n` in the background, once it is following.
     fn tail(&self, space: &str, n: usize) -> Child {
-        let mut child = self.cmd().args(["tail", space, "--count", &n.to_string()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .cmd()
+            .args(["tail", space, "--count", &n.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
         err.read_line(&mut line).unwrap();
@@ -250,7 +265,8 @@ fn chat_invite_tail_files_tampering_and_removal() {
     let texts: Vec<&str> = got.iter().filter_map(|m| m["text"].as_str()).collect();
     assert_eq!(texts, ["hello bob", "the launch is thursday"], "bob's live tail: {got:?}");
     assert!(got.iter().all(|m| m["sender"] == "alice@acme.test"));
-    let reply_to = bob.ok(&["read", &space])["events"].as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_string();
+    let reply_to =
+        bob.ok(&["read", &space])["events"].as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_string();
     bob.ok(&["send", &space, "see you there", "--reply-to", &reply_to]);
     // Carol is not in the space yet.
     assert!(carol.fails(&["read", &space]).contains("refused"));
@@ -262,7 +278,8 @@ fn chat_invite_tail_files_tampering_and_removal() {
     write_pattern(&big, 50 * 1000 * 1000);
     let out = alice.run(&["upload", &space, big.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let progress: Vec<Value> = String::from_utf8_lossy(&out.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let progress: Vec<Value> =
+        String::from_utf8_lossy(&out.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(progress.len() >= 10, "upload progress: {progress:?}");
     let last = progress.last().unwrap();
     assert_eq!(last["done"], last["total"]);
@@ -270,7 +287,9 @@ fn chat_invite_tail_files_tampering_and_removal() {
     let dest = tmp.path().join("big.out");
     let out = bob.run(&["download", &file, dest.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains("\"progress\":\"download\"")).count() >= 10);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains("\"progress\":\"download\"")).count() >= 10
+    );
     assert!(same_files(&big, &dest));
     // The provider's copy is not the file.
     let first_chunk = std::fs::read(blob_dir(&up, &file).join("00000000")).unwrap();
@@ -305,7 +324,14 @@ fn chat_invite_tail_files_tampering_and_removal() {
     assert!(same_files(&small, &dest2), "restored chunks download again");
 
     // Removal rotates the key; the removed member reads nothing new.
-    let before = alice.ok(&["read", &space])["events"].as_array().unwrap().iter().rev().find(|e| e["kind"] == "message").unwrap()["key"].clone();
+    let before = alice.ok(&["read", &space])["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "message")
+        .unwrap()["key"]
+        .clone();
     alice.ok(&["space", "remove", &space, "carol@acme.test"]);
     alice.ok(&["send", &space, "carol is gone: budget 2.4M"]);
     let events = alice.ok(&["read", &space])["events"].as_array().unwrap().clone();
@@ -318,21 +344,29 @@ fn chat_invite_tail_files_tampering_and_removal() {
     // The second organization works on its own KMS and identity provider.
     let dave = Person::login(&up, &people, "dave@globex.test");
     let erin = Person::login(&up, &people, "erin@globex.test");
-    let g = dave.ok(&["space", "create", "Globex board", "--member", "erin@globex.test"])["id"].as_str().unwrap().to_string();
+    let g = dave.ok(&["space", "create", "Globex board", "--member", "erin@globex.test"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     dave.ok(&["send", &g, "hello from globex"]);
     assert_eq!(erin.texts(&g), ["hello from globex"]);
     // Across organizations (federation, not built yet) the error says so plainly.
     alice.ok(&["space", "add", &space, "dave@globex.test"]);
     let v = dave.ok(&["read", &space]);
-    let msg = v["events"].as_array().unwrap().iter().find(|e| e["kind"] == "unreadable").expect("dave cannot read acme's keys yet");
+    let msg = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "unreadable")
+        .expect("dave cannot read acme's keys yet");
     assert!(msg["error"].as_str().unwrap().contains("federation"), "{msg}");
 }
 
 /// Peak resident memory (KiB) of a child, from the kernel's accounting.
 fn run_measured(mut cmd: Command) -> (std::process::ExitStatus, i64) {
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let pid = child.id() as libc::pid_t;
-    let mut stderr = child.stderr.unwrap();
+    let mut stderr = child.stderr.take().unwrap();
     let drain = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stderr.read_to_string(&mut s);
@@ -341,8 +375,10 @@ fn run_measured(mut cmd: Command) -> (std::process::ExitStatus, i64) {
     let mut status = 0;
     // SAFETY: plain FFI; `ru` is a zeroed out-parameter of the right type.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // Reaped here (wait4 gives this child's own rusage); `child` must not wait again.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     assert_eq!(r, pid);
+    std::mem::forget(child);
     let err = drain.join().unwrap();
     use std::os::unix::process::ExitStatusExt;
     let status = std::process::ExitStatus::from_raw(status);
@@ -357,14 +393,21 @@ fn one_gigabyte_up_and_down_in_bounded_memory() {
     let people = tmp.path().join("people");
     let alice = Person::login(&up, &people, "alice@acme.test");
     let bob = Person::login(&up, &people, "bob@acme.test");
-    let space = alice.ok(&["space", "create", "Big files", "--member", "bob@acme.test"])["id"].as_str().unwrap().to_string();
+    let space =
+        alice.ok(&["space", "create", "Big files", "--member", "bob@acme.test"])["id"].as_str().unwrap().to_string();
     let big = tmp.path().join("gig.bin");
     write_pattern(&big, 1 << 30);
 
     let mut upload = alice.cmd();
     upload.args(["upload", &space, big.to_str().unwrap()]);
     let (_, up_kib) = run_measured(upload);
-    let file = bob.ok(&["read", &space])["events"].as_array().unwrap().iter().rev().find(|e| e["kind"] == "file_ready").unwrap()["target"]
+    let file = bob.ok(&["read", &space])["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "file_ready")
+        .unwrap()["target"]
         .as_str()
         .unwrap()
         .to_string();
@@ -440,7 +483,13 @@ fn a_core_relaying_to_another_kms_key_is_refused() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut core = Command::new(BIN).args(["core", "serve", "--config"]).arg(rogue.join("core.toml")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut core = Command::new(BIN)
+        .args(["core", "serve", "--config"])
+        .arg(rogue.join("core.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     for port in [ports, ports + 1] {
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -547,8 +596,16 @@ fn device_login_approved_in_the_browser_and_refusals() {
     let text = std::fs::read_to_string(&profile).unwrap();
     let start = text.find("kms_key = ").unwrap();
     let end = start + text[start..].find('\n').unwrap();
-    std::fs::write(&bad, format!("{}kms_key = '{{\"kty\":\"oct\",\"k\":\"AAAA\"}}'{}", &text[..start], &text[end..])).unwrap();
-    let out = Command::new(BIN).args(["--config-dir"]).arg(tmp.path().join("x")).args(["login", "--org"]).arg(&bad).args(["--user", "alice@acme.test"]).output().unwrap();
+    std::fs::write(&bad, format!("{}kms_key = '{{\"kty\":\"oct\",\"k\":\"AAAA\"}}'{}", &text[..start], &text[end..]))
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["--config-dir"])
+        .arg(tmp.path().join("x"))
+        .args(["login", "--org"])
+        .arg(&bad)
+        .args(["--user", "alice@acme.test"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kms_key"), "{}", String::from_utf8_lossy(&out.stderr));
 

@@ -85,9 +85,19 @@ struct Client {
 
 impl Client {
     async fn connect(http: &reqwest::Client, url: &str, token: &str, client_id: &str) -> Result<Client, String> {
-        let info: Value = http.get(format!("{url}/kms/info")).send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+        let info: Value = http
+            .get(format!("{url}/kms/info"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
         let jwk: jose::Jwk = serde_json::from_value(info["key"].clone()).unwrap();
-        let kms = KmsInfo { domain: info["uri"].as_str().unwrap().trim_start_matches("kms://").into(), key: jwk.to_rsa_public().unwrap() };
+        let kms = KmsInfo {
+            domain: info["uri"].as_str().unwrap().trim_start_matches("kms://").into(),
+            key: jwk.to_rsa_public().unwrap(),
+        };
         let ci = ClientInfo { client_id: client_id.into(), credential: Credential::bearer(token) };
         let pending = begin_handshake(&kms, ci.clone()).unwrap();
         let answer = post(http, url, pending.wrapped.clone()).await?;
@@ -127,7 +137,12 @@ async fn work(http: reqwest::Client, url: String, tok: String, worker: usize, ac
         let Ok(r) = c.call(Method::Create, "/keys", json!({"count": 2})).await else { return };
         let Some(keys) = r.keys else { return };
         for k in &keys {
-            acked.lock().unwrap().push(Acked { worker, uri: k.uri.to_string(), k: k.jwk.k.as_ref().unwrap().expose().to_string(), resource: None });
+            acked.lock().unwrap().push(Acked {
+                worker,
+                uri: k.uri.to_string(),
+                k: k.jwk.k.as_ref().unwrap().expose().to_string(),
+                resource: None,
+            });
         }
         for k in &keys {
             let uri = k.uri.to_string();
@@ -156,7 +171,12 @@ async fn verify(http: &reqwest::Client, url: &str, tok: &str, acked: &[Acked]) {
         let key = r.key.unwrap();
         assert_eq!(key.jwk.k.as_ref().unwrap().expose(), a.k, "key material changed for {}", a.uri);
         if let Some(res) = &a.resource {
-            assert_eq!(key.resource_uri.map(|u| u.to_string()).as_deref(), Some(res.as_str()), "acknowledged binding lost for {}", a.uri);
+            assert_eq!(
+                key.resource_uri.map(|u| u.to_string()).as_deref(),
+                Some(res.as_str()),
+                "acknowledged binding lost for {}",
+                a.uri
+            );
         }
     }
 }
@@ -194,7 +214,9 @@ fn crash_loop(database_url: Option<&str>) {
         if round == ROUNDS {
             break;
         }
-        let tasks: Vec<_> = (0..WORKERS).map(|w| rt.spawn(work(http.clone(), kms.url.clone(), tok.clone(), w, acked.clone()))).collect();
+        let tasks: Vec<_> = (0..WORKERS)
+            .map(|w| rt.spawn(work(http.clone(), kms.url.clone(), tok.clone(), w, acked.clone())))
+            .collect();
         std::thread::sleep(Duration::from_millis(1200 + 150 * round as u64));
         // SIGKILL, mid-flight.
         kms.child.kill().unwrap();
@@ -214,6 +236,8 @@ fn sigkill_loses_no_acknowledged_key_sqlite() {
 
 #[test]
 fn sigkill_loses_no_acknowledged_key_postgres() {
-    let Some(db) = testkit::pg::TempDatabase::create("crash", "sigkill_loses_no_acknowledged_key_postgres") else { return };
+    let Some(db) = testkit::pg::TempDatabase::create("crash", "sigkill_loses_no_acknowledged_key_postgres") else {
+        return;
+    };
     crash_loop(Some(&db.url));
 }

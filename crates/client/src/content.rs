@@ -136,8 +136,8 @@ pub fn open(
         return Err(Error::Tampered("the ciphertext names another key than the core claims".into()));
     }
     let padded = jwe.decrypt(DecryptKey::Dir(key))?;
-    let env: Envelope =
-        serde_json::from_slice(unpad(&padded)?).map_err(|_| Error::Tampered("the decrypted content is not a Custos envelope".into()))?;
+    let env: Envelope = serde_json::from_slice(unpad(&padded)?)
+        .map_err(|_| Error::Tampered("the decrypted content is not a Custos envelope".into()))?;
     if env.v != 1 {
         return Err(Error::Tampered(format!("unknown content version {}", env.v)));
     }
@@ -146,7 +146,10 @@ pub fn open(
     }
     if let Some(sender) = sender {
         if env.sender != sender {
-            return Err(Error::Tampered(format!("the core says {sender} sent this; the sealed content says {}", env.sender)));
+            return Err(Error::Tampered(format!(
+                "the core says {sender} sent this; the sealed content says {}",
+                env.sender
+            )));
         }
     }
     if let Some(at) = stored_at {
@@ -167,7 +170,13 @@ mod tests {
     use super::*;
 
     fn env(sender: &str, ts: i64) -> Envelope {
-        Envelope { v: 1, space: "kms://kms.a.test/resources/r1".into(), sender: sender.into(), ts, body: Body::Text { text: "hi".into() } }
+        Envelope {
+            v: 1,
+            space: "kms://kms.a.test/resources/r1".into(),
+            sender: sender.into(),
+            ts,
+            body: Body::Text { text: "hi".into() },
+        }
     }
 
     #[test]
@@ -176,7 +185,11 @@ mod tests {
             let plain = vec![7u8; n];
             let p = pad(&plain);
             assert!(p.len() > n);
-            assert!(BUCKETS.contains(&p.len()) || p.len() % BUCKETS.last().unwrap() == 0, "{n} -> {}", p.len());
+            assert!(
+                BUCKETS.contains(&p.len()) || p.len().is_multiple_of(*BUCKETS.last().unwrap()),
+                "{n} -> {}",
+                p.len()
+            );
             assert_eq!(unpad(&p).unwrap(), &plain[..]);
         }
         assert_eq!(pad(b"a").len(), pad(&[1u8; 200]).len());
@@ -195,16 +208,31 @@ mod tests {
         assert_eq!(e.body, Body::Text { text: "hi".into() });
         // Another sender, another space, another key URI, a far-off time.
         assert!(matches!(open(&key, &c, uri, space, Some("mallory@a.test"), Some(now)), Err(Error::Tampered(_))));
-        assert!(matches!(open(&key, &c, uri, "kms://kms.a.test/resources/r2", Some("alice@a.test"), Some(now)), Err(Error::Tampered(_))));
-        assert!(matches!(open(&key, &c, "kms://kms.a.test/keys/k2", space, Some("alice@a.test"), Some(now)), Err(Error::Tampered(_))));
-        assert!(matches!(open(&key, &c, uri, space, Some("alice@a.test"), Some(now - MAX_AHEAD_MS - 1000)), Err(Error::Tampered(_))));
-        assert!(matches!(open(&key, &c, uri, space, Some("alice@a.test"), Some(now + MAX_BEHIND_MS + 1000)), Err(Error::Tampered(_))));
+        assert!(matches!(
+            open(&key, &c, uri, "kms://kms.a.test/resources/r2", Some("alice@a.test"), Some(now)),
+            Err(Error::Tampered(_))
+        ));
+        assert!(matches!(
+            open(&key, &c, "kms://kms.a.test/keys/k2", space, Some("alice@a.test"), Some(now)),
+            Err(Error::Tampered(_))
+        ));
+        assert!(matches!(
+            open(&key, &c, uri, space, Some("alice@a.test"), Some(now - MAX_AHEAD_MS - 1000)),
+            Err(Error::Tampered(_))
+        ));
+        assert!(matches!(
+            open(&key, &c, uri, space, Some("alice@a.test"), Some(now + MAX_BEHIND_MS + 1000)),
+            Err(Error::Tampered(_))
+        ));
         // Wrong key.
         let other = OctKey::generate(32, None).unwrap();
         assert!(matches!(open(&other, &c, uri, space, Some("alice@a.test"), Some(now)), Err(Error::Tampered(_))));
         // Equal-length ciphertexts for short messages of different length.
-        let short = seal(&key, uri, &Envelope { body: Body::Text { text: "x".into() }, ..env("alice@a.test", now) }).unwrap();
-        let longer = seal(&key, uri, &Envelope { body: Body::Text { text: "x".repeat(100) }, ..env("alice@a.test", now) }).unwrap();
+        let short =
+            seal(&key, uri, &Envelope { body: Body::Text { text: "x".into() }, ..env("alice@a.test", now) }).unwrap();
+        let longer =
+            seal(&key, uri, &Envelope { body: Body::Text { text: "x".repeat(100) }, ..env("alice@a.test", now) })
+                .unwrap();
         assert_eq!(short.len(), longer.len());
     }
 }

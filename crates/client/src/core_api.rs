@@ -117,7 +117,12 @@ pub(crate) fn error_fields(body: &[u8]) -> (String, String) {
 impl CoreApi {
     /// A client of the core at `base` (e.g. `http://127.0.0.1:7080`).
     pub fn new(base: &str, audience: &str, tokens: Arc<dyn TokenSource>) -> Self {
-        Self { http: crate::http_client(), base: base.trim_end_matches('/').to_string(), audience: audience.to_string(), tokens }
+        Self {
+            http: crate::http_client(),
+            base: base.trim_end_matches('/').to_string(),
+            audience: audience.to_string(),
+            tokens,
+        }
     }
 
     /// The core's base URL.
@@ -139,7 +144,10 @@ impl CoreApi {
         let token = self.token().await?;
         let r = req.bearer_auth(token.as_str()).send().await.map_err(|e| Error::CoreUnreachable(crate::why(&e)))?;
         let status = r.status();
-        let body = r.bytes().await.map_err(|e| Error::CoreUnreachable(format!("the answer broke off ({})", crate::why(&e))))?;
+        let body = r
+            .bytes()
+            .await
+            .map_err(|e| Error::CoreUnreachable(format!("the answer broke off ({})", crate::why(&e))))?;
         if status.is_success() {
             return Ok(body);
         }
@@ -211,7 +219,9 @@ impl CoreApi {
 
     /// `DELETE /v1/spaces/{id}/members/{user}`.
     pub async fn remove_member(&self, space: &str, user: &str) -> Result<()> {
-        self.send(self.http.delete(self.url(&format!("/v1/spaces/{}/members/{}", seg(space), seg(user))))).await.map(drop)
+        self.send(self.http.delete(self.url(&format!("/v1/spaces/{}/members/{}", seg(space), seg(user)))))
+            .await
+            .map(drop)
     }
 
     /// `POST /v1/spaces/{id}/events`.
@@ -220,7 +230,13 @@ impl CoreApi {
     }
 
     /// `GET /v1/spaces/{id}/events`.
-    pub async fn events(&self, space: &str, after: Option<i64>, before: Option<i64>, limit: Option<u32>) -> Result<Vec<CoreEvent>> {
+    pub async fn events(
+        &self,
+        space: &str,
+        after: Option<i64>,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<Vec<CoreEvent>> {
         #[derive(Deserialize)]
         struct Page {
             events: Vec<CoreEvent>,
@@ -235,7 +251,8 @@ impl CoreApi {
         if let Some(l) = limit {
             q.push(("limit", l.to_string()));
         }
-        let p: Page = self.json(self.http.get(self.url(&format!("/v1/spaces/{}/events", seg(space)))).query(&q)).await?;
+        let p: Page =
+            self.json(self.http.get(self.url(&format!("/v1/spaces/{}/events", seg(space)))).query(&q)).await?;
         Ok(p.events)
     }
 
@@ -247,7 +264,14 @@ impl CoreApi {
     }
 
     /// `POST /v1/spaces/{id}/files`.
-    pub async fn create_file(&self, space: &str, size: u64, chunk_size: u64, meta: &str, key_uri: &str) -> Result<CoreFile> {
+    pub async fn create_file(
+        &self,
+        space: &str,
+        size: u64,
+        chunk_size: u64,
+        meta: &str,
+        key_uri: &str,
+    ) -> Result<CoreFile> {
         let body = json!({"size": size, "chunk_size": chunk_size, "meta": {"ciphertext": meta, "key_uri": key_uri}});
         self.json(self.http.post(self.url(&format!("/v1/spaces/{}/files", seg(space)))).json(&body)).await
     }
@@ -276,6 +300,12 @@ impl CoreApi {
 /// One path segment, percent-encoded.
 fn seg(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }

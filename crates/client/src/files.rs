@@ -50,8 +50,19 @@ impl Session {
         let file_key = FileKey::generate();
         let key = self.current_key(space).await?;
         let resource = key.resource.clone().expect("checked bound");
-        let body = Body::File { name: name.clone(), size, key: URL_SAFE_NO_PAD.encode(file_key.as_bytes()), segment: segment as u32 };
-        let env = content::Envelope { v: 1, space: resource.to_string(), sender: self.user_id().to_string(), ts: content::now_ms(), body };
+        let body = Body::File {
+            name: name.clone(),
+            size,
+            key: URL_SAFE_NO_PAD.encode(file_key.as_bytes()),
+            segment: segment as u32,
+        };
+        let env = content::Envelope {
+            v: 1,
+            space: resource.to_string(),
+            sender: self.user_id().to_string(),
+            ts: content::now_ms(),
+            body,
+        };
         let meta = content::seal(&key.key, &key.uri.to_string(), &env)?;
         let rec = self.core.create_file(space, total, UPLOAD_CHUNK, &meta, &key.uri.to_string()).await?;
 
@@ -89,7 +100,14 @@ impl Session {
             return Err(Error::Io(std::io::Error::other("the file changed size while it was being read")));
         }
         self.core.complete_file(&rec.id).await?;
-        Ok(FileInfo { id: rec.id, space_id: space.to_string(), uploader: self.user_id().to_string(), name, size, ready: true })
+        Ok(FileInfo {
+            id: rec.id,
+            space_id: space.to_string(),
+            uploader: self.user_id().to_string(),
+            name,
+            size,
+            ready: true,
+        })
     }
 
     async fn put_chunk_retrying(&self, file: &str, index: u64, body: bytes::Bytes) -> Result<()> {
@@ -119,17 +137,33 @@ impl Session {
         if key.resource.as_ref() != Some(&resource) {
             return Err(Error::Tampered("the file's key is bound to another resource than its space".into()));
         }
-        let env = content::open(&key.key, &rec.meta_ciphertext, &rec.key_uri, &resource.to_string(), Some(&rec.uploader), None)?;
+        let env = content::open(
+            &key.key,
+            &rec.meta_ciphertext,
+            &rec.key_uri,
+            &resource.to_string(),
+            Some(&rec.uploader),
+            None,
+        )?;
         let Body::File { name, size, key: fk, segment } = &env.body else {
             return Err(Error::Tampered("the file's metadata is not file metadata".into()));
         };
-        let raw = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.decode(fk).map_err(|_| Error::Tampered("the file key is not base64url".into()))?);
+        let raw = zeroize::Zeroizing::new(
+            URL_SAFE_NO_PAD.decode(fk).map_err(|_| Error::Tampered("the file key is not base64url".into()))?,
+        );
         let file_key = FileKey::from_bytes(&raw)?;
         let expected = filecrypt::ciphertext_len(*size, *segment as usize);
         if rec.size < 0 || rec.size as u64 != expected {
             return Err(Error::Tampered("the file's stored size does not match its sealed size".into()));
         }
-        let info = FileInfo { id: rec.id.clone(), space_id: rec.space_id.clone(), uploader: rec.uploader.clone(), name: name.clone(), size: *size, ready: rec.ready };
+        let info = FileInfo {
+            id: rec.id.clone(),
+            space_id: rec.space_id.clone(),
+            uploader: rec.uploader.clone(),
+            name: name.clone(),
+            size: *size,
+            ready: rec.ready,
+        };
         Ok((info, file_key, *segment as usize, rec))
     }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use jose::{OctKey, RsaPublicKey};
 use kms_protocol::channel::{begin_handshake, KmsInfo, Session};
-use kms_protocol::message::{ClientInfo, Credential, KeyObject, Method, Request, RequestBody, ResourceObject, Response};
+use kms_protocol::message::{
+    ClientInfo, Credential, KeyObject, Method, Request, RequestBody, ResourceObject, Response,
+};
 use kms_protocol::uri::KmsUri;
 use kms_protocol::{ProtocolError, Status};
 
@@ -34,9 +36,10 @@ impl KmsPin {
     /// From the KMS domain and its public key as a JWK (JSON text), the form
     /// `GET /kms/info` serves and org configuration carries.
     pub fn from_jwk_json(domain: &str, jwk: &str) -> Result<Self> {
-        let jwk: jose::Jwk = serde_json::from_str(jwk)
-            .map_err(|e| Error::Invalid(format!("the pinned KMS key is not a JWK ({e})")))?;
-        let key = jwk.to_rsa_public().map_err(|e| Error::Invalid(format!("the pinned KMS key is not an RSA key ({e})")))?;
+        let jwk: jose::Jwk =
+            serde_json::from_str(jwk).map_err(|e| Error::Invalid(format!("the pinned KMS key is not a JWK ({e})")))?;
+        let key =
+            jwk.to_rsa_public().map_err(|e| Error::Invalid(format!("the pinned KMS key is not an RSA key ({e})")))?;
         Self::new(domain, key)
     }
 
@@ -102,7 +105,10 @@ impl std::fmt::Debug for ContentKey {
 
 impl ContentKey {
     fn from_object(k: &KeyObject) -> Result<Self> {
-        let key = k.jwk.to_oct().map_err(|e| Error::Tampered(format!("the KMS sent a content key that is not a 256-bit oct key ({e})")))?;
+        let key = k
+            .jwk
+            .to_oct()
+            .map_err(|e| Error::Tampered(format!("the KMS sent a content key that is not a 256-bit oct key ({e})")))?;
         if key.expose().len() != 32 {
             return Err(Error::Tampered("the KMS sent a content key that is not 256 bits".into()));
         }
@@ -125,7 +131,10 @@ pub struct KmsClient {
 
 impl std::fmt::Debug for KmsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KmsClient").field("domain", &self.pin.domain).field("route", &self.route).finish_non_exhaustive()
+        f.debug_struct("KmsClient")
+            .field("domain", &self.pin.domain)
+            .field("route", &self.route)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,7 +214,8 @@ impl KmsClient {
         let status = r.status();
         let body = r.bytes().await.map_err(|e| unreachable(format!("the answer broke off ({})", crate::why(&e))))?;
         if status.is_success() {
-            return String::from_utf8(body.to_vec()).map_err(|_| Error::KmsKeyMismatch { domain: self.pin.domain.clone() });
+            return String::from_utf8(body.to_vec())
+                .map_err(|_| Error::KmsKeyMismatch { domain: self.pin.domain.clone() });
         }
         // The relay's own errors are JSON; the KMS's transport errors are bare.
         let (code, message) = crate::core_api::error_fields(&body);
@@ -282,7 +292,8 @@ impl KmsClient {
     /// Creates `count` unbound keys.
     pub async fn create_keys(&self, count: u32) -> Result<Vec<ContentKey>> {
         let resp = self.call(Method::Create, "/keys", RequestBody { count: Some(count), ..Default::default() }).await?;
-        let keys = resp.keys.ok_or_else(|| Error::Kms { status: 500, reason: "the KMS answered without keys".into() })?;
+        let keys =
+            resp.keys.ok_or_else(|| Error::Kms { status: 500, reason: "the KMS answered without keys".into() })?;
         if keys.len() != count as usize {
             return Err(Error::Kms { status: 500, reason: "the KMS answered with the wrong number of keys".into() });
         }
@@ -304,7 +315,8 @@ impl KmsClient {
     pub async fn bind(&self, key: &KmsUri, resource: &KmsUri) -> Result<ContentKey> {
         let body = RequestBody { resource_uri: Some(resource.to_string()), ..Default::default() };
         let resp = self.call(Method::Update, &key.to_string(), body).await?;
-        let k = resp.key.ok_or_else(|| Error::Kms { status: 500, reason: "the KMS answered without the key".into() })?;
+        let k =
+            resp.key.ok_or_else(|| Error::Kms { status: 500, reason: "the KMS answered without the key".into() })?;
         let k = ContentKey::from_object(&k)?;
         if k.resource.as_ref() != Some(resource) {
             return Err(Error::Tampered("the KMS bound the key to another resource".into()));
@@ -323,7 +335,8 @@ impl KmsClient {
             return Ok(k.clone());
         }
         let resp = self.call(Method::Retrieve, &uri.to_string(), RequestBody::default()).await?;
-        let k = resp.key.ok_or_else(|| Error::Kms { status: 500, reason: "the KMS answered without the key".into() })?;
+        let k =
+            resp.key.ok_or_else(|| Error::Kms { status: 500, reason: "the KMS answered without the key".into() })?;
         let k = ContentKey::from_object(&k)?;
         if k.uri != uri {
             return Err(Error::Tampered("the KMS answered with another key than asked".into()));
@@ -348,14 +361,20 @@ impl KmsClient {
 
     /// Authorizes `auth_ids` on `resource`.
     pub async fn authorize(&self, resource: &KmsUri, auth_ids: &[String]) -> Result<()> {
-        let body = RequestBody { resource_uri: Some(resource.to_string()), auth_ids: Some(auth_ids.to_vec()), ..Default::default() };
+        let body = RequestBody {
+            resource_uri: Some(resource.to_string()),
+            auth_ids: Some(auth_ids.to_vec()),
+            ..Default::default()
+        };
         self.call(Method::Create, "/authorizations", body).await.map(drop)
     }
 
     /// Removes `auth_id`'s authorization on `resource`.
     pub async fn deauthorize(&self, resource: &KmsUri, auth_id: &str) -> Result<()> {
         let q = percent_encode(auth_id);
-        self.call(Method::Delete, &format!("{resource}/authorizations?authId={q}"), RequestBody::default()).await.map(drop)
+        self.call(Method::Delete, &format!("{resource}/authorizations?authId={q}"), RequestBody::default())
+            .await
+            .map(drop)
     }
 
     /// The current channel's ephemeral key URI (handshaking if needed).
@@ -371,13 +390,21 @@ impl KmsClient {
 
 fn status_error(status: Status, reason: String) -> Error {
     match status.0 {
-        401 | 403 | 404 => Error::NotAuthorized { reason: if reason.is_empty() { format!("status {}", status.0) } else { reason } },
+        401 | 403 | 404 => {
+            Error::NotAuthorized { reason: if reason.is_empty() { format!("status {}", status.0) } else { reason } }
+        }
         s => Error::Kms { status: s, reason },
     }
 }
 
 fn percent_encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }

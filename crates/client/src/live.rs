@@ -39,14 +39,21 @@ impl Live<'_> {
         let base = self.session.core().base();
         let url = format!("{}/v1/ws", base.replacen("http", "ws", 1));
         let token = self.session.core().token().await?;
-        let mut req = url.as_str().into_client_request().map_err(|e| Error::CoreUnreachable(format!("bad core URL ({e})")))?;
+        let mut req =
+            url.as_str().into_client_request().map_err(|e| Error::CoreUnreachable(format!("bad core URL ({e})")))?;
         req.headers_mut().insert(
             "authorization",
-            format!("Bearer {}", token.as_str()).parse().map_err(|_| Error::Auth("the token is not a valid header value".into()))?,
+            format!("Bearer {}", token.as_str())
+                .parse()
+                .map_err(|_| Error::Auth("the token is not a valid header value".into()))?,
         );
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.map_err(|e| Error::CoreUnreachable(format!("WebSocket: {e}")))?;
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .map_err(|e| Error::CoreUnreachable(format!("WebSocket: {e}")))?;
         let hello = json!({"type": "hello", "since": self.since});
-        ws.send(WsMessage::Text(hello.to_string().into())).await.map_err(|e| Error::CoreUnreachable(format!("WebSocket: {e}")))?;
+        ws.send(WsMessage::Text(hello.to_string().into()))
+            .await
+            .map_err(|e| Error::CoreUnreachable(format!("WebSocket: {e}")))?;
         // Wait for ready (or the core's refusal).
         loop {
             match ws.next().await {
@@ -55,7 +62,10 @@ impl Live<'_> {
                     match v["type"].as_str() {
                         Some("ready") => break,
                         Some("error") => {
-                            return Err(Error::Auth(format!("the core refused the live connection: {}", v["message"].as_str().unwrap_or(""))))
+                            return Err(Error::Auth(format!(
+                                "the core refused the live connection: {}",
+                                v["message"].as_str().unwrap_or("")
+                            )))
                         }
                         _ => continue,
                     }

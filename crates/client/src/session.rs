@@ -140,7 +140,10 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("user_id", &self.user_id).field("core", &self.core.base()).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("user_id", &self.user_id)
+            .field("core", &self.core.base())
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,7 +152,10 @@ impl Session {
     pub async fn open(cfg: SessionConfig, tokens: Arc<dyn TokenSource>) -> Result<Self> {
         let core = CoreApi::new(&cfg.core_url, &cfg.core_audience, tokens.clone());
         let me = core.me().await?;
-        let user_id = me["user_id"].as_str().ok_or_else(|| Error::Invalid("the core did not say who you are".into()))?.to_string();
+        let user_id = me["user_id"]
+            .as_str()
+            .ok_or_else(|| Error::Invalid("the core did not say who you are".into()))?
+            .to_string();
         let kms = Arc::new(KmsClient::new(
             KmsOptions {
                 pin: cfg.kms,
@@ -193,7 +199,11 @@ impl Session {
         // Bound by the resource's creation (the KMS's date; ours if it gave none).
         let bound_at = resource.create_date.unwrap_or_else(time::OffsetDateTime::now_utc);
         let key = ContentKey { resource: Some(resource.uri.clone()), bind_date: Some(bound_at), ..key };
-        let meta = content::seal(&key.key, &key.uri.to_string(), &self.envelope(&resource.uri, Body::Space { title: title.to_string() }))?;
+        let meta = content::seal(
+            &key.key,
+            &key.uri.to_string(),
+            &self.envelope(&resource.uri, Body::Space { title: title.to_string() }),
+        )?;
         let s = self.core.create_space(&resource.uri.to_string(), &meta, &key.uri.to_string()).await?;
         for m in &auth {
             self.core.add_member(&s.id, m, "member").await?;
@@ -209,12 +219,15 @@ impl Session {
     /// remembers its resource. Fails closed: no metadata, a key bound to
     /// another resource, or metadata naming another resource is `Tampered`.
     async fn verify_space(&self, s: &CoreSpace) -> Result<(KmsUri, String)> {
-        let claimed = KmsUri::parse_absolute(&s.resource_uri).map_err(|e| Error::Tampered(format!("space resource: {e}")))?;
+        let claimed =
+            KmsUri::parse_absolute(&s.resource_uri).map_err(|e| Error::Tampered(format!("space resource: {e}")))?;
         let sealed = s.title.as_deref().ok_or_else(|| Error::Tampered("the space has no sealed metadata".into()))?;
         let key_uri = content::key_uri_of(sealed)?;
         let key = self.kms.key(&key_uri).await?;
         if key.resource.as_ref() != Some(&claimed) {
-            return Err(Error::Tampered("the space's metadata key is bound to another resource than the core claims".into()));
+            return Err(Error::Tampered(
+                "the space's metadata key is bound to another resource than the core claims".into(),
+            ));
         }
         // Whoever last retitled the space sealed this; the resource binding is what matters.
         let env = content::open(&key.key, sealed, &key_uri, &claimed.to_string(), None, None)?;
@@ -323,7 +336,14 @@ impl Session {
         self.rotate(space).await.map(drop)
     }
 
-    async fn post(&self, space: &str, kind: &str, parent: Option<&str>, target: Option<&str>, body: Option<Body>) -> Result<Message> {
+    async fn post(
+        &self,
+        space: &str,
+        kind: &str,
+        parent: Option<&str>,
+        target: Option<&str>,
+        body: Option<Body>,
+    ) -> Result<Message> {
         let mut req = json!({"kind": kind, "client_event_id": uuid::Uuid::new_v4().to_string()});
         if let Some(p) = parent {
             req["parent"] = json!(p);
@@ -334,7 +354,11 @@ impl Session {
         if let Some(body) = body {
             if let Body::Text { text } = &body {
                 if text.len() > content::MAX_TEXT {
-                    return Err(Error::Invalid(format!("the text is {} bytes; at most {} fit in one message", text.len(), content::MAX_TEXT)));
+                    return Err(Error::Invalid(format!(
+                        "the text is {} bytes; at most {} fit in one message",
+                        text.len(),
+                        content::MAX_TEXT
+                    )));
                 }
             }
             let key = self.current_key(space).await?;
@@ -427,7 +451,8 @@ impl Session {
         if key.resource.as_ref() != Some(&resource) {
             return Err(Error::Tampered("the event's key is bound to another resource than its space".into()));
         }
-        let env = content::open(&key.key, sealed, key_uri, &resource.to_string(), Some(&e.sender), Some(e.create_date))?;
+        let env =
+            content::open(&key.key, sealed, key_uri, &resource.to_string(), Some(&e.sender), Some(e.create_date))?;
         Ok(match (e.kind.as_str(), &env.body) {
             ("message", Body::Text { text }) => Content::Text(text.clone()),
             ("edit", Body::Text { text }) => Content::Edit(text.clone()),

@@ -80,7 +80,12 @@ struct OAuthError {
 
 impl OidcTokens {
     /// A user's tokens, minted from a refresh token.
-    pub fn from_refresh_token(token_endpoint: &str, client_id: &str, refresh_token: &str, on_rotate: Option<RefreshHook>) -> Self {
+    pub fn from_refresh_token(
+        token_endpoint: &str,
+        client_id: &str,
+        refresh_token: &str,
+        on_rotate: Option<RefreshHook>,
+    ) -> Self {
         Self::new(
             token_endpoint,
             client_id,
@@ -104,7 +109,8 @@ impl OidcTokens {
     }
 
     async fn fetch(&self, audience: &str) -> Result<(Zeroizing<String>, Instant)> {
-        let mut form: Vec<(&str, String)> = vec![("client_id", self.client_id.clone()), ("audience", audience.to_string())];
+        let mut form: Vec<(&str, String)> =
+            vec![("client_id", self.client_id.clone()), ("audience", audience.to_string())];
         match &self.grant {
             Grant::Refresh { refresh_token, .. } => {
                 form.push(("grant_type", "refresh_token".into()));
@@ -123,15 +129,20 @@ impl OidcTokens {
             .await
             .map_err(|e| Error::Auth(format!("the identity provider is unreachable ({})", crate::why(&e))))?;
         let status = r.status();
-        let body = r.bytes().await.map_err(|e| Error::Auth(format!("the identity provider broke off ({})", crate::why(&e))))?;
+        let body = r
+            .bytes()
+            .await
+            .map_err(|e| Error::Auth(format!("the identity provider broke off ({})", crate::why(&e))))?;
         if !status.is_success() {
             let why = serde_json::from_slice::<OAuthError>(&body)
                 .map(|e| format!("{}: {}", e.error, e.error_description.unwrap_or_default()))
                 .unwrap_or_else(|_| format!("HTTP {status}"));
-            return Err(Error::Auth(format!("the identity provider refused a token for {audience} ({why}); log in again")));
+            return Err(Error::Auth(format!(
+                "the identity provider refused a token for {audience} ({why}); log in again"
+            )));
         }
-        let answer: TokenAnswer =
-            serde_json::from_slice(&body).map_err(|_| Error::Auth("the identity provider's answer is not a token response".into()))?;
+        let answer: TokenAnswer = serde_json::from_slice(&body)
+            .map_err(|_| Error::Auth("the identity provider's answer is not a token response".into()))?;
         if let (Grant::Refresh { refresh_token, on_rotate }, Some(new)) = (&self.grant, &answer.refresh_token) {
             *refresh_token.lock().expect("not poisoned") = Zeroizing::new(new.clone());
             if let Some(hook) = on_rotate {

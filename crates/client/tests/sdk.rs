@@ -42,7 +42,9 @@ impl World {
             "listen = \"127.0.0.1:0\"\ndata_dir = \"core\"\n[identity]\naudience = {CORE_AUD:?}\n[[identity.issuers]]\nissuer = {:?}\norg_domain = \"acme.test\"\n[[orgs]]\ndomain = \"acme.test\"\nkms_uri = \"kms://kms.acme.test\"\nkms_url = \"http://{}\"\n",
             idp.issuer, kms.addr
         );
-        let core = custos_core::server::start(custos_core::config::Config::parse(&core_text, tmp.path()).unwrap()).await.unwrap();
+        let core = custos_core::server::start(custos_core::config::Config::parse(&core_text, tmp.path()).unwrap())
+            .await
+            .unwrap();
         let pin = KmsPin::new("kms.acme.test", kms.engine.server_key().public_key().clone()).unwrap();
         World { _tmp: tmp, idp, kms, core, pin }
     }
@@ -51,7 +53,13 @@ impl World {
         let endpoint = format!("{}/token", self.idp.issuer);
         let v: serde_json::Value = reqwest::Client::new()
             .post(&endpoint)
-            .form(&[("grant_type", "password"), ("username", user), ("password", password), ("client_id", "custos-cli"), ("audience", CORE_AUD)])
+            .form(&[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", password),
+                ("client_id", "custos-cli"),
+                ("audience", CORE_AUD),
+            ])
             .send()
             .await
             .unwrap()
@@ -93,7 +101,10 @@ async fn messages_round_trip_and_errors_are_typed() {
     assert!(contents.contains(&&Content::Reaction("👍".into())));
     assert!(contents.contains(&&Content::Edit("hello, edited".into())));
     assert!(contents.contains(&&Content::Deleted));
-    assert_eq!(h.iter().find(|m| m.content == Content::Text("hi alice".into())).unwrap().parent.as_deref(), Some(m.id.as_str()));
+    assert_eq!(
+        h.iter().find(|m| m.content == Content::Text("hi alice".into())).unwrap().parent.as_deref(),
+        Some(m.id.as_str())
+    );
 
     // Not authorized at the KMS: typed, and distinct from unreachable.
     let key_uri = m.key_uri.clone().unwrap();
@@ -143,7 +154,8 @@ async fn a_reset_renews_the_channel_and_empties_the_key_cache() {
     assert_eq!(alice.kms().cached_keys(), 0, "cached keys are dropped on a reset");
     // And everything still works.
     alice.send(&space.id, "two").await.unwrap();
-    let texts: Vec<Content> = alice.history(&space.id, None, 10).await.unwrap().into_iter().map(|m| m.content).collect();
+    let texts: Vec<Content> =
+        alice.history(&space.id, None, 10).await.unwrap().into_iter().map(|m| m.content).collect();
     assert!(texts.contains(&Content::Text("one".into())) && texts.contains(&Content::Text("two".into())));
 }
 
@@ -162,7 +174,15 @@ async fn keys_rotate_on_removal_and_on_schedule() {
     let k3 = alice.send(&space.id, "c").await.unwrap().key_uri;
     assert_ne!(k2, k3, "a new key once the newest is older than the rotation period");
     // Bob can read every generation.
-    assert_eq!(bob.history(&space.id, None, 20).await.unwrap().iter().filter(|m| matches!(m.content, Content::Text(_))).count(), 3);
+    assert_eq!(
+        bob.history(&space.id, None, 20)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| matches!(m.content, Content::Text(_)))
+            .count(),
+        3
+    );
 
     // Removal: a new key at once, which bob can no longer get.
     alice.remove_member(&space.id, "bob@acme.test").await.unwrap();
