@@ -137,7 +137,9 @@ impl Out {
 /// Runs a client command.
 pub fn run(cmd: ClientCommand, dir: Option<&Path>, out: Out) -> anyhow::Result<()> {
     let dir = profile::config_dir(dir)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // One thread is plenty for one person's commands, and keeps the
+    // allocator to one arena (flat memory for large files).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         match cmd {
             ClientCommand::Login { org, user, password_stdin } => {
@@ -496,6 +498,7 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
             let size = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.len();
             let bar = progress_bar(filecrypt::ciphertext_len(size, filecrypt::DEFAULT_SEGMENT), out, "upload");
             let f = s.upload(&space, &path, &*bar).await?;
+            report_memory();
             out.print(
                 || format!("Uploaded {} ({} bytes) as file {}", f.name, f.size, f.id),
                 json!({"file": f.id, "name": f.name, "size": f.size, "space": space}),
@@ -506,6 +509,7 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
             let bar = progress_bar(filecrypt::ciphertext_len(info.size, filecrypt::DEFAULT_SEGMENT), out, "download");
             let dest = if dest.is_dir() { dest.join(sanitize(&info.name)) } else { dest };
             let f = s.download(&file, &dest, &*bar).await?;
+            report_memory();
             out.print(
                 || format!("Downloaded {} ({} bytes) to {}", f.name, f.size, dest.display()),
                 json!({"file": f.id, "name": f.name, "size": f.size, "path": dest}),
@@ -513,6 +517,22 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// With `CUSTOS_REPORT_MEMORY` set, prints this process's peak resident
+/// memory (the kernel's VmHWM) to stderr as JSON: how the tests check that
+/// large files stream in bounded memory. (A parent's `wait4` figure would
+/// include the parent's own pages copied at fork.)
+fn report_memory() {
+    if std::env::var_os("CUSTOS_REPORT_MEMORY").is_none() {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    eprintln!("{}", json!({"peak_rss_kib": kib}));
 }
 
 /// A file name from someone else, made safe to use in a directory.

@@ -362,28 +362,16 @@ fn chat_invite_tail_files_tampering_and_removal() {
     assert!(msg["error"].as_str().unwrap().contains("federation"), "{msg}");
 }
 
-/// Peak resident memory (KiB) of a child, from the kernel's accounting.
-fn run_measured(mut cmd: Command) -> (std::process::ExitStatus, i64) {
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut stderr = child.stderr.take().unwrap();
-    let drain = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let mut status = 0;
-    // SAFETY: plain FFI; `ru` is a zeroed out-parameter of the right type.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // Reaped here (wait4 gives this child's own rusage); `child` must not wait again.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    assert_eq!(r, pid);
-    std::mem::forget(child);
-    let err = drain.join().unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    let status = std::process::ExitStatus::from_raw(status);
-    assert!(status.success(), "{err}");
-    (status, ru.ru_maxrss)
+/// Runs a command that reports its own peak resident memory (KiB, the
+/// kernel's VmHWM of its own address space) and returns it.
+fn run_measured(mut cmd: Command) -> u64 {
+    let out = cmd.env("CUSTOS_REPORT_MEMORY", "1").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    err.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v["peak_rss_kib"].as_u64())
+        .unwrap_or_else(|| panic!("no memory report: {err}"))
 }
 
 #[test]
@@ -400,7 +388,7 @@ fn one_gigabyte_up_and_down_in_bounded_memory() {
 
     let mut upload = alice.cmd();
     upload.args(["upload", &space, big.to_str().unwrap()]);
-    let (_, up_kib) = run_measured(upload);
+    let up_kib = run_measured(upload);
     let file = bob.ok(&["read", &space])["events"]
         .as_array()
         .unwrap()
@@ -414,7 +402,7 @@ fn one_gigabyte_up_and_down_in_bounded_memory() {
     let dest = tmp.path().join("gig.out");
     let mut download = bob.cmd();
     download.args(["download", &file, dest.to_str().unwrap()]);
-    let (_, down_kib) = run_measured(download);
+    let down_kib = run_measured(download);
     eprintln!("1 GiB: upload peak RSS {up_kib} KiB, download peak RSS {down_kib} KiB");
     assert!(up_kib < 64 * 1024, "upload peak RSS {up_kib} KiB");
     assert!(down_kib < 64 * 1024, "download peak RSS {down_kib} KiB");

@@ -14,8 +14,9 @@ use crate::content::{self, Body};
 use crate::error::{Error, Result};
 use crate::session::Session;
 
-/// Ciphertext bytes per upload chunk (the core's default maximum is 4 MiB).
-pub const UPLOAD_CHUNK: u64 = 4 * 1024 * 1024;
+/// Ciphertext bytes per upload chunk (the core takes up to 4 MiB by
+/// default). Small enough that memory stays flat whatever the file size.
+pub const UPLOAD_CHUNK: u64 = 1024 * 1024;
 
 /// Progress: `(bytes done, bytes in all)`.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
@@ -83,10 +84,12 @@ impl Session {
             enc.seal_segment(&mut seg, last)?;
             chunk.extend_from_slice(&seg);
             // Ship whole chunks; the remainder carries over.
+            // One buffer for the whole upload (it never grows past its first
+            // capacity), so memory stays flat however large the file.
             while chunk.len() as u64 >= UPLOAD_CHUNK || (last && !chunk.is_empty()) {
                 let n = (chunk.len() as u64).min(UPLOAD_CHUNK) as usize;
-                let rest = chunk.split_off(n);
-                let body = bytes::Bytes::from(std::mem::replace(&mut chunk, rest));
+                let body = bytes::Bytes::copy_from_slice(&chunk[..n]);
+                chunk.drain(..n);
                 self.put_chunk_retrying(&rec.id, index, body).await?;
                 sent += n as u64;
                 index += 1;
