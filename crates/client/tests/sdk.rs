@@ -15,7 +15,7 @@ const CORE_AUD: &str = "https://core.sdk.test";
 const KMS_AUD: &str = "kms://kms.acme.test";
 
 struct World {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     idp: idp::Running,
     kms: kms::server::Running,
     core: custos_core::server::Running,
@@ -46,7 +46,7 @@ impl World {
             .await
             .unwrap();
         let pin = KmsPin::new("kms.acme.test", kms.engine.server_key().public_key().clone()).unwrap();
-        World { _tmp: tmp, idp, kms, core, pin }
+        World { tmp, idp, kms, core, pin }
     }
 
     async fn tokens(&self, user: &str, password: &str) -> Arc<dyn TokenSource> {
@@ -68,6 +68,11 @@ impl World {
             .unwrap();
         let refresh = v["refresh_token"].as_str().unwrap_or_else(|| panic!("login {user}: {v}"));
         Arc::new(OidcTokens::from_refresh_token(&endpoint, "custos-cli", refresh, None))
+    }
+
+    /// The KMS's SQLite file.
+    fn kms_db(&self) -> std::path::PathBuf {
+        self.tmp.path().join("kms").join("kms.db")
     }
 
     fn config(&self) -> SessionConfig {
@@ -213,4 +218,53 @@ async fn files_stream_and_tampering_is_detected() {
         assert_eq!(info.size as usize, size);
         assert_eq!(std::fs::read(&dst).unwrap(), data, "size {size}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kms_audits_every_release_and_denial_and_fails_closed() {
+    let w = World::start().await;
+    let alice = w.session("alice@acme.test", w.config()).await;
+    let bob = w.session("bob@acme.test", w.config()).await;
+    let mallory = w.session("mallory@acme.test", w.config()).await;
+    let space = alice.create_space("Audited", &["bob@acme.test".into()]).await.unwrap();
+    let m = alice.send(&space.id, "hello").await.unwrap();
+    let key = m.key_uri.clone().unwrap();
+    bob.kms().key(&key).await.unwrap();
+    assert!(mallory.kms().key(&key).await.unwrap_err().is_not_authorized());
+
+    let log = w.kms.engine.audit_log().expect("the server audits").clone();
+    let resource = space.resource.to_string();
+    let entries = log.entries_for_resource(&resource, 0, 100).await.unwrap();
+    let names: Vec<(String, String)> = entries.iter().map(|e| (e.actor.clone(), e.action.to_string())).collect();
+    assert!(names.contains(&("alice@acme.test".into(), "resource_create".into())), "{names:?}");
+    assert!(names.contains(&("bob@acme.test".into(), "key_release".into())), "{names:?}");
+    let release = entries.iter().find(|e| e.actor == "bob@acme.test" && e.action.to_string() == "key_release").unwrap();
+    assert_eq!(release.keys, vec![key.clone()]);
+    // The denial names the key (its resource is not revealed to a stranger).
+    let denied = log.entries(&audit::Query { actor: Some("mallory@acme.test".into()), ..Default::default() }).await.unwrap();
+    assert!(denied.iter().any(|e| e.action.to_string() == "key_denied" && e.keys == vec![key.clone()]), "{denied:?}");
+
+    // The export verifies offline with the KMS public key; any altered byte does not.
+    let mut out = Vec::new();
+    log.export_jsonl(&mut out, 1).await.unwrap();
+    let public = w.kms.engine.server_key().public_key().clone();
+    let report = audit::verify_jsonl(&out[..], &public);
+    assert!(report.is_ok(), "{report:?}");
+    let text = String::from_utf8(out.clone()).unwrap();
+    let at = text.find("bob@acme.test").unwrap();
+    let mut forged = out.clone();
+    forged[at] = b'c'; // "cob@acme.test"
+    assert!(!audit::verify_jsonl(&forged[..], &public).is_ok());
+    // No secret in the log: the content key's material never appears.
+    let k = bob.kms().key(&key).await.unwrap();
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, k.key.expose());
+    assert!(!text.contains(&b64));
+
+    // Fail closed: once the log cannot be written, keys are refused.
+    let db = w.kms_db();
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    sqlx::query("DROP TABLE audit_entries").execute(&pool).await.unwrap();
+    let fresh = w.session("bob@acme.test", w.config()).await;
+    let e = fresh.kms().key(&key).await.unwrap_err();
+    assert!(matches!(e, Error::Kms { status: 503, .. }), "{e:?}");
 }

@@ -57,6 +57,42 @@ pub struct Config {
     /// that clients cannot reach directly. The link reconnects by itself.
     #[serde(default)]
     pub connect_to: Vec<String>,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit log: every key release, denial and change, hash-chained, with
+/// checkpoints signed by the static key. Always on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Where the log lives (default: the KMS's own database). Several KMS
+    /// nodes on one PostgreSQL database write one chain.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// This node's name in each entry (default: `<domain>@<listen>`).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Sign a checkpoint once this many entries are not covered.
+    #[serde(default = "d_checkpoint_entries")]
+    pub checkpoint_every_entries: u64,
+    /// … or this many seconds after the last one, if any entry is not covered.
+    #[serde(default = "d_checkpoint_secs")]
+    pub checkpoint_every_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { database_url: None, node: None, checkpoint_every_entries: d_checkpoint_entries(), checkpoint_every_secs: d_checkpoint_secs() }
+    }
+}
+
+fn d_checkpoint_entries() -> u64 {
+    10_000
+}
+fn d_checkpoint_secs() -> u64 {
+    60
 }
 
 /// The static RSA key and its certificate.

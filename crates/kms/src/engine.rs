@@ -82,6 +82,8 @@ pub struct Engine {
     // Resources never change their expiry; remember it to save a read per key retrieval.
     resource_expiry: RwLock<HashMap<String, Option<i64>>>,
     service_roots: Option<crate::service_auth::TrustRoots>,
+    /// The audit log; `None` only in engine tests that do not audit.
+    audit: Option<Arc<audit::AuditLog>>,
     // Bound keys never change (wrapped material, binding): cache their records.
     bound_keys: RwLock<HashMap<String, KeyRecord>>,
     // Positive authorization decisions, trusted for at most AUTHZ_CACHE; a
@@ -122,7 +124,7 @@ impl Engine {
         auth: Arc<dyn Authenticator>,
         limiter: RateLimiter,
     ) -> Self {
-        Self { cfg, store, server, keyring, tickets, auth, limiter, resource_expiry: RwLock::new(HashMap::new()), service_roots: None, bound_keys: RwLock::new(HashMap::new()), authz: RwLock::new(HashMap::new()), authz_generation: std::sync::atomic::AtomicU64::new(0) }
+        Self { cfg, store, server, keyring, tickets, auth, limiter, resource_expiry: RwLock::new(HashMap::new()), service_roots: None, audit: None, bound_keys: RwLock::new(HashMap::new()), authz: RwLock::new(HashMap::new()), authz_generation: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// Opens an engine over `store`: the org's keyring (first KEK created if
@@ -145,6 +147,35 @@ impl Engine {
     pub fn with_service_roots(mut self, roots: crate::service_auth::TrustRoots) -> Self {
         self.service_roots = Some(roots);
         self
+    }
+
+    /// Writes every key release, denial and change to `log` before answering;
+    /// a request whose entry cannot be written is refused.
+    pub fn with_audit(mut self, log: Arc<audit::AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// The audit log, if one is attached.
+    pub fn audit_log(&self) -> Option<&Arc<audit::AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    /// Records `op`'s outcome in the audit log (fail closed: if the entry
+    /// cannot be written, the answer becomes a 503 and reveals nothing).
+    async fn audited(&self, p: &Principal, op: &Operation, resp: Response, rid: &str) -> Response {
+        let Some(log) = &self.audit else { return resp };
+        let pid = p.id(&self.cfg.kms_domain);
+        let admin = matches!(p, Principal::User { .. }) && self.cfg.admins.iter().any(|a| *a == pid);
+        let Some(entry) = crate::audit::entry_for(p, &pid, admin, op, &resp) else { return resp };
+        match log.append(entry).await {
+            Ok(_) => resp,
+            Err(e) => {
+                tracing::error!(error = %e, "the audit log cannot be written: refusing the request");
+                metrics::counter!("kms_audit_failures_total").increment(1);
+                err(Status::UNAVAILABLE, rid, "the KMS cannot write its audit log; nothing was released or changed")
+            }
+        }
     }
 
     /// Whether the store answers.
@@ -368,7 +399,8 @@ impl Engine {
             Err(e) => return Ok(Sealed::Fresh(err(Status::BAD_REQUEST, rid, &e.to_string()))),
         };
         if !mutates(&op) {
-            return Ok(Sealed::Fresh(self.execute(session, uri, &principal, &op, rid).await?));
+            let resp = self.execute(session, uri, &principal, &op, rid).await?;
+            return Ok(Sealed::Fresh(self.audited(&principal, &op, resp, rid).await));
         }
         // Mutations run once per (session, requestId); a repeat gets the first answer.
         match self.store.claim_request(&session.id, rid, session.expires).await? {
@@ -378,6 +410,7 @@ impl Engine {
         }
         let done = async {
             let resp = self.execute(session, uri, &principal, &op, rid).await?;
+            let resp = self.audited(&principal, &op, resp, rid).await;
             let sealed = seal_response(&session.shared, uri, &resp)?;
             self.store.complete_request(&session.id, rid, &sealed).await?;
             Ok::<_, EngineError>(sealed)

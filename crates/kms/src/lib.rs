@@ -9,10 +9,12 @@
 //! - [`auth`]: bearer tokens (trusted issuers) and anonymous bearers.
 //! - [`service_auth`]: `jwk` service credentials (x5c chain to a trust root, proof of possession).
 //! - [`limit`]: per-source limits on unauthenticated RSA work.
+//! - [`audit`](mod@audit): what goes into the hash-chained audit log (crate `audit`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod config;

@@ -141,7 +141,17 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     let limiter = RateLimiter::new(cfg.limits.handshakes_per_second, cfg.limits.handshake_burst);
     let mut jwk = static_key.key.public_key().to_jwk();
     jwk.x5c = Some(vec![base64::engine::general_purpose::STANDARD.encode(&static_key.cert_der)]);
-    let mut engine = Engine::open(ec, store.clone(), static_key.key, cmk, Arc::new(IdentityAuth(verifier)), limiter).await?;
+    // The audit log's checkpoints are signed with the static key (context kms-audit-checkpoint).
+    let signer_key = jose::RsaPrivateKey::from_pkcs8_der(&static_key.key.to_pkcs8_der(), static_key.key.kid().map(str::to_string))?;
+    let signer = Arc::new(crate::audit::StaticKeySigner(kms_protocol::ServerKey::new(signer_key, &cfg.domain)?));
+    let node = cfg.audit.node.clone().unwrap_or_else(|| format!("{}@{}", cfg.domain, cfg.listen));
+    let audit_url = cfg.audit.database_url.clone().unwrap_or_else(|| cfg.database_url().to_string());
+    let audit_log = Arc::new(audit::AuditLog::open(&audit_url, &node, signer).await.context("opening the audit log")?);
+    audit_log.spawn_checkpoints(audit::CheckpointPolicy {
+        every_entries: cfg.audit.checkpoint_every_entries,
+        every: (cfg.audit.checkpoint_every_secs > 0).then(|| Duration::from_secs(cfg.audit.checkpoint_every_secs)),
+    });
+    let mut engine = Engine::open(ec, store.clone(), static_key.key, cmk, Arc::new(IdentityAuth(verifier)), limiter).await?.with_audit(audit_log);
     if let Some(path) = &cfg.service_trust_roots {
         let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let roots = crate::service_auth::TrustRoots::from_pem(&pem).with_context(|| format!("service trust roots {}", path.display()))?;

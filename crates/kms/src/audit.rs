@@ -1,0 +1,127 @@
+//! What the engine writes to the audit log (crate `audit`): every key
+//! release and denial, key creation and binding, resource and authorization
+//! change, and administrative action. Written before the answer leaves the
+//! KMS; if the log cannot be written, the request is refused (fail closed).
+
+use audit::{Action, ActorKind, NewEntry, Outcome};
+use kms_protocol::{Operation, Response, Status};
+
+use crate::auth::Principal;
+
+/// The entry that records `op` by `p`, answered with `resp`; `None` for
+/// operations that change and reveal nothing (ping, listing authorizations,
+/// reading a resource without keys, handshakes).
+pub fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation, resp: &Response) -> Option<NewEntry> {
+    let kind = match p {
+        Principal::User { .. } if admin && is_admin_op(op) => ActorKind::Admin,
+        Principal::User { .. } => ActorKind::User,
+        Principal::Service { .. } => ActorKind::Service,
+        Principal::Anonymous { .. } => ActorKind::Anonymous,
+    };
+    let ok = resp.status.is_success();
+    let outcome = if ok { Outcome::Allowed } else { Outcome::Denied };
+    let refused = matches!(resp.status, Status::UNAUTHORIZED | Status::FORBIDDEN | Status::NOT_FOUND);
+    let e = |action: Action, outcome: Outcome| NewEntry::new(principal_id, kind, action, outcome);
+    let entry = match op {
+        Operation::RetrieveKey { uri } => {
+            if ok {
+                let k = resp.key.as_ref()?;
+                let mut n = e(Action::KeyRelease, Outcome::Allowed).keys([k.uri.to_string()]);
+                if let Some(r) = &k.resource_uri {
+                    n = n.resource(r.to_string());
+                }
+                n
+            } else if refused {
+                e(Action::KeyDenied, Outcome::Denied).keys([uri.to_string()]).detail("status", u32::from(resp.status.0))
+            } else {
+                return None;
+            }
+        }
+        Operation::RetrieveResourceKeys { resource, .. } => {
+            if ok {
+                let keys: Vec<String> = resp.keys.iter().flatten().map(|k| k.uri.to_string()).collect();
+                if keys.is_empty() {
+                    return None;
+                }
+                e(Action::KeyRelease, Outcome::Allowed).resource(resource.to_string()).keys(keys)
+            } else if refused {
+                e(Action::KeyDenied, Outcome::Denied).resource(resource.to_string()).detail("status", u32::from(resp.status.0))
+            } else {
+                return None;
+            }
+        }
+        // Unbound keys go to their creator only; recorded so every key has a history.
+        Operation::CreateKeys { .. } if ok => {
+            e(Action::KeyCreate, outcome).keys(resp.keys.iter().flatten().map(|k| k.uri.to_string()).collect::<Vec<_>>())
+        }
+        Operation::BindKey { key, resource } if ok => e(Action::KeyBind, outcome).keys([key.to_string()]).resource(resource.to_string()),
+        Operation::CreateResource { auth_ids, key_uris, anonymous, .. } if ok => {
+            let uri = resp.resource.as_ref().map(|r| r.uri.to_string())?;
+            e(Action::ResourceCreate, outcome)
+                .resource(uri)
+                .keys(key_uris.iter().map(|k| k.to_string()).collect::<Vec<_>>())
+                .detail("auth_ids", ids(auth_ids.iter().map(|a| a.to_string())))
+                .detail("anonymous", *anonymous)
+        }
+        Operation::CreateAuthorizations { resource, auth_ids, anonymous, .. } => e(Action::AuthorizationCreate, outcome)
+            .resource(resource.to_string())
+            .detail("auth_ids", ids(auth_ids.iter().map(|a| a.to_string())))
+            .detail("anonymous", *anonymous)
+            .detail("status", u32::from(resp.status.0)),
+        Operation::DeleteAuthorization { uri } => {
+            let resource = uri.parent_resource().map(|r| r.to_string()).or_else(|| resp.authorization.as_ref().map(|a| a.resource_uri.to_string()));
+            let mut n = e(Action::AuthorizationDelete, outcome).detail("status", u32::from(resp.status.0));
+            if let Some(r) = resource {
+                n = n.resource(r);
+            }
+            if let Some(a) = resp.authorization.as_ref().and_then(|a| a.auth_id.clone()) {
+                n = n.detail("auth_ids", ids([a]));
+            }
+            n
+        }
+        Operation::DeleteAuthorizationByAuthId { resource, auth_id } => e(Action::AuthorizationDelete, outcome)
+            .resource(resource.to_string())
+            .detail("auth_ids", ids([auth_id.to_string()]))
+            .detail("status", u32::from(resp.status.0)),
+        Operation::DeleteAuthorizations { resource, auth_ids } => e(Action::AuthorizationDelete, outcome)
+            .resource(resource.to_string())
+            .detail("auth_ids", ids(auth_ids.iter().map(|a| a.to_string())))
+            .detail("status", u32::from(resp.status.0)),
+        Operation::CreateCmk { .. } | Operation::CreateKek { .. } | Operation::UpdateMasterKey { .. } => {
+            let what = match op {
+                Operation::CreateCmk { .. } => "create_cmk",
+                Operation::CreateKek { .. } => "create_kek",
+                _ => "update_master_key",
+            };
+            let mut n = e(Action::AdminAction, outcome).detail("operation", what).detail("status", u32::from(resp.status.0));
+            if let Operation::UpdateMasterKey { uri, state } = op {
+                n = n.detail("target", uri.to_string()).detail("state", format!("{state:?}"));
+            }
+            n
+        }
+        _ => return None,
+    };
+    Some(entry)
+}
+
+fn is_admin_op(op: &Operation) -> bool {
+    matches!(op, Operation::CreateCmk { .. } | Operation::CreateKek { .. } | Operation::UpdateMasterKey { .. } | Operation::ListMasterKeys { .. })
+}
+
+/// At most 32 ids in a detail list (the log's limit); the count says if more.
+fn ids(it: impl IntoIterator<Item = String>) -> Vec<String> {
+    it.into_iter().take(32).collect()
+}
+
+/// Signs checkpoints with the KMS static key in the `kms-audit-checkpoint` context.
+pub struct StaticKeySigner(pub kms_protocol::ServerKey);
+
+impl audit::CheckpointSigner for StaticKeySigner {
+    fn sign(&self, body: &audit::CheckpointBody) -> Result<String, audit::SignError> {
+        Ok(self.0.sign(kms_protocol::SigningContext::AuditCheckpoint, body)?)
+    }
+
+    fn public_key(&self) -> Option<&jose::RsaPublicKey> {
+        Some(self.0.public_key())
+    }
+}
