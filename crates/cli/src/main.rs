@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit_cmd;
 mod client_cmd;
 mod demo;
 mod profile;
@@ -55,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         command: IdpCommand,
     },
+    /// Check a KMS audit log export offline.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The client SDK's own tools.
     Sdk {
         #[command(subcommand)]
@@ -71,6 +77,21 @@ enum Command {
     Core {
         #[command(subcommand)]
         command: CoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify an export (`custos kms audit-export`): every entry's hash, the
+    /// chain, every checkpoint's signature and the closing seal. Exit status 1
+    /// and the first problem (line, seq, what) when anything was altered,
+    /// removed, reordered or cut.
+    Verify {
+        /// The export (JSON lines).
+        log: PathBuf,
+        /// The KMS public key (PEM, JWK, or the JSON of GET /kms/info); repeat across a key rotation.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
     },
 }
 
@@ -145,6 +166,20 @@ enum KmsCommand {
     },
     /// Print a commented example configuration.
     ExampleConfig,
+    /// Export the audit log as JSON lines (for a SIEM, or `custos audit
+    /// verify`), ending with a seal signed by the KMS key. Run where the KMS
+    /// runs (it needs the CMK passphrase).
+    AuditExport {
+        /// The KMS's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// First entry to export.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Measure handshakes, key retrieval, key creation and binding, in-process
     /// and over HTTP, next to `openssl speed rsa2048` from the same run.
     Bench {
@@ -193,6 +228,16 @@ fn main() -> ExitCode {
                 let cfg = idp::Config::load(&config)?;
                 idp::serve(cfg).await
             })
+        }
+        Command::Audit { command: AuditCommand::Verify { log, keys } } => {
+            match audit_cmd::verify(&log, &keys, cli.json) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Kms { command: KmsCommand::AuditExport { config, from, out } } => {
+            audit_cmd::export(&config, from, out.as_deref())
         }
         Command::Sdk { command: SdkCommand::Bench { spaces, rate, seconds } } => {
             sdk_bench::run(sdk_bench::BenchOptions { spaces, rate, seconds })

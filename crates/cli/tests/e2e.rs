@@ -350,6 +350,40 @@ fn chat_invite_tail_files_tampering_and_removal() {
         .to_string();
     dave.ok(&["send", &g, "hello from globex"]);
     assert_eq!(erin.texts(&g), ["hello from globex"]);
+    // The KMS audited all of it: export (where the KMS runs), verify offline with its public key.
+    let secrets: toml::Value = toml::from_str(&std::fs::read_to_string(up.data.join("secrets.toml")).unwrap()).unwrap();
+    let pass = secrets["cmk"]["acme.test"].as_str().unwrap();
+    let export = tmp.path().join("audit.jsonl");
+    let out = Command::new(BIN)
+        .args(["kms", "audit-export", "--config"])
+        .arg(up.data.join("acme.test").join("kms.toml"))
+        .arg("--out")
+        .arg(&export)
+        .env("CUSTOS_UP_CMK_ACME_TEST", pass)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = std::fs::read_to_string(&export).unwrap();
+    assert!(log.lines().any(|l| l.contains("\"key_release\"") && l.contains("bob@acme.test")));
+    assert!(log.lines().any(|l| l.contains("\"authorization_delete\"") && l.contains("carol@acme.test")));
+    assert!(!log.contains("2.4M") && !log.contains("hello bob"), "no plaintext in the audit log");
+    let key = up.data.join("acme.test").join("kms-public.pem");
+    let verify = |path: &Path| {
+        Command::new(BIN).args(["--json", "audit", "verify"]).arg(path).arg("--key").arg(&key).output().unwrap()
+    };
+    let ok = verify(&export);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    let report: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert!(report["entries"].as_u64().unwrap() > 20, "{report}");
+    let forged = tmp.path().join("forged.jsonl");
+    std::fs::write(&forged, log.replacen("bob@acme.test", "eve@acme.test", 1)).unwrap();
+    let bad = verify(&forged);
+    assert!(!bad.status.success());
+    assert_eq!(serde_json::from_slice::<Value>(&bad.stdout).unwrap()["problem"]["kind"], "modified_entry");
+    let lines: Vec<&str> = log.lines().collect();
+    std::fs::write(&forged, lines[..lines.len() - 3].join("\n") + "\n").unwrap();
+    assert!(!verify(&forged).status.success(), "a log cut short must not verify");
+
     // Across organizations (federation, not built yet) the error says so plainly.
     alice.ok(&["space", "add", &space, "dave@globex.test"]);
     let v = dave.ok(&["read", &space]);

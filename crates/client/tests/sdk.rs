@@ -241,7 +241,8 @@ async fn the_kms_audits_every_release_and_denial_and_fails_closed() {
     let release = entries.iter().find(|e| e.actor == "bob@acme.test" && e.action.to_string() == "key_release").unwrap();
     assert_eq!(release.keys, vec![key.clone()]);
     // The denial names the key (its resource is not revealed to a stranger).
-    let denied = log.entries(&audit::Query { actor: Some("mallory@acme.test".into()), ..Default::default() }).await.unwrap();
+    let denied =
+        log.entries(&audit::Query { actor: Some("mallory@acme.test".into()), ..Default::default() }).await.unwrap();
     assert!(denied.iter().any(|e| e.action.to_string() == "key_denied" && e.keys == vec![key.clone()]), "{denied:?}");
 
     // The export verifies offline with the KMS public key; any altered byte does not.

@@ -45,16 +45,19 @@ pub fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation,
                 }
                 e(Action::KeyRelease, Outcome::Allowed).resource(resource.to_string()).keys(keys)
             } else if refused {
-                e(Action::KeyDenied, Outcome::Denied).resource(resource.to_string()).detail("status", u32::from(resp.status.0))
+                e(Action::KeyDenied, Outcome::Denied)
+                    .resource(resource.to_string())
+                    .detail("status", u32::from(resp.status.0))
             } else {
                 return None;
             }
         }
         // Unbound keys go to their creator only; recorded so every key has a history.
-        Operation::CreateKeys { .. } if ok => {
-            e(Action::KeyCreate, outcome).keys(resp.keys.iter().flatten().map(|k| k.uri.to_string()).collect::<Vec<_>>())
+        Operation::CreateKeys { .. } if ok => e(Action::KeyCreate, outcome)
+            .keys(resp.keys.iter().flatten().map(|k| k.uri.to_string()).collect::<Vec<_>>()),
+        Operation::BindKey { key, resource } if ok => {
+            e(Action::KeyBind, outcome).keys([key.to_string()]).resource(resource.to_string())
         }
-        Operation::BindKey { key, resource } if ok => e(Action::KeyBind, outcome).keys([key.to_string()]).resource(resource.to_string()),
         Operation::CreateResource { auth_ids, key_uris, anonymous, .. } if ok => {
             let uri = resp.resource.as_ref().map(|r| r.uri.to_string())?;
             e(Action::ResourceCreate, outcome)
@@ -63,13 +66,18 @@ pub fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation,
                 .detail("auth_ids", ids(auth_ids.iter().map(|a| a.to_string())))
                 .detail("anonymous", *anonymous)
         }
-        Operation::CreateAuthorizations { resource, auth_ids, anonymous, .. } => e(Action::AuthorizationCreate, outcome)
-            .resource(resource.to_string())
-            .detail("auth_ids", ids(auth_ids.iter().map(|a| a.to_string())))
-            .detail("anonymous", *anonymous)
-            .detail("status", u32::from(resp.status.0)),
+        Operation::CreateAuthorizations { resource, auth_ids, anonymous, .. } => {
+            e(Action::AuthorizationCreate, outcome)
+                .resource(resource.to_string())
+                .detail("auth_ids", ids(auth_ids.iter().map(|a| a.to_string())))
+                .detail("anonymous", *anonymous)
+                .detail("status", u32::from(resp.status.0))
+        }
         Operation::DeleteAuthorization { uri } => {
-            let resource = uri.parent_resource().map(|r| r.to_string()).or_else(|| resp.authorization.as_ref().map(|a| a.resource_uri.to_string()));
+            let resource = uri
+                .parent_resource()
+                .map(|r| r.to_string())
+                .or_else(|| resp.authorization.as_ref().map(|a| a.resource_uri.to_string()));
             let mut n = e(Action::AuthorizationDelete, outcome).detail("status", u32::from(resp.status.0));
             if let Some(r) = resource {
                 n = n.resource(r);
@@ -93,7 +101,8 @@ pub fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation,
                 Operation::CreateKek { .. } => "create_kek",
                 _ => "update_master_key",
             };
-            let mut n = e(Action::AdminAction, outcome).detail("operation", what).detail("status", u32::from(resp.status.0));
+            let mut n =
+                e(Action::AdminAction, outcome).detail("operation", what).detail("status", u32::from(resp.status.0));
             if let Operation::UpdateMasterKey { uri, state } = op {
                 n = n.detail("target", uri.to_string()).detail("state", format!("{state:?}"));
             }
@@ -105,7 +114,13 @@ pub fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation,
 }
 
 fn is_admin_op(op: &Operation) -> bool {
-    matches!(op, Operation::CreateCmk { .. } | Operation::CreateKek { .. } | Operation::UpdateMasterKey { .. } | Operation::ListMasterKeys { .. })
+    matches!(
+        op,
+        Operation::CreateCmk { .. }
+            | Operation::CreateKek { .. }
+            | Operation::UpdateMasterKey { .. }
+            | Operation::ListMasterKeys { .. }
+    )
 }
 
 /// At most 32 ids in a detail list (the log's limit); the count says if more.

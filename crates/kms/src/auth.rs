@@ -55,7 +55,9 @@ impl Principal {
         match self {
             Principal::User { user_id } => user_id.clone(),
             Principal::Service { service_id } => format!("service:{service_id}"),
-            Principal::Anonymous { authorization_id, .. } => format!("kms://{kms_domain}/authorizations/{authorization_id}"),
+            Principal::Anonymous { authorization_id, .. } => {
+                format!("kms://{kms_domain}/authorizations/{authorization_id}")
+            }
         }
     }
 }

@@ -70,8 +70,13 @@ impl Issuer {
     fn token(&self, sub: &str) -> String {
         let now = crate::now_ms() / 1000;
         let claims = json!({"iss": self.url, "sub": sub, "aud": format!("kms://{DOMAIN}"), "iat": now, "exp": now + 3600, "client_id": "bench"});
-        jose::jws::sign(SigAlg::RS256, SignKey::Rsa(&self.key), &HeaderParams::kid("bench-issuer").with_typ("at+jwt"), claims.to_string().as_bytes())
-            .expect("signs")
+        jose::jws::sign(
+            SigAlg::RS256,
+            SignKey::Rsa(&self.key),
+            &HeaderParams::kid("bench-issuer").with_typ("at+jwt"),
+            claims.to_string().as_bytes(),
+        )
+        .expect("signs")
     }
 }
 
@@ -86,7 +91,8 @@ impl Sample {
     fn row(&self, name: &str, unit: &str) -> String {
         let mut l = self.lat.clone();
         l.sort();
-        let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or_default();
+        let pct =
+            |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or_default();
         format!(
             "{name:<54} {:>9.0} {unit:<6} p50 {:>8.2} ms  p99 {:>8.2} ms",
             self.ops / self.secs,
@@ -164,7 +170,13 @@ struct Http {
 
 impl Carrier for Http {
     async fn send(&self, msg: String) -> anyhow::Result<String> {
-        let r = self.http.post(format!("{}/kms/messages", self.url)).header("content-type", "application/jose").body(msg).send().await?;
+        let r = self
+            .http
+            .post(format!("{}/kms/messages", self.url))
+            .header("content-type", "application/jose")
+            .body(msg)
+            .send()
+            .await?;
         anyhow::ensure!(r.status().is_success(), "HTTP {}", r.status());
         Ok(r.text().await?)
     }
@@ -225,7 +237,14 @@ where
 }
 
 /// The four phases against one carrier; returns printable rows.
-async fn phases<C: Carrier>(carrier: C, kms: KmsInfo, issuer: &Issuer, opts: &BenchOptions, clients: usize, label: &str) -> anyhow::Result<Vec<String>> {
+async fn phases<C: Carrier>(
+    carrier: C,
+    kms: KmsInfo,
+    issuer: &Issuer,
+    opts: &BenchOptions,
+    clients: usize,
+    label: &str,
+) -> anyhow::Result<Vec<String>> {
     let mut rows = Vec::new();
     let info = client("alice", &issuer.token("alice"));
     // Handshakes (client work included; over HTTP the client shares the machine).
@@ -242,7 +261,8 @@ async fn phases<C: Carrier>(carrier: C, kms: KmsInfo, issuer: &Issuer, opts: &Be
     for _ in 0..clients {
         conns.push(Arc::new(Conn::open(&carrier, &kms, info.clone()).await?));
     }
-    let res = conns[0].call(Method::Create, "/resources", json!({})).await?.resource.context("resource")?.uri.to_string();
+    let res =
+        conns[0].call(Method::Create, "/resources", json!({})).await?.resource.context("resource")?.uri.to_string();
     let keys = conns[0].call(Method::Create, "/keys", json!({"count": 100})).await?.keys.context("keys")?;
     let key_uris: Arc<Vec<String>> = Arc::new(keys.iter().map(|k| k.uri.to_string()).collect());
     conns[0].call(Method::Create, "/resources", json!({"keyUris": *key_uris})).await?;
@@ -309,7 +329,17 @@ async fn engine(opts: &BenchOptions, issuer_url: &str, dir: &std::path::Path) ->
         vec![kms_identity::IssuerConfig::new(issuer_url.to_string(), ORG)],
     ))?;
     let key = RsaPrivateKey::generate(2048, Some("bench-static".into()))?;
-    Ok(Arc::new(Engine::open(EngineConfig::new(DOMAIN, ORG), store, key, cmk, Arc::new(IdentityAuth(verifier)), RateLimiter::unlimited()).await?))
+    Ok(Arc::new(
+        Engine::open(
+            EngineConfig::new(DOMAIN, ORG),
+            store,
+            key,
+            cmk,
+            Arc::new(IdentityAuth(verifier)),
+            RateLimiter::unlimited(),
+        )
+        .await?,
+    ))
 }
 
 /// Runs the benchmark and prints the report.
@@ -337,7 +367,9 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
             let app = crate::http::router(crate::http::AppState { engine: e, info, metrics: None });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
-            tokio::spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.ok() });
+            tokio::spawn(async move {
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.ok()
+            });
             let carrier = Http { http: reqwest::Client::new(), url: format!("http://{addr}") };
             phases(carrier, kms, &issuer, &opts, opts.clients, "HTTP, 2 cores shared").await
         })?
@@ -352,7 +384,11 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
         (Some(a), Some(b)) => {
             let rsa = (a + b) / 2.0;
             println!("openssl speed rsa2048: {a:.0} and {b:.0} signs/s (mean {rsa:.0}); a handshake costs 2 RSA private operations,");
-            println!("so one core's ceiling is about {:.0} handshakes/s; the target is 0.8 x that = {:.0}/s.", rsa / 2.0, 0.8 * rsa / 2.0);
+            println!(
+                "so one core's ceiling is about {:.0} handshakes/s; the target is 0.8 x that = {:.0}/s.",
+                rsa / 2.0,
+                0.8 * rsa / 2.0
+            );
         }
         _ => println!("openssl speed rsa2048: unavailable (is openssl installed?)"),
     }

@@ -84,7 +84,12 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { database_url: None, node: None, checkpoint_every_entries: d_checkpoint_entries(), checkpoint_every_secs: d_checkpoint_secs() }
+        Self {
+            database_url: None,
+            node: None,
+            checkpoint_every_entries: d_checkpoint_entries(),
+            checkpoint_every_secs: d_checkpoint_secs(),
+        }
     }
 }
 
@@ -144,7 +149,12 @@ pub struct Lifetimes {
 
 impl Default for Lifetimes {
     fn default() -> Self {
-        Self { session_secs: d_session(), unbound_key_secs: d_unbound(), bound_key_secs: d_bound(), max_resource_ttl_secs: d_ttl() }
+        Self {
+            session_secs: d_session(),
+            unbound_key_secs: d_unbound(),
+            bound_key_secs: d_bound(),
+            max_resource_ttl_secs: d_ttl(),
+        }
     }
 }
 
@@ -255,10 +265,12 @@ impl Config {
 
     /// Parses TOML text; `base` anchors relative paths.
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
-        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
-        c.domain = kms_protocol::uri::canonical_domain(&c.domain).map_err(|_| ConfigError::Invalid(format!("domain `{}` is not a valid host name", c.domain)))?;
-        c.org_domain =
-            kms_protocol::uri::canonical_domain(&c.org_domain).map_err(|_| ConfigError::Invalid(format!("org_domain `{}` is not a valid host name", c.org_domain)))?;
+        let mut c: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        c.domain = kms_protocol::uri::canonical_domain(&c.domain)
+            .map_err(|_| ConfigError::Invalid(format!("domain `{}` is not a valid host name", c.domain)))?;
+        c.org_domain = kms_protocol::uri::canonical_domain(&c.org_domain)
+            .map_err(|_| ConfigError::Invalid(format!("org_domain `{}` is not a valid host name", c.org_domain)))?;
         if c.lifetimes.session_secs == 0 || c.lifetimes.session_secs > 24 * 3600 {
             return Err(ConfigError::Invalid("lifetimes.session_secs must be 1 to 86400".into()));
         }
@@ -273,7 +285,8 @@ impl Config {
         let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
         c.data_dir = abs(&c.data_dir);
         c.static_key.path = Some(abs(c.static_key.path.as_deref().unwrap_or(&c.data_dir.join("static-key.sealed"))));
-        c.static_key.cert_path = Some(abs(c.static_key.cert_path.as_deref().unwrap_or(&c.data_dir.join("static-cert.pem"))));
+        c.static_key.cert_path =
+            Some(abs(c.static_key.cert_path.as_deref().unwrap_or(&c.data_dir.join("static-cert.pem"))));
         c.cmk.path = Some(abs(c.cmk.path.as_deref().unwrap_or(&c.data_dir.join("cmk.json"))));
         c.service_trust_roots = c.service_trust_roots.as_deref().map(abs);
         if let Ok(url) = std::env::var("CUSTOS_KMS_DATABASE_URL") {
@@ -314,7 +327,10 @@ org_domain = "acme.example"
         assert_eq!(c.listen, default_listen());
         assert_eq!(c.static_key.path.as_deref(), Some(Path::new("/etc/custos/data/static-key.sealed")));
         assert_eq!(c.cmk.passphrase_env, "CUSTOS_KMS_CMK_PASSPHRASE");
-        assert!(c.database_url().starts_with("sqlite:///etc/custos/data/kms.db") || std::env::var("CUSTOS_KMS_DATABASE_URL").is_ok());
+        assert!(
+            c.database_url().starts_with("sqlite:///etc/custos/data/kms.db")
+                || std::env::var("CUSTOS_KMS_DATABASE_URL").is_ok()
+        );
         assert_eq!(c.lifetimes.session_secs, 3600);
     }
 

@@ -93,9 +93,16 @@ async fn link_once(engine: &Arc<Engine>, url: &str) -> anyhow::Result<()> {
 }
 
 async fn answer(engine: &Engine, id: u64, content_type: &str, body: &str, src: &str) -> Frame {
-    let reply = |status: u16, content_type: &str, body: String| Frame::Response { id, status, content_type: content_type.into(), body };
+    let reply = |status: u16, content_type: &str, body: String| Frame::Response {
+        id,
+        status,
+        content_type: content_type.into(),
+        body,
+    };
     if content_type.starts_with("application/json") {
-        let Ok(batch) = serde_json::from_str::<Batch>(body) else { return reply(400, "application/json", r#"{"error":"bad batch"}"#.into()) };
+        let Ok(batch) = serde_json::from_str::<Batch>(body) else {
+            return reply(400, "application/json", r#"{"error":"bad batch"}"#.into());
+        };
         if batch.kms_messages.len() > crate::http::MAX_BATCH {
             return reply(413, "application/json", r#"{"error":"too many messages in one batch"}"#.into());
         }
@@ -105,7 +112,11 @@ async fn answer(engine: &Engine, id: u64, content_type: &str, body: &str, src: &
                 out.push(a);
             }
         }
-        return reply(200, "application/json", serde_json::to_string(&Batch { kms_messages: out }).expect("serializes"));
+        return reply(
+            200,
+            "application/json",
+            serde_json::to_string(&Batch { kms_messages: out }).expect("serializes"),
+        );
     }
     match engine.handle(body.trim(), Some(src)).await {
         Ok(a) => reply(200, "application/jose", a),

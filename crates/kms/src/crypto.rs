@@ -73,7 +73,11 @@ impl SecretKey {
         buf.extend_from_slice(plain);
         let tag = self
             .aead()
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut buf[NONCE_LEN..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_bytes()),
+                &mut buf[NONCE_LEN..],
+            )
             .map_err(|_| CryptoError::Random)?;
         buf.extend_from_slice(tag.as_ref());
         Ok(buf)
@@ -151,7 +155,8 @@ impl Cmk {
             Ok(bytes) => Ok((Self::open(&bytes, passphrase)?, false)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let (cmk, bytes) = Self::create(passphrase, PBKDF2_ITERATIONS)?;
-                write_private_file(path, &bytes).map_err(|e| CryptoError::CmkFile(format!("{}: {e}", path.display())))?;
+                write_private_file(path, &bytes)
+                    .map_err(|e| CryptoError::CmkFile(format!("{}: {e}", path.display())))?;
                 Ok((cmk, true))
             }
             Err(e) => Err(CryptoError::CmkFile(format!("{}: {e}", path.display()))),
@@ -182,12 +187,14 @@ impl Cmk {
 
     /// Opens sealed file contents.
     pub fn open(bytes: &[u8], passphrase: &[u8]) -> Result<Self, CryptoError> {
-        let f: CmkFile = serde_json::from_slice(bytes).map_err(|_| CryptoError::CmkFile("is not a Custos CMK file".into()))?;
+        let f: CmkFile =
+            serde_json::from_slice(bytes).map_err(|_| CryptoError::CmkFile("is not a Custos CMK file".into()))?;
         if f.version != 1 || f.kdf != "pbkdf2-hmac-sha256" || f.iterations < 100_000 {
             return Err(CryptoError::CmkFile("has an unsupported version or KDF".into()));
         }
         let salt = jose::b64::decode(&f.salt, jose::Part::Payload).map_err(|_| CryptoError::CmkFile("salt".into()))?;
-        let wrapped = jose::b64::decode(&f.wrapped, jose::Part::Payload).map_err(|_| CryptoError::CmkFile("key".into()))?;
+        let wrapped =
+            jose::b64::decode(&f.wrapped, jose::Part::Payload).map_err(|_| CryptoError::CmkFile("key".into()))?;
         let wrapping = passphrase_key(passphrase, &salt, f.iterations);
         let key = wrapping.unwrap_key(&format!("cmk:{}", f.id), &wrapped).map_err(|_| CryptoError::Passphrase)?;
         Ok(Self { id: f.id, key })

@@ -12,9 +12,16 @@ use std::time::Duration;
 use jose::jws::VerifyKey;
 use jose::{JwsPolicy, OctKey, SigAlg};
 use kms_protocol::channel::{HandshakeGrant, ServerKey, SigningContext};
-use kms_protocol::message::{AuthorizationObject, KeyObject, KeyState, MasterKeyObject, Operation, Realm, ResourceObject};
-use kms_protocol::{classify, open_request, seal_response, AuthId, Credential, Incoming, Kind, KmsUri, Request, Response, Status, Target};
-use kms_store::{AuthorizationRecord, BindOutcome, CreateResourceOutcome, KeyRecord, MasterKeyState, ResourceRecord, Store};
+use kms_protocol::message::{
+    AuthorizationObject, KeyObject, KeyState, MasterKeyObject, Operation, Realm, ResourceObject,
+};
+use kms_protocol::{
+    classify, open_request, seal_response, AuthId, Credential, Incoming, Kind, KmsUri, Request, Response, Status,
+    Target,
+};
+use kms_store::{
+    AuthorizationRecord, BindOutcome, CreateResourceOutcome, KeyRecord, MasterKeyState, ResourceRecord, Store,
+};
 use tokio::sync::RwLock;
 
 use crate::auth::{AnonClaims, AuthError, Authenticator, Principal};
@@ -124,7 +131,21 @@ impl Engine {
         auth: Arc<dyn Authenticator>,
         limiter: RateLimiter,
     ) -> Self {
-        Self { cfg, store, server, keyring, tickets, auth, limiter, resource_expiry: RwLock::new(HashMap::new()), service_roots: None, audit: None, bound_keys: RwLock::new(HashMap::new()), authz: RwLock::new(HashMap::new()), authz_generation: std::sync::atomic::AtomicU64::new(0) }
+        Self {
+            cfg,
+            store,
+            server,
+            keyring,
+            tickets,
+            auth,
+            limiter,
+            resource_expiry: RwLock::new(HashMap::new()),
+            service_roots: None,
+            audit: None,
+            bound_keys: RwLock::new(HashMap::new()),
+            authz: RwLock::new(HashMap::new()),
+            authz_generation: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// Opens an engine over `store`: the org's keyring (first KEK created if
@@ -287,7 +308,8 @@ impl Engine {
             expires = expires.min(exp);
         }
         let pid = principal.id(&self.cfg.kms_domain);
-        let grant = HandshakeGrant { user_id: pid.clone(), client_id: client.client_id.clone(), expires: from_ms(expires) };
+        let grant =
+            HandshakeGrant { user_id: pid.clone(), client_id: client.client_id.clone(), expires: from_ms(expires) };
         let ticket_key = match self.tickets.current_key(now).await {
             Ok(k) => k,
             Err(e) => {
@@ -297,9 +319,12 @@ impl Engine {
         };
         // The ticket seals the shared key, so it is made inside the handshake; no database write.
         let accepted = self.server.accept_handshake(&opened, &grant, |shared| {
-            let (ticket, _) = Tickets::seal_with(&ticket_key, shared, &pid, &client.client_id, expires)
-                .map_err(|_| kms_protocol::ProtocolError::InvalidField { field: "key", reason: "ticket sealing failed" })?;
-            KmsUri::object(&self.cfg.kms_domain, Kind::Ecdhe, &ticket).map_err(|source| kms_protocol::ProtocolError::Uri { field: "key.uri", source })
+            let (ticket, _) =
+                Tickets::seal_with(&ticket_key, shared, &pid, &client.client_id, expires).map_err(|_| {
+                    kms_protocol::ProtocolError::InvalidField { field: "key", reason: "ticket sealing failed" }
+                })?;
+            KmsUri::object(&self.cfg.kms_domain, Kind::Ecdhe, &ticket)
+                .map_err(|source| kms_protocol::ProtocolError::Uri { field: "key.uri", source })
         });
         match accepted {
             Ok(a) => a.response,
@@ -315,7 +340,9 @@ impl Engine {
     async fn authenticate(&self, cred: &Credential, binding: &str, request_id: &str) -> Result<Principal, AuthError> {
         if cred.jwk.is_some() {
             let Some(roots) = &self.service_roots else {
-                return Err(AuthError("this KMS accepts no service (jwk) credentials: no trust roots are configured".into()));
+                return Err(AuthError(
+                    "this KMS accepts no service (jwk) credentials: no trust roots are configured".into(),
+                ));
             };
             let id = crate::service_auth::authenticate_service(roots, cred, binding, request_id, now_ms() / 1000)?;
             return Ok(Principal::Service { service_id: id });
@@ -369,7 +396,8 @@ impl Engine {
             Ok(Sealed::Fresh(resp)) => seal_response(&session.shared, uri, &resp).unwrap_or_default(),
             Ok(Sealed::Stored(s)) => s,
             Err(EngineError::KekRevoked) => {
-                let resp = err(Status::FORBIDDEN, &req.request_id, "the org has revoked the key encryption key of this key");
+                let resp =
+                    err(Status::FORBIDDEN, &req.request_id, "the org has revoked the key encryption key of this key");
                 seal_response(&session.shared, uri, &resp).unwrap_or_default()
             }
             Err(e) => {
@@ -380,7 +408,12 @@ impl Engine {
         }
     }
 
-    async fn session_request_inner(&self, session: &SessionState, uri: &KmsUri, req: &Request) -> Result<Sealed, EngineError> {
+    async fn session_request_inner(
+        &self,
+        session: &SessionState,
+        uri: &KmsUri,
+        req: &Request,
+    ) -> Result<Sealed, EngineError> {
         let rid = req.request_id.as_str();
         let Some(client) = req.client.as_ref() else {
             return Ok(Sealed::Fresh(err(Status::UNAUTHORIZED, rid, "a credential is required")));
@@ -405,7 +438,13 @@ impl Engine {
         // Mutations run once per (session, requestId); a repeat gets the first answer.
         match self.store.claim_request(&session.id, rid, session.expires).await? {
             Some(Some(stored)) => return Ok(Sealed::Stored(stored)),
-            Some(None) => return Ok(Sealed::Fresh(err(Status::CONFLICT, rid, "this requestId is still being processed; retry later"))),
+            Some(None) => {
+                return Ok(Sealed::Fresh(err(
+                    Status::CONFLICT,
+                    rid,
+                    "this requestId is still being processed; retry later",
+                )))
+            }
             None => {}
         }
         let done = async {
@@ -472,7 +511,9 @@ impl Engine {
         let admin = matches!(p, Principal::User { .. }) && user.is_some_and(|u| self.cfg.admins.iter().any(|a| a == u));
         match op {
             Operation::Ping => Ok(Response::new(Status::OK, rid)),
-            Operation::CreateEphemeralKey { .. } => Ok(err(Status::BAD_REQUEST, rid, "create /ecdhe must be encrypted to the static key")),
+            Operation::CreateEphemeralKey { .. } => {
+                Ok(err(Status::BAD_REQUEST, rid, "create /ecdhe must be encrypted to the static key"))
+            }
             Operation::DeleteEphemeralKey { uri: target } => {
                 if target != uri {
                     return Ok(err(Status::FORBIDDEN, rid, "a session may delete only its own ephemeral key"));
@@ -480,8 +521,12 @@ impl Engine {
                 self.tickets.revoke(session).await?;
                 Ok(Response::new(Status::NO_CONTENT, rid))
             }
-            Operation::CreateKeys { count } => self.create_keys(session, user.unwrap_or_default(), *count, now, rid).await,
-            Operation::BindKey { key, resource } => self.bind_key(p, user.unwrap_or_default(), key, resource, now, rid).await,
+            Operation::CreateKeys { count } => {
+                self.create_keys(session, user.unwrap_or_default(), *count, now, rid).await
+            }
+            Operation::BindKey { key, resource } => {
+                self.bind_key(p, user.unwrap_or_default(), key, resource, now, rid).await
+            }
             Operation::RetrieveKey { uri: key } => self.retrieve_key(session, p, key, now, rid).await,
             Operation::RetrieveResourceKeys { resource, bound_after, bound_before, count } => {
                 let Some(rid_) = self.own_id(resource) else { return Ok(not_found(rid)) };
@@ -527,13 +572,22 @@ impl Engine {
                     }
                 }
                 let expiry = self.resource_expiry(id).await?.flatten();
-                let (recs, bearers) = match self.authorization_records(id, user.unwrap_or_default(), auth_ids, role_uri.clone(), *anonymous, expiry, now) {
+                let (recs, bearers) = match self.authorization_records(
+                    id,
+                    user.unwrap_or_default(),
+                    auth_ids,
+                    role_uri.clone(),
+                    *anonymous,
+                    expiry,
+                    now,
+                ) {
                     Ok(x) => x,
                     Err(r) => return Ok(r.with_rid(rid)),
                 };
                 let created = self.store.create_authorizations(&recs).await?;
                 let mut resp = Response::new(Status::CREATED, rid);
-                resp.authorizations = Some(created.iter().map(|a| self.authorization_object(a, bearers.get(&a.id))).collect());
+                resp.authorizations =
+                    Some(created.iter().map(|a| self.authorization_object(a, bearers.get(&a.id))).collect());
                 Ok(resp)
             }
             Operation::RetrieveAuthorizations { resource, auth_id } => {
@@ -634,13 +688,23 @@ impl Engine {
                     return Ok(forbidden(rid));
                 }
                 if !target.is_object(Kind::Kek) {
-                    return Ok(err(Status(501), rid, "the CMK is managed in the KMS configuration, not through the API"));
+                    return Ok(err(
+                        Status(501),
+                        rid,
+                        "the CMK is managed in the KMS configuration, not through the API",
+                    ));
                 }
                 let new = match state {
                     KeyState::Active => MasterKeyState::Active,
                     KeyState::Deactivated | KeyState::Retired => MasterKeyState::Inactive,
                     KeyState::Revoked | KeyState::Disabled => MasterKeyState::Revoked,
-                    _ => return Ok(err(Status::BAD_REQUEST, rid, "a KEK may be set ACTIVE, DEACTIVATED, RETIRED, REVOKED or DISABLED")),
+                    _ => {
+                        return Ok(err(
+                            Status::BAD_REQUEST,
+                            rid,
+                            "a KEK may be set ACTIVE, DEACTIVATED, RETIRED, REVOKED or DISABLED",
+                        ))
+                    }
                 };
                 let Some(id) = self.own_id(target) else { return Ok(not_found(rid)) };
                 // Only this KMS's org's KEKs, even in a database shared with other orgs.
@@ -690,7 +754,15 @@ impl Engine {
         Ok(resp)
     }
 
-    async fn bind_key(&self, p: &Principal, user: &str, key: &KmsUri, resource: &KmsUri, now: i64, rid: &str) -> Answer {
+    async fn bind_key(
+        &self,
+        p: &Principal,
+        user: &str,
+        key: &KmsUri,
+        resource: &KmsUri,
+        now: i64,
+        rid: &str,
+    ) -> Answer {
         let (Some(kid), Some(res)) = (self.own_id(key), self.own_id(resource)) else { return Ok(not_found(rid)) };
         if !self.authorized(p, res, now).await? {
             return Ok(forbidden(rid));
@@ -757,7 +829,11 @@ impl Engine {
     ) -> Answer {
         if let Some(t) = ttl {
             if t == 0 || t > self.cfg.max_resource_ttl.as_secs() {
-                return Ok(err(Status::BAD_REQUEST, rid, &format!("ttl must be 1 to {} seconds", self.cfg.max_resource_ttl.as_secs())));
+                return Ok(err(
+                    Status::BAD_REQUEST,
+                    rid,
+                    &format!("ttl must be 1 to {} seconds", self.cfg.max_resource_ttl.as_secs()),
+                ));
             }
         }
         if let Some(r) = self.check_auth_ids(auth_ids, rid).await? {
@@ -778,19 +854,31 @@ impl Engine {
             Ok(x) => x,
             Err(r) => return Ok(r.with_rid(rid)),
         };
-        let rec = ResourceRecord { id: id.clone(), creator: user.to_string(), create_date: now, expiration_date: expiry, ttl: ttl.map(|t| t as i64) };
+        let rec = ResourceRecord {
+            id: id.clone(),
+            creator: user.to_string(),
+            create_date: now,
+            expiration_date: expiry,
+            ttl: ttl.map(|t| t as i64),
+        };
         match self.store.create_resource(&rec, &auths, &key_ids, now + ms(self.cfg.bound_key_lifetime)).await? {
             CreateResourceOutcome::Created(view) => {
                 self.resource_expiry.write().await.insert(id.clone(), expiry);
                 let mut resp = Response::new(Status::CREATED, rid);
                 resp.resource = Some(self.resource_object(&view));
                 // Anonymous bearers are returned here, once, and never again.
-                resp.authorizations = Some(auths.iter().map(|a| self.authorization_object(a, bearers.get(&a.id))).collect());
+                resp.authorizations =
+                    Some(auths.iter().map(|a| self.authorization_object(a, bearers.get(&a.id))).collect());
                 Ok(resp)
             }
-            CreateResourceOutcome::KeyNotBindable(k) => {
-                Ok(err(Status::CONFLICT, rid, &format!("key {} cannot be bound (unknown, not yours, expired or already bound); nothing was created", self.uri(Kind::Keys, &k))))
-            }
+            CreateResourceOutcome::KeyNotBindable(k) => Ok(err(
+                Status::CONFLICT,
+                rid,
+                &format!(
+                    "key {} cannot be bound (unknown, not yours, expired or already bound); nothing was created",
+                    self.uri(Kind::Keys, &k)
+                ),
+            )),
             CreateResourceOutcome::Exists => Err(EngineError::Internal("resource id collision")),
         }
     }
@@ -934,7 +1022,11 @@ impl Engine {
                 if r != resource_id {
                     return Ok(false);
                 }
-                Ok(self.store.get_authorization(authorization_id).await?.is_some_and(|a| a.expiration_date.is_some_and(|e| e > now)))
+                Ok(self
+                    .store
+                    .get_authorization(authorization_id)
+                    .await?
+                    .is_some_and(|a| a.expiration_date.is_some_and(|e| e > now)))
             }
             Principal::User { .. } | Principal::Service { .. } => {
                 let user_id = p.id(&self.cfg.kms_domain);

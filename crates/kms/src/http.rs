@@ -94,7 +94,12 @@ async fn handle_one(engine: &Engine, msg: &str, source: &str) -> Result<String, 
     r
 }
 
-async fn messages(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
+async fn messages(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let source = peer.ip().to_string();
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let ctype = ctype.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -103,7 +108,9 @@ async fn messages(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<Sock
             if body.len() > MAX_MESSAGE {
                 return bare(StatusCode::PAYLOAD_TOO_LARGE, "message too large");
             }
-            let Ok(text) = std::str::from_utf8(&body) else { return bare(StatusCode::BAD_REQUEST, "body is not UTF-8") };
+            let Ok(text) = std::str::from_utf8(&body) else {
+                return bare(StatusCode::BAD_REQUEST, "body is not UTF-8");
+            };
             match handle_one(&s.engine, text.trim(), &source).await {
                 Ok(answer) => ([(header::CONTENT_TYPE, "application/jose")], answer).into_response(),
                 Err(Throttled) => bare(StatusCode::TOO_MANY_REQUESTS, "too many requests"),
@@ -119,7 +126,9 @@ async fn messages(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<Sock
             if batch.kms_messages.iter().any(|m| m.len() > MAX_MESSAGE) {
                 return bare(StatusCode::PAYLOAD_TOO_LARGE, "message too large");
             }
-            let answers = futures_util::future::join_all(batch.kms_messages.iter().map(|m| handle_one(&s.engine, m, &source))).await;
+            let answers =
+                futures_util::future::join_all(batch.kms_messages.iter().map(|m| handle_one(&s.engine, m, &source)))
+                    .await;
             // A throttled message is left out; the client retries it.
             let out: Vec<String> = answers.into_iter().filter_map(Result::ok).collect();
             if out.is_empty() && !batch.kms_messages.is_empty() {
@@ -131,7 +140,11 @@ async fn messages(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<Sock
     }
 }
 
-async fn ws(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, upgrade: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     upgrade
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)

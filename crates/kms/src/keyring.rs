@@ -43,7 +43,8 @@ fn key_aad(id: &str) -> String {
 impl Keyring {
     /// Opens the keyring; creates the org's first KEK if it has none.
     pub async fn open(store: Arc<dyn Store>, cmk: Cmk, org: &str) -> Result<Self, EngineError> {
-        let ring = Self { store, cmk, org: org.to_string(), keks: RwLock::new(HashMap::new()), active: RwLock::new(None) };
+        let ring =
+            Self { store, cmk, org: org.to_string(), keks: RwLock::new(HashMap::new()), active: RwLock::new(None) };
         if ring.store.active_kek(org).await?.is_none() {
             ring.rotate(crate::now_ms()).await?;
         }
@@ -92,7 +93,10 @@ impl Keyring {
             return Err(EngineError::Internal("a KEK is wrapped under another CMK"));
         }
         let key = self.cmk.key.unwrap_key(&kek_aad(id), &rec.wrapped)?;
-        self.keks.write().await.insert(id.to_string(), Cached { key: key.clone(), state: rec.state, at: Instant::now() });
+        self.keks
+            .write()
+            .await
+            .insert(id.to_string(), Cached { key: key.clone(), state: rec.state, at: Instant::now() });
         Ok((key, rec.state))
     }
 

@@ -23,10 +23,10 @@ pub mod crypto;
 pub mod engine;
 mod error;
 pub mod http;
-pub mod server;
-pub mod service_auth;
 pub mod keyring;
 pub mod limit;
+pub mod server;
+pub mod service_auth;
 pub mod session;
 
 pub use engine::{Engine, EngineConfig, Throttled};
@@ -44,5 +44,6 @@ pub fn to_ms(d: &time::OffsetDateTime) -> i64 {
 
 /// Unix milliseconds as a date.
 pub fn from_ms(ms: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }

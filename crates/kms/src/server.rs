@@ -64,7 +64,10 @@ pub fn load_or_create_static_key(cfg: &Config, cmk: &Cmk) -> anyhow::Result<Stat
             (RsaPrivateKey::from_pem(&pem, None).with_context(|| format!("static key {}", key_path.display()))?, false)
         }
         Ok(bytes) => {
-            let der = cmk.key.unwrap(AAD, &bytes).with_context(|| format!("opening the sealed static key {} (wrong CMK?)", key_path.display()))?;
+            let der = cmk
+                .key
+                .unwrap(AAD, &bytes)
+                .with_context(|| format!("opening the sealed static key {} (wrong CMK?)", key_path.display()))?;
             (RsaPrivateKey::from_pkcs8_der(&der, None)?, false)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -114,19 +117,27 @@ pub struct Running {
 /// Prometheus recorder (once per process).
 pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let passphrase = std::env::var(&cfg.cmk.passphrase_env)
-        .with_context(|| format!("the CMK passphrase must be in the environment variable {}", cfg.cmk.passphrase_env))?;
+    let passphrase = std::env::var(&cfg.cmk.passphrase_env).with_context(|| {
+        format!("the CMK passphrase must be in the environment variable {}", cfg.cmk.passphrase_env)
+    })?;
     let cmk_path = cfg.cmk.path.as_deref().expect("set by Config::parse");
     let (cmk, created) = Cmk::open_or_create(cmk_path, passphrase.as_bytes()).context("opening the CMK")?;
     if created {
-        println!("custos kms: created a new CMK at {} (back it up with its passphrase: losing either loses every key)", cmk_path.display());
+        println!(
+            "custos kms: created a new CMK at {} (back it up with its passphrase: losing either loses every key)",
+            cmk_path.display()
+        );
     }
 
     let static_key = load_or_create_static_key(cfg, &cmk)?;
     if static_key.created {
         println!("custos kms: generated a static key and self-signed certificate for {}", cfg.domain);
     }
-    println!("custos kms: static key kid {} certificate SHA-256 {}", static_key.key.kid().unwrap_or_default(), fingerprint(&static_key.cert_der));
+    println!(
+        "custos kms: static key kid {} certificate SHA-256 {}",
+        static_key.key.kid().unwrap_or_default(),
+        fingerprint(&static_key.cert_der)
+    );
 
     let store = kms_store::open(cfg.database_url()).await.context("opening the database")?;
     let verifier = kms_identity::Verifier::new(cfg.identity.clone()).context("identity configuration")?;
@@ -142,7 +153,8 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     let mut jwk = static_key.key.public_key().to_jwk();
     jwk.x5c = Some(vec![base64::engine::general_purpose::STANDARD.encode(&static_key.cert_der)]);
     // The audit log's checkpoints are signed with the static key (context kms-audit-checkpoint).
-    let signer_key = jose::RsaPrivateKey::from_pkcs8_der(&static_key.key.to_pkcs8_der(), static_key.key.kid().map(str::to_string))?;
+    let signer_key =
+        jose::RsaPrivateKey::from_pkcs8_der(&static_key.key.to_pkcs8_der(), static_key.key.kid().map(str::to_string))?;
     let signer = Arc::new(crate::audit::StaticKeySigner(kms_protocol::ServerKey::new(signer_key, &cfg.domain)?));
     let node = cfg.audit.node.clone().unwrap_or_else(|| format!("{}@{}", cfg.domain, cfg.listen));
     let audit_url = cfg.audit.database_url.clone().unwrap_or_else(|| cfg.database_url().to_string());
@@ -151,10 +163,13 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
         every_entries: cfg.audit.checkpoint_every_entries,
         every: (cfg.audit.checkpoint_every_secs > 0).then(|| Duration::from_secs(cfg.audit.checkpoint_every_secs)),
     });
-    let mut engine = Engine::open(ec, store.clone(), static_key.key, cmk, Arc::new(IdentityAuth(verifier)), limiter).await?.with_audit(audit_log);
+    let mut engine = Engine::open(ec, store.clone(), static_key.key, cmk, Arc::new(IdentityAuth(verifier)), limiter)
+        .await?
+        .with_audit(audit_log);
     if let Some(path) = &cfg.service_trust_roots {
         let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let roots = crate::service_auth::TrustRoots::from_pem(&pem).with_context(|| format!("service trust roots {}", path.display()))?;
+        let roots = crate::service_auth::TrustRoots::from_pem(&pem)
+            .with_context(|| format!("service trust roots {}", path.display()))?;
         println!("custos kms: accepting service credentials under {} trust root(s)", roots.len());
         engine = engine.with_service_roots(roots);
     }
@@ -180,12 +195,21 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     });
 
     let handle = if metrics {
-        Some(metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?)
+        Some(
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .context("installing the metrics recorder")?,
+        )
     } else {
         None
     };
-    let state = AppState { engine: engine.clone(), info: Arc::new(json!({"uri": format!("kms://{}", cfg.domain), "key": jwk})), metrics: handle };
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
+    let state = AppState {
+        engine: engine.clone(),
+        info: Arc::new(json!({"uri": format!("kms://{}", cfg.domain), "key": jwk})),
+        metrics: handle,
+    };
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {

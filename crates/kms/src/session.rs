@@ -148,7 +148,13 @@ impl Tickets {
         let mut sid = [0u8; 16];
         aws_lc_rs::rand::fill(&mut sid).map_err(|_| EngineError::Internal("random"))?;
         let id = jose::b64::encode(sid);
-        let body = TicketBody { s: id.clone(), k: jose::b64::encode(shared.expose()), u: principal.into(), c: client_id.into(), e: expires };
+        let body = TicketBody {
+            s: id.clone(),
+            k: jose::b64::encode(shared.expose()),
+            u: principal.into(),
+            c: client_id.into(),
+            e: expires,
+        };
         let json = zeroize::Zeroizing::new(serde_json::to_vec(&body).expect("serializes"));
         let sealed = key.wrap(&format!("ticket:{epoch}"), &json)?;
         Ok((format!("t1.{epoch}.{}", jose::b64::encode(sealed)), id))

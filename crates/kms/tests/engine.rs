@@ -86,7 +86,11 @@ async fn keys_resources_and_the_authorization_matrix() {
     assert!(b.bind_date.is_some());
     assert_eq!(alice.call(Method::Update, &k1, json!({"resourceUri": r})).await.status, Status::OK, "retried bind");
     let other = alice.create_resource(&[], &[]).await.uri.to_string();
-    assert_eq!(alice.call(Method::Update, &k1, json!({"resourceUri": other})).await.status, Status::CONFLICT, "never rebound");
+    assert_eq!(
+        alice.call(Method::Update, &k1, json!({"resourceUri": other})).await.status,
+        Status::CONFLICT,
+        "never rebound"
+    );
     // Carol cannot bind her key to a resource she is not authorized on.
     let ck = carol.create_keys(1).await[0].uri.to_string();
     assert_eq!(carol.call(Method::Update, &ck, json!({"resourceUri": r})).await.status, Status::FORBIDDEN);
@@ -102,17 +106,28 @@ async fn keys_resources_and_the_authorization_matrix() {
     assert_eq!(created.status, Status::CREATED);
     assert_eq!(created.authorizations.unwrap()[0].auth_id.as_deref(), Some("carol@acme.example"));
     assert_eq!(carol.call(Method::Retrieve, &k0, json!({})).await.status, Status::OK);
-    let listed = carol.ok(Method::Retrieve, &format!("{r}/authorizations?authId=carol%40acme.example"), json!({})).await;
+    let listed =
+        carol.ok(Method::Retrieve, &format!("{r}/authorizations?authId=carol%40acme.example"), json!({})).await;
     assert_eq!(listed.authorizations.unwrap().len(), 1);
     let del = bob.ok(Method::Delete, &format!("{r}/authorizations?authId=carol"), json!({})).await;
     assert_eq!(del.authorizations.unwrap()[0].auth_id.as_deref(), Some("carol@acme.example"));
     assert_eq!(carol.call(Method::Retrieve, &k0, json!({})).await.status, Status::FORBIDDEN, "de-authorized");
-    assert_eq!(bob.call(Method::Delete, &format!("{r}/authorizations?authId=carol"), json!({})).await.status, Status::NOT_FOUND);
+    assert_eq!(
+        bob.call(Method::Delete, &format!("{r}/authorizations?authId=carol"), json!({})).await.status,
+        Status::NOT_FOUND
+    );
     // Carol can no longer authorize anyone.
-    assert_eq!(carol.call(Method::Create, "/authorizations", json!({"resourceUri": r, "authIds": ["carol"]})).await.status, Status::FORBIDDEN);
+    assert_eq!(
+        carol.call(Method::Create, "/authorizations", json!({"resourceUri": r, "authIds": ["carol"]})).await.status,
+        Status::FORBIDDEN
+    );
 
     // Delete by URI and in bulk.
-    let a = bob.ok(Method::Create, "/authorizations", json!({"resourceUri": r, "authIds": ["dave", "erin"]})).await.authorizations.unwrap();
+    let a = bob
+        .ok(Method::Create, "/authorizations", json!({"resourceUri": r, "authIds": ["dave", "erin"]}))
+        .await
+        .authorizations
+        .unwrap();
     assert_eq!(a.len(), 2);
     assert_eq!(bob.ok(Method::Delete, &a[0].uri.to_string(), json!({})).await.status, Status::OK);
     let bulk = bob.ok(Method::Delete, "/authorizations", json!({"resourceUri": r, "authIds": ["erin", "zed"]})).await;
@@ -124,7 +139,10 @@ async fn keys_resources_and_the_authorization_matrix() {
     // Unknown ids and foreign domains.
     assert_eq!(alice.call(Method::Retrieve, "/keys/nope", json!({})).await.status, Status::NOT_FOUND);
     assert_eq!(alice.call(Method::Retrieve, "/resources/nope", json!({})).await.status, Status::FORBIDDEN);
-    assert_eq!(alice.call(Method::Retrieve, "kms://kms.other.example/keys/x", json!({})).await.status, Status::BAD_REQUEST);
+    assert_eq!(
+        alice.call(Method::Retrieve, "kms://kms.other.example/keys/x", json!({})).await.status,
+        Status::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
@@ -212,13 +230,22 @@ async fn anonymous_bearers() {
     let anon = created.authorizations.unwrap().into_iter().find(|a| a.auth_id.is_none()).unwrap();
     let bearer = anon.bearer.clone().expect("returned at creation").expose().to_string();
 
-    let guest = Client::try_connect(&h.engine, kms_protocol::ClientInfo { client_id: "guest".into(), credential: kms_protocol::Credential::bearer(bearer.clone()) })
-        .await
-        .unwrap();
+    let guest = Client::try_connect(
+        &h.engine,
+        kms_protocol::ClientInfo {
+            client_id: "guest".into(),
+            credential: kms_protocol::Credential::bearer(bearer.clone()),
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(guest.call(Method::Retrieve, &k, json!({})).await.status, Status::OK);
     assert_eq!(guest.call(Method::Retrieve, &format!("{r}/keys"), json!({})).await.status, Status::OK);
     // No power to authorize, create or bind.
-    assert_eq!(guest.call(Method::Create, "/authorizations", json!({"resourceUri": r, "authIds": ["mallory"]})).await.status, Status::FORBIDDEN);
+    assert_eq!(
+        guest.call(Method::Create, "/authorizations", json!({"resourceUri": r, "authIds": ["mallory"]})).await.status,
+        Status::FORBIDDEN
+    );
     assert_eq!(guest.call(Method::Create, "/keys", json!({"count": 1})).await.status, Status::FORBIDDEN);
     // Never shown again.
     let listed = alice.ok(Method::Retrieve, &format!("{r}/authorizations"), json!({})).await.authorizations.unwrap();
@@ -230,7 +257,14 @@ async fn anonymous_bearers() {
     let mut t = bearer.into_bytes();
     let n = t.len() - 3;
     t[n] = if t[n] == b'A' { b'B' } else { b'A' };
-    let e = Client::try_connect(&h.engine, kms_protocol::ClientInfo { client_id: "g".into(), credential: kms_protocol::Credential::bearer(String::from_utf8(t).unwrap()) }).await;
+    let e = Client::try_connect(
+        &h.engine,
+        kms_protocol::ClientInfo {
+            client_id: "g".into(),
+            credential: kms_protocol::Credential::bearer(String::from_utf8(t).unwrap()),
+        },
+    )
+    .await;
     assert!(matches!(e.err().unwrap(), ProtocolError::Status { status: Status::UNAUTHORIZED, .. }));
 }
 

@@ -39,7 +39,8 @@ impl World {
 
     /// Handshakes; returns (ctx, status).
     fn connect_token(&mut self, token: &str, client: &str) -> (u64, i64) {
-        let r = self.node.call(json!({"op": "kms_http_connect", "url": self.kms.url, "token": token, "clientId": client}));
+        let r =
+            self.node.call(json!({"op": "kms_http_connect", "url": self.kms.url, "token": token, "clientId": client}));
         (r["ctx"].as_u64().unwrap(), r["body"]["status"].as_i64().unwrap())
     }
 
@@ -51,7 +52,8 @@ impl World {
     }
 
     fn req(&mut self, ctx: u64, request: Value) -> Value {
-        self.node.call(json!({"op": "kms_http_request", "url": self.kms.url, "ctx": ctx, "request": request}))["body"].clone()
+        self.node.call(json!({"op": "kms_http_request", "url": self.kms.url, "ctx": ctx, "request": request}))["body"]
+            .clone()
     }
 
     fn status(&mut self, ctx: u64, request: Value) -> i64 {
@@ -88,21 +90,27 @@ fn whole_api_through_node_kms() {
     assert_eq!(w.req(bob, json!({"method": "retrieve", "uri": k0}))["key"]["jwk"]["k"], k0_secret, "authorized");
     assert_eq!(w.status(carol, json!({"method": "retrieve", "uri": k0})), 403, "stranger");
     assert_eq!(w.status(carol, json!({"method": "retrieve", "uri": r})), 403, "stranger, resource");
-    let added = w.req(bob, json!({"method": "create", "uri": "/authorizations", "resourceUri": r, "userIds": ["carol"]}));
+    let added =
+        w.req(bob, json!({"method": "create", "uri": "/authorizations", "resourceUri": r, "userIds": ["carol"]}));
     assert_eq!(added["status"], 201);
     assert_eq!(w.status(carol, json!({"method": "retrieve", "uri": k0})), 200, "authorized by bob");
-    let removed = w.req(bob, json!({"method": "delete", "uri": format!("{r}/authorizations?authId=carol%40acme.example")}));
+    let removed =
+        w.req(bob, json!({"method": "delete", "uri": format!("{r}/authorizations?authId=carol%40acme.example")}));
     assert_eq!(removed["status"], 200);
     assert_eq!(removed["authorizations"][0]["authId"], "carol@acme.example");
     assert_eq!(w.status(carol, json!({"method": "retrieve", "uri": k0})), 403, "de-authorized");
 
     // Bind (over the batch transport), retried bind, resource keys with count.
     let bind = json!({"method": "update", "uri": k1, "resourceUri": r});
-    let b = w.node.call(json!({"op": "kms_http_request", "url": w.kms.url, "ctx": alice, "request": bind, "batch": true}))["body"].clone();
+    let b =
+        w.node.call(json!({"op": "kms_http_request", "url": w.kms.url, "ctx": alice, "request": bind, "batch": true}))
+            ["body"]
+            .clone();
     assert_eq!(b["status"], 200);
     assert_eq!(b["key"]["resourceUri"], r);
     assert_eq!(w.status(alice, bind.clone()), 200, "a retried bind succeeds");
-    let other = w.req(alice, json!({"method": "create", "uri": "/resources"}))["resource"]["uri"].as_str().unwrap().to_string();
+    let other =
+        w.req(alice, json!({"method": "create", "uri": "/resources"}))["resource"]["uri"].as_str().unwrap().to_string();
     assert_eq!(w.status(alice, json!({"method": "update", "uri": k2, "resourceUri": r})), 200);
     assert_eq!(w.status(alice, json!({"method": "update", "uri": k1, "resourceUri": other})), 409, "never rebound");
     let listed = w.req(bob, json!({"method": "retrieve", "uri": format!("{r}/keys"), "count": 2}));
@@ -112,18 +120,26 @@ fn whole_api_through_node_kms() {
     assert_eq!(w.req(bob, json!({"method": "retrieve", "uri": r}))["resource"]["keyUris"].as_array().unwrap().len(), 3);
     let auths = w.req(alice, json!({"method": "retrieve", "uri": format!("{r}/authorizations")}));
     assert_eq!(auths["authorizations"].as_array().unwrap().len(), 2);
-    let one = w.req(alice, json!({"method": "retrieve", "uri": format!("{r}/authorizations?authId=bob%40acme.example")}));
+    let one =
+        w.req(alice, json!({"method": "retrieve", "uri": format!("{r}/authorizations?authId=bob%40acme.example")}));
     assert_eq!(one["authorizations"].as_array().unwrap().len(), 1);
 
     // Bulk delete and delete by URI.
-    let a = w.req(alice, json!({"method": "create", "uri": "/authorizations", "resourceUri": r, "authIds": ["dave", "erin"]}));
+    let a = w.req(
+        alice,
+        json!({"method": "create", "uri": "/authorizations", "resourceUri": r, "authIds": ["dave", "erin"]}),
+    );
     let dave_auth = a["authorizations"][0]["uri"].as_str().unwrap().to_string();
     assert_eq!(w.status(alice, json!({"method": "delete", "uri": dave_auth})), 200);
-    assert_eq!(w.status(alice, json!({"method": "delete", "uri": "/authorizations", "resourceUri": r, "authIds": ["erin"]})), 200);
+    assert_eq!(
+        w.status(alice, json!({"method": "delete", "uri": "/authorizations", "resourceUri": r, "authIds": ["erin"]})),
+        200
+    );
 
     // A replayed message (same requestId, same bytes) is answered, not executed again.
     let created = w.node.call(json!({"op": "kms_http_request", "url": w.kms.url, "ctx": alice, "request": {"method": "create", "uri": "/keys", "count": 1}}));
-    let replay = w.node.call(json!({"op": "kms_http_replay", "url": w.kms.url, "ctx": alice, "wrapped": created["wrapped"]}));
+    let replay =
+        w.node.call(json!({"op": "kms_http_replay", "url": w.kms.url, "ctx": alice, "wrapped": created["wrapped"]}));
     assert_eq!(replay["body"]["keys"][0]["uri"], created["body"]["keys"][0]["uri"]);
 
     // Anonymous bearer: reads keys, authorizes nobody.
@@ -133,7 +149,13 @@ fn whole_api_through_node_kms() {
     let (guest, st) = w.connect_token(&bearer, "guest");
     assert_eq!(st, 201);
     assert_eq!(w.req(guest, json!({"method": "retrieve", "uri": k0}))["key"]["jwk"]["k"], k0_secret);
-    assert_eq!(w.status(guest, json!({"method": "create", "uri": "/authorizations", "resourceUri": r, "userIds": ["mallory"]})), 403);
+    assert_eq!(
+        w.status(
+            guest,
+            json!({"method": "create", "uri": "/authorizations", "resourceUri": r, "userIds": ["mallory"]})
+        ),
+        403
+    );
 
     // Ping, delete the ephemeral key, then a signed reset that node-kms verifies.
     assert_eq!(w.status(alice, json!({"method": "update", "uri": "/ping"})), 200);
@@ -179,7 +201,8 @@ fn credentials_refused() {
 fn transport_edges() {
     let w = World::new("");
     let http = reqwest::blocking::Client::new();
-    let info: Value = serde_json::from_str(&http.get(format!("{}/kms/info", w.kms.url)).send().unwrap().text().unwrap()).unwrap();
+    let info: Value =
+        serde_json::from_str(&http.get(format!("{}/kms/info", w.kms.url)).send().unwrap().text().unwrap()).unwrap();
     assert_eq!(info["uri"], "kms://kms.acme.example");
     assert_eq!(info["key"]["kty"], "RSA");
     assert!(info["key"]["kid"].is_string());
@@ -206,7 +229,11 @@ fn transport_edges() {
         write!(s, "POST /kms/messages HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n\r\n").unwrap();
         let mut buf = [0u8; 64];
         let n = s.read(&mut buf).unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 413"), "{}", String::from_utf8_lossy(&buf[..n]));
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 413"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
     }
     assert_eq!(post("application/xml", b"<x/>".to_vec()).status(), 415);
     assert_eq!(post("application/json", b"{\"nope\":1}".to_vec()).status(), 400);
@@ -216,6 +243,8 @@ fn transport_edges() {
     assert_eq!(r.status(), 200);
     let text = r.text().unwrap();
     assert_eq!(text.matches('.').count(), 2, "a JWS");
-    let batch: Value = serde_json::from_str(&post("application/json", br#"{"kmsMessages":["x","y"]}"#.to_vec()).text().unwrap()).unwrap();
+    let batch: Value =
+        serde_json::from_str(&post("application/json", br#"{"kmsMessages":["x","y"]}"#.to_vec()).text().unwrap())
+            .unwrap();
     assert_eq!(batch["kmsMessages"].as_array().unwrap().len(), 2);
 }

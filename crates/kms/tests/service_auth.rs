@@ -568,7 +568,11 @@ async fn a_service_client_end_to_end() {
     let answer = h.engine.handle(&pending.wrapped, None).await.unwrap();
     let imp = pending.finish(&kms, &answer).unwrap();
     assert_eq!(imp.info().user_id, "service:admin@acme.example");
-    let mut list = kms_protocol::Request::new(Method::Retrieve, "/kek", Some(kms_protocol::ClientInfo { client_id: "imp".into(), credential: Credential::default() }));
+    let mut list = kms_protocol::Request::new(
+        Method::Retrieve,
+        "/kek",
+        Some(kms_protocol::ClientInfo { client_id: "imp".into(), credential: Credential::default() }),
+    );
     let (sk, alg) = imp_key.sign_key();
     attach_session_proof(&mut list, &imp, sk, alg, imp_chain).unwrap();
     let answer = h.engine.handle(&imp.wrap(&list).unwrap(), None).await.unwrap();
@@ -582,5 +586,14 @@ async fn a_service_client_end_to_end() {
     let answer = plain.engine.handle(&p.wrapped, None).await.unwrap();
     let e = p.finish(&kms2, &answer).unwrap_err();
     assert!(matches!(e, kms_protocol::ProtocolError::Status { status: Status::UNAUTHORIZED, .. }), "{e:?}");
-    let _ = (handshake_binding, session_binding, service_credential, authenticate_service, TrustRootsError::NoCertificates, MAX_CHAIN_LEN, KmsUri::parse_absolute, Kind::Keys);
+    let _ = (
+        handshake_binding,
+        session_binding,
+        service_credential,
+        authenticate_service,
+        TrustRootsError::NoCertificates,
+        MAX_CHAIN_LEN,
+        KmsUri::parse_absolute,
+        Kind::Keys,
+    );
 }

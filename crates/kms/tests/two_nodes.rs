@@ -89,7 +89,11 @@ fn two_nodes_share_sessions_without_writes() {
         if r["status"] == 499 {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(1), "node A still served a session deleted on node B after {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "node A still served a session deleted on node B after {:?}",
+            t.elapsed()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("node A refused the deleted session after {:?}", t.elapsed());

@@ -18,9 +18,15 @@ async fn kms_info(url: &str) -> KmsInfo {
     KmsInfo { domain: "kms.acme.example".into(), key: jwk.to_rsa_public().unwrap() }
 }
 
-async fn next_text<S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin>(rx: &mut S) -> String {
+async fn next_text<S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin>(
+    rx: &mut S,
+) -> String {
     loop {
-        let m = tokio::time::timeout(std::time::Duration::from_secs(5), rx.next()).await.expect("a frame within 5 s").unwrap().unwrap();
+        let m = tokio::time::timeout(std::time::Duration::from_secs(5), rx.next())
+            .await
+            .expect("a frame within 5 s")
+            .unwrap()
+            .unwrap();
         if let Message::Text(t) = m {
             return t.to_string();
         }
@@ -37,7 +43,8 @@ async fn websocket_messages_and_pushed_resets() {
     let tok = idp.token(&[("sub", "alice"), ("aud", "kms://kms.acme.example")]).await;
     let ci = ClientInfo { client_id: "ws-1".into(), credential: Credential::bearer(tok.clone()) };
 
-    let (ws, _) = tokio_tungstenite::connect_async(format!("{}/kms/ws", kms.url.replace("http://", "ws://"))).await.unwrap();
+    let (ws, _) =
+        tokio_tungstenite::connect_async(format!("{}/kms/ws", kms.url.replace("http://", "ws://"))).await.unwrap();
     let (mut tx, mut rx) = ws.split();
     let pending = begin_handshake(&info, ci.clone()).unwrap();
     tx.send(Message::Text(pending.wrapped.clone().into())).await.unwrap();
@@ -64,7 +71,8 @@ async fn websocket_messages_and_pushed_resets() {
     assert_eq!(verify_pushed_reset(&info, &pushed, session.uri()).unwrap(), "session deleted");
 
     // Oversize frames close the socket rather than reach the engine.
-    let (ws, _) = tokio_tungstenite::connect_async(format!("{}/kms/ws", kms.url.replace("http://", "ws://"))).await.unwrap();
+    let (ws, _) =
+        tokio_tungstenite::connect_async(format!("{}/kms/ws", kms.url.replace("http://", "ws://"))).await.unwrap();
     let (mut tx, mut rx) = ws.split();
     let _ = tx.send(Message::Text("a".repeat(400_000).into())).await;
     let end = tokio::time::timeout(std::time::Duration::from_secs(5), rx.next()).await.expect("closed within 5 s");
@@ -82,7 +90,13 @@ async fn unauthenticated_rsa_work_is_rate_limited() {
     let mut codes = Vec::new();
     for _ in 0..6 {
         // Garbage costs a signed reset: RSA work, so it counts.
-        let r = http.post(format!("{}/kms/messages", kms.url)).header("content-type", "application/jose").body("garbage").send().await.unwrap();
+        let r = http
+            .post(format!("{}/kms/messages", kms.url))
+            .header("content-type", "application/jose")
+            .body("garbage")
+            .send()
+            .await
+            .unwrap();
         codes.push(r.status().as_u16());
     }
     assert_eq!(&codes[..3], &[200, 200, 200], "{codes:?}");
@@ -90,7 +104,13 @@ async fn unauthenticated_rsa_work_is_rate_limited() {
     // /kms/info and health are never throttled.
     assert_eq!(http.get(format!("{}/kms/info", kms.url)).send().await.unwrap().status(), 200);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let r = http.post(format!("{}/kms/messages", kms.url)).header("content-type", "application/jose").body("garbage").send().await.unwrap();
+    let r = http
+        .post(format!("{}/kms/messages", kms.url))
+        .header("content-type", "application/jose")
+        .body("garbage")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "the bucket refills");
     drop(kms);
 }

@@ -11,7 +11,9 @@ use kms::auth::{AuthError, AuthenticatedUser, Authenticator};
 use kms::crypto::Cmk;
 use kms::limit::RateLimiter;
 use kms::{Engine, EngineConfig};
-use kms_protocol::{begin_handshake, ClientInfo, Credential, KmsInfo, Method, ProtocolError, Request, Response, Session};
+use kms_protocol::{
+    begin_handshake, ClientInfo, Credential, KmsInfo, Method, ProtocolError, Request, Response, Session,
+};
 use serde_json::Value;
 
 pub const DOMAIN: &str = "kms.acme.example";
@@ -25,7 +27,9 @@ impl Authenticator for FakeAuth {
     async fn authenticate(&self, token: &str) -> Result<AuthenticatedUser, AuthError> {
         match token.strip_prefix("tok-") {
             Some("expired") => Err(AuthError("the token has expired".into())),
-            Some(name) if !name.is_empty() => Ok(AuthenticatedUser { user_id: format!("{name}@{ORG}"), expires_at: i64::MAX / 2000 }),
+            Some(name) if !name.is_empty() => {
+                Ok(AuthenticatedUser { user_id: format!("{name}@{ORG}"), expires_at: i64::MAX / 2000 })
+            }
             _ => Err(AuthError("the token is not valid".into())),
         }
     }
@@ -41,7 +45,10 @@ pub async fn harness_with(cfg: impl FnOnce(&mut EngineConfig)) -> Harness {
     harness_full(cfg, None).await
 }
 
-pub async fn harness_full(cfg: impl FnOnce(&mut EngineConfig), roots: Option<kms::service_auth::TrustRoots>) -> Harness {
+pub async fn harness_full(
+    cfg: impl FnOnce(&mut EngineConfig),
+    roots: Option<kms::service_auth::TrustRoots>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("kms.db").display());
     let store = kms_store::open(&url).await.unwrap();
@@ -50,7 +57,8 @@ pub async fn harness_full(cfg: impl FnOnce(&mut EngineConfig), roots: Option<kms
     let mut c = EngineConfig::new(DOMAIN, ORG);
     c.admins = vec![format!("admin@{ORG}")];
     cfg(&mut c);
-    let mut engine = Engine::open(c, store.clone(), key, cmk, Arc::new(FakeAuth), RateLimiter::unlimited()).await.unwrap();
+    let mut engine =
+        Engine::open(c, store.clone(), key, cmk, Arc::new(FakeAuth), RateLimiter::unlimited()).await.unwrap();
     if let Some(r) = roots {
         engine = engine.with_service_roots(r);
     }
@@ -115,8 +123,15 @@ impl Client {
         self.ok(Method::Create, "/keys", serde_json::json!({"count": n})).await.keys.unwrap()
     }
 
-    pub async fn create_resource(&self, auth_ids: &[&str], key_uris: &[String]) -> kms_protocol::message::ResourceObject {
-        self.ok(Method::Create, "/resources", serde_json::json!({"authIds": auth_ids, "keyUris": key_uris})).await.resource.unwrap()
+    pub async fn create_resource(
+        &self,
+        auth_ids: &[&str],
+        key_uris: &[String],
+    ) -> kms_protocol::message::ResourceObject {
+        self.ok(Method::Create, "/resources", serde_json::json!({"authIds": auth_ids, "keyUris": key_uris}))
+            .await
+            .resource
+            .unwrap()
     }
 }
 
