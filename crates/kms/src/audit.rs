@@ -8,10 +8,26 @@ use kms_protocol::{Operation, Response, Status};
 
 use crate::auth::Principal;
 
-/// The entry that records `op` by `p`, answered with `resp`; `None` for
+/// Most key URIs one entry holds (the log's limit); larger releases take several entries.
+const KEYS_PER_ENTRY: usize = 64;
+
+/// The entries that record `op` by `p`, answered with `resp`: none for
 /// operations that change and reveal nothing (ping, listing authorizations,
-/// reading a resource without keys, handshakes).
-pub fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation, resp: &Response) -> Option<NewEntry> {
+/// reading a resource without keys, handshakes); several when more keys were
+/// released or created than one entry holds.
+pub fn entries_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation, resp: &Response) -> Vec<NewEntry> {
+    let Some(entry) = entry_for(p, principal_id, admin, op, resp) else { return Vec::new() };
+    if entry.keys.len() <= KEYS_PER_ENTRY {
+        return vec![entry];
+    }
+    entry
+        .keys
+        .chunks(KEYS_PER_ENTRY)
+        .map(|part| NewEntry { keys: part.to_vec(), ..entry.clone() })
+        .collect()
+}
+
+fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation, resp: &Response) -> Option<NewEntry> {
     let kind = match p {
         Principal::User { .. } if admin && is_admin_op(op) => ActorKind::Admin,
         Principal::User { .. } => ActorKind::User,

@@ -329,6 +329,10 @@ async fn engine(opts: &BenchOptions, issuer_url: &str, dir: &std::path::Path) ->
         vec![kms_identity::IssuerConfig::new(issuer_url.to_string(), ORG)],
     ))?;
     let key = RsaPrivateKey::generate(2048, Some("bench-static".into()))?;
+    // Audited as in production: every release and change is appended (group-committed) before the answer.
+    let signer_key = RsaPrivateKey::from_pkcs8_der(&key.to_pkcs8_der(), key.kid().map(str::to_string))?;
+    let signer = Arc::new(crate::audit::StaticKeySigner(kms_protocol::ServerKey::new(signer_key, DOMAIN)?));
+    let log = Arc::new(audit::AuditLog::open(&url, "bench", signer).await?);
     Ok(Arc::new(
         Engine::open(
             EngineConfig::new(DOMAIN, ORG),
@@ -338,7 +342,8 @@ async fn engine(opts: &BenchOptions, issuer_url: &str, dir: &std::path::Path) ->
             Arc::new(IdentityAuth(verifier)),
             RateLimiter::unlimited(),
         )
-        .await?,
+        .await?
+        .with_audit(log),
     ))
 }
 

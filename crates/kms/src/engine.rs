@@ -188,8 +188,9 @@ impl Engine {
         let Some(log) = &self.audit else { return resp };
         let pid = p.id(&self.cfg.kms_domain);
         let admin = matches!(p, Principal::User { .. }) && self.cfg.admins.iter().any(|a| *a == pid);
-        let Some(entry) = crate::audit::entry_for(p, &pid, admin, op, &resp) else { return resp };
-        match log.append(entry).await {
+        let entries = crate::audit::entries_for(p, &pid, admin, op, &resp);
+        let written = futures_util::future::try_join_all(entries.into_iter().map(|e| log.append(e))).await;
+        match written {
             Ok(_) => resp,
             Err(e) => {
                 tracing::error!(error = %e, "the audit log cannot be written: refusing the request");
