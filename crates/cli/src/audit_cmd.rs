@@ -24,7 +24,7 @@ fn read_public_key(path: &Path) -> anyhow::Result<jose::RsaPublicKey> {
 }
 
 /// `custos audit verify`: exit status 0 only when the log verifies completely.
-pub fn verify(log: &Path, keys: &[std::path::PathBuf], json_out: bool) -> anyhow::Result<bool> {
+pub fn verify(log: &Path, keys: &[std::path::PathBuf], allow_partial: bool, json_out: bool) -> anyhow::Result<bool> {
     anyhow::ensure!(!keys.is_empty(), "give the KMS public key with --key (PEM, JWK, or the JSON of GET /kms/info)");
     let keys: Vec<jose::RsaPublicKey> = keys.iter().map(|k| read_public_key(k)).collect::<anyhow::Result<_>>()?;
     let f = std::fs::File::open(log).with_context(|| format!("reading {}", log.display()))?;
@@ -54,10 +54,16 @@ pub fn verify(log: &Path, keys: &[std::path::PathBuf], json_out: bool) -> anyhow
             report.first_seq.unwrap_or(0),
             report.last_seq.unwrap_or(0),
             report.checkpoints,
-            if report.anchored { "" } else { "; the first entry's predecessor is not covered by this export" }
+            if report.anchored {
+                ""
+            } else {
+                "; NOT ANCHORED: the first entry's predecessor is not covered by this export (--allow-partial accepts that)"
+            }
         );
     }
-    Ok(report.is_ok())
+    // An export that does not start at the first entry (or at a checkpoint
+    // covering what came before) cannot show that nothing was cut at its start.
+    Ok(report.is_ok() && (report.anchored || allow_partial))
 }
 
 /// `custos kms audit-export`: writes the log (from `from_seq`) as JSON lines,
@@ -79,7 +85,14 @@ pub fn export(config: &Path, from_seq: u64, out: Option<&Path>) -> anyhow::Resul
         let log = audit::AuditLog::open_with(&url, "export", signer, options).await.context("opening the audit log")?;
         let summary = match out {
             Some(p) => {
-                let f = tokio::fs::File::create(p).await.with_context(|| format!("writing {}", p.display()))?;
+                let f = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(p)
+                    .await
+                    .with_context(|| format!("writing {}", p.display()))?;
                 let mut w = tokio::io::BufWriter::new(f);
                 let s = log.export_jsonl(&mut w, from_seq).await?;
                 tokio::io::AsyncWriteExt::flush(&mut w).await?;

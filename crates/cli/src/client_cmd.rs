@@ -77,8 +77,11 @@ pub enum ClientCommand {
     Download {
         /// File id.
         file: String,
-        /// Where to write it.
+        /// Where to write it (a directory: under the file's own name, made safe).
         dest: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -219,6 +222,7 @@ async fn login(
                 ("password", password.as_str()),
                 ("client_id", prof.client_id.as_str()),
                 ("audience", prof.core_audience.as_str()),
+                ("scope", "openid offline_access"),
             ];
             match token_request(&http, &d.token_endpoint, &form).await? {
                 Ok(v) => v,
@@ -230,12 +234,19 @@ async fn login(
     let refresh = answer["refresh_token"].as_str().context("the identity provider gave no refresh token")?;
     let device_id =
         Credentials::load(dir).map(|c| c.device_id).unwrap_or_else(|_| format!("custos-cli-{}", uuid::Uuid::new_v4()));
-    prof.save(dir)?;
-    // Who the token says we are: ask the core.
+    // Who the token says we are (the core and the KMS must agree); only then
+    // is anything written, so a failed login leaves the previous one intact.
     let tokens: Arc<dyn client::tokens::TokenSource> =
         Arc::new(client::tokens::OidcTokens::from_refresh_token(&d.token_endpoint, &prof.client_id, refresh, None));
     let session = Session::open(prof.session_config(&device_id)?, tokens).await?;
-    Credentials { user: session.user_id().to_string(), refresh_token: refresh.to_string(), device_id }.save(dir)?;
+    prof.save(dir)?;
+    Credentials {
+        user: session.user_id().to_string(),
+        refresh_token: refresh.to_string(),
+        device_id,
+        issuer: prof.issuer.clone(),
+    }
+    .save(dir)?;
     out.print(
         || format!("Logged in as {} (org {}, core {})", session.user_id(), prof.org, prof.core_url),
         json!({"user": session.user_id(), "org": prof.org, "core": prof.core_url}),
@@ -250,7 +261,11 @@ async fn device_flow(http: &reqwest::Client, d: &Discovery, prof: &OrgProfile, o
         .context("this identity provider offers no device login: use --user")?;
     let r = http
         .post(endpoint)
-        .form(&[("client_id", prof.client_id.as_str()), ("audience", prof.core_audience.as_str())])
+        .form(&[
+            ("client_id", prof.client_id.as_str()),
+            ("audience", prof.core_audience.as_str()),
+            ("scope", "openid offline_access"),
+        ])
         .send()
         .await
         .context("the identity provider is unreachable")?;
@@ -261,8 +276,8 @@ async fn device_flow(http: &reqwest::Client, d: &Discovery, prof: &OrgProfile, o
     let device_code = v["device_code"].as_str().context("no device_code")?.to_string();
     let user_code = v["user_code"].as_str().unwrap_or("");
     let uri = v["verification_uri_complete"].as_str().or(v["verification_uri"].as_str()).unwrap_or("");
-    let mut interval = v["interval"].as_u64().unwrap_or(5);
-    let expires = v["expires_in"].as_u64().unwrap_or(600);
+    let mut interval = v["interval"].as_u64().unwrap_or(5).clamp(1, 60);
+    let expires = v["expires_in"].as_u64().unwrap_or(600).min(3600);
     if out.json {
         eprintln!("{}", json!({"verification_uri": uri, "user_code": user_code}));
     } else {
@@ -291,9 +306,13 @@ async fn device_flow(http: &reqwest::Client, d: &Discovery, prof: &OrgProfile, o
 pub async fn open(dir: &Path) -> anyhow::Result<Session> {
     let prof = OrgProfile::current(dir)?;
     let creds = Credentials::load(dir)?;
+    // The refresh token goes only to the issuer it came from.
+    if creds.issuer != prof.issuer {
+        bail!("the stored login is for {}, the profile names {}: run `custos login` again", creds.issuer, prof.issuer);
+    }
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let d = discover(&http, &prof.issuer).await?;
-    let hook = profile::rotate_hook(dir, &creds.user, &creds.device_id);
+    let hook = profile::rotate_hook(dir, &creds.user, &creds.device_id, &creds.issuer);
     let tokens: Arc<dyn client::tokens::TokenSource> = Arc::new(client::tokens::OidcTokens::from_refresh_token(
         &d.token_endpoint,
         &prof.client_id,
@@ -349,7 +368,7 @@ fn message_line(m: &Message) -> String {
         Content::FileReady => format!("(shared file {})", m.target.as_deref().unwrap_or("")),
         Content::Unreadable(why) => format!("[cannot read: {why}]"),
     };
-    format!("#{:<4} {when} {}: {what}", m.seq, m.sender)
+    format!("#{:<4} {when} {}: {}", m.seq, safe(&m.sender), safe(&what))
 }
 
 fn progress_bar(total: u64, out: Out, what: &str) -> Arc<dyn Fn(u64, u64) + Send + Sync> {
@@ -404,7 +423,7 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
                         Err(e) => format!("[cannot read title: {e}]"),
                     };
                     let unread = (last - read).max(0);
-                    println!("{id}  {title}  ({role}, {unread} unread)");
+                    println!("{}  {}  ({role}, {unread} unread)", safe(id), safe(&title));
                 }
             }
         }
@@ -429,7 +448,7 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
                 out.print(
                     || {
                         let members: Vec<String> = sp.members.iter().map(|(u, r)| format!("{u} ({r})")).collect();
-                        format!("{} {:?}\nresource {}\nmembers: {}", sp.id, sp.title, sp.resource, members.join(", "))
+                        format!("{} {:?}\nresource {}\nmembers: {}", sp.id, sp.title, sp.resource, safe(&members.join(", ")))
                     },
                     json!({"id": sp.id, "title": sp.title, "resource": sp.resource.to_string(), "role": sp.role, "members": sp.members.iter().map(|(u, r)| json!({"user": u, "role": r})).collect::<Vec<_>>(), "last_seq": sp.last_seq}),
                 );
@@ -504,11 +523,11 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
                 json!({"file": f.id, "name": f.name, "size": f.size, "space": space}),
             );
         }
-        ClientCommand::Download { file, dest } => {
+        ClientCommand::Download { file, dest, force } => {
             let info = s.file_info(&file).await?;
             let bar = progress_bar(filecrypt::ciphertext_len(info.size, filecrypt::DEFAULT_SEGMENT), out, "download");
             let dest = if dest.is_dir() { dest.join(sanitize(&info.name)) } else { dest };
-            let f = s.download(&file, &dest, &*bar).await?;
+            let f = s.download_to(&file, &dest, force, &*bar).await?;
             report_memory();
             out.print(
                 || format!("Downloaded {} ({} bytes) to {}", f.name, f.size, dest.display()),
@@ -535,11 +554,38 @@ fn report_memory() {
     eprintln!("{}", json!({"peak_rss_kib": kib}));
 }
 
-/// A file name from someone else, made safe to use in a directory.
+/// A file name from someone else, made safe to use in a directory: no path
+/// separators, no leading dot (no `.bashrc`), no control or bidirectional
+/// formatting characters.
 fn sanitize(name: &str) -> String {
-    let n: String = name.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect();
-    match n.as_str() {
-        "" | "." | ".." => "download".into(),
-        _ => n,
+    let n: String =
+        name.chars().filter(|c| !is_unsafe_char(*c)).map(|c| if c == '/' || c == '\\' { '_' } else { c }).collect();
+    let n = n.trim_start_matches('.').trim().to_string();
+    if n.is_empty() {
+        "download".into()
+    } else {
+        n
     }
+}
+
+/// Control characters and the format characters that reorder or hide text.
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Text from others, safe to print on a terminal: control and formatting
+/// characters (escape sequences, bidi overrides) shown as `\u{…}` escapes.
+fn safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\n' {
+            out.push_str("\n    ");
+        } else if is_unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -93,7 +93,11 @@ pub async fn run(view: &DemoView) -> anyhow::Result<()> {
             .or_else(|_| row.try_get::<Option<i64>, _>(i).map(|n| n.map(|n| n.to_string())))
             .unwrap_or(None);
         let v = v.unwrap_or_else(|| "NULL".into());
-        let shown = if v.len() > 100 { format!("{}… ({} bytes)", &v[..100], v.len()) } else { v };
+        let shown = if v.len() > 100 {
+            format!("{}… ({} bytes)", v.chars().take(100).collect::<String>(), v.len())
+        } else {
+            v
+        };
         println!("    {:<16} {shown}", col.name());
     }
     pool.close().await;

@@ -92,6 +92,9 @@ enum AuditCommand {
         /// The KMS public key (PEM, JWK, or the JSON of GET /kms/info); repeat across a key rotation.
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
+        /// Accept an export that starts mid-log without a checkpoint anchoring its first entry.
+        #[arg(long)]
+        allow_partial: bool,
     },
 }
 
@@ -229,8 +232,8 @@ fn main() -> ExitCode {
                 idp::serve(cfg).await
             })
         }
-        Command::Audit { command: AuditCommand::Verify { log, keys } } => {
-            match audit_cmd::verify(&log, &keys, cli.json) {
+        Command::Audit { command: AuditCommand::Verify { log, keys, allow_partial } } => {
+            match audit_cmd::verify(&log, &keys, allow_partial, cli.json) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::FAILURE,
                 Err(e) => Err(e),

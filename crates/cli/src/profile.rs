@@ -54,6 +54,9 @@ pub struct Credentials {
     pub refresh_token: String,
     /// This device's client id at the KMS.
     pub device_id: String,
+    /// The issuer the refresh token belongs to (it is never sent elsewhere).
+    #[serde(default)]
+    pub issuer: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -135,7 +138,7 @@ fn save_credentials(dir: &Path, c: &Credentials) -> anyhow::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("credentials.json");
-    let tmp = dir.join(".credentials.json.tmp");
+    let tmp = dir.join(format!(".credentials.json.{}.tmp", uuid::Uuid::new_v4().simple()));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -152,12 +155,18 @@ fn save_credentials(dir: &Path, c: &Credentials) -> anyhow::Result<()> {
 }
 
 /// A hook that stores a rotated refresh token.
-pub fn rotate_hook(dir: &Path, user: &str, device_id: &str) -> client::tokens::RefreshHook {
+pub fn rotate_hook(dir: &Path, user: &str, device_id: &str, issuer: &str) -> client::tokens::RefreshHook {
     let dir = dir.to_path_buf();
     let user = user.to_string();
     let device_id = device_id.to_string();
+    let issuer = issuer.to_string();
     Arc::new(move |new: &str| {
-        let c = Credentials { user: user.clone(), refresh_token: new.to_string(), device_id: device_id.clone() };
+        let c = Credentials {
+            user: user.clone(),
+            refresh_token: new.to_string(),
+            device_id: device_id.clone(),
+            issuer: issuer.clone(),
+        };
         if let Err(e) = save_credentials(&dir, &c) {
             eprintln!("custos: could not store the renewed login: {e:#}");
         }

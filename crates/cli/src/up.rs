@@ -176,7 +176,11 @@ impl Deployment {
 /// environment where the KMSes read them. Call before any runtime starts
 /// (the environment is not safe to change while other threads read it).
 pub fn prepare(data: &Path) -> anyhow::Result<(PathBuf, Secrets)> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    // Databases, keys and secrets: this user's only.
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("securing {}", data.display()))?;
     let data = data.canonicalize()?;
     let secrets = load_or_create_secrets(&data)?;
     for (org, pass) in &secrets.cmk {

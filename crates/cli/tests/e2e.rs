@@ -525,9 +525,25 @@ fn a_core_relaying_to_another_kms_key_is_refused() {
     let text = text.replace(&format!("http://127.0.0.1:{}", up.base), &format!("http://127.0.0.1:{}", ports + 1));
     let profile = tmp.path().join("rogue.profile.toml");
     std::fs::write(&profile, text).unwrap();
-    let alice = Person::login_with(&up, &profile, &tmp.path().join("people"), "alice@acme.test");
-    let err = alice.fails(&["space", "create", "Secret plans"]);
+    // Logging in already talks to the KMS (who does it say I am?): refused there.
+    let dir = tmp.path().join("people").join("alice-rogue");
+    let mut child = Command::new(BIN)
+        .args(["--config-dir"])
+        .arg(&dir)
+        .args(["login", "--org"])
+        .arg(&profile)
+        .args(["--user", "alice@acme.test", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(up.password("alice@acme.test").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not signed by the pinned KMS key"), "{err}");
+    assert!(!dir.join("credentials.json").exists(), "a refused login stores nothing");
     // Through the honest core, the same person with the same pin works.
     let honest = Person::login(&up, &tmp.path().join("people2"), "alice@acme.test");
     honest.ok(&["space", "create", "Secret plans"]);

@@ -15,9 +15,12 @@ use crate::error::{Error, Result};
 
 /// Padded plaintext sizes; larger plaintexts round up to a multiple of the last.
 pub const BUCKETS: &[usize] = &[256, 1024, 4096, 16384];
-/// Largest plaintext body a message may have (the core takes 64 KiB of
-/// ciphertext; base64url and the envelope need the rest).
-pub const MAX_TEXT: usize = 40 * 1024;
+/// Largest text a message may have: padded it must stay within the 32 KiB
+/// bucket, whose sealed form fits the core's 64 KiB (checked again on the
+/// sealed length, since JSON escaping can grow the text).
+pub const MAX_TEXT: usize = 32 * 1024 - 1024;
+/// Longest sealed item the core takes (its default `max_ciphertext_bytes`).
+pub const MAX_SEALED: usize = 64 * 1024;
 /// How far a sender's clock may run ahead of the core's.
 pub const MAX_AHEAD_MS: i64 = 5 * 60 * 1000;
 /// How long a message may wait on the sender's side before the core stores it.
@@ -35,8 +38,29 @@ pub struct Envelope {
     pub sender: String,
     /// The sender's clock, ms since the epoch.
     pub ts: i64,
+    /// For events: what the event is (absent in space and file metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventBinding>,
     /// The content.
     pub body: Body,
+}
+
+/// What an event is, sealed with its content so the core cannot present it
+/// as another: its kind, the sender's event id (also the core's
+/// `client_event_id`, so a re-post is a visible replay), thread parent and target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBinding {
+    /// `message`, `edit`, `reaction`, `title`.
+    pub kind: String,
+    /// The sender's event id.
+    pub id: String,
+    /// Thread parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The event acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// Content kinds.
@@ -175,6 +199,7 @@ mod tests {
             space: "kms://kms.a.test/resources/r1".into(),
             sender: sender.into(),
             ts,
+            event: None,
             body: Body::Text { text: "hi".into() },
         }
     }

@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::tokens::TokenSource;
 
+/// Largest JSON answer read from the core (pages of events are well under).
+pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
 /// A space as the core describes it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct CoreSpace {
@@ -47,6 +50,9 @@ pub struct CoreEvent {
     pub seq: i64,
     /// Event id.
     pub id: String,
+    /// The sender's own id for the post.
+    #[serde(default)]
+    pub client_event_id: Option<String>,
     /// `message`, `edit`, `delete`, `reaction`, `member_added`, `member_removed`, `title`, `file_ready`.
     pub kind: String,
     /// Who the core says sent it.
@@ -141,21 +147,37 @@ impl CoreApi {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<bytes::Bytes> {
-        let token = self.token().await?;
-        let r = req.bearer_auth(token.as_str()).send().await.map_err(|e| Error::CoreUnreachable(crate::why(&e)))?;
-        let status = r.status();
-        let body = r
-            .bytes()
-            .await
-            .map_err(|e| Error::CoreUnreachable(format!("the answer broke off ({})", crate::why(&e))))?;
-        if status.is_success() {
-            return Ok(body);
+        self.send_capped(req, MAX_ANSWER).await
+    }
+
+    /// Sends; reads at most `cap` bytes of answer (a hostile core cannot make
+    /// us buffer without bound). A 401 is retried once with a fresh token.
+    async fn send_capped(&self, req: reqwest::RequestBuilder, cap: usize) -> Result<bytes::Bytes> {
+        for attempt in 0..2 {
+            let token = self.token().await?;
+            let this = req.try_clone().ok_or_else(|| Error::Invalid("a request body that cannot be retried".into()))?;
+            let r =
+                this.bearer_auth(token.as_str()).send().await.map_err(|e| Error::CoreUnreachable(crate::why(&e)))?;
+            let status = r.status();
+            let body = crate::read_capped(r, cap).await.map_err(|e| match e {
+                Some(why) => Error::CoreUnreachable(format!("the answer broke off ({why})")),
+                None => Error::Tampered(format!("the core's answer is larger than {cap} bytes")),
+            })?;
+            if status.is_success() {
+                return Ok(body);
+            }
+            if status.as_u16() == 401 {
+                self.tokens.invalidate(&self.audience);
+                if attempt == 0 {
+                    continue;
+                }
+                let (_, message) = error_fields(&body);
+                return Err(Error::Auth(format!("the core refused the token ({message}); log in again")));
+            }
+            let (code, message) = error_fields(&body);
+            return Err(Error::Core { status: status.as_u16(), code, message });
         }
-        if status.as_u16() == 401 {
-            self.tokens.invalidate(&self.audience);
-        }
-        let (code, message) = error_fields(&body);
-        Err(Error::Core { status: status.as_u16(), code, message })
+        unreachable!("the loop returns")
     }
 
     async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
@@ -287,8 +309,8 @@ impl CoreApi {
     }
 
     /// `GET /v1/files/{id}/chunks/{index}`.
-    pub async fn get_chunk(&self, id: &str, index: u64) -> Result<bytes::Bytes> {
-        self.send(self.http.get(self.url(&format!("/v1/files/{}/chunks/{index}", seg(id))))).await
+    pub async fn get_chunk(&self, id: &str, index: u64, max: usize) -> Result<bytes::Bytes> {
+        self.send_capped(self.http.get(self.url(&format!("/v1/files/{}/chunks/{index}", seg(id)))), max.max(1024)).await
     }
 
     /// `POST /v1/files/{id}/complete`: the `file_ready` event.

@@ -18,6 +18,9 @@ use crate::session::Session;
 /// default). Small enough that memory stays flat whatever the file size.
 pub const UPLOAD_CHUNK: u64 = 1024 * 1024;
 
+/// Largest chunk a download accepts from the core (its maximum is 4 MiB by default).
+pub const MAX_DOWNLOAD_CHUNK: u64 = 64 * 1024 * 1024;
+
 /// Progress: `(bytes done, bytes in all)`.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
 
@@ -62,6 +65,7 @@ impl Session {
             space: resource.to_string(),
             sender: self.user_id().to_string(),
             ts: content::now_ms(),
+            event: None,
             body,
         };
         let meta = content::seal(&key.key, &key.uri.to_string(), &env)?;
@@ -151,6 +155,13 @@ impl Session {
         let Body::File { name, size, key: fk, segment } = &env.body else {
             return Err(Error::Tampered("the file's metadata is not file metadata".into()));
         };
+        let seg = *segment as usize;
+        if !(filecrypt::MIN_SEGMENT..=filecrypt::MAX_SEGMENT).contains(&seg) {
+            return Err(Error::Tampered("the file's sealed segment size is out of range".into()));
+        }
+        if rec.chunk_size < 1 || rec.chunk_size > MAX_DOWNLOAD_CHUNK as i64 {
+            return Err(Error::Tampered("the core gives the file an impossible chunk size".into()));
+        }
         let raw = zeroize::Zeroizing::new(
             URL_SAFE_NO_PAD.decode(fk).map_err(|_| Error::Tampered("the file key is not base64url".into()))?,
         );
@@ -174,25 +185,41 @@ impl Session {
     /// `<dest>.part` and renames at the end: a failed download (tampered,
     /// truncated, reordered) leaves nothing at `dest`.
     pub async fn download(&self, id: &str, dest: &Path, progress: Progress<'_>) -> Result<FileInfo> {
+        self.download_to(id, dest, false, progress).await
+    }
+
+    /// Like [`Session::download`]; `overwrite` allows replacing an existing
+    /// `dest`. The plaintext goes to a fresh, private (0600) temporary file
+    /// beside `dest`, created exclusively (never through a planted link), and
+    /// reaches `dest` only after the final segment verified.
+    pub async fn download_to(
+        &self,
+        id: &str,
+        dest: &Path,
+        overwrite: bool,
+        progress: Progress<'_>,
+    ) -> Result<FileInfo> {
+        if !overwrite && tokio::fs::symlink_metadata(dest).await.is_ok() {
+            return Err(Error::Invalid(format!("{} already exists", dest.display())));
+        }
         let (info, file_key, segment, rec) = self.file_meta(id).await?;
         if !info.ready {
             return Err(Error::Invalid("the file is still being uploaded".into()));
         }
-        let part = dest.with_extension(match dest.extension().and_then(|e| e.to_str()) {
-            Some(e) => format!("{e}.part"),
-            None => "part".into(),
-        });
+        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("download");
+        let part = dest.with_file_name(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
         let result = self.download_into(&rec, &file_key, segment, &part, progress).await;
-        match result {
-            Ok(()) => {
-                tokio::fs::rename(&part, dest).await?;
-                Ok(info)
-            }
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&part).await;
-                Err(e)
-            }
-        }
+        let placed = match result {
+            Ok(()) if overwrite => tokio::fs::rename(&part, dest).await.map_err(Error::from),
+            // Without overwrite: a hard link fails if dest appeared meanwhile.
+            Ok(()) => tokio::fs::hard_link(&part, dest).await.map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::Invalid(format!("{} already exists", dest.display())),
+                _ => Error::Io(e),
+            }),
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&part).await;
+        placed.map(|()| info)
     }
 
     async fn download_into(
@@ -205,7 +232,7 @@ impl Session {
     ) -> Result<()> {
         let total = rec.size as u64;
         let chunks = if rec.size == 0 { 0 } else { (rec.size as u64 - 1) / rec.chunk_size as u64 + 1 };
-        let mut out = tokio::fs::File::create(part).await?;
+        let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(part).await?;
         let header_len = filecrypt::header_len();
         let unit = segment + filecrypt::TAG_LEN;
         let mut buf: Vec<u8> = Vec::with_capacity(unit * 2);
@@ -213,7 +240,7 @@ impl Session {
         let mut consumed = 0u64;
         let mut received = 0u64;
         for index in 0..chunks {
-            let data = self.core.get_chunk(&rec.id, index).await?;
+            let data = self.core.get_chunk(&rec.id, index, rec.chunk_size as usize).await?;
             received += data.len() as u64;
             if received > total {
                 return Err(Error::Tampered("the core sent more file data than the file has".into()));

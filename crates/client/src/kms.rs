@@ -212,7 +212,11 @@ impl KmsClient {
             .await
             .map_err(|e| unreachable(crate::why(&e)))?;
         let status = r.status();
-        let body = r.bytes().await.map_err(|e| unreachable(format!("the answer broke off ({})", crate::why(&e))))?;
+        // KMS messages are small (the protocol caps them); a batch at most a few.
+        let body = crate::read_capped(r, 4 * kms_protocol::channel::MAX_MESSAGE_LEN).await.map_err(|e| match e {
+            Some(why) => unreachable(format!("the answer broke off ({why})")),
+            None => Error::KmsKeyMismatch { domain: self.pin.domain.clone() },
+        })?;
         if status.is_success() {
             return String::from_utf8(body.to_vec())
                 .map_err(|_| Error::KmsKeyMismatch { domain: self.pin.domain.clone() });
@@ -265,6 +269,7 @@ impl KmsClient {
     /// channel and the key cache and tries once more on a new channel.
     pub async fn call(&self, method: Method, uri: &str, body: RequestBody) -> Result<Response> {
         let mut renewed = false;
+        let mut fresh_token = false;
         loop {
             let session = self.session().await?;
             let mut req = Request::new(method, uri, Some(self.credential().await?));
@@ -273,12 +278,12 @@ impl KmsClient {
             let answer = self.transport(&wrapped).await?;
             match session.unwrap(&self.pin.info(), &answer, &req.request_id) {
                 Ok(resp) if resp.status.is_success() => return Ok(resp),
-                Ok(resp) => {
-                    if resp.status == Status::UNAUTHORIZED {
-                        self.tokens.invalidate(&self.kms_audience);
-                    }
-                    return Err(status_error(resp.status, resp.reason.unwrap_or_default()));
+                Ok(resp) if resp.status == Status::UNAUTHORIZED && !fresh_token => {
+                    // An expired or refused token: once more with a fresh one.
+                    self.tokens.invalidate(&self.kms_audience);
+                    fresh_token = true;
                 }
+                Ok(resp) => return Err(status_error(resp.status, resp.reason.unwrap_or_default())),
                 Err(ProtocolError::Reset(_) | ProtocolError::Expired) if !renewed => {
                     tracing::debug!(kms = %self.pin.domain, "KMS reset the channel; renewing and dropping cached keys");
                     self.reset().await;
@@ -377,6 +382,13 @@ impl KmsClient {
             .map(drop)
     }
 
+    /// Who the KMS says we are: the `userId` of the ephemeral key, in the
+    /// KMS's signed handshake answer (handshaking if needed). The core's word
+    /// on this is never enough: it would decide whose name we seal.
+    pub async fn user_id(&self) -> Result<String> {
+        Ok(self.session().await?.info().user_id.clone())
+    }
+
     /// The current channel's ephemeral key URI (handshaking if needed).
     pub async fn session_uri(&self) -> Result<KmsUri> {
         Ok(self.session().await?.uri().clone())
@@ -390,7 +402,8 @@ impl KmsClient {
 
 fn status_error(status: Status, reason: String) -> Error {
     match status.0 {
-        401 | 403 | 404 => {
+        401 => Error::Auth(format!("the KMS refused your token ({reason}); log in again")),
+        403 | 404 => {
             Error::NotAuthorized { reason: if reason.is_empty() { format!("status {}", status.0) } else { reason } }
         }
         s => Error::Kms { status: s, reason },

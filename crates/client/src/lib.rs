@@ -48,6 +48,25 @@ pub(crate) fn http_client() -> reqwest::Client {
         .expect("the HTTP client builds")
 }
 
+/// Reads a response body, at most `cap` bytes: `Err(None)` when larger,
+/// `Err(Some(why))` when it broke off.
+pub(crate) async fn read_capped(
+    mut r: reqwest::Response,
+    cap: usize,
+) -> std::result::Result<bytes::Bytes, Option<String>> {
+    if r.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(None);
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| Some(why(&e)))? {
+        if out.len() + chunk.len() > cap {
+            return Err(None);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
 /// Why a request failed, without the URL's query or any body.
 pub(crate) fn why(e: &reqwest::Error) -> String {
     if e.is_connect() {

@@ -1,7 +1,7 @@
 //! The live, decrypted event stream: the core's WebSocket, resumed from the
 //! last sequence number seen in each space after any disconnect.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -22,13 +22,23 @@ pub struct Live<'a> {
     socket: Option<Socket>,
     /// Reconnect delays so far (reset on every frame received).
     failures: u32,
+    /// Events fetched to fill a gap, delivered before anything newer.
+    queue: VecDeque<Message>,
 }
+
+/// Silence after which the socket is pinged, and after twice which it is dropped.
+const IDLE: Duration = Duration::from_secs(30);
 
 impl Session {
     /// Subscribes to the events of every space you are in. Spaces in `since`
     /// resume after that sequence number; others start with their next event.
-    pub async fn live(&self, since: HashMap<String, i64>) -> Result<Live<'_>> {
-        let mut l = Live { session: self, since, socket: None, failures: 0 };
+    pub async fn live(&self, mut since: HashMap<String, i64>) -> Result<Live<'_>> {
+        // Every space starts from where it is now, so that a reconnect resumes
+        // all of them (not only those that had an event).
+        for (space, _, _) in self.core.spaces().await? {
+            since.entry(space.id).or_insert(space.last_seq);
+        }
+        let mut l = Live { session: self, since, socket: None, failures: 0, queue: VecDeque::new() };
         l.connect().await?;
         Ok(l)
     }
@@ -82,14 +92,34 @@ impl Live<'_> {
     /// The next event, decrypted. Reconnects (resuming) when the connection
     /// drops; gives up with `CoreUnreachable` after about a minute of failures.
     pub async fn next(&mut self) -> Result<Message> {
+        let mut pinged = false;
         loop {
+            if let Some(m) = self.queue.pop_front() {
+                return Ok(m);
+            }
             let Some(ws) = self.socket.as_mut() else {
                 self.reconnect().await?;
                 continue;
             };
-            match ws.next().await {
+            let frame = match tokio::time::timeout(IDLE, ws.next()).await {
+                Ok(f) => f,
+                Err(_) if !pinged => {
+                    // Quiet for a while: is the connection still there?
+                    pinged = true;
+                    if ws.send(WsMessage::Text(json!({"type": "ping"}).to_string().into())).await.is_err() {
+                        self.socket = None;
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    self.socket = None; // half-open: start over (resuming)
+                    continue;
+                }
+            };
+            match frame {
                 Some(Ok(WsMessage::Text(t))) => {
                     self.failures = 0;
+                    pinged = false;
                     let v: Value = match serde_json::from_str(&t) {
                         Ok(v) => v,
                         Err(_) => continue,
@@ -98,17 +128,32 @@ impl Live<'_> {
                         continue;
                     }
                     let Ok(e) = serde_json::from_value::<CoreEvent>(v["event"].clone()) else { continue };
-                    let seen = self.since.entry(e.space_id.clone()).or_insert(0);
-                    if e.seq <= *seen {
+                    let seen = *self.since.get(&e.space_id).unwrap_or(&0);
+                    if e.seq <= seen {
                         continue; // a resume may repeat what we had
                     }
-                    *seen = e.seq;
-                    return Ok(self.session.decrypt(&e).await);
+                    if seen > 0 && e.seq > seen + 1 {
+                        // A gap: fetch what is missing, in order, before this one.
+                        let missing = self
+                            .session
+                            .core()
+                            .events(&e.space_id, Some(seen), None, Some((e.seq - seen - 1) as u32))
+                            .await?;
+                        for m in missing.iter().filter(|m| m.seq > seen && m.seq < e.seq) {
+                            let d = self.session.decrypt(m).await;
+                            self.queue.push_back(d);
+                        }
+                    }
+                    self.since.insert(e.space_id.clone(), e.seq);
+                    let d = self.session.decrypt(&e).await;
+                    self.queue.push_back(d);
                 }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => {
                     self.socket = None;
                 }
-                Some(Ok(_)) => continue,
+                Some(Ok(_)) => {
+                    pinged = false;
+                }
             }
         }
     }

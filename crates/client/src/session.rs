@@ -136,6 +136,9 @@ pub struct Session {
     user_id: String,
     rotation: Duration,
     spaces: Mutex<HashMap<String, SpaceState>>,
+    /// `(space, sender, client event id)` → the seq it was first seen at: a
+    /// second event with the same sealed id is a replay.
+    seen: Mutex<HashMap<(String, String, String), i64>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -167,7 +170,22 @@ impl Session {
             },
             tokens,
         ));
-        Ok(Self { core, kms, user_id, rotation: cfg.rotation, spaces: Mutex::new(HashMap::new()) })
+        // The sealed sender of everything we send: must be who the KMS (not
+        // only the core) says we are.
+        let kms_user = kms.user_id().await?;
+        if kms_user != user_id {
+            return Err(Error::Tampered(format!(
+                "the core says you are {user_id}, your KMS says {kms_user}: refusing to continue"
+            )));
+        }
+        Ok(Self {
+            core,
+            kms,
+            user_id,
+            rotation: cfg.rotation,
+            spaces: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The user id (`name@org`) the core knows us by.
@@ -186,7 +204,14 @@ impl Session {
     }
 
     fn envelope(&self, resource: &KmsUri, body: Body) -> Envelope {
-        Envelope { v: 1, space: resource.to_string(), sender: self.user_id.clone(), ts: content::now_ms(), body }
+        Envelope {
+            v: 1,
+            space: resource.to_string(),
+            sender: self.user_id.clone(),
+            ts: content::now_ms(),
+            event: None,
+            body,
+        }
     }
 
     /// Creates a space titled `title` with `members` (user ids; you are
@@ -331,9 +356,22 @@ impl Session {
     /// with keys they held.
     pub async fn remove_member(&self, space: &str, user: &str) -> Result<()> {
         let resource = self.resource_of(space).await?;
-        self.kms.deauthorize(&resource, user).await?;
-        self.core.remove_member(space, user).await?;
-        self.rotate(space).await.map(drop)
+        match self.kms.deauthorize(&resource, user).await {
+            Ok(()) => {}
+            // Not (or no longer) authorized: fine if we still are (a retry of
+            // a removal that failed half-way must still rotate the key).
+            Err(Error::NotAuthorized { .. }) => {
+                self.kms.call(kms_protocol::Method::Retrieve, &resource.to_string(), Default::default()).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        let core = self.core.remove_member(space, user).await;
+        // Rotate whatever the core said: the KMS has already cut them off.
+        self.rotate(space).await?;
+        match core {
+            Err(Error::Core { status: 404, .. }) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn post(
@@ -344,7 +382,8 @@ impl Session {
         target: Option<&str>,
         body: Option<Body>,
     ) -> Result<Message> {
-        let mut req = json!({"kind": kind, "client_event_id": uuid::Uuid::new_v4().to_string()});
+        let cid = uuid::Uuid::new_v4().to_string();
+        let mut req = json!({"kind": kind, "client_event_id": cid});
         if let Some(p) = parent {
             req["parent"] = json!(p);
         }
@@ -363,7 +402,23 @@ impl Session {
             }
             let key = self.current_key(space).await?;
             let resource = key.resource.clone().expect("checked bound");
-            let sealed = content::seal(&key.key, &key.uri.to_string(), &self.envelope(&resource, body))?;
+            let mut env = self.envelope(&resource, body);
+            // What the event is, sealed: the core cannot re-post it, turn it
+            // into another kind, or move it to another parent or target.
+            env.event = Some(content::EventBinding {
+                kind: kind.to_string(),
+                id: cid.clone(),
+                parent: parent.map(str::to_string),
+                target: target.map(str::to_string),
+            });
+            let sealed = content::seal(&key.key, &key.uri.to_string(), &env)?;
+            if sealed.len() > content::MAX_SEALED {
+                return Err(Error::Invalid(format!(
+                    "the message is too long: {} bytes sealed, at most {}",
+                    sealed.len(),
+                    content::MAX_SEALED
+                )));
+            }
             req["sealed"] = json!({"ciphertext": sealed, "key_uri": key.uri.to_string()});
         }
         let e = self.post_retrying(space, &req).await?;
@@ -453,6 +508,20 @@ impl Session {
         }
         let env =
             content::open(&key.key, sealed, key_uri, &resource.to_string(), Some(&e.sender), Some(e.create_date))?;
+        let Some(b) = &env.event else {
+            return Err(Error::Tampered("the content does not say what event it is".into()));
+        };
+        if b.kind != e.kind || b.parent != e.parent || b.target != e.target || Some(&b.id) != e.client_event_id.as_ref()
+        {
+            return Err(Error::Tampered("the core presents this content as another event than the sender sent".into()));
+        }
+        {
+            let mut seen = self.seen.lock().expect("not poisoned");
+            let first = *seen.entry((e.space_id.clone(), e.sender.clone(), b.id.clone())).or_insert(e.seq);
+            if first != e.seq {
+                return Err(Error::Tampered(format!("a replay of event #{first}")));
+            }
+        }
         Ok(match (e.kind.as_str(), &env.body) {
             ("message", Body::Text { text }) => Content::Text(text.clone()),
             ("edit", Body::Text { text }) => Content::Edit(text.clone()),

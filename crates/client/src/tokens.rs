@@ -129,10 +129,10 @@ impl OidcTokens {
             .await
             .map_err(|e| Error::Auth(format!("the identity provider is unreachable ({})", crate::why(&e))))?;
         let status = r.status();
-        let body = r
-            .bytes()
-            .await
-            .map_err(|e| Error::Auth(format!("the identity provider broke off ({})", crate::why(&e))))?;
+        let body = crate::read_capped(r, 1024 * 1024).await.map_err(|e| match e {
+            Some(why) => Error::Auth(format!("the identity provider broke off ({why})")),
+            None => Error::Auth("the identity provider's answer is too large".into()),
+        })?;
         if !status.is_success() {
             let why = serde_json::from_slice::<OAuthError>(&body)
                 .map(|e| format!("{}: {}", e.error, e.error_description.unwrap_or_default()))
@@ -149,7 +149,8 @@ impl OidcTokens {
                 hook(new);
             }
         }
-        let life = Duration::from_secs(answer.expires_in.unwrap_or(300));
+        // Within a day whatever the provider says (and no overflow).
+        let life = Duration::from_secs(answer.expires_in.unwrap_or(300).min(86_400));
         Ok((Zeroizing::new(answer.access_token), Instant::now() + life))
     }
 }

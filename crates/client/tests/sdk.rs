@@ -123,9 +123,9 @@ async fn messages_round_trip_and_errors_are_typed() {
     let mut cfg = w.config();
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     cfg.kms_route = Route::Direct { url: format!("http://{dead}") };
-    let cut_off = w.session("bob@acme.test", cfg).await;
+    // (A session asks the KMS who it is at once, so it is opening that fails.)
     let t = std::time::Instant::now();
-    let e = cut_off.kms().key(&key_uri).await.unwrap_err();
+    let e = Session::open(cfg, w.tokens("bob@acme.test", "bob-pw").await).await.unwrap_err();
     assert!(e.is_kms_unreachable(), "{e:?}");
     assert!(!e.is_not_authorized());
     assert!(t.elapsed() < Duration::from_secs(6), "took {:?}", t.elapsed());
@@ -268,4 +268,73 @@ async fn the_kms_audits_every_release_and_denial_and_fails_closed() {
     let fresh = w.session("bob@acme.test", w.config()).await;
     let e = fresh.kms().key(&key).await.unwrap_err();
     assert!(matches!(e, Error::Kms { status: 503, .. }), "{e:?}");
+}
+
+/// Tokens for the core from one user and for the KMS from another: what a
+/// core lying about who you are looks like to the SDK.
+struct Mixed {
+    core: Arc<dyn TokenSource>,
+    kms: Arc<dyn TokenSource>,
+}
+
+#[async_trait::async_trait]
+impl TokenSource for Mixed {
+    async fn token(&self, audience: &str) -> client::Result<zeroize::Zeroizing<String>> {
+        if audience == CORE_AUD {
+            self.core.token(audience).await
+        } else {
+            self.kms.token(audience).await
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_core_claims_is_checked_against_what_was_sealed() {
+    let w = World::start().await;
+    // The core says "bob", the KMS says "alice": the SDK refuses to seal under either name.
+    let mixed =
+        Mixed { core: w.tokens("bob@acme.test", "bob-pw").await, kms: w.tokens("alice@acme.test", "alice-pw").await };
+    let e = Session::open(w.config(), Arc::new(mixed)).await.unwrap_err();
+    assert!(matches!(e, Error::Tampered(_)), "{e:?}");
+
+    let alice = w.session("alice@acme.test", w.config()).await;
+    let bob = w.session("bob@acme.test", w.config()).await;
+    let space = alice.create_space("Bindings", &["bob@acme.test".into()]).await.unwrap();
+    let first = alice.send(&space.id, "approve the wire").await.unwrap();
+    alice.send(&space.id, "second").await.unwrap();
+    let events = bob.core().events(&space.id, Some(0), None, Some(50)).await.unwrap();
+    let original = events.iter().find(|e| e.id == first.id).unwrap().clone();
+    assert_eq!(bob.decrypt(&original).await.content, Content::Text("approve the wire".into()));
+
+    // Re-posted later under a new seq: a replay.
+    let mut replay = original.clone();
+    replay.seq += 100;
+    assert!(matches!(bob.decrypt(&replay).await.content, Content::Unreadable(ref why) if why.contains("replay")));
+    // Presented as an edit of another message, or as a reply, or under another id.
+    let mut as_edit = original.clone();
+    as_edit.kind = "edit".into();
+    as_edit.target = Some(events[0].id.clone());
+    assert!(matches!(bob.decrypt(&as_edit).await.content, Content::Unreadable(_)));
+    let mut as_reply = original.clone();
+    as_reply.parent = Some(events[0].id.clone());
+    assert!(matches!(bob.decrypt(&as_reply).await.content, Content::Unreadable(_)));
+    let mut other_id = original.clone();
+    other_id.client_event_id = Some("someone-else".into());
+    assert!(matches!(bob.decrypt(&other_id).await.content, Content::Unreadable(_)));
+    // Attributed to someone else.
+    let mut other_sender = original.clone();
+    other_sender.sender = "bob@acme.test".into();
+    assert!(matches!(bob.decrypt(&other_sender).await.content, Content::Unreadable(_)));
+    // A download never replaces an existing file unless asked to.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("a.txt");
+    std::fs::write(&src, b"payload").unwrap();
+    let f = alice.upload(&space.id, &src, &|_, _| {}).await.unwrap();
+    let dst = tmp.path().join("b.txt");
+    std::fs::write(&dst, b"precious").unwrap();
+    assert!(matches!(bob.download(&f.id, &dst, &|_, _| {}).await, Err(Error::Invalid(_))));
+    assert_eq!(std::fs::read(&dst).unwrap(), b"precious");
+    bob.download_to(&f.id, &dst, true, &|_, _| {}).await.unwrap();
+    assert_eq!(std::fs::read(&dst).unwrap(), b"payload");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2, "no temporary file left behind");
 }

@@ -20,11 +20,7 @@ pub fn entries_for(p: &Principal, principal_id: &str, admin: bool, op: &Operatio
     if entry.keys.len() <= KEYS_PER_ENTRY {
         return vec![entry];
     }
-    entry
-        .keys
-        .chunks(KEYS_PER_ENTRY)
-        .map(|part| NewEntry { keys: part.to_vec(), ..entry.clone() })
-        .collect()
+    entry.keys.chunks(KEYS_PER_ENTRY).map(|part| NewEntry { keys: part.to_vec(), ..entry.clone() }).collect()
 }
 
 fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation, resp: &Response) -> Option<NewEntry> {
