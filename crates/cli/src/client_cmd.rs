@@ -118,6 +118,12 @@ pub enum SpaceCommand {
         /// Space id.
         space: String,
     },
+    /// Who other than members (services, compliance, other KMSes, anonymous
+    /// links, admins) received this space's keys, from the KMS's audit log.
+    Accesses {
+        /// Space id.
+        space: String,
+    },
 }
 
 /// Output mode.
@@ -442,6 +448,32 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
                     || format!("Removed {user} from {space}; the space's key rotated"),
                     json!({"space": space, "removed": user}),
                 );
+            }
+            SpaceCommand::Accesses { space } => {
+                let list = s.key_accesses(&space).await?;
+                if out.json {
+                    println!(
+                        "{}",
+                        json!({"space": space, "accesses": list.iter().map(|a| json!({"seq": a.seq, "time": a.time, "actor": a.actor, "actor_kind": a.actor_kind, "on_behalf_of": a.on_behalf_of, "case": a.case, "action": a.action, "keys": a.key_uris})).collect::<Vec<_>>()})
+                    );
+                } else if list.is_empty() {
+                    println!("Nobody but members reading for themselves has received this space's keys.");
+                } else {
+                    for a in &list {
+                        let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(a.time) * 1_000_000)
+                            .ok()
+                            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                            .unwrap_or_default();
+                        let case = a.case.as_deref().map(|c| format!(" case {}", safe(c))).unwrap_or_default();
+                        println!(
+                            "{when}  {} ({}){case}: {} of {} key(s)",
+                            safe(&a.actor),
+                            a.actor_kind,
+                            a.action,
+                            a.key_uris.len()
+                        );
+                    }
+                }
             }
             SpaceCommand::Show { space } => {
                 let sp = s.space(&space).await?;

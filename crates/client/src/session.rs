@@ -554,6 +554,27 @@ impl Session {
         Ok(out)
     }
 
+    /// Key-access transparency: who other than members reading for
+    /// themselves (services, compliance officers, other KMSes, anonymous
+    /// bearers, admins) received this space's keys, from the KMS's audit log.
+    pub async fn key_accesses(&self, space: &str) -> Result<Vec<kms_protocol::AccessObject>> {
+        let resource = self.resource_of(space).await?;
+        let mut out = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let body =
+                kms_protocol::message::RequestBody { after: Some(after), count: Some(500), ..Default::default() };
+            let resp = self.kms.call(kms_protocol::Method::Retrieve, &format!("{resource}/accesses"), body).await?;
+            let page = resp.accesses.unwrap_or_default();
+            let done = page.len() < 500;
+            after = page.last().map_or(after, |a| a.seq);
+            out.extend(page);
+            if done || out.len() >= 100_000 {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Moves your read marker.
     pub async fn mark_read(&self, space: &str, seq: i64) -> Result<()> {
         self.core.set_read_marker(space, seq).await

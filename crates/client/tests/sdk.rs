@@ -338,3 +338,48 @@ async fn what_the_core_claims_is_checked_against_what_was_sealed() {
     assert_eq!(std::fs::read(&dst).unwrap(), b"payload");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2, "no temporary file left behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_see_who_else_received_their_spaces_keys() {
+    let w = World::start().await;
+    let alice = w.session("alice@acme.test", w.config()).await;
+    let bob = w.session("bob@acme.test", w.config()).await;
+    let mallory = w.session("mallory@acme.test", w.config()).await;
+    let space = alice.create_space("Transparent", &["bob@acme.test".into()]).await.unwrap();
+    let key = alice.send(&space.id, "hi").await.unwrap().key_uri.unwrap();
+    bob.history(&space.id, None, 10).await.unwrap();
+    // Members reading for themselves are not listed.
+    assert!(alice.key_accesses(&space.id).await.unwrap().is_empty());
+
+    // Someone else gets the key: here the holder of an anonymous link alice made.
+    let body = RequestBody { resource_uri: Some(space.resource.to_string()), anonymous: Some(1), ..Default::default() };
+    let resp = alice.kms().call(Method::Create, "/authorizations", body).await.unwrap();
+    let bearer = resp.authorizations.unwrap()[0].bearer.clone().unwrap();
+    let outsider = client::kms::KmsClient::new(
+        client::kms::KmsOptions {
+            pin: w.pin.clone(),
+            route: Route::Direct { url: format!("http://{}", w.kms.addr) },
+            kms_audience: KMS_AUD.into(),
+            core_audience: CORE_AUD.into(),
+            client_id: "link-viewer".into(),
+            key_cache: 8,
+        },
+        Arc::new(client::tokens::StaticTokens::new([(KMS_AUD.to_string(), bearer.expose().to_string())])),
+    );
+    outsider.key(&key).await.unwrap();
+
+    for member in [&alice, &bob] {
+        let seen = member.key_accesses(&space.id).await.unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].actor_kind, "anonymous");
+        assert_eq!(seen[0].action, "key_release");
+        assert_eq!(seen[0].key_uris, vec![key.clone()]);
+    }
+    // Not a member: the KMS does not tell.
+    let e = mallory
+        .kms()
+        .call(Method::Retrieve, &format!("{}/accesses", space.resource), RequestBody::default())
+        .await
+        .unwrap_err();
+    assert!(e.is_not_authorized(), "{e:?}");
+}

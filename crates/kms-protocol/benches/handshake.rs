@@ -7,10 +7,15 @@ use kms_protocol::channel::{HandshakeGrant, ServerKey};
 use kms_protocol::{begin_handshake, classify, date, ClientInfo, Credential, Incoming, Kind, KmsUri};
 
 fn bench(c: &mut Criterion) {
-    let srv = ServerKey::new(RsaPrivateKey::generate(2048, Some("static".into())).unwrap(), "kms.bench.example").unwrap();
+    let srv =
+        ServerKey::new(RsaPrivateKey::generate(2048, Some("static".into())).unwrap(), "kms.bench.example").unwrap();
     let client = ClientInfo { client_id: "bench".into(), credential: Credential::bearer("t".repeat(800)) };
     let request = begin_handshake(&srv.info(), client).unwrap().wrapped;
-    let grant = HandshakeGrant { user_id: "u@bench.example".into(), client_id: "bench".into(), expires: date::now() + time::Duration::hours(1) };
+    let grant = HandshakeGrant {
+        user_id: "u@bench.example".into(),
+        client_id: "bench".into(),
+        expires: date::now() + time::Duration::hours(1),
+    };
     let uri = KmsUri::object("kms.bench.example", Kind::Ecdhe, "session").unwrap();
 
     let mut g = c.benchmark_group("handshake");

@@ -10,7 +10,10 @@ use std::fmt;
 
 use jose::jwe::{DecryptKey, EncryptKey};
 use jose::jws::{SignKey, VerifyKey};
-use jose::{ContentEnc, EcPrivateKey, EcPublicKey, HeaderParams, Jwe, JwePolicy, Jws, JwsPolicy, KeyAlg, OctKey, RsaPrivateKey, RsaPublicKey, SigAlg};
+use jose::{
+    ContentEnc, EcPrivateKey, EcPublicKey, HeaderParams, Jwe, JwePolicy, Jws, JwsPolicy, KeyAlg, OctKey, RsaPrivateKey,
+    RsaPublicKey, SigAlg,
+};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -25,7 +28,8 @@ pub const MAX_MESSAGE_LEN: usize = 256 * 1024;
 /// How old a reset may be and still be believed.
 pub const RESET_MAX_AGE: time::Duration = time::Duration::minutes(5);
 
-const DIR: JwePolicy<'static> = JwePolicy { algs: &[KeyAlg::Dir], encs: &[ContentEnc::A256Gcm], max_len: MAX_MESSAGE_LEN };
+const DIR: JwePolicy<'static> =
+    JwePolicy { algs: &[KeyAlg::Dir], encs: &[ContentEnc::A256Gcm], max_len: MAX_MESSAGE_LEN };
 // node-jose verifies both; the draft mandates PS256, which is what we sign.
 const SIGNED: JwsPolicy<'static> = JwsPolicy { algs: &[SigAlg::PS256, SigAlg::RS256], max_len: MAX_MESSAGE_LEN };
 
@@ -119,7 +123,12 @@ pub fn begin_handshake(kms: &KmsInfo, client: ClientInfo) -> Result<PendingHands
     let mut req = Request::new(Method::Create, uri.to_string(), Some(client));
     req.body.jwk = Some(local.public_key().to_jwk());
     let kid = kms.key.kid().ok_or(ProtocolError::MissingField("kid of the KMS key"))?;
-    let wrapped = jose::jwe::encrypt(EncryptKey::RsaOaep(&kms.key), ContentEnc::A256Gcm, &HeaderParams::kid(kid), &req.to_json())?;
+    let wrapped = jose::jwe::encrypt(
+        EncryptKey::RsaOaep(&kms.key),
+        ContentEnc::A256Gcm,
+        &HeaderParams::kid(kid),
+        &req.to_json(),
+    )?;
     Ok(PendingHandshake { local, request_id: req.request_id, wrapped })
 }
 
@@ -137,7 +146,12 @@ pub fn begin_handshake_with(
     req.client = Some(client(local.public_key(), &req.request_id)?);
     req.body.jwk = Some(local.public_key().to_jwk());
     let kid = kms.key.kid().ok_or(ProtocolError::MissingField("kid of the KMS key"))?;
-    let wrapped = jose::jwe::encrypt(EncryptKey::RsaOaep(&kms.key), ContentEnc::A256Gcm, &HeaderParams::kid(kid), &req.to_json())?;
+    let wrapped = jose::jwe::encrypt(
+        EncryptKey::RsaOaep(&kms.key),
+        ContentEnc::A256Gcm,
+        &HeaderParams::kid(kid),
+        &req.to_json(),
+    )?;
     Ok(PendingHandshake { local, request_id: req.request_id, wrapped })
 }
 
@@ -182,7 +196,10 @@ impl PendingHandshake {
             return Err(check_reset(Response::from_json(payload)?, Some(&self.request_id), date::now()));
         }
         if typ != Some(SigningContext::Ecdhe.typ()) {
-            return Err(ProtocolError::WrongContext { expected: SigningContext::Ecdhe.typ(), found: typ.map(str::to_string) });
+            return Err(ProtocolError::WrongContext {
+                expected: SigningContext::Ecdhe.typ(),
+                found: typ.map(str::to_string),
+            });
         }
         let resp = Response::from_json(payload)?;
         if resp.request_id != self.request_id {
@@ -194,7 +211,10 @@ impl PendingHandshake {
         }
         let key = resp.key.ok_or(ProtocolError::MissingField("key"))?;
         if !key.uri.is_object(Kind::Ecdhe) || key.uri.domain() != jose_domain(&kms.domain) {
-            return Err(ProtocolError::InvalidField { field: "key.uri", reason: "must be an ephemeral key of this KMS" });
+            return Err(ProtocolError::InvalidField {
+                field: "key.uri",
+                reason: "must be an ephemeral key of this KMS",
+            });
         }
         if key.expiration_date <= date::now() {
             return Err(ProtocolError::Expired);
@@ -404,8 +424,14 @@ impl ServerKey {
         let mut request = Request::from_json(&plain)?;
         drop(plain);
         let uri = KmsUri::parse(&request.uri, &self.domain).map_err(ProtocolError::uri("uri"))?;
-        if request.method != Method::Create || uri.target() != &Target::Collection(Kind::Ecdhe) || uri.domain() != self.domain {
-            return Err(ProtocolError::UnknownOperation { method: request.method.name(), target: "the static key (only create /ecdhe)" });
+        if request.method != Method::Create
+            || uri.target() != &Target::Collection(Kind::Ecdhe)
+            || uri.domain() != self.domain
+        {
+            return Err(ProtocolError::UnknownOperation {
+                method: request.method.name(),
+                target: "the static key (only create /ecdhe)",
+            });
         }
         let jwk = request.body.jwk.take().ok_or(ProtocolError::MissingField("jwk"))?;
         // `to_ec_public` reads x and y only; `jwk` (with any `d`) zeroizes as it drops here.
@@ -426,7 +452,10 @@ impl ServerKey {
         let shared = jose::ecdh_hkdf(&server_eph, &opened.client_key, None)?;
         let uri = session_uri(&shared)?;
         if !uri.is_object(Kind::Ecdhe) || uri.domain() != self.domain {
-            return Err(ProtocolError::InvalidField { field: "key.uri", reason: "must be an ephemeral key of this KMS" });
+            return Err(ProtocolError::InvalidField {
+                field: "key.uri",
+                reason: "must be an ephemeral key of this KMS",
+            });
         }
         let shared = shared.with_kid(uri.to_string());
         let mut resp = Response::new(Status::CREATED, opened.request.request_id.clone());
@@ -462,7 +491,8 @@ impl ServerKey {
     /// Signs a structure the KMS built, in one of its contexts (PS256, `typ` = context).
     pub fn sign<T: Serialize>(&self, ctx: SigningContext, body: &T) -> Result<String, ProtocolError> {
         let kid = self.key.kid().expect("checked in new").to_string();
-        let json = serde_json::to_vec(body).map_err(|_| ProtocolError::InvalidField { field: "body", reason: "does not serialize" })?;
+        let json = serde_json::to_vec(body)
+            .map_err(|_| ProtocolError::InvalidField { field: "body", reason: "does not serialize" })?;
         Ok(jose::jws::sign(SigAlg::PS256, SignKey::Rsa(&self.key), &HeaderParams::kid(kid).with_typ(ctx.typ()), &json)?)
     }
 }

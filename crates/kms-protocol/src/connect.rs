@@ -41,12 +41,21 @@ pub fn sign_connect(server: &ServerKey, challenge: &str, now: i64) -> Result<Str
 }
 
 /// Core side: checks a proof against the KMS key the core was configured with.
-pub fn verify_connect(key: &RsaPublicKey, proof: &str, kms_uri: &str, challenge: &str, now: i64) -> Result<(), ProtocolError> {
+pub fn verify_connect(
+    key: &RsaPublicKey,
+    proof: &str,
+    kms_uri: &str,
+    challenge: &str,
+    now: i64,
+) -> Result<(), ProtocolError> {
     const POLICY: JwsPolicy<'static> = JwsPolicy { algs: &[SigAlg::PS256, SigAlg::RS256], max_len: 8192 };
     let jws = Jws::parse(proof, &POLICY)?;
     let payload = jws.verify(VerifyKey::Rsa(key))?;
     if jws.header().typ.as_deref() != Some(SigningContext::Connect.typ()) {
-        return Err(ProtocolError::WrongContext { expected: SigningContext::Connect.typ(), found: jws.header().typ.clone() });
+        return Err(ProtocolError::WrongContext {
+            expected: SigningContext::Connect.typ(),
+            found: jws.header().typ.clone(),
+        });
     }
     let c: ConnectClaims = jose::json::from_slice(payload, jose::Part::Payload)?;
     if c.typ != SigningContext::Connect.typ() {
@@ -82,10 +91,16 @@ mod tests {
         assert!(verify_connect(&key, &p, "kms://kms.globex.example", "nonce-1", 1010).is_err(), "another KMS");
         assert!(verify_connect(&key, &p, "kms://kms.acme.example", "nonce-1", 5000).is_err(), "stale");
         let other = server("kms.acme.example");
-        assert!(verify_connect(other.public_key(), &p, "kms://kms.acme.example", "nonce-1", 1010).is_err(), "another key");
+        assert!(
+            verify_connect(other.public_key(), &p, "kms://kms.acme.example", "nonce-1", 1010).is_err(),
+            "another key"
+        );
         // A signature in another context (say, a reset) is not a connect proof.
         let reset = s.reset(Some("nonce-1"), "x").unwrap();
-        assert!(matches!(verify_connect(&key, &reset, "kms://kms.acme.example", "nonce-1", 1010), Err(ProtocolError::WrongContext { .. })));
+        assert!(matches!(
+            verify_connect(&key, &reset, "kms://kms.acme.example", "nonce-1", 1010),
+            Err(ProtocolError::WrongContext { .. })
+        ));
         assert!(sign_connect(&s, "", 1).is_err());
     }
 }

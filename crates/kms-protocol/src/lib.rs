@@ -22,8 +22,13 @@ pub mod pop;
 pub mod status;
 pub mod uri;
 
-pub use channel::{begin_handshake, classify, open_request, seal_response, Incoming, KmsInfo, PendingHandshake, ServerKey, Session, SigningContext};
+pub use channel::{
+    begin_handshake, classify, open_request, seal_response, Incoming, KmsInfo, PendingHandshake, ServerKey, Session,
+    SigningContext,
+};
 pub use error::ProtocolError;
-pub use message::{AuthId, ClientInfo, Credential, KeyObject, Method, Operation, Realm, Request, Response};
+pub use message::{
+    AccessObject, AuthId, ClientInfo, Credential, KeyObject, Method, Operation, Realm, Request, Response,
+};
 pub use status::Status;
 pub use uri::{Kind, KmsUri, Target, UriError};

@@ -112,6 +112,9 @@ pub struct RequestBody {
     /// `create /keys`: how many; resource keys: at most how many.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+    /// Resource accesses: only those after this audit seq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
     /// Bind key, create authorizations: the resource.
     #[serde(rename = "resourceUri", default, skip_serializing_if = "Option::is_none")]
     pub resource_uri: Option<String>,
@@ -245,7 +248,12 @@ pub struct ResourceObject {
     #[serde(rename = "createDate", default, with = "date::rfc3339::option", skip_serializing_if = "Option::is_none")]
     pub create_date: Option<Date>,
     /// Expires, if it has a ttl.
-    #[serde(rename = "expirationDate", default, with = "date::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "expirationDate",
+        default,
+        with = "date::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expiration_date: Option<Date>,
 }
 
@@ -270,6 +278,32 @@ pub struct AuthorizationObject {
     /// the KMS-signed JWT bearer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer: Option<SecretString>,
+}
+
+/// One release of a resource's keys to someone other than a member reading
+/// for themselves, from the KMS's audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessObject {
+    /// The audit log entry (seq).
+    pub seq: u64,
+    /// When (ms since the epoch).
+    pub time: u64,
+    /// Who received the keys.
+    pub actor: String,
+    /// In which capacity: `service`, `compliance`, `admin`, `anonymous`, `peer_kms`, `kms`.
+    #[serde(rename = "actorKind")]
+    pub actor_kind: String,
+    /// The user whose authorizations were used (compliance).
+    #[serde(rename = "onBehalfOf", default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+    /// The compliance case, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<String>,
+    /// `key_release` or `key_denied`.
+    pub action: String,
+    /// The keys concerned.
+    #[serde(rename = "keyUris", default)]
+    pub key_uris: Vec<String>,
 }
 
 /// A CMK or KEK, as the administrative API lists it.
@@ -317,6 +351,9 @@ pub struct Response {
     /// Several authorizations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorizations: Option<Vec<AuthorizationObject>>,
+    /// Key-access transparency: who received a resource's keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accesses: Option<Vec<AccessObject>>,
     /// `/publicKey`: the key (PEM) a customer wraps its CMK to.
     #[serde(rename = "publicKey", default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
@@ -343,6 +380,7 @@ impl Response {
             resource: None,
             authorization: None,
             authorizations: None,
+            accesses: None,
             public_key: None,
             master_keys: None,
             timestamp: None,
@@ -392,7 +430,10 @@ impl AuthId {
         if s.starts_with(crate::uri::SCHEME) || s.starts_with('/') {
             let uri = KmsUri::parse(s, own_kms_domain).map_err(ProtocolError::uri("authIds"))?;
             if !uri.is_object(Kind::Resources) {
-                return Err(ProtocolError::InvalidField { field: "authIds", reason: "a URI authId must name a resource" });
+                return Err(ProtocolError::InvalidField {
+                    field: "authIds",
+                    reason: "a URI authId must name a resource",
+                });
             }
             return Ok(AuthId::Resource(uri));
         }
@@ -470,6 +511,17 @@ pub enum Operation {
     RetrieveKey {
         /// The key.
         uri: KmsUri,
+    },
+    /// `retrieve /resources/<id>/accesses` (a Custos extension). Key-access transparency: who (services, compliance officers, peer
+    /// KMSes, anonymous bearers, admins; not members reading for themselves)
+    /// received keys of `resource`, oldest first, after the audit seq `after`.
+    RetrieveResourceAccesses {
+        /// The resource.
+        resource: KmsUri,
+        /// Only accesses after this audit seq (paging).
+        after: Option<u64>,
+        /// At most this many.
+        count: Option<u32>,
     },
     /// `retrieve /resources/<id>/keys`.
     RetrieveResourceKeys {
@@ -579,7 +631,13 @@ impl Request {
 
     /// A new request with a random requestId.
     pub fn new(method: Method, uri: impl Into<String>, client: Option<ClientInfo>) -> Self {
-        Self { client, method, uri: uri.into(), request_id: uuid::Uuid::new_v4().to_string(), body: RequestBody::default() }
+        Self {
+            client,
+            method,
+            uri: uri.into(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            body: RequestBody::default(),
+        }
     }
 
     /// Checks the request and names the one operation it asks for.
@@ -594,7 +652,8 @@ impl Request {
             Ok(u)
         };
         let resource_field = || -> Result<KmsUri, ProtocolError> {
-            let u = own_uri(b.resource_uri.as_deref().ok_or(ProtocolError::MissingField("resourceUri"))?, "resourceUri")?;
+            let u =
+                own_uri(b.resource_uri.as_deref().ok_or(ProtocolError::MissingField("resourceUri"))?, "resourceUri")?;
             if !u.is_object(Kind::Resources) {
                 return Err(ProtocolError::InvalidField { field: "resourceUri", reason: "must name a resource" });
             }
@@ -603,7 +662,10 @@ impl Request {
         let auth_ids = |required: bool| -> Result<Vec<AuthId>, ProtocolError> {
             let list = match (&b.auth_ids, &b.user_ids) {
                 (Some(_), Some(_)) => {
-                    return Err(ProtocolError::InvalidField { field: "authIds", reason: "give authIds or userIds, not both" })
+                    return Err(ProtocolError::InvalidField {
+                        field: "authIds",
+                        reason: "give authIds or userIds, not both",
+                    })
                 }
                 (Some(l), None) | (None, Some(l)) => l.as_slice(),
                 (None, None) if required => return Err(ProtocolError::MissingField("authIds")),
@@ -661,12 +723,27 @@ impl Request {
                 }
                 Operation::CreateKeys { count }
             }
-            (Method::Update, Target::Object(Kind::Keys, _)) => Operation::BindKey { key: uri, resource: resource_field()? },
+            (Method::Update, Target::Object(Kind::Keys, _)) => {
+                Operation::BindKey { key: uri, resource: resource_field()? }
+            }
             (Method::Retrieve, Target::Object(Kind::Keys, _)) => Operation::RetrieveKey { uri },
+            (Method::Retrieve, Target::ResourceAccesses(_)) => {
+                if b.count == Some(0) {
+                    return Err(ProtocolError::InvalidField { field: "count", reason: "must be positive" });
+                }
+                Operation::RetrieveResourceAccesses {
+                    resource: uri.parent_resource().expect("sub-collection has a parent"),
+                    after: b.after,
+                    count: b.count,
+                }
+            }
             (Method::Retrieve, Target::ResourceKeys(_)) => {
                 if let (Some(a), Some(bf)) = (b.bound_after, b.bound_before) {
                     if a >= bf {
-                        return Err(ProtocolError::InvalidField { field: "boundBefore", reason: "must be after boundAfter" });
+                        return Err(ProtocolError::InvalidField {
+                            field: "boundBefore",
+                            reason: "must be after boundAfter",
+                        });
                     }
                 }
                 if b.count == Some(0) {
@@ -685,7 +762,12 @@ impl Request {
                 if ids.is_empty() && anonymous == 0 {
                     return Err(ProtocolError::InvalidField { field: "authIds", reason: "must not be empty" });
                 }
-                Operation::CreateAuthorizations { resource: resource_field()?, auth_ids: ids, anonymous, role_uri: b.role_uri.clone() }
+                Operation::CreateAuthorizations {
+                    resource: resource_field()?,
+                    auth_ids: ids,
+                    anonymous,
+                    role_uri: b.role_uri.clone(),
+                }
             }
             (Method::Retrieve, Target::ResourceAuthorizations(_, q)) => Operation::RetrieveAuthorizations {
                 resource: uri.parent_resource().expect("sub-collection has a parent"),
@@ -706,11 +788,16 @@ impl Request {
             (Method::Update, Target::Ping) => Operation::Ping,
             (Method::Retrieve, Target::PublicKey) => Operation::RetrievePublicKey,
             (Method::Create, Target::Collection(Kind::Cmk)) => Operation::CreateCmk {
-                customer_master_key: b.customer_master_key.clone().ok_or(ProtocolError::MissingField("customerMasterKey"))?,
+                customer_master_key: b
+                    .customer_master_key
+                    .clone()
+                    .ok_or(ProtocolError::MissingField("customerMasterKey"))?,
                 backup: b.customer_master_key_backup.clone(),
                 assigned_org_id: b.assigned_org_id.clone(),
             },
-            (Method::Create, Target::Collection(Kind::Kek)) => Operation::CreateKek { assigned_org_id: b.assigned_org_id.clone() },
+            (Method::Create, Target::Collection(Kind::Kek)) => {
+                Operation::CreateKek { assigned_org_id: b.assigned_org_id.clone() }
+            }
             (Method::Retrieve, Target::Collection(kind @ (Kind::Cmk | Kind::Kek))) => {
                 Operation::ListMasterKeys { kind: *kind, assigned_org_id: b.assigned_org_id.clone() }
             }
@@ -740,6 +827,7 @@ fn target_name(t: &Target) -> &'static str {
         Target::Object(Kind::Cmk, _) => "a CMK",
         Target::Object(Kind::Kek, _) => "a KEK",
         Target::ResourceKeys(_) => "a resource's keys",
+        Target::ResourceAccesses(_) => "a resource's key accesses",
         Target::ResourceAuthorizations(..) => "a resource's authorizations",
         Target::Ping => "/ping",
         Target::PublicKey => "/publicKey",

@@ -73,6 +73,10 @@ pub enum Target {
     Object(Kind, String),
     /// A resource's bound keys: `/resources/<id>/keys`.
     ResourceKeys(String),
+    /// Who, other than members reading for themselves, received a resource's
+    /// keys (key-access transparency, a Custos extension):
+    /// `/resources/<id>/accesses`.
+    ResourceAccesses(String),
     /// A resource's authorizations, optionally narrowed to one authId:
     /// `/resources/<id>/authorizations[?authId=<value>]`.
     ResourceAuthorizations(String, Option<String>),
@@ -125,7 +129,11 @@ fn valid_domain(d: &str) -> bool {
         None => (d, None),
     };
     if let Some(p) = port {
-        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u32>().map_or(true, |n| n == 0 || n > 65535) {
+        if p.is_empty()
+            || p.len() > 5
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || p.parse::<u32>().map_or(true, |n| n == 0 || n > 65535)
+        {
             return false;
         }
     }
@@ -171,10 +179,14 @@ impl KmsUri {
     pub fn new(domain: &str, target: Target) -> Result<Self, UriError> {
         let domain = canonical_domain(domain)?;
         match &target {
-            Target::Object(_, i) | Target::ResourceKeys(i) | Target::ResourceAuthorizations(i, _)
-                if !valid_id(i) => {
-                    return Err(UriError::Id);
-                }
+            Target::Object(_, i)
+            | Target::ResourceKeys(i)
+            | Target::ResourceAccesses(i)
+            | Target::ResourceAuthorizations(i, _)
+                if !valid_id(i) =>
+            {
+                return Err(UriError::Id);
+            }
             _ => {}
         }
         Ok(Self { domain, target })
@@ -221,6 +233,7 @@ impl KmsUri {
             [k] => Target::Collection(Kind::from_segment(k).ok_or(UriError::Path)?),
             [k, i] => Target::Object(Kind::from_segment(k).ok_or(UriError::Path)?, id(i)?),
             ["resources", i, "keys"] => Target::ResourceKeys(id(i)?),
+            ["resources", i, "accesses"] => Target::ResourceAccesses(id(i)?),
             ["resources", i, "authorizations"] => Target::ResourceAuthorizations(id(i)?, None),
             _ => return Err(UriError::Path),
         };
@@ -255,7 +268,10 @@ impl KmsUri {
     /// The object id, for `Object` targets and resource sub-collections.
     pub fn id(&self) -> Option<&str> {
         match &self.target {
-            Target::Object(_, i) | Target::ResourceKeys(i) | Target::ResourceAuthorizations(i, _) => Some(i),
+            Target::Object(_, i)
+            | Target::ResourceKeys(i)
+            | Target::ResourceAccesses(i)
+            | Target::ResourceAuthorizations(i, _) => Some(i),
             _ => None,
         }
     }
@@ -276,7 +292,7 @@ impl KmsUri {
     /// The URI of the resource whose sub-collection this is.
     pub fn parent_resource(&self) -> Option<KmsUri> {
         match &self.target {
-            Target::ResourceKeys(i) | Target::ResourceAuthorizations(i, _) => {
+            Target::ResourceKeys(i) | Target::ResourceAccesses(i) | Target::ResourceAuthorizations(i, _) => {
                 Some(KmsUri { domain: self.domain.clone(), target: Target::Object(Kind::Resources, i.clone()) })
             }
             _ => None,
@@ -297,6 +313,7 @@ impl fmt::Display for KmsUri {
             Target::Collection(k) => write!(f, "/{}", k.segment()),
             Target::Object(k, i) => write!(f, "/{}/{i}", k.segment()),
             Target::ResourceKeys(i) => write!(f, "/resources/{i}/keys"),
+            Target::ResourceAccesses(i) => write!(f, "/resources/{i}/accesses"),
             Target::ResourceAuthorizations(i, None) => write!(f, "/resources/{i}/authorizations"),
             Target::ResourceAuthorizations(i, Some(a)) => {
                 write!(f, "/resources/{i}/authorizations?authId={}", utf8_percent_encode(a, QUERY_VALUE))
@@ -351,6 +368,7 @@ mod tests {
         assert_eq!(u("/ping").unwrap(), Target::Ping);
         assert_eq!(u("/publicKey").unwrap(), Target::PublicKey);
         assert_eq!(u("/resources/r1/keys").unwrap(), Target::ResourceKeys("r1".into()));
+        assert_eq!(u("/resources/r1/accesses").unwrap(), Target::ResourceAccesses("r1".into()));
         assert_eq!(
             u("/resources/r1/authorizations?authId=alice%40acme.com").unwrap(),
             Target::ResourceAuthorizations("r1".into(), Some("alice@acme.com".into()))
@@ -359,7 +377,9 @@ mod tests {
 
     #[test]
     fn query_values_round_trip_encoded() {
-        let uri = KmsUri::new(OWN, Target::ResourceAuthorizations("r1".into(), Some("kms://other/resources/x y".into()))).unwrap();
+        let uri =
+            KmsUri::new(OWN, Target::ResourceAuthorizations("r1".into(), Some("kms://other/resources/x y".into())))
+                .unwrap();
         let s = uri.to_string();
         assert_eq!(s, "kms://kms.example.com/resources/r1/authorizations?authId=kms%3A%2F%2Fother%2Fresources%2Fx%20y");
         assert_eq!(KmsUri::parse_absolute(&s).unwrap(), uri);

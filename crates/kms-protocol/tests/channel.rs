@@ -3,8 +3,8 @@
 use jose::{OctKey, RsaPrivateKey};
 use kms_protocol::channel::{read_reset, verify_pushed_reset, HandshakeGrant, ServerKey, SigningContext};
 use kms_protocol::{
-    begin_handshake, classify, date, open_request, seal_response, ClientInfo, Credential, Incoming, Kind, KmsInfo, KmsUri,
-    Method, ProtocolError, Request, Response, Status,
+    begin_handshake, classify, date, open_request, seal_response, ClientInfo, Credential, Incoming, Kind, KmsInfo,
+    KmsUri, Method, ProtocolError, Request, Response, Status,
 };
 
 const DOMAIN: &str = "kms.acme.example";
@@ -18,7 +18,11 @@ fn client() -> ClientInfo {
 }
 
 fn grant(hours: i64) -> HandshakeGrant {
-    HandshakeGrant { user_id: "bob@acme.example".into(), client_id: "c1".into(), expires: date::now() + time::Duration::hours(hours) }
+    HandshakeGrant {
+        user_id: "bob@acme.example".into(),
+        client_id: "c1".into(),
+        expires: date::now() + time::Duration::hours(hours),
+    }
 }
 
 fn session_uri(id: &str) -> KmsUri {
@@ -92,10 +96,16 @@ fn resets_are_believed_only_when_genuine_fresh_and_matching() {
     let mine = session.uri().clone();
     assert_eq!(verify_pushed_reset(&kms, &srv.push_reset(&mine, "revoked").unwrap(), &mine).unwrap(), "revoked");
     // A reset anyone can provoke (unreadable input) names no session: ignored.
-    assert_eq!(verify_pushed_reset(&kms, &srv.reset(None, "x").unwrap(), &mine).unwrap_err(), ProtocolError::StaleReset);
+    assert_eq!(
+        verify_pushed_reset(&kms, &srv.reset(None, "x").unwrap(), &mine).unwrap_err(),
+        ProtocolError::StaleReset
+    );
     // Another session's reset: ignored.
     let other = session_uri("someone-else");
-    assert_eq!(verify_pushed_reset(&kms, &srv.push_reset(&other, "revoked").unwrap(), &mine).unwrap_err(), ProtocolError::StaleReset);
+    assert_eq!(
+        verify_pushed_reset(&kms, &srv.push_reset(&other, "revoked").unwrap(), &mine).unwrap_err(),
+        ProtocolError::StaleReset
+    );
     assert_eq!(read_reset(&kms, &stale).unwrap_err(), ProtocolError::StaleReset);
 }
 
@@ -141,7 +151,8 @@ fn handshake_refusals() {
     let p = begin_handshake(&kms, client()).unwrap();
     let Incoming::Handshake(jwe) = classify(&p.wrapped).unwrap() else { panic!() };
     let opened = srv.open_handshake(&jwe).unwrap();
-    let err = srv.accept_handshake(&opened, &grant(1), |_| Ok(KmsUri::object("kms.other.example", Kind::Ecdhe, "x").unwrap()));
+    let err = srv
+        .accept_handshake(&opened, &grant(1), |_| Ok(KmsUri::object("kms.other.example", Kind::Ecdhe, "x").unwrap()));
     assert!(matches!(err.unwrap_err(), ProtocolError::InvalidField { .. }));
 
     // A handshake whose kid names another static key.
@@ -168,7 +179,13 @@ fn static_key_opens_only_ecdhe_creation() {
     assert!(matches!(srv.open_handshake(&jwe).unwrap_err(), ProtocolError::UnknownOperation { .. }));
     // create /ecdhe without a key.
     let req = Request::new(Method::Create, "/ecdhe", Some(client()));
-    let c = jose::jwe::encrypt(jose::jwe::EncryptKey::RsaOaep(&kms.key), jose::ContentEnc::A256Gcm, &jose::HeaderParams::kid("static"), &req.to_json()).unwrap();
+    let c = jose::jwe::encrypt(
+        jose::jwe::EncryptKey::RsaOaep(&kms.key),
+        jose::ContentEnc::A256Gcm,
+        &jose::HeaderParams::kid("static"),
+        &req.to_json(),
+    )
+    .unwrap();
     let Incoming::Handshake(jwe) = classify(&c).unwrap() else { panic!() };
     assert_eq!(srv.open_handshake(&jwe).unwrap_err(), ProtocolError::MissingField("jwk"));
 }
@@ -195,7 +212,9 @@ fn session_message_refusals() {
     // Not a JOSE object at all.
     assert!(matches!(classify("hello").unwrap_err(), ProtocolError::Jose(jose::Error::SegmentCount { .. })));
     // A JWE with alg dir but no kid.
-    let nokid = jose::jwe::encrypt(jose::jwe::EncryptKey::Dir(&shared), jose::ContentEnc::A256Gcm, &Default::default(), b"{}").unwrap();
+    let nokid =
+        jose::jwe::encrypt(jose::jwe::EncryptKey::Dir(&shared), jose::ContentEnc::A256Gcm, &Default::default(), b"{}")
+            .unwrap();
     assert_eq!(classify(&nokid).unwrap_err(), ProtocolError::Jose(jose::Error::MissingHeader("kid")));
     // Oversize.
     let big = "a".repeat(kms_protocol::channel::MAX_MESSAGE_LEN + 1);

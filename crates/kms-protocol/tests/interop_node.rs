@@ -1,13 +1,17 @@
 //! Interop with Cisco's node-kms 0.4.1 and node-jose 2.2.0, both directions.
 
-use testkit::{b64, unb64, Node};
 use jose::jwe::{DecryptKey, EncryptKey};
 use jose::jws::{SignKey, VerifyKey};
-use jose::{ContentEnc, EcPrivateKey, HeaderParams, Jwe, JwePolicy, Jwk, Jws, JwsPolicy, OctKey, RsaPrivateKey, SigAlg};
+use jose::{
+    ContentEnc, EcPrivateKey, HeaderParams, Jwe, JwePolicy, Jwk, Jws, JwsPolicy, OctKey, RsaPrivateKey, SigAlg,
+};
 use kms_protocol::channel::{HandshakeGrant, ServerKey};
 use kms_protocol::message::{KeyObject, Operation, Realm};
-use kms_protocol::{classify, date, open_request, seal_response, ClientInfo, Credential, Incoming, Kind, KmsUri, Response, Status};
+use kms_protocol::{
+    classify, date, open_request, seal_response, ClientInfo, Credential, Incoming, Kind, KmsUri, Response, Status,
+};
 use serde_json::{json, Value};
+use testkit::{b64, unb64, Node};
 
 const DOMAIN: &str = "kms.acme.example";
 const REALM: Realm<'static> = Realm { kms_domain: DOMAIN, org_domain: "acme.example" };
@@ -22,13 +26,19 @@ fn client_info() -> Value {
 }
 
 fn grant() -> HandshakeGrant {
-    HandshakeGrant { user_id: "alice@acme.example".into(), client_id: "device-1".into(), expires: date::now() + time::Duration::hours(1) }
+    HandshakeGrant {
+        user_id: "alice@acme.example".into(),
+        client_id: "device-1".into(),
+        expires: date::now() + time::Duration::hours(1),
+    }
 }
 
 /// node-kms handshakes with our server code; both ends derive the same key.
 fn node_handshake(node: &mut Node, srv: &ServerKey, ecdhe_uri: &str) -> (u64, OctKey, KmsUri) {
     let server_jwk = serde_json::to_value(srv.public_key().to_jwk()).unwrap();
-    let hs = node.call(json!({"op": "kms_client_handshake", "serverJwk": server_jwk, "clientInfo": client_info(), "uri": ecdhe_uri}));
+    let hs = node.call(
+        json!({"op": "kms_client_handshake", "serverJwk": server_jwk, "clientInfo": client_info(), "uri": ecdhe_uri}),
+    );
     assert_eq!(hs["sentPrivateD"], true, "node-kms sends its private d (the case we must tolerate)");
     let wrapped = hs["wrapped"].as_str().unwrap();
 
@@ -42,8 +52,9 @@ fn node_handshake(node: &mut Node, srv: &ServerKey, ecdhe_uri: &str) -> (u64, Oc
     assert!(!format!("{opened:?}").contains("token-abc"), "bearer must not print");
 
     let session_id = uuid::Uuid::new_v4().to_string();
-    let accepted =
-        srv.accept_handshake(&opened, &grant(), |_| Ok(KmsUri::object(DOMAIN, Kind::Ecdhe, &session_id).unwrap())).unwrap();
+    let accepted = srv
+        .accept_handshake(&opened, &grant(), |_| Ok(KmsUri::object(DOMAIN, Kind::Ecdhe, &session_id).unwrap()))
+        .unwrap();
     let fin = node.call(json!({"op": "kms_client_finish", "ctx": hs["ctx"], "response": accepted.response}));
     assert_eq!(fin["body"]["status"], 201);
     assert_eq!(fin["body"]["key"]["userId"], "alice@acme.example");
@@ -60,8 +71,12 @@ fn node_kms_client_against_our_server_relative_ecdhe_uri() {
     let (ctx, shared, uri) = node_handshake(&mut node, &srv, "/ecdhe");
 
     // node-kms wraps a request under the shared key; we open it.
-    let w = node.call(json!({"op": "kms_client_wrap", "ctx": ctx, "request": {"method": "create", "uri": "/keys", "count": 2}}));
-    let Incoming::Session { kid, jwe } = classify(w["wrapped"].as_str().unwrap()).unwrap() else { panic!("session message") };
+    let w = node.call(
+        json!({"op": "kms_client_wrap", "ctx": ctx, "request": {"method": "create", "uri": "/keys", "count": 2}}),
+    );
+    let Incoming::Session { kid, jwe } = classify(w["wrapped"].as_str().unwrap()).unwrap() else {
+        panic!("session message")
+    };
     assert_eq!(kid, uri.to_string());
     let req = open_request(&shared, &uri, &jwe).unwrap();
     assert_eq!(req.request_id, w["requestId"].as_str().unwrap());
@@ -156,7 +171,8 @@ fn our_client_against_node_jose_server() {
         "key": {"uri": "kms://kms.acme.example/ecdhe/s1", "jwk": srv_ec["public"], "userId": "alice@acme.example",
                 "clientId": "cli", "createDate": date::format(&now), "expirationDate": date::format(&(now + time::Duration::hours(1)))}
     });
-    let signed = node.call(json!({"op": "jws_sign", "jwk": srv_jwk, "alg": "PS256", "typ": "kms-ecdhe", "kid": "static-2",
+    let signed = node
+        .call(json!({"op": "jws_sign", "jwk": srv_jwk, "alg": "PS256", "typ": "kms-ecdhe", "kid": "static-2",
                                   "payload": b64(payload.to_string().as_bytes())}));
     let session = pending.finish(&kms, signed["compact"].as_str().unwrap()).unwrap();
     assert_eq!(session.shared_key().expose(), unb64(derived["key"].as_str().unwrap()));
@@ -175,7 +191,8 @@ fn our_client_against_node_jose_server() {
 
     // …and node-jose's dir response unwraps here.
     let answer = json!({"status": 200, "requestId": req.request_id});
-    let enc = node.call(json!({"op": "jwe_encrypt", "jwk": shared_jwk, "alg": "dir", "kid": "kms://kms.acme.example/ecdhe/s1",
+    let enc = node
+        .call(json!({"op": "jwe_encrypt", "jwk": shared_jwk, "alg": "dir", "kid": "kms://kms.acme.example/ecdhe/s1",
                                "plaintext": b64(answer.to_string().as_bytes())}));
     let resp = session.unwrap(&kms, enc["compact"].as_str().unwrap(), &req.request_id).unwrap();
     assert_eq!(resp.status, Status::OK);
@@ -192,7 +209,8 @@ fn our_client_against_node_jose_server() {
         session.unwrap(&kms, signed["compact"].as_str().unwrap(), &req.request_id).unwrap_err(),
         kms_protocol::ProtocolError::Reset("revoked".into())
     );
-    let untyped = node.call(json!({"op": "jws_sign", "jwk": srv_jwk, "alg": "PS256", "payload": b64(reset.to_string().as_bytes())}));
+    let untyped = node
+        .call(json!({"op": "jws_sign", "jwk": srv_jwk, "alg": "PS256", "payload": b64(reset.to_string().as_bytes())}));
     assert!(matches!(
         session.unwrap(&kms, untyped["compact"].as_str().unwrap(), &req.request_id).unwrap_err(),
         kms_protocol::ProtocolError::WrongContext { .. }
@@ -216,7 +234,8 @@ fn jws_both_directions_all_algorithms() {
         assert_eq!(unb64(v["payload"].as_str().unwrap()), payload);
 
         let theirs = node.call(json!({"op": "jws_sign", "jwk": jwk_priv, "alg": alg.name(), "payload": b64(payload)}));
-        let jws = Jws::parse(theirs["compact"].as_str().unwrap(), &JwsPolicy { algs: &[alg], max_len: 1 << 20 }).unwrap();
+        let jws =
+            Jws::parse(theirs["compact"].as_str().unwrap(), &JwsPolicy { algs: &[alg], max_len: 1 << 20 }).unwrap();
         assert_eq!(jws.verify(vk).unwrap(), payload, "{alg:?} from node-jose");
     }
 }
@@ -231,7 +250,9 @@ fn jwe_both_directions() {
     let plain: Vec<u8> = (0..1500u32).map(|i| (i * 7) as u8).collect();
 
     // Ours → node-jose.
-    let c = jose::jwe::encrypt(EncryptKey::RsaOaep(rsa.public_key()), ContentEnc::A256Gcm, &HeaderParams::kid("r"), &plain).unwrap();
+    let c =
+        jose::jwe::encrypt(EncryptKey::RsaOaep(rsa.public_key()), ContentEnc::A256Gcm, &HeaderParams::kid("r"), &plain)
+            .unwrap();
     let d = node.call(json!({"op": "jwe_decrypt", "jwk": rsa.to_jwk(), "compact": c}));
     assert_eq!(unb64(d["plaintext"].as_str().unwrap()), plain);
     let c = jose::jwe::encrypt(EncryptKey::Dir(&oct), ContentEnc::A256Gcm, &HeaderParams::kid("o"), &plain).unwrap();
@@ -241,10 +262,14 @@ fn jwe_both_directions() {
     let mut t = c.clone().into_bytes();
     let last = t.len() - 2;
     t[last] = if t[last] == b'A' { b'B' } else { b'A' };
-    assert!(node.try_call(json!({"op": "jwe_decrypt", "jwk": oct_jwk, "compact": String::from_utf8(t).unwrap()})).is_err());
+    assert!(node
+        .try_call(json!({"op": "jwe_decrypt", "jwk": oct_jwk, "compact": String::from_utf8(t).unwrap()}))
+        .is_err());
 
     // node-jose → ours.
-    let e = node.call(json!({"op": "jwe_encrypt", "jwk": rsa.public_key().to_jwk(), "alg": "RSA-OAEP", "plaintext": b64(&plain)}));
+    let e = node.call(
+        json!({"op": "jwe_encrypt", "jwk": rsa.public_key().to_jwk(), "alg": "RSA-OAEP", "plaintext": b64(&plain)}),
+    );
     let jwe = Jwe::parse(e["compact"].as_str().unwrap(), &JwePolicy::RSA_OAEP).unwrap();
     assert_eq!(&jwe.decrypt(DecryptKey::RsaOaep(&rsa)).unwrap()[..], &plain[..]);
     let e = node.call(json!({"op": "jwe_encrypt", "jwk": oct_jwk, "alg": "dir", "plaintext": b64(&plain)}));
@@ -299,7 +324,8 @@ fn ecdh_hkdf_matches_node_jose() {
         let b = node.generate("EC", json!("P-256"), "b");
         let b_pub: Jwk = serde_json::from_value(b["public"].clone()).unwrap();
         let ours = jose::ecdh_hkdf(&a, &b_pub.to_ec_public().unwrap(), None).unwrap();
-        let theirs = node.call(json!({"op": "ecdh_hkdf", "privateJwk": b["private"], "publicJwk": a.public_key().to_jwk()}));
+        let theirs =
+            node.call(json!({"op": "ecdh_hkdf", "privateJwk": b["private"], "publicJwk": a.public_key().to_jwk()}));
         assert_eq!(ours.expose(), unb64(theirs["key"].as_str().unwrap()));
     }
 }

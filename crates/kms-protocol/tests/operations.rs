@@ -53,12 +53,19 @@ fn application_api() {
         op(json!({"method": "retrieve", "uri": "kms://kms.acme.example/resources/r1"})).unwrap(),
         Operation::RetrieveResource { uri: uri("/resources/r1") }
     );
-    assert_eq!(op(json!({"method": "create", "uri": "/keys", "count": 10})).unwrap(), Operation::CreateKeys { count: 10 });
     assert_eq!(
-        op(json!({"method": "update", "uri": "kms://kms.acme.example/keys/k1", "resourceUri": "/resources/r1"})).unwrap(),
+        op(json!({"method": "create", "uri": "/keys", "count": 10})).unwrap(),
+        Operation::CreateKeys { count: 10 }
+    );
+    assert_eq!(
+        op(json!({"method": "update", "uri": "kms://kms.acme.example/keys/k1", "resourceUri": "/resources/r1"}))
+            .unwrap(),
         Operation::BindKey { key: uri("/keys/k1"), resource: uri("/resources/r1") }
     );
-    assert_eq!(op(json!({"method": "retrieve", "uri": "/keys/k1"})).unwrap(), Operation::RetrieveKey { uri: uri("/keys/k1") });
+    assert_eq!(
+        op(json!({"method": "retrieve", "uri": "/keys/k1"})).unwrap(),
+        Operation::RetrieveKey { uri: uri("/keys/k1") }
+    );
     let after = kms_protocol::date::parse("2015-01-11T18:23:21Z").unwrap();
     assert_eq!(
         op(json!({"method": "retrieve", "uri": "/resources/r1/keys", "boundAfter": "2015-01-11T18:23:21Z", "count": 25})).unwrap(),
@@ -70,8 +77,14 @@ fn application_api() {
     );
     // Anonymous only, given as a boolean.
     assert_eq!(
-        op(json!({"method": "create", "uri": "/authorizations", "resourceUri": "/resources/r1", "anonymous": true})).unwrap(),
-        Operation::CreateAuthorizations { resource: uri("/resources/r1"), auth_ids: vec![], anonymous: 1, role_uri: None }
+        op(json!({"method": "create", "uri": "/authorizations", "resourceUri": "/resources/r1", "anonymous": true}))
+            .unwrap(),
+        Operation::CreateAuthorizations {
+            resource: uri("/resources/r1"),
+            auth_ids: vec![],
+            anonymous: 1,
+            role_uri: None
+        }
     );
     assert_eq!(
         op(json!({"method": "retrieve", "uri": "/resources/r1/authorizations"})).unwrap(),
@@ -86,22 +99,37 @@ fn application_api() {
         Operation::DeleteAuthorization { uri: uri("/authorizations/a1") }
     );
     assert_eq!(
-        op(json!({"method": "delete", "uri": "kms://kms.acme.example/resources/r1/authorizations?authId=dave"})).unwrap(),
+        op(json!({"method": "delete", "uri": "kms://kms.acme.example/resources/r1/authorizations?authId=dave"}))
+            .unwrap(),
         Operation::DeleteAuthorizationByAuthId { resource: uri("/resources/r1"), auth_id: user("dave@acme.example") }
     );
     assert_eq!(
-        op(json!({"method": "delete", "uri": "/authorizations", "resourceUri": "/resources/r1", "authIds": ["a", "b"]})).unwrap(),
-        Operation::DeleteAuthorizations { resource: uri("/resources/r1"), auth_ids: vec![user("a@acme.example"), user("b@acme.example")] }
+        op(
+            json!({"method": "delete", "uri": "/authorizations", "resourceUri": "/resources/r1", "authIds": ["a", "b"]})
+        )
+        .unwrap(),
+        Operation::DeleteAuthorizations {
+            resource: uri("/resources/r1"),
+            auth_ids: vec![user("a@acme.example"), user("b@acme.example")]
+        }
     );
     assert_eq!(op(json!({"method": "update", "uri": "/ping"})).unwrap(), Operation::Ping);
 }
 
 #[test]
 fn administrative_api() {
-    assert_eq!(op(json!({"method": "retrieve", "uri": "/publicKey", "assignedOrgId": "o1"})).unwrap(), Operation::RetrievePublicKey);
     assert_eq!(
-        op(json!({"method": "create", "uri": "/cmk", "assignedOrgId": "o1", "customerMasterKey": "d3JhcHBlZA=="})).unwrap(),
-        Operation::CreateCmk { customer_master_key: "d3JhcHBlZA==".into(), backup: None, assigned_org_id: Some("o1".into()) }
+        op(json!({"method": "retrieve", "uri": "/publicKey", "assignedOrgId": "o1"})).unwrap(),
+        Operation::RetrievePublicKey
+    );
+    assert_eq!(
+        op(json!({"method": "create", "uri": "/cmk", "assignedOrgId": "o1", "customerMasterKey": "d3JhcHBlZA=="}))
+            .unwrap(),
+        Operation::CreateCmk {
+            customer_master_key: "d3JhcHBlZA==".into(),
+            backup: None,
+            assigned_org_id: Some("o1".into())
+        }
     );
     assert_eq!(
         op(json!({"method": "retrieve", "uri": "/kek"})).unwrap(),
@@ -118,33 +146,99 @@ fn administrative_api() {
 fn refusals() {
     use ProtocolError as E;
     let cases: Vec<(&str, serde_json::Value, fn(&ProtocolError) -> bool)> = vec![
-        ("unknown method", json!({"method": "patch", "uri": "/keys"}), |e| matches!(e, E::Jose(jose::Error::Json { .. }))),
-        ("retrieve /ecdhe", json!({"method": "retrieve", "uri": "/ecdhe"}), |e| matches!(e, E::UnknownOperation { .. })),
+        ("unknown method", json!({"method": "patch", "uri": "/keys"}), |e| {
+            matches!(e, E::Jose(jose::Error::Json { .. }))
+        }),
+        ("retrieve /ecdhe", json!({"method": "retrieve", "uri": "/ecdhe"}), |e| {
+            matches!(e, E::UnknownOperation { .. })
+        }),
         ("delete a key", json!({"method": "delete", "uri": "/keys/k1"}), |e| matches!(e, E::UnknownOperation { .. })),
         ("create keys without count", json!({"method": "create", "uri": "/keys"}), |e| *e == E::MissingField("count")),
-        ("zero keys", json!({"method": "create", "uri": "/keys", "count": 0}), |e| matches!(e, E::InvalidField { field: "count", .. })),
-        ("too many keys", json!({"method": "create", "uri": "/keys", "count": 1001}), |e| matches!(e, E::InvalidField { field: "count", .. })),
-        ("negative count", json!({"method": "create", "uri": "/keys", "count": -1}), |e| matches!(e, E::Jose(jose::Error::Json { .. }))),
-        ("count as string", json!({"method": "create", "uri": "/keys", "count": "5"}), |e| matches!(e, E::Jose(jose::Error::Json { .. }))),
-        ("bind without resource", json!({"method": "update", "uri": "/keys/k1"}), |e| *e == E::MissingField("resourceUri")),
-        ("bind to a key", json!({"method": "update", "uri": "/keys/k1", "resourceUri": "/keys/k2"}), |e| matches!(e, E::InvalidField { field: "resourceUri", .. })),
-        ("bind to a bad uri", json!({"method": "update", "uri": "/keys/k1", "resourceUri": "resources/r1"}), |e| matches!(e, E::Uri { field: "resourceUri", .. })),
-        ("foreign KMS", json!({"method": "retrieve", "uri": "kms://kms.other.example/keys/k1"}), |e| matches!(e, E::ForeignDomain(_))),
-        ("resource with a non-key", json!({"method": "create", "uri": "/resources", "keyUris": ["/resources/r"]}), |e| matches!(e, E::InvalidField { field: "keyUris", .. })),
-        ("authIds and userIds", json!({"method": "create", "uri": "/resources", "authIds": ["a"], "userIds": ["b"]}), |e| matches!(e, E::InvalidField { field: "authIds", .. })),
-        ("authId with two @", json!({"method": "create", "uri": "/resources", "authIds": ["a@b@c"]}), |e| matches!(e, E::InvalidField { field: "authIds", .. })),
-        ("authId with a space", json!({"method": "create", "uri": "/resources", "authIds": ["a b"]}), |e| matches!(e, E::InvalidField { field: "authIds", .. })),
-        ("authId URI of a key", json!({"method": "create", "uri": "/resources", "authIds": ["/keys/k"]}), |e| matches!(e, E::InvalidField { field: "authIds", .. })),
-        ("empty authorizations", json!({"method": "create", "uri": "/authorizations", "resourceUri": "/resources/r", "authIds": []}), |e| matches!(e, E::InvalidField { field: "authIds", .. })),
-        ("authorizations without resource", json!({"method": "create", "uri": "/authorizations", "authIds": ["a"]}), |e| *e == E::MissingField("resourceUri")),
-        ("too many anonymous", json!({"method": "create", "uri": "/authorizations", "resourceUri": "/resources/r", "anonymous": 11}), |e| matches!(e, E::InvalidField { field: "anonymous", .. })),
-        ("bulk delete without ids", json!({"method": "delete", "uri": "/authorizations", "resourceUri": "/resources/r"}), |e| *e == E::MissingField("authIds")),
-        ("inverted bound range", json!({"method": "retrieve", "uri": "/resources/r/keys", "boundAfter": "2020-01-02T00:00:00Z", "boundBefore": "2020-01-01T00:00:00Z"}), |e| matches!(e, E::InvalidField { field: "boundBefore", .. })),
-        ("bad date", json!({"method": "retrieve", "uri": "/resources/r/keys", "boundAfter": "yesterday"}), |e| matches!(e, E::Jose(jose::Error::Json { .. }))),
+        ("zero keys", json!({"method": "create", "uri": "/keys", "count": 0}), |e| {
+            matches!(e, E::InvalidField { field: "count", .. })
+        }),
+        ("too many keys", json!({"method": "create", "uri": "/keys", "count": 1001}), |e| {
+            matches!(e, E::InvalidField { field: "count", .. })
+        }),
+        ("negative count", json!({"method": "create", "uri": "/keys", "count": -1}), |e| {
+            matches!(e, E::Jose(jose::Error::Json { .. }))
+        }),
+        ("count as string", json!({"method": "create", "uri": "/keys", "count": "5"}), |e| {
+            matches!(e, E::Jose(jose::Error::Json { .. }))
+        }),
+        ("bind without resource", json!({"method": "update", "uri": "/keys/k1"}), |e| {
+            *e == E::MissingField("resourceUri")
+        }),
+        ("bind to a key", json!({"method": "update", "uri": "/keys/k1", "resourceUri": "/keys/k2"}), |e| {
+            matches!(e, E::InvalidField { field: "resourceUri", .. })
+        }),
+        ("bind to a bad uri", json!({"method": "update", "uri": "/keys/k1", "resourceUri": "resources/r1"}), |e| {
+            matches!(e, E::Uri { field: "resourceUri", .. })
+        }),
+        ("foreign KMS", json!({"method": "retrieve", "uri": "kms://kms.other.example/keys/k1"}), |e| {
+            matches!(e, E::ForeignDomain(_))
+        }),
+        (
+            "resource with a non-key",
+            json!({"method": "create", "uri": "/resources", "keyUris": ["/resources/r"]}),
+            |e| matches!(e, E::InvalidField { field: "keyUris", .. }),
+        ),
+        (
+            "authIds and userIds",
+            json!({"method": "create", "uri": "/resources", "authIds": ["a"], "userIds": ["b"]}),
+            |e| matches!(e, E::InvalidField { field: "authIds", .. }),
+        ),
+        ("authId with two @", json!({"method": "create", "uri": "/resources", "authIds": ["a@b@c"]}), |e| {
+            matches!(e, E::InvalidField { field: "authIds", .. })
+        }),
+        ("authId with a space", json!({"method": "create", "uri": "/resources", "authIds": ["a b"]}), |e| {
+            matches!(e, E::InvalidField { field: "authIds", .. })
+        }),
+        ("authId URI of a key", json!({"method": "create", "uri": "/resources", "authIds": ["/keys/k"]}), |e| {
+            matches!(e, E::InvalidField { field: "authIds", .. })
+        }),
+        (
+            "empty authorizations",
+            json!({"method": "create", "uri": "/authorizations", "resourceUri": "/resources/r", "authIds": []}),
+            |e| matches!(e, E::InvalidField { field: "authIds", .. }),
+        ),
+        (
+            "authorizations without resource",
+            json!({"method": "create", "uri": "/authorizations", "authIds": ["a"]}),
+            |e| *e == E::MissingField("resourceUri"),
+        ),
+        (
+            "too many anonymous",
+            json!({"method": "create", "uri": "/authorizations", "resourceUri": "/resources/r", "anonymous": 11}),
+            |e| matches!(e, E::InvalidField { field: "anonymous", .. }),
+        ),
+        (
+            "bulk delete without ids",
+            json!({"method": "delete", "uri": "/authorizations", "resourceUri": "/resources/r"}),
+            |e| *e == E::MissingField("authIds"),
+        ),
+        (
+            "inverted bound range",
+            json!({"method": "retrieve", "uri": "/resources/r/keys", "boundAfter": "2020-01-02T00:00:00Z", "boundBefore": "2020-01-01T00:00:00Z"}),
+            |e| matches!(e, E::InvalidField { field: "boundBefore", .. }),
+        ),
+        ("bad date", json!({"method": "retrieve", "uri": "/resources/r/keys", "boundAfter": "yesterday"}), |e| {
+            matches!(e, E::Jose(jose::Error::Json { .. }))
+        }),
         ("ecdhe without jwk", json!({"method": "create", "uri": "/ecdhe"}), |e| *e == E::MissingField("jwk")),
-        ("ecdhe with an RSA jwk", json!({"method": "create", "uri": "/ecdhe", "jwk": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}}), |e| matches!(e, E::Jose(jose::Error::WrongKeyType { .. }))),
-        ("ecdhe with an off-curve point", json!({"method": "create", "uri": "/ecdhe", "jwk": {"kty": "EC", "crv": "P-256", "x": jose::b64::encode([1u8; 32]), "y": jose::b64::encode([2u8; 32])}}), |e| matches!(e, E::Jose(jose::Error::InvalidKey(_)))),
-        ("cmk state unknown", json!({"method": "update", "uri": "/cmk/c1", "keyState": "MELTED"}), |e| matches!(e, E::Jose(jose::Error::Json { .. }))),
+        (
+            "ecdhe with an RSA jwk",
+            json!({"method": "create", "uri": "/ecdhe", "jwk": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}}),
+            |e| matches!(e, E::Jose(jose::Error::WrongKeyType { .. })),
+        ),
+        (
+            "ecdhe with an off-curve point",
+            json!({"method": "create", "uri": "/ecdhe", "jwk": {"kty": "EC", "crv": "P-256", "x": jose::b64::encode([1u8; 32]), "y": jose::b64::encode([2u8; 32])}}),
+            |e| matches!(e, E::Jose(jose::Error::InvalidKey(_))),
+        ),
+        ("cmk state unknown", json!({"method": "update", "uri": "/cmk/c1", "keyState": "MELTED"}), |e| {
+            matches!(e, E::Jose(jose::Error::Json { .. }))
+        }),
         ("cmk without state", json!({"method": "update", "uri": "/cmk/c1"}), |e| *e == E::MissingField("keyState")),
     ];
     for (name, v, ok) in &cases {
@@ -174,9 +268,16 @@ fn responses_round_trip_and_map_errors() {
     let r = Response::error(Status::FORBIDDEN, "r1", "not authorized");
     let back = Response::from_json(&r.to_json()).unwrap();
     assert_eq!(back, r);
-    assert_eq!(back.into_success().unwrap_err(), ProtocolError::Status { status: Status::FORBIDDEN, reason: "not authorized".into() });
+    assert_eq!(
+        back.into_success().unwrap_err(),
+        ProtocolError::Status { status: Status::FORBIDDEN, reason: "not authorized".into() }
+    );
     // The production KMS adds members we do not know (statusCode, errorCode): tolerated.
-    let r = Response::from_json(br#"{"status":404,"requestId":"r","reason":"x","errorCode":30005,"statusCode":404}"#).unwrap();
+    let r = Response::from_json(br#"{"status":404,"requestId":"r","reason":"x","errorCode":30005,"statusCode":404}"#)
+        .unwrap();
     assert_eq!(r.status, Status::NOT_FOUND);
-    assert_eq!(KmsUri::parse_absolute("kms://kms.acme.example/resources/r1/keys").unwrap().target(), &Target::ResourceKeys("r1".into()));
+    assert_eq!(
+        KmsUri::parse_absolute("kms://kms.acme.example/resources/r1/keys").unwrap().target(),
+        &Target::ResourceKeys("r1".into())
+    );
 }

@@ -482,6 +482,7 @@ fn mutates(op: &Operation) -> bool {
         Operation::RetrieveResource { .. }
             | Operation::RetrieveKey { .. }
             | Operation::RetrieveResourceKeys { .. }
+            | Operation::RetrieveResourceAccesses { .. }
             | Operation::RetrieveAuthorizations { .. }
             | Operation::Ping
             | Operation::RetrievePublicKey
@@ -531,6 +532,41 @@ impl Engine {
                 self.bind_key(p, user.unwrap_or_default(), key, resource, now, rid).await
             }
             Operation::RetrieveKey { uri: key } => self.retrieve_key(session, p, key, now, rid).await,
+            Operation::RetrieveResourceAccesses { resource, after, count } => {
+                // Members (and admins) may see who else received their space's keys.
+                let Some(rid_) = self.own_id(resource) else { return Ok(not_found(rid)) };
+                if user.is_none() || !(admin || self.authorized(p, rid_, now).await?) {
+                    return Ok(forbidden(rid));
+                }
+                let Some(log) = &self.audit else {
+                    return Ok(err(Status::UNAVAILABLE, rid, "this KMS keeps no audit log"));
+                };
+                let limit = count.unwrap_or(100).min(1000);
+                let entries = match log.key_access(&resource.to_string(), after.unwrap_or(0), limit).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the audit log failed");
+                        return Ok(err(Status::UNAVAILABLE, rid, "the audit log cannot be read; retry"));
+                    }
+                };
+                let mut resp = Response::new(Status::OK, rid);
+                resp.accesses = Some(
+                    entries
+                        .into_iter()
+                        .map(|e| kms_protocol::AccessObject {
+                            seq: e.seq,
+                            time: e.time,
+                            actor: e.actor,
+                            actor_kind: e.actor_kind.to_string(),
+                            on_behalf_of: e.on_behalf_of,
+                            case: e.case,
+                            action: e.action.to_string(),
+                            key_uris: e.keys,
+                        })
+                        .collect(),
+                );
+                Ok(resp)
+            }
             Operation::RetrieveResourceKeys { resource, bound_after, bound_before, count } => {
                 let Some(rid_) = self.own_id(resource) else { return Ok(not_found(rid)) };
                 if !self.authorized(p, rid_, now).await? {
