@@ -211,8 +211,8 @@ async fn login(
     let d = discover(&http, &prof.issuer).await?;
     let answer = match user {
         Some(user) => {
-            let password = if password_stdin {
-                let mut s = String::new();
+            let password = zeroize::Zeroizing::new(if password_stdin {
+                let mut s = zeroize::Zeroizing::new(String::new());
                 std::io::stdin().read_to_string(&mut s)?;
                 s.trim_end_matches(['\r', '\n']).to_string()
             } else if let Ok(p) = std::env::var("CUSTOS_PASSWORD") {
@@ -221,7 +221,7 @@ async fn login(
                 rpassword::prompt_password(format!("Password for {user}: "))?
             } else {
                 bail!("no password: use --password-stdin or set CUSTOS_PASSWORD");
-            };
+            });
             let form = [
                 ("grant_type", "password"),
                 ("username", user.as_str()),

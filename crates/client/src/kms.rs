@@ -19,6 +19,9 @@ use crate::tokens::TokenSource;
 
 /// Renew the channel when it has less than this left.
 const SESSION_MARGIN: Duration = Duration::from_secs(60);
+/// How long a content key stays cached: a key the KMS stops releasing (a
+/// revoked service, a removed member) leaves this process within this time.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(15 * 60);
 /// Default number of content keys kept in memory.
 pub const DEFAULT_KEY_CACHE: usize = 4096;
 
@@ -126,7 +129,7 @@ pub struct KmsClient {
     core_audience: String,
     client_id: String,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
-    keys: Mutex<lru::LruCache<String, ContentKey>>,
+    keys: Mutex<lru::LruCache<String, (ContentKey, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for KmsClient {
@@ -326,7 +329,7 @@ impl KmsClient {
         if k.resource.as_ref() != Some(resource) {
             return Err(Error::Tampered("the KMS bound the key to another resource".into()));
         }
-        self.keys.lock().expect("not poisoned").put(k.uri.to_string(), k.clone());
+        self.keys.lock().expect("not poisoned").put(k.uri.to_string(), (k.clone(), std::time::Instant::now()));
         Ok(k)
     }
 
@@ -336,8 +339,15 @@ impl KmsClient {
         if uri.domain() != self.pin.domain {
             return Err(Error::OtherKms { domain: uri.domain().to_string() });
         }
-        if let Some(k) = self.keys.lock().expect("not poisoned").get(&uri.to_string()) {
-            return Ok(k.clone());
+        {
+            let mut cache = self.keys.lock().expect("not poisoned");
+            match cache.get(&uri.to_string()) {
+                Some((k, at)) if at.elapsed() < KEY_CACHE_TTL => return Ok(k.clone()),
+                Some(_) => {
+                    cache.pop(&uri.to_string());
+                }
+                None => {}
+            }
         }
         let resp = self.call(Method::Retrieve, &uri.to_string(), RequestBody::default()).await?;
         let k =
@@ -346,7 +356,7 @@ impl KmsClient {
         if k.uri != uri {
             return Err(Error::Tampered("the KMS answered with another key than asked".into()));
         }
-        self.keys.lock().expect("not poisoned").put(uri.to_string(), k.clone());
+        self.keys.lock().expect("not poisoned").put(uri.to_string(), (k.clone(), std::time::Instant::now()));
         Ok(k)
     }
 
@@ -360,7 +370,7 @@ impl KmsClient {
         if k.resource.as_ref() != Some(resource) {
             return Err(Error::Tampered("the KMS answered with a key of another resource".into()));
         }
-        self.keys.lock().expect("not poisoned").put(k.uri.to_string(), k.clone());
+        self.keys.lock().expect("not poisoned").put(k.uri.to_string(), (k.clone(), std::time::Instant::now()));
         Ok(k)
     }
 

@@ -60,6 +60,9 @@ pub struct OidcTokens {
     client_id: String,
     grant: Grant,
     cache: Mutex<HashMap<String, (Zeroizing<String>, Instant)>>,
+    /// One refresh at a time: issuers that rotate refresh tokens treat a
+    /// reused one as theft and revoke the whole login.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +108,7 @@ impl OidcTokens {
             client_id: client_id.to_string(),
             grant,
             cache: Mutex::new(HashMap::new()),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -158,10 +162,20 @@ impl OidcTokens {
 #[async_trait::async_trait]
 impl TokenSource for OidcTokens {
     async fn token(&self, audience: &str) -> Result<Zeroizing<String>> {
-        if let Some((t, exp)) = self.cache.lock().expect("not poisoned").get(audience) {
-            if Instant::now() + RENEW_MARGIN < *exp {
-                return Ok(t.clone());
-            }
+        let cached = |c: &Mutex<HashMap<String, (Zeroizing<String>, Instant)>>| {
+            c.lock()
+                .expect("not poisoned")
+                .get(audience)
+                .filter(|(_, exp)| Instant::now() + RENEW_MARGIN < *exp)
+                .map(|(t, _)| t.clone())
+        };
+        if let Some(t) = cached(&self.cache) {
+            return Ok(t);
+        }
+        let _one_at_a_time = self.refreshing.lock().await;
+        // Someone else may have refreshed while we waited.
+        if let Some(t) = cached(&self.cache) {
+            return Ok(t);
         }
         let (t, exp) = self.fetch(audience).await?;
         self.cache.lock().expect("not poisoned").insert(audience.to_string(), (t.clone(), exp));
