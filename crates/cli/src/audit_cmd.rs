@@ -80,7 +80,7 @@ pub fn export(config: &Path, from_seq: u64, out: Option<&Path>) -> anyhow::Resul
         let (cmk, _) = kms::crypto::Cmk::open_or_create(cmk_path, passphrase.as_bytes()).context("opening the CMK")?;
         let key = kms::server::load_or_create_static_key(&cfg, &cmk)?.key;
         let signer = Arc::new(kms::audit::StaticKeySigner(kms_protocol::ServerKey::new(key, &cfg.domain)?));
-        let url = cfg.audit.database_url.clone().unwrap_or_else(|| cfg.database_url().to_string());
+        let url = cfg.audit_database_url();
         let options = audit::AuditOptions { read_only: true, ..Default::default() };
         let log = audit::AuditLog::open_with(&url, "export", signer, options).await.context("opening the audit log")?;
         let summary = match out {

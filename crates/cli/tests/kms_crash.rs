@@ -206,11 +206,6 @@ fn crash_loop(database_url: Option<&str>) {
         let before = acked.lock().unwrap().clone();
         rt.block_on(verify(&http, &kms.url, &tok, &before));
         eprintln!("round {round}: {} acknowledged keys verified after restart", before.len());
-        if round == 1 {
-            // The served process exports Prometheus metrics of what it just did.
-            let m = http_get(&format!("127.0.0.1:{port}"), "/metrics").unwrap_or_default();
-            assert!(m.starts_with("HTTP/1.1 200") && m.contains("kms_messages_total"), "metrics: {m}");
-        }
         if round == ROUNDS {
             break;
         }
@@ -218,6 +213,11 @@ fn crash_loop(database_url: Option<&str>) {
             .map(|w| rt.spawn(work(http.clone(), kms.url.clone(), tok.clone(), w, acked.clone())))
             .collect();
         std::thread::sleep(Duration::from_millis(1200 + 150 * round as u64));
+        if round == 1 {
+            // The served process exports Prometheus metrics of what it is doing.
+            let m = http_get(&format!("127.0.0.1:{port}"), "/metrics").unwrap_or_default();
+            assert!(m.starts_with("HTTP/1.1 200") && m.contains("kms_messages_total"), "metrics: {m}");
+        }
         // SIGKILL, mid-flight.
         kms.child.kill().unwrap();
         kms.child.wait().unwrap();

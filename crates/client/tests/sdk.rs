@@ -70,9 +70,9 @@ impl World {
         Arc::new(OidcTokens::from_refresh_token(&endpoint, "custos-cli", refresh, None))
     }
 
-    /// The KMS's SQLite file.
-    fn kms_db(&self) -> std::path::PathBuf {
-        self.tmp.path().join("kms").join("kms.db")
+    /// The KMS's audit log (SQLite, beside its database).
+    fn audit_db(&self) -> std::path::PathBuf {
+        self.tmp.path().join("kms").join("audit.db")
     }
 
     fn config(&self) -> SessionConfig {
@@ -262,7 +262,7 @@ async fn the_kms_audits_every_release_and_denial_and_fails_closed() {
     assert!(!text.contains(&b64));
 
     // Fail closed: once the log cannot be written, keys are refused.
-    let db = w.kms_db();
+    let db = w.audit_db();
     let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&format!("sqlite://{}", db.display())).await.unwrap();
     sqlx::query("DROP TABLE audit_entries").execute(&pool).await.unwrap();
     let fresh = w.session("bob@acme.test", w.config()).await;

@@ -67,8 +67,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// Where the log lives (default: the KMS's own database). Several KMS
-    /// nodes on one PostgreSQL database write one chain.
+    /// Where the log lives (default: the KMS's PostgreSQL database, or
+    /// `<data_dir>/audit.db` beside a SQLite one). Several KMS nodes on one
+    /// PostgreSQL database write one chain.
     #[serde(default)]
     pub database_url: Option<String>,
     /// This node's name in each entry (default: `<domain>@<listen>`).
@@ -303,6 +304,22 @@ impl Config {
     /// The database URL in force.
     pub fn database_url(&self) -> &str {
         self.database_url.as_deref().expect("set by parse")
+    }
+
+    /// Where the audit log lives: `[audit] database_url`; else, on SQLite, a
+    /// file of its own beside the KMS's (`audit.db`: two writers on one
+    /// SQLite file would queue behind each other's locks); on PostgreSQL, the
+    /// KMS's own database (several nodes then write one chain).
+    pub fn audit_database_url(&self) -> String {
+        if let Some(u) = &self.audit.database_url {
+            return u.clone();
+        }
+        let main = self.database_url();
+        if main.starts_with("sqlite:") && !main.contains(":memory:") && !main.contains("mode=memory") {
+            format!("sqlite://{}", self.data_dir.join("audit.db").display())
+        } else {
+            main.to_string()
+        }
     }
 }
 

@@ -157,7 +157,7 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
         jose::RsaPrivateKey::from_pkcs8_der(&static_key.key.to_pkcs8_der(), static_key.key.kid().map(str::to_string))?;
     let signer = Arc::new(crate::audit::StaticKeySigner(kms_protocol::ServerKey::new(signer_key, &cfg.domain)?));
     let node = cfg.audit.node.clone().unwrap_or_else(|| format!("{}@{}", cfg.domain, cfg.listen));
-    let audit_url = cfg.audit.database_url.clone().unwrap_or_else(|| cfg.database_url().to_string());
+    let audit_url = cfg.audit_database_url();
     let audit_log = Arc::new(audit::AuditLog::open(&audit_url, &node, signer).await.context("opening the audit log")?);
     audit_log.spawn_checkpoints(audit::CheckpointPolicy {
         every_entries: cfg.audit.checkpoint_every_entries,
