@@ -36,6 +36,21 @@
 //! member with the same role) roll back and consume no sequence number.
 //! Writes return only after their transaction committed (SQLite: WAL with
 //! `synchronous=FULL`).
+//!
+//! ## Group commit
+//!
+//! [`Store::append`] (the hot path: every message) does not get a
+//! transaction of its own: a writer task per handle puts every append
+//! queued while the previous commit was flushing into one transaction, with
+//! the same numbering, idempotency and durability (see the `batch` module).
+//! A commit costs the same flush whether it carries one event or a hundred.
+//!
+//! ## Commit listener
+//!
+//! [`Store::set_commit_listener`] registers a function told of every event
+//! this handle commits, right after the commit and before the write returns.
+//! The core uses it to fan out frames it has just serialized instead of
+//! having every socket read the event back.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -43,6 +58,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+mod batch;
 mod open;
 mod schema;
 mod sql;
@@ -52,6 +68,23 @@ pub use sql::SqlStore;
 
 /// Unix time in milliseconds.
 pub type Millis = i64;
+
+/// Told of the events a store handle committed: called right after each
+/// commit, before the write that made them returns, with the events of that
+/// commit ordered by space and sequence number. For one space, calls come in
+/// sequence order (the handle's event-appending writes take turns), but a
+/// listener still sees gaps: events other handles (other nodes) appended.
+/// It runs on the writer's path: keep it short, never block.
+pub type CommitListener = std::sync::Arc<dyn Fn(&[Event]) + Send + Sync>;
+
+/// Where one member's read marker stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMarker {
+    /// The member.
+    pub user_id: String,
+    /// The last sequence number they read.
+    pub seq: i64,
+}
 
 /// A member's role in a space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -307,6 +340,11 @@ pub enum StoreError {
     /// the wrong size, a non-positive chunk size).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The commit of the transaction carrying this append (shared with other
+    /// appends: group commit) failed, or the writer stopped: it may or may
+    /// not be stored. Retrying with the same `client_event_id` is safe.
+    #[error("commit failed; the outcome is unknown: {0}")]
+    CommitFailed(String),
 }
 
 impl StoreError {
@@ -401,6 +439,8 @@ pub trait Store: Send + Sync + 'static {
     async fn set_read_marker(&self, space_id: &str, user_id: &str, seq: i64, now: Millis) -> Result<i64>;
     /// A user's read marker (0 when none).
     async fn read_marker(&self, space_id: &str, user_id: &str) -> Result<i64>;
+    /// Every read marker of a space (members' and former members'), by user id.
+    async fn read_markers(&self, space_id: &str) -> Result<Vec<ReadMarker>>;
 
     // ---- files (metadata; the bytes live in the blob store)
 
@@ -423,4 +463,13 @@ pub trait Store: Send + Sync + 'static {
     /// uploader, target the file id and meta `{"size":N}`.
     /// `NotFound("file")` if there is no such file.
     async fn complete_file(&self, file_id: &str, event_id: &str, now: Millis) -> Result<Option<Event>>;
+
+    // ---- observing
+
+    /// Registers the [`CommitListener`] of this handle (replacing any
+    /// earlier one). Stores that cannot tell ignore it: the listener is an
+    /// optimization, never the only way to learn of an event.
+    fn set_commit_listener(&self, listener: CommitListener) {
+        let _ = listener;
+    }
 }

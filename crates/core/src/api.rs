@@ -23,8 +23,28 @@ pub type AppState = Arc<Core>;
 /// The OpenAPI description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Custos core", description = "Spaces, ciphertext messages and files, real-time delivery and the KMS relay. The core never sees plaintext: every `ciphertext` is a compact JWE under a key of the space's KMS."),
-    paths(me, create_space, list_spaces, get_space, add_member, remove_member, post_event, list_events, set_read_marker, create_file, put_chunk, list_chunks, complete_file, get_chunk, get_file, relay),
+    info(
+        title = "Custos core",
+        description = "Spaces, ciphertext messages and files, real-time delivery and the KMS relay. The core never sees plaintext: every `ciphertext` is a compact JWE under a key of the space's KMS."
+    ),
+    paths(
+        me,
+        create_space,
+        list_spaces,
+        get_space,
+        add_member,
+        remove_member,
+        post_event,
+        list_events,
+        set_read_marker,
+        create_file,
+        put_chunk,
+        list_chunks,
+        complete_file,
+        get_chunk,
+        get_file,
+        relay
+    ),
     components(schemas(ErrorBody, CreateSpace, PostEvent, AddMember, CreateFile, Sealed, ReadMarker))
 )]
 pub struct ApiDoc;
@@ -48,7 +68,10 @@ pub fn router(core: AppState) -> Router {
         .route("/v1/files/{id}/chunks/{index}", put(put_chunk).get(get_chunk))
         .route("/v1/files/{id}/complete", post(complete_file))
         // KMS batches may be larger than a file chunk: the relay has its own limit.
-        .route("/kms/{domain}/messages", post(relay).layer(DefaultBodyLimit::max(kms_protocol::channel::MAX_MESSAGE_LEN * 16)))
+        .route(
+            "/kms/{domain}/messages",
+            post(relay).layer(DefaultBodyLimit::max(kms_protocol::channel::MAX_MESSAGE_LEN * 16)),
+        )
         .route("/kms/connect", get(crate::relay::connect))
         .route("/v1/ws", get(crate::ws::upgrade))
         .layer(DefaultBodyLimit::max(max_chunk + 64 * 1024))
@@ -58,14 +81,20 @@ pub fn router(core: AppState) -> Router {
 /// Reads `Authorization: Bearer …` and authenticates it.
 pub async fn caller(core: &Core, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let h = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let token = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")).ok_or_else(|| ApiError::unauthenticated("an Authorization: Bearer token is required"))?;
+    let token = h
+        .strip_prefix("Bearer ")
+        .or_else(|| h.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::unauthenticated("an Authorization: Bearer token is required"))?;
     core.authenticate(token.trim()).await
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         // serde's message may quote input; keep only its position.
-        ApiError::bad("bad_json", format!("the request body is not valid for this endpoint (line {}, column {})", e.line(), e.column()))
+        ApiError::bad(
+            "bad_json",
+            format!("the request body is not valid for this endpoint (line {}, column {})", e.line(), e.column()),
+        )
     })
 }
 
@@ -89,29 +118,47 @@ async fn list_spaces(State(core): State<AppState>, headers: HeaderMap) -> Result
     Ok(Json(json!({"spaces": core.spaces(&c).await?})).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/spaces/{id}", params(("id" = String, Path)), responses((status = 200, description = "The space and its members"), (status = 404, body = ErrorBody)))]
-async fn get_space(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/spaces/{id}", params(("id" = String, Path)), responses((status = 200, description = "The space, your role, its members, and their read markers (`read_markers`: `[{user_id, seq}]`, members who set one)"), (status = 404, body = ErrorBody)))]
+async fn get_space(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
-    let (s, role, members) = core.space(&c, &id).await?;
-    Ok(Json(json!({"space": s, "role": role, "members": members})).into_response())
+    let (s, role, members, read_markers) = core.space(&c, &id).await?;
+    Ok(Json(json!({"space": s, "role": role, "members": members, "read_markers": read_markers})).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/spaces/{id}/members", params(("id" = String, Path)), request_body = AddMember, responses((status = 200, description = "The membership event (null if nothing changed)"), (status = 403, body = ErrorBody)))]
-async fn add_member(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn add_member(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     let e = core.add_member(&c, &id, json_body(&body)?).await?;
     Ok(Json(json!({"event": e})).into_response())
 }
 
 #[utoipa::path(delete, path = "/v1/spaces/{id}/members/{user}", params(("id" = String, Path), ("user" = String, Path)), responses((status = 200, description = "The membership event"), (status = 404, body = ErrorBody)))]
-async fn remove_member(State(core): State<AppState>, headers: HeaderMap, Path((id, user)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn remove_member(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path((id, user)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     let e = core.remove_member(&c, &id, &user).await?;
     Ok(Json(json!({"event": e})).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/spaces/{id}/events", params(("id" = String, Path)), request_body = PostEvent, responses((status = 201, description = "Stored"), (status = 200, description = "A retry of an earlier post: the first event"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn post_event(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn post_event(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     if body.len() > core.cfg.limits.max_ciphertext_bytes + 4096 {
         return Err(ApiError::too_large("the event is too large"));
@@ -132,7 +179,12 @@ struct EventQuery {
 }
 
 #[utoipa::path(get, path = "/v1/spaces/{id}/events", params(("id" = String, Path), EventQuery), responses((status = 200, description = "A page of events")))]
-async fn list_events(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>, q: Result<Query<EventQuery>, QueryRejection>) -> Result<Response, ApiError> {
+async fn list_events(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    q: Result<Query<EventQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     // axum's own rejection is plain text that may quote the input.
     let Query(q) = q.map_err(|_| ApiError::bad("bad_query", "after, before and limit must be integers"))?;
@@ -148,50 +200,82 @@ pub struct ReadMarker {
     pub seq: i64,
 }
 
-#[utoipa::path(put, path = "/v1/spaces/{id}/read-marker", params(("id" = String, Path)), request_body = ReadMarker, responses((status = 200, description = "The marker in force (it never moves back)")))]
-async fn set_read_marker(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+#[utoipa::path(put, path = "/v1/spaces/{id}/read-marker", params(("id" = String, Path)), request_body = ReadMarker, description = "Moves your read marker forward. Your other sockets, and as a read receipt the sockets of the space's other members, get `{\"type\":\"read_marker\",\"space\":…,\"user\":…,\"seq\":…}` on `/v1/ws` once they have sent the event it points at. Receipts are not events: no sequence number, not in the history.", responses((status = 200, description = "The marker in force (it never moves back)")))]
+async fn set_read_marker(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     let m: ReadMarker = json_body(&body)?;
     Ok(Json(json!({"seq": core.read_marker(&c, &id, m.seq).await?})).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/spaces/{id}/files", params(("id" = String, Path)), request_body = CreateFile, responses((status = 201, description = "The upload"), (status = 413, body = ErrorBody)))]
-async fn create_file(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn create_file(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     let f = core.create_file(&c, &id, json_body(&body)?).await?;
     Ok((StatusCode::CREATED, Json(f)).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/files/{id}", params(("id" = String, Path)), responses((status = 200, description = "The file's record (encrypted metadata)")))]
-async fn get_file(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_file(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     let (f, _) = core.chunks(&c, &id).await?;
     Ok(Json(f).into_response())
 }
 
 #[utoipa::path(put, path = "/v1/files/{id}/chunks/{index}", params(("id" = String, Path), ("index" = i64, Path)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 204, description = "Stored"), (status = 400, body = ErrorBody)))]
-async fn put_chunk(State(core): State<AppState>, headers: HeaderMap, Path((id, index)): Path<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+async fn put_chunk(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path((id, index)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
-    let index: i64 = index.parse().map_err(|_| ApiError::bad("bad_chunk_index", "the chunk index must be an integer"))?;
+    let index: i64 =
+        index.parse().map_err(|_| ApiError::bad("bad_chunk_index", "the chunk index must be an integer"))?;
     core.put_chunk(&c, &id, index, body).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[utoipa::path(get, path = "/v1/files/{id}/chunks", params(("id" = String, Path)), responses((status = 200, description = "The chunk indexes stored so far (to resume an upload)")))]
-async fn list_chunks(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn list_chunks(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     let (f, chunks) = core.chunks(&c, &id).await?;
     Ok(Json(json!({"file": f.id, "chunk_count": f.chunk_count(), "stored": chunks})).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/files/{id}/complete", params(("id" = String, Path)), responses((status = 200, description = "The file-ready event"), (status = 409, body = ErrorBody)))]
-async fn complete_file(State(core): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn complete_file(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     Ok(Json(core.complete_file(&c, &id).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/files/{id}/chunks/{index}", params(("id" = String, Path), ("index" = i64, Path)), responses((status = 200, description = "The chunk's ciphertext", content_type = "application/octet-stream")))]
-async fn get_chunk(State(core): State<AppState>, headers: HeaderMap, Path((id, index)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn get_chunk(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path((id, index)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     let index: i64 = index.parse().map_err(|_| ApiError::not_found("chunk"))?;
     let b = core.get_chunk(&c, &id, index).await?;
@@ -199,9 +283,15 @@ async fn get_chunk(State(core): State<AppState>, headers: HeaderMap, Path((id, i
 }
 
 #[utoipa::path(post, path = "/kms/{domain}/messages", params(("domain" = String, Path, description = "The KMS domain")), request_body(content = String, content_type = "application/jose"), responses((status = 200, description = "The KMS's answer, unread"), (status = 502, body = ErrorBody, description = "The KMS is unreachable")))]
-async fn relay(State(core): State<AppState>, headers: HeaderMap, Path(domain): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn relay(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(domain): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     caller(&core, &headers).await?;
-    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/jose").to_string();
+    let ctype =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/jose").to_string();
     let (status, ctype, answer) = crate::relay::forward(&core, &domain, &ctype, body).await?;
     Ok((status, [(header::CONTENT_TYPE, ctype)], answer).into_response())
 }

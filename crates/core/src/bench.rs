@@ -23,7 +23,7 @@
 //! whichever socket receives the event knows when it was sent: latency runs
 //! from just before the POST to the event frame read by the client, across
 //! the whole path (HTTP, token, checks, the durable append, the bus notice,
-//! the socket's database read, the frame).
+//! the fan-out to the sockets, the frame).
 //!
 //! To show where the time goes, each run reports the CPU it used by thread
 //! role (core runtime, SQLite threads, load generator) and what other
@@ -72,6 +72,8 @@ const SETUP_CONCURRENCY: usize = 32;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// File descriptors wanted beyond two per socket (HTTP pool, database, runtime).
 const SPARE_FDS: u64 = 512;
+/// Read buffer of each client socket (see `connect_all`).
+const CLIENT_READ_BUFFER: usize = 16 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -363,7 +365,12 @@ impl Fixture {
         bounded(self.users.iter().collect(), SETUP_CONCURRENCY, |u| {
             let (ws_url, shared) = (&ws_url, self.shared.clone());
             async move {
-                let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url.as_str(), None, true)
+                // A 16 KiB read buffer, not tungstenite's 128 KiB: it zero-fills the
+                // whole buffer before every read, which made the load generator
+                // spend more on memset than on parsing frames.
+                let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(CLIENT_READ_BUFFER);
+                let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url.as_str(), Some(config), true)
                     .await
                     .context("opening a WebSocket")?;
                 let (mut tx, mut rx) = ws.split();
@@ -968,6 +975,10 @@ fn measure(
         }
         anyhow::Ok((sat, rate, fixed, connected))
     })?;
+    let fanout = {
+        let s = &running.core.fanout.stats;
+        (s.ring_frames.load(Relaxed), s.db_reads.load(Relaxed))
+    };
     println!("store and disk probes ...");
     let probes = server_rt.block_on(store_probes(&running, dir, opts.seconds.min(2.0)))?;
     running.task.abort();
@@ -999,6 +1010,10 @@ fn measure(
             println!("CPU, {name}: {}", w.cpu.1.since(&w.cpu.0, w.secs, cores, db.pg_schema.is_some()));
         }
     }
+    println!(
+        "fan-out, whole session: {} frames sent from the node's rings (serialized once per event), {} database pages read by sockets (connects, catching up)",
+        fanout.0, fanout.1
+    );
 
     println!();
     println!("targets (product issue; 2-core machine, load generator on it):");

@@ -141,16 +141,25 @@ impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     /// Parses TOML text; `base` anchors relative paths.
     pub fn parse(text: &str, base: &Path) -> anyhow::Result<Self> {
         let mut c: Config = toml::from_str(text)?;
         for o in &mut c.orgs {
-            o.domain = kms_protocol::uri::canonical_domain(&o.domain).map_err(|_| anyhow::anyhow!("org domain `{}` is not a host name", o.domain))?;
-            let d = o.kms_uri.strip_prefix("kms://").ok_or_else(|| anyhow::anyhow!("kms_uri `{}` must be kms://<domain>", o.kms_uri))?;
-            o.kms_uri = format!("kms://{}", kms_protocol::uri::canonical_domain(d).map_err(|_| anyhow::anyhow!("kms_uri `{}` is not valid", o.kms_uri))?);
+            o.domain = kms_protocol::uri::canonical_domain(&o.domain)
+                .map_err(|_| anyhow::anyhow!("org domain `{}` is not a host name", o.domain))?;
+            let d = o
+                .kms_uri
+                .strip_prefix("kms://")
+                .ok_or_else(|| anyhow::anyhow!("kms_uri `{}` must be kms://<domain>", o.kms_uri))?;
+            o.kms_uri = format!(
+                "kms://{}",
+                kms_protocol::uri::canonical_domain(d)
+                    .map_err(|_| anyhow::anyhow!("kms_uri `{}` is not valid", o.kms_uri))?
+            );
         }
         for o in &mut c.orgs {
             if let Some(k) = &o.kms_key {
@@ -165,7 +174,8 @@ impl Config {
         if let Ok(url) = std::env::var("CUSTOS_CORE_DATABASE_URL") {
             c.database_url = Some(url);
         }
-        let url = c.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", c.data_dir.join("core.db").display()));
+        let url =
+            c.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", c.data_dir.join("core.db").display()));
         c.database_url = Some(match url.strip_prefix("sqlite://") {
             Some(p) if !p.starts_with('/') && !p.starts_with(':') => format!("sqlite://{}", base.join(p).display()),
             _ => url,

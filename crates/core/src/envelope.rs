@@ -12,7 +12,8 @@ pub fn check(ciphertext: &str, key_uri: &str, kms_domain: &str, max: usize) -> R
     if ciphertext.len() > max {
         return Err(ApiError::too_large(format!("ciphertext is larger than {max} bytes")));
     }
-    let key = KmsUri::parse_absolute(key_uri).map_err(|_| ApiError::bad("bad_key_uri", "key_uri must be a kms:// key URI"))?;
+    let key = KmsUri::parse_absolute(key_uri)
+        .map_err(|_| ApiError::bad("bad_key_uri", "key_uri must be a kms:// key URI"))?;
     if !key.is_object(Kind::Keys) {
         return Err(ApiError::bad("bad_key_uri", "key_uri must name a key (kms://<domain>/keys/<id>)"));
     }

@@ -6,18 +6,22 @@
 //! titles, messages, reactions and file metadata are compact JWEs under keys
 //! only the org's KMS hands out, and file chunks are ciphertext.
 //!
-//! - [`service`]: the engine (no HTTP), with every membership and role check.
-//! - [`api`], [`ws`], [`relay`]: the transports.
+//! - [`service`]: the engine (no HTTP), with every membership and role check;
+//!   [`access`]: the roles it remembers.
+//! - [`api`], [`ws`], [`relay`]: the transports; [`fanout`]: real-time
+//!   delivery on one node, frames serialized once for all its sockets.
 //! - [`envelope`]: shape checks on ciphertext (JWE structure, key URI, size).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod api;
 pub mod bench;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod fanout;
 pub mod relay;
 pub mod server;
 pub mod service;

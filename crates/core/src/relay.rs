@@ -88,8 +88,10 @@ impl Links {
         let mut keys = HashMap::new();
         for o in &cfg.orgs {
             if let Some(path) = &o.kms_key {
-                let pem = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-                let key = jose::RsaPublicKey::from_pem(&pem, None).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let pem =
+                    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                let key =
+                    jose::RsaPublicKey::from_pem(&pem, None).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 keys.insert(o.kms_uri.trim_start_matches("kms://").to_string(), key);
             }
         }
@@ -101,13 +103,25 @@ impl Links {
         self.live.read().await.contains_key(domain)
     }
 
-    async fn request(&self, domain: &str, content_type: &str, body: String) -> Option<Result<(u16, String, String), ApiError>> {
+    async fn request(
+        &self,
+        domain: &str,
+        content_type: &str,
+        body: String,
+    ) -> Option<Result<(u16, String, String), ApiError>> {
         let link = self.live.read().await.get(domain).cloned()?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         link.pending.lock().expect("not poisoned").insert(id, tx);
-        let frame = serde_json::to_string(&LinkFrame::Request { id, content_type: content_type.into(), body }).expect("serializes");
-        let unreachable = || ApiError::new(StatusCode::BAD_GATEWAY, "kms_unreachable", format!("KMS {domain} did not answer over its link"));
+        let frame = serde_json::to_string(&LinkFrame::Request { id, content_type: content_type.into(), body })
+            .expect("serializes");
+        let unreachable = || {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "kms_unreachable",
+                format!("KMS {domain} did not answer over its link"),
+            )
+        };
         if link.tx.send(frame).await.is_err() {
             link.pending.lock().expect("not poisoned").remove(&id);
             return Some(Err(unreachable()));
@@ -138,20 +152,28 @@ async fn serve_link(core: Arc<Core>, socket: WebSocket) {
     if tx.send(Message::Text(hello.into())).await.is_err() {
         return;
     }
-    let refuse = |message: &str| serde_json::to_string(&LinkFrame::Error { message: message.into() }).expect("serializes");
+    let refuse =
+        |message: &str| serde_json::to_string(&LinkFrame::Error { message: message.into() }).expect("serializes");
     let domain = match tokio::time::timeout(Duration::from_secs(10), rx.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<LinkFrame>(&t) {
             Ok(LinkFrame::Hello { kms, proof }) => {
                 let domain = kms.trim_start_matches("kms://").to_string();
                 let now = crate::service::now_ms() / 1000;
                 match core.links.keys.get(&domain) {
-                    Some(key) if kms_protocol::connect::verify_connect(key, &proof, &kms, &challenge, now).is_ok() => domain,
+                    Some(key) if kms_protocol::connect::verify_connect(key, &proof, &kms, &challenge, now).is_ok() => {
+                        domain
+                    }
                     Some(_) => {
-                        let _ = tx.send(Message::Text(refuse("the proof does not verify with this org's configured KMS key").into())).await;
+                        let _ = tx
+                            .send(Message::Text(
+                                refuse("the proof does not verify with this org's configured KMS key").into(),
+                            ))
+                            .await;
                         return;
                     }
                     None => {
-                        let _ = tx.send(Message::Text(refuse("this core has no key configured for that KMS").into())).await;
+                        let _ =
+                            tx.send(Message::Text(refuse("this core has no key configured for that KMS").into())).await;
                         return;
                     }
                 }
@@ -206,7 +228,12 @@ fn client() -> &'static reqwest::Client {
 }
 
 /// Forwards one relay body (a compact message or a `kmsMessages` batch) to the KMS at `domain`.
-pub async fn forward(core: &Core, domain: &str, content_type: &str, body: Bytes) -> Result<(StatusCode, String, Bytes), ApiError> {
+pub async fn forward(
+    core: &Core,
+    domain: &str,
+    content_type: &str,
+    body: Bytes,
+) -> Result<(StatusCode, String, Bytes), ApiError> {
     let domain = kms_protocol::uri::canonical_domain(domain).map_err(|_| ApiError::not_found("KMS"))?;
     let org = core.cfg.org_by_kms(&domain).ok_or_else(|| ApiError::not_found("KMS"))?;
     if body.len() > kms_protocol::channel::MAX_MESSAGE_LEN * 16 {
@@ -220,7 +247,11 @@ pub async fn forward(core: &Core, domain: &str, content_type: &str, body: Bytes)
         return Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), ctype, Bytes::from(answer)));
     }
     let Some(url) = &org.kms_url else {
-        return Err(ApiError::new(StatusCode::BAD_GATEWAY, "kms_unreachable", format!("KMS {domain} has no direct address and is not connected")));
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "kms_unreachable",
+            format!("KMS {domain} has no direct address and is not connected"),
+        ));
     };
     let r = client()
         .post(format!("{url}/kms/messages"))
@@ -229,12 +260,24 @@ pub async fn forward(core: &Core, domain: &str, content_type: &str, body: Bytes)
         .send()
         .await
         .map_err(|e| {
-            let why = if e.is_timeout() { "timed out" } else if e.is_connect() { "refused the connection" } else { "failed" };
-            ApiError::new(StatusCode::BAD_GATEWAY, "kms_unreachable", format!("KMS {domain} is unreachable: the connection {why}"))
-        })?;
+        let why = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "refused the connection"
+        } else {
+            "failed"
+        };
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "kms_unreachable",
+            format!("KMS {domain} is unreachable: the connection {why}"),
+        )
+    })?;
     let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let ctype = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/jose").to_string();
-    let bytes = r.bytes().await.map_err(|_| ApiError::new(StatusCode::BAD_GATEWAY, "kms_unreachable", format!("KMS {domain} broke off its answer")))?;
+    let bytes = r.bytes().await.map_err(|_| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "kms_unreachable", format!("KMS {domain} broke off its answer"))
+    })?;
     metrics::counter!("core_kms_relayed_total").increment(1);
     Ok((status, ctype, bytes))
 }

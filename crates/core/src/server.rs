@@ -23,7 +23,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let store = core_store::open(cfg.database_url()).await.context("opening the database")?;
     let bus: Arc<dyn core_bus::EventBus> = match &cfg.nats_url {
-        Some(url) => Arc::new(core_bus::NatsBus::connect(url, &cfg.nats_prefix).await.with_context(|| format!("connecting to NATS at {url}"))?),
+        Some(url) => Arc::new(
+            core_bus::NatsBus::connect(url, &cfg.nats_prefix)
+                .await
+                .with_context(|| format!("connecting to NATS at {url}"))?,
+        ),
         None => Arc::new(core_bus::InProcessBus::new()),
     };
     let blobs: Arc<dyn object_store::ObjectStore> = match &cfg.blobs.s3 {
@@ -45,6 +49,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     };
     let listen = cfg.listen;
     let core = Arc::new(Core::new(cfg, store, bus, blobs)?);
+    core.follow_membership().await.context("subscribing to membership notices")?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     let app = crate::api::router(core.clone());

@@ -7,15 +7,19 @@
 use std::sync::Arc;
 
 use core_bus::{EventBus, Notice};
-use core_store::{Appended, Event, EventKind, FileRecord, Membership, NewEvent, Role, Space, SpaceSummary, Store};
+use core_store::{
+    Appended, Event, EventKind, FileRecord, Membership, NewEvent, ReadMarker, Role, Space, SpaceSummary, Store,
+};
 use kms_protocol::{Kind, KmsUri};
 use object_store::{path::Path as BlobPath, ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::access::{Access, Cached, SpaceMeta, MEMBERSHIP_CHANNEL};
 use crate::config::Config;
 use crate::envelope;
 use crate::error::ApiError;
+use crate::fanout::{receipts_channel, Fanout};
 
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -115,6 +119,10 @@ pub struct Core {
     pub blobs: Arc<dyn ObjectStore>,
     /// KMSes that connected out to this core.
     pub links: crate::relay::Links,
+    /// Real-time fan-out of this node (see [`crate::fanout`]).
+    pub fanout: Arc<Fanout>,
+    /// Remembered spaces and roles (see [`crate::access`]).
+    pub access: Arc<Access>,
     verifier: kms_identity::Verifier,
     touched: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -135,16 +143,67 @@ fn check_id(s: &str, what: &'static str) -> Result<(), ApiError> {
 }
 
 impl Core {
-    /// Puts the pieces together.
-    pub fn new(cfg: Config, store: Arc<dyn Store>, bus: Arc<dyn EventBus>, blobs: Arc<dyn ObjectStore>) -> anyhow::Result<Self> {
+    /// Puts the pieces together, and registers the store's commit listener
+    /// (the fan-out's frames, forgetting roles whose membership changed).
+    /// Call [`Core::follow_membership`] too, once serving, so that changes
+    /// other nodes make reach this node's role cache at once.
+    pub fn new(
+        cfg: Config,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn EventBus>,
+        blobs: Arc<dyn ObjectStore>,
+    ) -> anyhow::Result<Self> {
         let verifier = kms_identity::Verifier::new(cfg.identity.clone())?;
         let links = crate::relay::Links::from_config(&cfg)?;
-        Ok(Self { cfg, store, bus, blobs, links, verifier, touched: Default::default() })
+        let fanout = Fanout::new(bus.clone(), store.clone());
+        let access = Arc::new(Access::default());
+        // Weak: the store holds the listener, and the fan-out holds the store.
+        let (f, a) = (Arc::downgrade(&fanout), Arc::downgrade(&access));
+        store.set_commit_listener(Arc::new(move |events: &[Event]| {
+            if let Some(a) = a.upgrade() {
+                a.on_commit(events);
+            }
+            if let Some(f) = f.upgrade() {
+                f.committed(events);
+            }
+        }));
+        Ok(Self { cfg, store, bus, blobs, links, fanout, access, verifier, touched: Default::default() })
+    }
+
+    /// Follows the membership changes other nodes announce, forgetting the
+    /// roles this node remembers (see [`crate::access`]). Returns once the
+    /// subscription is live; the task ends with the core.
+    pub async fn follow_membership(self: &Arc<Self>) -> anyhow::Result<()> {
+        let mut sub = self.bus.subscribe(MEMBERSHIP_CHANNEL).await?;
+        let (access, bus) = (Arc::downgrade(&self.access), self.bus.clone());
+        tokio::spawn(async move {
+            loop {
+                if sub.next().await.is_none() {
+                    // Notices may have been lost: forget, and listen again.
+                    if let Some(a) = access.upgrade() {
+                        a.forget_roles();
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    match bus.subscribe(MEMBERSHIP_CHANNEL).await {
+                        Ok(s) => sub = s,
+                        Err(e) => tracing::warn!(error = %e, "subscribing to membership notices failed"),
+                    }
+                    continue;
+                }
+                let Some(a) = access.upgrade() else { return };
+                a.forget_roles();
+            }
+        });
+        Ok(())
     }
 
     /// Validates a bearer token meant for the core, from a user of a served org.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
-        let id = self.verifier.verify(token).await.map_err(|e| ApiError::unauthenticated(format!("the bearer token was refused: {e}")))?;
+        let id = self
+            .verifier
+            .verify(token)
+            .await
+            .map_err(|e| ApiError::unauthenticated(format!("the bearer token was refused: {e}")))?;
         if self.cfg.org_of(&id.user_id).is_none() {
             return Err(ApiError::forbidden("unknown_org", "this core does not serve your organization"));
         }
@@ -168,30 +227,58 @@ impl Core {
         Ok(Caller { user_id: id.user_id })
     }
 
-    async fn space_as(&self, c: &Caller, id: &str) -> Result<(Space, Role), ApiError> {
-        check_id(id, "space")?;
-        let space = self.store.get_space(id).await?.ok_or_else(|| ApiError::not_found("space"))?;
-        // Non-members learn nothing, not even that the space exists.
-        let role = self.store.role(id, &c.user_id).await?.ok_or_else(|| ApiError::not_found("space"))?;
-        Ok((space, role))
+    /// The space and the caller's role in it, remembered (see [`crate::access`]);
+    /// `None` when the space does not exist or the caller is not a member.
+    async fn access(&self, space_id: &str, user: &str) -> Result<Option<(Arc<SpaceMeta>, Role)>, ApiError> {
+        let generation = match self.access.get(space_id, user) {
+            Cached::Hit(meta, role) => return Ok(role.map(|r| (meta, r))),
+            Cached::Miss(g) => g,
+        };
+        let meta = match self.access.space(space_id) {
+            Some(m) => m,
+            None => {
+                let Some(space) = self.store.get_space(space_id).await? else { return Ok(None) };
+                let kms_domain =
+                    KmsUri::parse_absolute(&space.resource_uri).map(|u| u.domain().to_string()).unwrap_or_default();
+                Arc::new(SpaceMeta { id: space.id, resource_uri: space.resource_uri, kms_domain })
+            }
+        };
+        let role = self.store.role(space_id, user).await?;
+        self.access.remember(generation, &meta, user, role);
+        Ok(role.map(|r| (meta, r)))
     }
 
-    fn kms_domain(space: &Space) -> String {
-        KmsUri::parse_absolute(&space.resource_uri).map(|u| u.domain().to_string()).unwrap_or_default()
+    async fn space_as(&self, c: &Caller, id: &str) -> Result<(Arc<SpaceMeta>, Role), ApiError> {
+        check_id(id, "space")?;
+        // Non-members learn nothing, not even that the space exists.
+        self.access(id, &c.user_id).await?.ok_or_else(|| ApiError::not_found("space"))
     }
 
     async fn publish(&self, e: &Event) {
         // The database is the truth; a lost notice only delays delivery until the next one.
+        // (This node's sockets were woken by the commit listener already.)
         if let Err(err) = self.bus.publish(Notice { space_id: e.space_id.clone(), seq: e.seq }).await {
             tracing::warn!(error = %err, "publishing an event notice failed");
         }
         metrics::counter!("core_events_total").increment(1);
     }
 
+    /// Tells the other nodes to forget the roles they remember (this node
+    /// did when the change committed).
+    async fn publish_membership(&self, e: &Event) {
+        if let Err(err) = self.bus.publish(Notice { space_id: MEMBERSHIP_CHANNEL.into(), seq: e.seq }).await {
+            tracing::warn!(error = %err, "publishing a membership notice failed");
+        }
+    }
+
     /// Creates a space with the caller as moderator.
     pub async fn create_space(&self, c: &Caller, req: CreateSpace) -> Result<Space, ApiError> {
-        let org = self.cfg.org_of(&c.user_id).ok_or_else(|| ApiError::forbidden("unknown_org", "this core does not serve your organization"))?;
-        let uri = KmsUri::parse_absolute(&req.resource_uri).map_err(|_| ApiError::bad("bad_resource_uri", "resource_uri must be kms://<domain>/resources/<id>"))?;
+        let org = self
+            .cfg
+            .org_of(&c.user_id)
+            .ok_or_else(|| ApiError::forbidden("unknown_org", "this core does not serve your organization"))?;
+        let uri = KmsUri::parse_absolute(&req.resource_uri)
+            .map_err(|_| ApiError::bad("bad_resource_uri", "resource_uri must be kms://<domain>/resources/<id>"))?;
         if !uri.is_object(Kind::Resources) {
             return Err(ApiError::bad("bad_resource_uri", "resource_uri must name a KMS resource"));
         }
@@ -221,11 +308,20 @@ impl Core {
         Ok(self.store.spaces_of(&c.user_id).await?)
     }
 
-    /// One space, with its members.
-    pub async fn space(&self, c: &Caller, id: &str) -> Result<(Space, Role, Vec<Membership>), ApiError> {
-        let (s, r) = self.space_as(c, id).await?;
+    /// One space, with its members and where their read markers stand.
+    pub async fn space(
+        &self,
+        c: &Caller,
+        id: &str,
+    ) -> Result<(Space, Role, Vec<Membership>, Vec<ReadMarker>), ApiError> {
+        let (_, r) = self.space_as(c, id).await?;
+        let s = self.store.get_space(id).await?.ok_or_else(|| ApiError::not_found("space"))?;
         let members = self.store.members(id).await?;
-        Ok((s, r, members))
+        let markers = self.store.read_markers(id).await?;
+        // Former members' markers are theirs: only current members' are shown.
+        let current: std::collections::HashSet<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
+        let markers = markers.into_iter().filter(|m| current.contains(m.user_id.as_str())).collect();
+        Ok((s, r, members, markers))
     }
 
     /// Adds a member (moderators only).
@@ -241,11 +337,18 @@ impl Core {
         if self.cfg.org_of(&user).is_none() {
             return Err(ApiError::bad("unknown_org", "this core does not serve that user's organization"));
         }
-        let m = Membership { space_id: id.into(), user_id: user, role: req.role, added_by: c.user_id.clone(), added_at: now_ms() };
+        let m = Membership {
+            space_id: id.into(),
+            user_id: user,
+            role: req.role,
+            added_by: c.user_id.clone(),
+            added_at: now_ms(),
+        };
         let user = m.user_id.clone();
         let e = self.store.add_member(&m, &uuid::Uuid::new_v4().to_string()).await?;
         if let Some(e) = &e {
             self.publish(e).await;
+            self.publish_membership(e).await;
             // The new member's sockets start watching the space.
             if let Err(err) = self.bus.publish(Notice { space_id: crate::ws::user_channel(&user), seq: e.seq }).await {
                 tracing::warn!(error = %err, "publishing a join notice failed");
@@ -266,21 +369,28 @@ impl Core {
             .await?
             .ok_or_else(|| ApiError::not_found("member"))?;
         self.publish(&e).await;
+        self.publish_membership(&e).await;
         Ok(e)
     }
 
     /// Posts a message, edit, deletion, reaction or title.
     pub async fn post(&self, c: &Caller, id: &str, req: PostEvent) -> Result<(Event, bool), ApiError> {
         let (space, role) = self.space_as(c, id).await?;
-        let kms = Self::kms_domain(&space);
+        let kms = space.kms_domain.as_str();
         if let Some(cid) = &req.client_event_id {
             if cid.is_empty() || cid.len() > 128 || cid.chars().any(char::is_control) {
-                return Err(ApiError::bad("bad_client_event_id", "client_event_id must be 1 to 128 printable characters"));
+                return Err(ApiError::bad(
+                    "bad_client_event_id",
+                    "client_event_id must be 1 to 128 printable characters",
+                ));
             }
         }
         let target = match req.kind {
             EventKind::Edit | EventKind::Delete | EventKind::Reaction => {
-                let t = req.target.as_deref().ok_or_else(|| ApiError::bad("missing_target", "this kind needs a target message"))?;
+                let t = req
+                    .target
+                    .as_deref()
+                    .ok_or_else(|| ApiError::bad("missing_target", "this kind needs a target message"))?;
                 check_id(t, "target")?;
                 let ev = self.store.event(id, t).await?.ok_or_else(|| ApiError::not_found("target"))?;
                 if ev.kind != EventKind::Message {
@@ -288,9 +398,14 @@ impl Core {
                 }
                 let own = ev.sender == c.user_id;
                 match req.kind {
-                    EventKind::Edit if !own => return Err(ApiError::forbidden("not_sender", "only the sender edits a message")),
+                    EventKind::Edit if !own => {
+                        return Err(ApiError::forbidden("not_sender", "only the sender edits a message"))
+                    }
                     EventKind::Delete if !own && role != Role::Moderator => {
-                        return Err(ApiError::forbidden("not_sender", "only the sender or a moderator deletes a message"))
+                        return Err(ApiError::forbidden(
+                            "not_sender",
+                            "only the sender or a moderator deletes a message",
+                        ))
                     }
                     _ => {}
                 }
@@ -319,10 +434,12 @@ impl Core {
         }
         let sealed = match (req.kind, &req.sealed) {
             (EventKind::Delete, None) => None,
-            (EventKind::Delete, Some(_)) => return Err(ApiError::bad("unexpected_ciphertext", "a deletion carries no content")),
+            (EventKind::Delete, Some(_)) => {
+                return Err(ApiError::bad("unexpected_ciphertext", "a deletion carries no content"))
+            }
             (_, None) => return Err(ApiError::bad("missing_ciphertext", "this kind needs sealed content")),
             (_, Some(s)) => {
-                envelope::check(&s.ciphertext, &s.key_uri, &kms, self.cfg.limits.max_ciphertext_bytes)?;
+                envelope::check(&s.ciphertext, &s.key_uri, kms, self.cfg.limits.max_ciphertext_bytes)?;
                 Some(s.clone())
             }
         };
@@ -348,7 +465,14 @@ impl Core {
     }
 
     /// Events after `after` (sync) or before `before` (history), at most `limit`.
-    pub async fn events(&self, c: &Caller, id: &str, after: Option<i64>, before: Option<i64>, limit: Option<u32>) -> Result<Vec<Event>, ApiError> {
+    pub async fn events(
+        &self,
+        c: &Caller,
+        id: &str,
+        after: Option<i64>,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<Vec<Event>, ApiError> {
         self.space_as(c, id).await?;
         // (max(1): a configured max_page of 0 must not make clamp panic.)
         let limit = limit.unwrap_or(100).clamp(1, self.cfg.limits.max_page.max(1));
@@ -361,15 +485,25 @@ impl Core {
 
     /// Moves the caller's read marker forward.
     pub async fn read_marker(&self, c: &Caller, id: &str, seq: i64) -> Result<i64, ApiError> {
-        let (space, _) = self.space_as(c, id).await?;
-        let last = self.store.get_space(&space.id).await?.map_or(space.last_seq, |s| s.last_seq);
+        self.space_as(c, id).await?;
+        let last = self.store.get_space(id).await?.ok_or_else(|| ApiError::not_found("space"))?.last_seq;
         if seq < 0 || seq > last {
-            return Err(ApiError::bad("bad_seq", "the read marker must be between 0 and the space's last sequence number"));
+            return Err(ApiError::bad(
+                "bad_seq",
+                "the read marker must be between 0 and the space's last sequence number",
+            ));
         }
         let marker = self.store.set_read_marker(id, &c.user_id, seq, now_ms()).await?;
         // The user's other sockets learn of it through the user's channel.
-        if let Err(err) = self.bus.publish(Notice { space_id: crate::ws::user_channel(&c.user_id), seq: marker.max(1) }).await {
+        if let Err(err) =
+            self.bus.publish(Notice { space_id: crate::ws::user_channel(&c.user_id), seq: marker.max(1) }).await
+        {
             tracing::warn!(error = %err, "publishing a read-marker notice failed");
+        }
+        // The other members' sockets learn of it as a read receipt: each node
+        // watching the space reads the space's markers and tells them what moved.
+        if let Err(err) = self.bus.publish(Notice { space_id: receipts_channel(id), seq: marker.max(1) }).await {
+            tracing::warn!(error = %err, "publishing a read-receipt notice failed");
         }
         Ok(marker)
     }
@@ -387,9 +521,12 @@ impl Core {
             return Err(ApiError::too_large(format!("files may be at most {} bytes", l.max_file_bytes)));
         }
         if req.chunk_size < 1 || req.chunk_size > l.max_chunk_bytes {
-            return Err(ApiError::bad("bad_chunk_size", format!("chunk_size must be 1 to {} bytes", l.max_chunk_bytes)));
+            return Err(ApiError::bad(
+                "bad_chunk_size",
+                format!("chunk_size must be 1 to {} bytes", l.max_chunk_bytes),
+            ));
         }
-        envelope::check(&req.meta.ciphertext, &req.meta.key_uri, &Self::kms_domain(&space), l.max_ciphertext_bytes)?;
+        envelope::check(&req.meta.ciphertext, &req.meta.key_uri, &space.kms_domain, l.max_ciphertext_bytes)?;
         let f = FileRecord {
             id: uuid::Uuid::new_v4().to_string(),
             space_id: id.into(),
@@ -408,7 +545,7 @@ impl Core {
     async fn file_as(&self, c: &Caller, file_id: &str) -> Result<(FileRecord, Role), ApiError> {
         check_id(file_id, "file")?;
         let f = self.store.file(file_id).await?.ok_or_else(|| ApiError::not_found("file"))?;
-        let role = self.store.role(&f.space_id, &c.user_id).await?.ok_or_else(|| ApiError::not_found("file"))?;
+        let (_, role) = self.access(&f.space_id, &c.user_id).await?.ok_or_else(|| ApiError::not_found("file"))?;
         Ok((f, role))
     }
 

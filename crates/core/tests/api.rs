@@ -21,39 +21,71 @@ async fn spaces_members_events_and_refusals() {
     let carol = User::new(&core, "carol").await;
     let (k, ku) = key();
 
-    let (st, space) = alice.post("/v1/spaces", json!({"resource_uri": resource(), "title": sealed(&k, &ku, "Project X")})).await;
+    let (st, space) =
+        alice.post("/v1/spaces", json!({"resource_uri": resource(), "title": sealed(&k, &ku, "Project X")})).await;
     assert_eq!(st, StatusCode::CREATED, "{space}");
     let sid = space["id"].as_str().unwrap().to_string();
     assert_eq!(space["creator"], "alice@acme.example");
 
     // Not a member: the space does not exist for you.
     assert_eq!(bob.get(&format!("/v1/spaces/{sid}")).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(bob.post(&format!("/v1/spaces/{sid}/events"), json!({"kind": "message", "sealed": sealed(&k, &ku, "hi")})).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        bob.post(&format!("/v1/spaces/{sid}/events"), json!({"kind": "message", "sealed": sealed(&k, &ku, "hi")}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
     // Add Bob (moderator Alice); Bob (member) cannot add Carol.
-    assert_eq!(alice.post(&format!("/v1/spaces/{sid}/members"), json!({"user_id": "bob@acme.example"})).await.0, StatusCode::OK);
-    assert_eq!(bob.post(&format!("/v1/spaces/{sid}/members"), json!({"user_id": "carol@acme.example"})).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(alice.post(&format!("/v1/spaces/{sid}/members"), json!({"user_id": "dave@evil.example"})).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        alice.post(&format!("/v1/spaces/{sid}/members"), json!({"user_id": "bob@acme.example"})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        bob.post(&format!("/v1/spaces/{sid}/members"), json!({"user_id": "carol@acme.example"})).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        alice.post(&format!("/v1/spaces/{sid}/members"), json!({"user_id": "dave@evil.example"})).await.0,
+        StatusCode::BAD_REQUEST
+    );
 
     // Messages, a reply, an edit, a reaction, a deletion.
     let path = format!("/v1/spaces/{sid}/events");
     async fn ev(u: &User, path: &str, body: Value) -> (StatusCode, Value) {
         u.post(path, body).await
     }
-    let (st, m1) = ev(&bob, &path, json!({"kind": "message", "client_event_id": "c1", "sealed": sealed(&k, &ku, "hello")})).await;
+    let (st, m1) =
+        ev(&bob, &path, json!({"kind": "message", "client_event_id": "c1", "sealed": sealed(&k, &ku, "hello")})).await;
     assert_eq!(st, StatusCode::CREATED);
     assert_eq!(m1["sender"], "bob@acme.example", "the sender comes from the token");
     let m1id = m1["id"].as_str().unwrap().to_string();
     // A retried post is not stored twice.
-    let (st, again) = ev(&bob, &path, json!({"kind": "message", "client_event_id": "c1", "sealed": sealed(&k, &ku, "hello")})).await;
+    let (st, again) =
+        ev(&bob, &path, json!({"kind": "message", "client_event_id": "c1", "sealed": sealed(&k, &ku, "hello")})).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(again["seq"], m1["seq"]);
-    let (st, reply) = ev(&alice, &path, json!({"kind": "message", "parent": m1id, "sealed": sealed(&k, &ku, "hi bob")})).await;
+    let (st, reply) =
+        ev(&alice, &path, json!({"kind": "message", "parent": m1id, "sealed": sealed(&k, &ku, "hi bob")})).await;
     assert_eq!(st, StatusCode::CREATED);
     assert_eq!(reply["parent"], m1id);
-    assert_eq!(ev(&alice, &path, json!({"kind": "edit", "target": m1id, "sealed": sealed(&k, &ku, "x")})).await.0, StatusCode::FORBIDDEN, "only the sender edits");
-    assert_eq!(ev(&bob, &path, json!({"kind": "edit", "target": m1id, "sealed": sealed(&k, &ku, "hello!")})).await.0, StatusCode::CREATED);
-    assert_eq!(ev(&alice, &path, json!({"kind": "reaction", "target": m1id, "sealed": sealed(&k, &ku, "+1")})).await.0, StatusCode::CREATED);
-    assert_eq!(ev(&alice, &path, json!({"kind": "delete", "target": m1id})).await.0, StatusCode::CREATED, "moderators delete");
+    assert_eq!(
+        ev(&alice, &path, json!({"kind": "edit", "target": m1id, "sealed": sealed(&k, &ku, "x")})).await.0,
+        StatusCode::FORBIDDEN,
+        "only the sender edits"
+    );
+    assert_eq!(
+        ev(&bob, &path, json!({"kind": "edit", "target": m1id, "sealed": sealed(&k, &ku, "hello!")})).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        ev(&alice, &path, json!({"kind": "reaction", "target": m1id, "sealed": sealed(&k, &ku, "+1")})).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        ev(&alice, &path, json!({"kind": "delete", "target": m1id})).await.0,
+        StatusCode::CREATED,
+        "moderators delete"
+    );
 
     // Refusals: nothing stored.
     let (_, before) = alice.get(&format!("/v1/spaces/{sid}/events?after=0&limit=500")).await;
@@ -96,14 +128,26 @@ async fn spaces_members_events_and_refusals() {
     assert_eq!(sync["events"][0]["seq"].as_i64().unwrap(), seqs[1] + 1);
 
     // Read markers move forward only, and not past the end.
-    assert_eq!(bob.req(reqwest::Method::PUT, &format!("/v1/spaces/{sid}/read-marker"), Some(json!({"seq": 3}))).await.1["seq"], 3);
-    assert_eq!(bob.req(reqwest::Method::PUT, &format!("/v1/spaces/{sid}/read-marker"), Some(json!({"seq": 2}))).await.1["seq"], 3);
-    assert_eq!(bob.req(reqwest::Method::PUT, &format!("/v1/spaces/{sid}/read-marker"), Some(json!({"seq": 9999}))).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        bob.req(reqwest::Method::PUT, &format!("/v1/spaces/{sid}/read-marker"), Some(json!({"seq": 3}))).await.1["seq"],
+        3
+    );
+    assert_eq!(
+        bob.req(reqwest::Method::PUT, &format!("/v1/spaces/{sid}/read-marker"), Some(json!({"seq": 2}))).await.1["seq"],
+        3
+    );
+    assert_eq!(
+        bob.req(reqwest::Method::PUT, &format!("/v1/spaces/{sid}/read-marker"), Some(json!({"seq": 9999}))).await.0,
+        StatusCode::BAD_REQUEST
+    );
 
     // Listing, and leaving.
     let (_, list) = bob.get("/v1/spaces").await;
     assert_eq!(list["spaces"].as_array().unwrap().len(), 1);
-    assert_eq!(bob.req(reqwest::Method::DELETE, &format!("/v1/spaces/{sid}/members/bob@acme.example"), None).await.0, StatusCode::OK);
+    assert_eq!(
+        bob.req(reqwest::Method::DELETE, &format!("/v1/spaces/{sid}/members/bob@acme.example"), None).await.0,
+        StatusCode::OK
+    );
     assert_eq!(bob.get(&format!("/v1/spaces/{sid}")).await.0, StatusCode::NOT_FOUND);
     let _ = carol;
 
@@ -123,14 +167,45 @@ async fn files_chunked_resumable() {
     let sid = space["id"].as_str().unwrap().to_string();
     let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13 % 251) as u8).collect();
 
-    assert_eq!(alice.post(&format!("/v1/spaces/{sid}/files"), json!({"size": 200_000, "chunk_size": 4096, "meta": sealed(&k, &ku, "a.txt")})).await.0, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(alice.post(&format!("/v1/spaces/{sid}/files"), json!({"size": 10, "chunk_size": 8192, "meta": sealed(&k, &ku, "a.txt")})).await.0, StatusCode::BAD_REQUEST);
-    let (st, f) = alice.post(&format!("/v1/spaces/{sid}/files"), json!({"size": data.len(), "chunk_size": 4096, "meta": sealed(&k, &ku, "report.pdf")})).await;
+    assert_eq!(
+        alice
+            .post(
+                &format!("/v1/spaces/{sid}/files"),
+                json!({"size": 200_000, "chunk_size": 4096, "meta": sealed(&k, &ku, "a.txt")})
+            )
+            .await
+            .0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        alice
+            .post(
+                &format!("/v1/spaces/{sid}/files"),
+                json!({"size": 10, "chunk_size": 8192, "meta": sealed(&k, &ku, "a.txt")})
+            )
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    let (st, f) = alice
+        .post(
+            &format!("/v1/spaces/{sid}/files"),
+            json!({"size": data.len(), "chunk_size": 4096, "meta": sealed(&k, &ku, "report.pdf")}),
+        )
+        .await;
     assert_eq!(st, StatusCode::CREATED, "{f}");
     let fid = f["id"].as_str().unwrap().to_string();
     let put = |i: usize, body: Vec<u8>| {
         let (http, url, tok, fid) = (alice.http.clone(), core.url.clone(), alice.token.clone(), fid.clone());
-        async move { http.put(format!("{url}/v1/files/{fid}/chunks/{i}")).bearer_auth(tok).body(body).send().await.unwrap().status() }
+        async move {
+            http.put(format!("{url}/v1/files/{fid}/chunks/{i}"))
+                .bearer_auth(tok)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
     };
     assert_eq!(put(0, data[..4096].to_vec()).await, StatusCode::NO_CONTENT);
     assert_eq!(put(2, data[8192..].to_vec()).await, StatusCode::NO_CONTENT);
@@ -147,7 +222,13 @@ async fn files_chunked_resumable() {
     // Download; a non-member cannot.
     let mut got = Vec::new();
     for i in 0..3 {
-        let r = alice.http.get(format!("{}/v1/files/{fid}/chunks/{i}", core.url)).bearer_auth(&alice.token).send().await.unwrap();
+        let r = alice
+            .http
+            .get(format!("{}/v1/files/{fid}/chunks/{i}", core.url))
+            .bearer_auth(&alice.token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         got.extend(r.bytes().await.unwrap());
     }
@@ -156,9 +237,15 @@ async fn files_chunked_resumable() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
-async fn next_frame(rx: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin)) -> Value {
+async fn next_frame(
+    rx: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+) -> Value {
     loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), rx.next()).await.expect("a frame within 5 s").unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), rx.next())
+            .await
+            .expect("a frame within 5 s")
+            .unwrap()
+            .unwrap();
         if let Message::Text(t) = m {
             return serde_json::from_str(&t).unwrap();
         }
@@ -185,7 +272,12 @@ async fn live_delivery_resume_join_and_removal() {
     assert_eq!(f["event"]["kind"], "member_added");
     assert_eq!(f["event"]["subject"], "bob@acme.example");
     for i in 0..5 {
-        alice.post(&format!("/v1/spaces/{sid}/events"), json!({"kind": "message", "sealed": sealed(&k, &ku, &format!("m{i}"))})).await;
+        alice
+            .post(
+                &format!("/v1/spaces/{sid}/events"),
+                json!({"kind": "message", "sealed": sealed(&k, &ku, &format!("m{i}"))}),
+            )
+            .await;
     }
     let mut last = 0;
     for _ in 0..5 {
@@ -199,11 +291,20 @@ async fn live_delivery_resume_join_and_removal() {
 
     // Offline: three more. Resume from `last` delivers exactly those.
     for i in 0..3 {
-        alice.post(&format!("/v1/spaces/{sid}/events"), json!({"kind": "message", "sealed": sealed(&k, &ku, &format!("n{i}"))})).await;
+        alice
+            .post(
+                &format!("/v1/spaces/{sid}/events"),
+                json!({"kind": "message", "sealed": sealed(&k, &ku, &format!("n{i}"))}),
+            )
+            .await;
     }
     let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
     let (mut tx, mut rx) = ws.split();
-    tx.send(Message::Text(json!({"type": "hello", "token": bob.token, "since": {sid.clone(): last}}).to_string().into())).await.unwrap();
+    tx.send(Message::Text(
+        json!({"type": "hello", "token": bob.token, "since": {sid.clone(): last}}).to_string().into(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(next_frame(&mut rx).await["type"], "ready");
     for i in 1..=3 {
         assert_eq!(next_frame(&mut rx).await["event"]["seq"].as_i64().unwrap(), last + i);
@@ -212,7 +313,9 @@ async fn live_delivery_resume_join_and_removal() {
     alice.req(reqwest::Method::DELETE, &format!("/v1/spaces/{sid}/members/bob@acme.example"), None).await;
     let f = next_frame(&mut rx).await;
     assert_eq!(f["event"]["kind"], "member_removed");
-    alice.post(&format!("/v1/spaces/{sid}/events"), json!({"kind": "message", "sealed": sealed(&k, &ku, "secret plan")})).await;
+    alice
+        .post(&format!("/v1/spaces/{sid}/events"), json!({"kind": "message", "sealed": sealed(&k, &ku, "secret plan")}))
+        .await;
     let quiet = tokio::time::timeout(Duration::from_millis(500), rx.next()).await;
     assert!(quiet.is_err(), "a removed member receives nothing more: {quiet:?}");
     let _ = tx.send(Message::Close(None)).await;

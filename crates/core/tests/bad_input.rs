@@ -42,7 +42,12 @@ async fn chunks_and_files() {
     let (k, ku) = key();
     let space = alice.space().await;
     alice.add(&space, &bob.id).await;
-    let (st, f) = alice.post(&format!("/v1/spaces/{space}/files"), json!({"size": 10_000, "chunk_size": 4096, "meta": sealed(&k, &ku, "n")})).await;
+    let (st, f) = alice
+        .post(
+            &format!("/v1/spaces/{space}/files"),
+            json!({"size": 10_000, "chunk_size": 4096, "meta": sealed(&k, &ku, "n")}),
+        )
+        .await;
     assert_eq!(st, StatusCode::CREATED, "{f}");
     let fid = f["id"].as_str().unwrap().to_string();
     let stored = |u: &User| {
@@ -124,8 +129,14 @@ async fn chunks_and_files() {
         (json!({"size": 10, "chunk_size": -5, "meta": sealed(&k, &ku, "n")}), StatusCode::BAD_REQUEST),
         (json!({"size": 10, "chunk_size": 4097, "meta": sealed(&k, &ku, "n")}), StatusCode::BAD_REQUEST),
         (json!({"size": "10", "chunk_size": 4096, "meta": sealed(&k, &ku, "n")}), StatusCode::BAD_REQUEST),
-        (json!({"size": 10, "chunk_size": 4096, "meta": {"ciphertext": "plain file name.txt", "key_uri": ku}}), StatusCode::BAD_REQUEST),
-        (json!({"size": 10, "chunk_size": 4096, "meta": sealed(&k, &ku, "n"), "uploader": "bob@acme.example"}), StatusCode::BAD_REQUEST),
+        (
+            json!({"size": 10, "chunk_size": 4096, "meta": {"ciphertext": "plain file name.txt", "key_uri": ku}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"size": 10, "chunk_size": 4096, "meta": sealed(&k, &ku, "n"), "uploader": "bob@acme.example"}),
+            StatusCode::BAD_REQUEST,
+        ),
         (json!({"size": 10, "chunk_size": 4096, "meta": sealed(&k, &ku, "n"), "ready": true}), StatusCode::BAD_REQUEST),
     ] {
         let (st, b) = alice.post(&files, body.clone()).await;
@@ -199,13 +210,22 @@ async fn json_bodies_and_queries() {
     for (path, body) in [
         ("/v1/spaces".to_string(), json!({"resource_uri": resource(), "creator": "bob@acme.example"})),
         ("/v1/spaces".to_string(), json!({"resource_uri": resource(), "id": "my-own-id"})),
-        (format!("/v1/spaces/{space}/members"), json!({"user_id": "carol@acme.example", "added_by": "bob@acme.example"})),
+        (
+            format!("/v1/spaces/{space}/members"),
+            json!({"user_id": "carol@acme.example", "added_by": "bob@acme.example"}),
+        ),
         (format!("/v1/spaces/{space}/members"), json!({"user_id": "carol@acme.example", "role": "owner"})),
     ] {
         let (st, b) = alice.post(&path, body.clone()).await;
         assert_eq!((st, code(&b)), (StatusCode::BAD_REQUEST, "bad_json"), "{body}");
     }
-    let (st, b) = bob.req(Method::PUT, &format!("/v1/spaces/{space}/read-marker"), Some(json!({"seq": 1, "user_id": "alice@acme.example"}))).await;
+    let (st, b) = bob
+        .req(
+            Method::PUT,
+            &format!("/v1/spaces/{space}/read-marker"),
+            Some(json!({"seq": 1, "user_id": "alice@acme.example"})),
+        )
+        .await;
     assert_eq!((st, code(&b)), (StatusCode::BAD_REQUEST, "bad_json"), "read markers take no other fields");
     for seq in [json!(-1), json!(1.5), json!("2"), json!(null)] {
         let (st, b) = bob.req(Method::PUT, &format!("/v1/spaces/{space}/read-marker"), Some(json!({"seq": seq}))).await;
@@ -213,11 +233,13 @@ async fn json_bodies_and_queries() {
     }
     // client_event_id shapes.
     for cid in ["".to_string(), "x".repeat(129), "a\nb".into(), "\u{0}".into()] {
-        let (st, b) = bob.post(&ev, json!({"kind": "message", "client_event_id": cid, "sealed": sealed(&k, &ku, "x")})).await;
+        let (st, b) =
+            bob.post(&ev, json!({"kind": "message", "client_event_id": cid, "sealed": sealed(&k, &ku, "x")})).await;
         assert_eq!((st, code(&b)), (StatusCode::BAD_REQUEST, "bad_client_event_id"), "{cid:?}");
     }
     // Bodies over the event limit are refused before parsing.
-    let (st, b) = bob.raw(Method::POST, &ev, format!("{{\"kind\":\"message\",\"pad\":\"{}\"}}", "x".repeat(70_000))).await;
+    let (st, b) =
+        bob.raw(Method::POST, &ev, format!("{{\"kind\":\"message\",\"pad\":\"{}\"}}", "x".repeat(70_000))).await;
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
     let after = alice.events(&space).await;
     assert_eq!(after.len(), before, "nothing stored");
@@ -232,7 +254,18 @@ async fn json_bodies_and_queries() {
     assert_eq!((st, code(&b)), (StatusCode::BAD_REQUEST, "bad_range"));
     let n = |b: &Value| b["events"].as_array().unwrap().len();
     // Limits are clamped into 1..=max_page.
-    for (lim, want) in [("0", 1), ("-1", 1), ("-9223372036854775808", 1), ("1", 1), ("7", 7), ("50", 50), ("51", 50), ("4294967295", 50), ("4294967296", 50), ("9223372036854775807", 50)] {
+    for (lim, want) in [
+        ("0", 1),
+        ("-1", 1),
+        ("-9223372036854775808", 1),
+        ("1", 1),
+        ("7", 7),
+        ("50", 50),
+        ("51", 50),
+        ("4294967295", 50),
+        ("4294967296", 50),
+        ("9223372036854775807", 50),
+    ] {
         let (st, b) = alice.get(&q(&format!("after=0&limit={lim}"))).await;
         assert_eq!(st, StatusCode::OK, "limit={lim}: {b}");
         assert_eq!(n(&b), want, "limit={lim}");
@@ -261,7 +294,9 @@ async fn ids_that_climb_out() {
     let alice = User::new(&core, "alice").await;
     let (k, ku) = key();
     let space = alice.space().await;
-    let (_, f) = alice.post(&format!("/v1/spaces/{space}/files"), json!({"size": 10, "chunk_size": 10, "meta": sealed(&k, &ku, "n")})).await;
+    let (_, f) = alice
+        .post(&format!("/v1/spaces/{space}/files"), json!({"size": 10, "chunk_size": 10, "meta": sealed(&k, &ku, "n")}))
+        .await;
     let fid = f["id"].as_str().unwrap().to_string();
     // A file outside the blob store that a traversal would reach.
     let outside = core.dir.path().join("target-file");
@@ -286,9 +321,17 @@ async fn ids_that_climb_out() {
         for (method, path, body) in [
             (Method::GET, format!("/v1/spaces/{id}"), None),
             (Method::GET, format!("/v1/spaces/{id}/events"), None),
-            (Method::POST, format!("/v1/spaces/{id}/events"), Some(json!({"kind": "message", "sealed": sealed(&k, &ku, "x")}))),
+            (
+                Method::POST,
+                format!("/v1/spaces/{id}/events"),
+                Some(json!({"kind": "message", "sealed": sealed(&k, &ku, "x")})),
+            ),
             (Method::POST, format!("/v1/spaces/{id}/members"), Some(json!({"user_id": "bob@acme.example"}))),
-            (Method::POST, format!("/v1/spaces/{id}/files"), Some(json!({"size": 10, "chunk_size": 10, "meta": sealed(&k, &ku, "n")}))),
+            (
+                Method::POST,
+                format!("/v1/spaces/{id}/files"),
+                Some(json!({"size": 10, "chunk_size": 10, "meta": sealed(&k, &ku, "n")})),
+            ),
             (Method::GET, format!("/v1/files/{id}"), None),
             (Method::GET, format!("/v1/files/{id}/chunks"), None),
             (Method::GET, format!("/v1/files/{id}/chunks/0"), None),
@@ -317,7 +360,13 @@ async fn websocket_frames() {
     let space = alice.space().await;
 
     // No hello, a hello without a token, a first frame that is not a hello.
-    for first in [json!({"type": "ping"}), json!({"type": "hello"}), json!({"type": "hello", "token": ""}), json!({"type": "kms", "id": "1", "domain": KMS, "message": "x"}), json!("hello")] {
+    for first in [
+        json!({"type": "ping"}),
+        json!({"type": "hello"}),
+        json!({"type": "hello", "token": ""}),
+        json!({"type": "kms", "id": "1", "domain": KMS, "message": "x"}),
+        json!("hello"),
+    ] {
         let mut ws = Ws::open(&core.url).await;
         ws.send(first.clone()).await;
         let f = ws.next().await;
@@ -332,7 +381,9 @@ async fn websocket_frames() {
     assert_eq!(e["space_id"], space, "her own space from the start: {e}");
     ws.quiet(300).await;
     // Garbage after the hello gets an error frame; the socket goes on.
-    for junk in [json!({"type": "hello", "token": alice.token}), json!({"type": "nope"}), json!({"type": "kms"}), json!([1, 2])] {
+    for junk in
+        [json!({"type": "hello", "token": alice.token}), json!({"type": "nope"}), json!({"type": "kms"}), json!([1, 2])]
+    {
         ws.send(junk.clone()).await;
         assert_eq!(ws.next().await["type"], "error", "{junk}");
     }

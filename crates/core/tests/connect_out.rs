@@ -14,7 +14,12 @@ use testkit::Idp;
 
 const CORE_AUD: &str = "https://core.acme.example";
 
-fn core_config(dir: &std::path::Path, issuer: &str, port: u16, kms_pub: &std::path::Path) -> custos_core::config::Config {
+fn core_config(
+    dir: &std::path::Path,
+    issuer: &str,
+    port: u16,
+    kms_pub: &std::path::Path,
+) -> custos_core::config::Config {
     let text = format!(
         "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[identity]\naudience = \"{CORE_AUD}\"\n[[identity.issuers]]\nissuer = \"{issuer}\"\norg_domain = \"acme.example\"\n\
          [[orgs]]\ndomain = \"acme.example\"\nkms_uri = \"kms://kms.acme.example\"\nkms_key = \"{}\"\n",
@@ -28,7 +33,10 @@ fn kms_config(dir: &std::path::Path, issuer: &str, key: &std::path::Path, core_p
     kms_server::config_text(
         dir,
         issuer,
-        &format!("connect_to = [\"ws://127.0.0.1:{core_port}/kms/connect\"]\n[static_key]\npath = \"{}\"\n", key.display()),
+        &format!(
+            "connect_to = [\"ws://127.0.0.1:{core_port}/kms/connect\"]\n[static_key]\npath = \"{}\"\n",
+            key.display()
+        ),
     )
 }
 
@@ -128,7 +136,10 @@ async fn kms_connects_out_and_serves_through_the_core() {
     let core_token = idp.token(&[("sub", "alice"), ("aud", CORE_AUD)]).await;
     let kms_token = idp.token(&[("sub", "alice"), ("aud", "kms://kms.acme.example")]).await;
     // Pinned from the org's configuration, never from the core.
-    let info = KmsInfo { domain: "kms.acme.example".into(), key: kms_key.public_key().clone().with_kid(kms_key.public_key().thumbprint()) };
+    let info = KmsInfo {
+        domain: "kms.acme.example".into(),
+        key: kms_key.public_key().clone().with_kid(kms_key.public_key().thumbprint()),
+    };
     let ci = ClientInfo { client_id: "dev".into(), credential: Credential::bearer(kms_token) };
     let pending = begin_handshake(&info, ci.clone()).unwrap();
     let answer = relay(&url, &core_token, pending.wrapped.clone()).await;
@@ -145,6 +156,10 @@ async fn kms_connects_out_and_serves_through_the_core() {
     assert!(wait_linked(&core.core, true, Duration::from_secs(10)).await, "the KMS reconnects after the core restarts");
     let ping = Request::new(Method::Update, "/ping", Some(ci.clone()));
     let answer = relay(&url, &core_token, session.wrap(&ping).unwrap()).await;
-    assert_eq!(session.unwrap(&info, &answer, &ping.request_id).unwrap().status, Status::OK, "the session survives: tickets, not connections");
+    assert_eq!(
+        session.unwrap(&info, &answer, &ping.request_id).unwrap().status,
+        Status::OK,
+        "the session survives: tickets, not connections"
+    );
     tokio::task::spawn_blocking(move || drop((kms, core))).await.unwrap();
 }

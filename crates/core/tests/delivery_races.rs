@@ -16,7 +16,13 @@ fn talkers(u: &User, space: &str, n: usize, stop: &Arc<AtomicBool>) -> Vec<tokio
     let (k, ku) = key();
     (0..n)
         .map(|t| {
-            let (poster, k, ku, s, stop) = (User { http: reqwest::Client::new(), url: u.url.clone(), token: u.token.clone(), id: u.id.clone() }, k.clone(), ku.clone(), space.to_string(), stop.clone());
+            let (poster, k, ku, s, stop) = (
+                User { http: reqwest::Client::new(), url: u.url.clone(), token: u.token.clone(), id: u.id.clone() },
+                k.clone(),
+                ku.clone(),
+                space.to_string(),
+                stop.clone(),
+            );
             tokio::spawn(async move {
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -43,7 +49,12 @@ async fn joining_a_busy_space_loses_nothing() {
         let join_seq = added["event"]["seq"].as_i64().unwrap();
         for i in 0..15 {
             let e = ws.event().await;
-            assert_eq!(e["seq"].as_i64().unwrap(), join_seq + i, "round {round}: the join first, then everything after it (got a {})", e["kind"]);
+            assert_eq!(
+                e["seq"].as_i64().unwrap(),
+                join_seq + i,
+                "round {round}: the join first, then everything after it (got a {})",
+                e["kind"]
+            );
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -66,13 +77,18 @@ async fn removed_and_re_added_at_once_keeps_delivering() {
     for round in 0..40 {
         // Removed and re-added back to back, while others talk: the socket may
         // handle the re-join before or after it reaches the removal.
-        let (st, removed) = alice.req(reqwest::Method::DELETE, &format!("/v1/spaces/{space}/members/{}", bob.id), None).await;
+        let (st, removed) =
+            alice.req(reqwest::Method::DELETE, &format!("/v1/spaces/{space}/members/{}", bob.id), None).await;
         assert_eq!(st, 200);
         let (st, added) = alice.post(&format!("/v1/spaces/{space}/members"), json!({"user_id": bob.id})).await;
         assert_eq!(st, 200);
         let m = alice.say(&space, &k, &ku, &format!("welcome back {round}")).await;
         // Up to the removal, then from the re-join on without a gap, up to the message.
-        let (removed, readded, last) = (removed["event"]["seq"].as_i64().unwrap(), added["event"]["seq"].as_i64().unwrap(), m["seq"].as_i64().unwrap());
+        let (removed, readded, last) = (
+            removed["event"]["seq"].as_i64().unwrap(),
+            added["event"]["seq"].as_i64().unwrap(),
+            m["seq"].as_i64().unwrap(),
+        );
         let mut seqs = Vec::new();
         loop {
             let e = ws.event().await;
@@ -82,8 +98,15 @@ async fn removed_and_re_added_at_once_keeps_delivering() {
                 break;
             }
         }
-        let at = seqs.iter().position(|s| *s == removed).unwrap_or_else(|| panic!("round {round}: the removal is delivered: {seqs:?}"));
-        assert_eq!(seqs[at + 1..], (readded..=last).collect::<Vec<_>>(), "round {round}: after the removal, the re-join and everything after it");
+        let at = seqs
+            .iter()
+            .position(|s| *s == removed)
+            .unwrap_or_else(|| panic!("round {round}: the removal is delivered: {seqs:?}"));
+        assert_eq!(
+            seqs[at + 1..],
+            (readded..=last).collect::<Vec<_>>(),
+            "round {round}: after the removal, the re-join and everything after it"
+        );
         assert!(seqs[..at].windows(2).all(|w| w[1] == w[0] + 1), "round {round}: no gap before the removal: {seqs:?}");
     }
     stop.store(true, Ordering::Relaxed);

@@ -130,7 +130,11 @@ fn scan(haystacks: &[(String, Vec<u8>)], needles: &[Needle]) -> Vec<Hit> {
             for &(n, f) in cands {
                 let form = &needles[n].forms[f].1;
                 if hay[i..].starts_with(form) && found.insert((n, f)) {
-                    hits.push(Hit { needle: needles[n].name.clone(), form: needles[n].forms[f].0.clone(), place: place.clone() });
+                    hits.push(Hit {
+                        needle: needles[n].name.clone(),
+                        form: needles[n].forms[f].0.clone(),
+                        place: place.clone(),
+                    });
                 }
             }
         }
@@ -255,10 +259,12 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
     // Two spaces with encrypted titles.
     let title1 = named(&mut plain, "title1");
     let title2 = named(&mut plain, "title2");
-    let (st, s1) = alice.post("/v1/spaces", json!({"resource_uri": resource(), "title": sealed(&k1, &ku1, &title1)})).await;
+    let (st, s1) =
+        alice.post("/v1/spaces", json!({"resource_uri": resource(), "title": sealed(&k1, &ku1, &title1)})).await;
     assert_eq!(st, StatusCode::CREATED, "{s1}");
     let s1 = s1["id"].as_str().unwrap().to_string();
-    let (st, s2) = alice.post("/v1/spaces", json!({"resource_uri": resource(), "title": sealed(&k2, &ku2, &title2)})).await;
+    let (st, s2) =
+        alice.post("/v1/spaces", json!({"resource_uri": resource(), "title": sealed(&k2, &ku2, &title2)})).await;
     assert_eq!(st, StatusCode::CREATED, "{s2}");
     let s2 = s2["id"].as_str().unwrap().to_string();
     alice.add(&s1, &bob.id).await;
@@ -280,14 +286,32 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
     let (st, e1) = bob.post(&ev(&s1), json!({"kind": "message", "client_event_id": uuid::Uuid::new_v4().to_string(), "sealed": sealed(&k1, &ku1, &m1)})).await;
     assert_eq!(st, StatusCode::CREATED, "{e1}");
     let e1 = e1["id"].as_str().unwrap().to_string();
-    assert_eq!(alice.post(&ev(&s1), json!({"kind": "message", "sealed": sealed(&k1, &ku1, &m2)})).await.0, StatusCode::CREATED);
-    assert_eq!(alice.post(&ev(&s1), json!({"kind": "message", "parent": e1, "sealed": sealed(&k1, &ku1, &reply)})).await.0, StatusCode::CREATED);
-    assert_eq!(bob.post(&ev(&s1), json!({"kind": "edit", "target": e1, "sealed": sealed(&k1, &ku1, &edit)})).await.0, StatusCode::CREATED);
-    assert_eq!(alice.post(&ev(&s1), json!({"kind": "reaction", "target": e1, "sealed": sealed(&k1, &ku1, &reaction)})).await.0, StatusCode::CREATED);
+    assert_eq!(
+        alice.post(&ev(&s1), json!({"kind": "message", "sealed": sealed(&k1, &ku1, &m2)})).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        alice.post(&ev(&s1), json!({"kind": "message", "parent": e1, "sealed": sealed(&k1, &ku1, &reply)})).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        bob.post(&ev(&s1), json!({"kind": "edit", "target": e1, "sealed": sealed(&k1, &ku1, &edit)})).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        alice.post(&ev(&s1), json!({"kind": "reaction", "target": e1, "sealed": sealed(&k1, &ku1, &reaction)})).await.0,
+        StatusCode::CREATED
+    );
     let (_, d) = bob.post(&ev(&s1), json!({"kind": "message", "sealed": sealed(&k1, &ku1, &doomed)})).await;
     assert_eq!(bob.post(&ev(&s1), json!({"kind": "delete", "target": d["id"]})).await.0, StatusCode::CREATED);
-    assert_eq!(alice.post(&ev(&s1), json!({"kind": "title", "sealed": sealed(&k1, &ku1, &title1b)})).await.0, StatusCode::CREATED);
-    assert_eq!(alice.post(&ev(&s2), json!({"kind": "message", "sealed": sealed(&k2, &ku2, &other)})).await.0, StatusCode::CREATED);
+    assert_eq!(
+        alice.post(&ev(&s1), json!({"kind": "title", "sealed": sealed(&k1, &ku1, &title1b)})).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        alice.post(&ev(&s2), json!({"kind": "message", "sealed": sealed(&k2, &ku2, &other)})).await.0,
+        StatusCode::CREATED
+    );
 
     // A file: encrypted name (and file key) as a JWE under the space key, content in AES-GCM chunks.
     let file_name = format!("{}.pdf", named(&mut plain, "file-name"));
@@ -301,7 +325,8 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
         content.extend(std::iter::repeat_n(b' ', 1000));
     }
     let plain_chunk = 2048 - 16;
-    let chunks: Vec<Vec<u8>> = content.chunks(plain_chunk).enumerate().map(|(i, c)| encrypt_chunk(&file_key, i as u32, c)).collect();
+    let chunks: Vec<Vec<u8>> =
+        content.chunks(plain_chunk).enumerate().map(|(i, c)| encrypt_chunk(&file_key, i as u32, c)).collect();
     assert!(chunks.len() >= 3, "several chunks");
     let size: usize = chunks.iter().map(Vec::len).sum();
     let meta = json!({"name": file_name, "type": "application/pdf", "key": URL_SAFE_NO_PAD.encode(file_key), "chunk_plain": plain_chunk}).to_string();
@@ -312,11 +337,18 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
         assert_eq!(alice.put_chunk(&fid, i as i64, c.clone()).await.0, StatusCode::NO_CONTENT);
     }
     assert_eq!(alice.post(&format!("/v1/files/{fid}/complete"), json!({})).await.0, StatusCode::OK);
-    assert_eq!(bob.req(reqwest::Method::PUT, &format!("/v1/spaces/{s1}/read-marker"), Some(json!({"seq": 3}))).await.0, StatusCode::OK);
+    assert_eq!(
+        bob.req(reqwest::Method::PUT, &format!("/v1/spaces/{s1}/read-marker"), Some(json!({"seq": 3}))).await.0,
+        StatusCode::OK
+    );
 
     // The workload really carried the plaintexts: Bob reads them back (client side).
     let events = bob.events(&s1).await;
-    let opened: Vec<String> = events.iter().filter_map(|e| e["ciphertext"].as_str()).map(|c| String::from_utf8(open(&k1, c)).unwrap()).collect();
+    let opened: Vec<String> = events
+        .iter()
+        .filter_map(|e| e["ciphertext"].as_str())
+        .map(|c| String::from_utf8(open(&k1, c)).unwrap())
+        .collect();
     for p in [&m1, &m2, &reply, &edit, &reaction, &title1b] {
         assert!(opened.contains(p), "the events carry {p}");
     }
@@ -325,7 +357,13 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
     assert_eq!(meta_back["name"], file_name);
     let mut downloaded = Vec::new();
     for i in 0..chunks.len() {
-        let r = bob.http.get(format!("{}/v1/files/{fid}/chunks/{i}", core.url)).bearer_auth(&bob.token).send().await.unwrap();
+        let r = bob
+            .http
+            .get(format!("{}/v1/files/{fid}/chunks/{i}", core.url))
+            .bearer_auth(&bob.token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         downloaded.extend(decrypt_chunk(&file_key, i as u32, &r.bytes().await.unwrap()));
     }
@@ -346,12 +384,21 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
     let planted_hex = secret("planted-hex");
     let planted_log = secret("planted-log");
 
-    let mut needles: Vec<Needle> = plain.iter().map(|(n, p)| Needle::new(format!("plaintext {n}"), p.as_bytes())).collect();
+    let mut needles: Vec<Needle> =
+        plain.iter().map(|(n, p)| Needle::new(format!("plaintext {n}"), p.as_bytes())).collect();
     // The ASCII core of the non-ASCII message, in case something escaped the rest.
-    needles.push(Needle::new("plaintext msg2 (ASCII part)", m2.split('«').nth(1).unwrap().split('»').next().unwrap().as_bytes()));
+    needles.push(Needle::new(
+        "plaintext msg2 (ASCII part)",
+        m2.split('«').nth(1).unwrap().split('»').next().unwrap().as_bytes(),
+    ));
     needles.push(Needle::new("file content", &content[..200]));
     needles.extend(keys.iter().map(|(n, k)| Needle::new(format!("key {n}"), k)));
-    for (n, p) in [("planted cid", &planted_cid), ("planted blob", &planted_blob), ("planted hex", &planted_hex), ("planted log", &planted_log)] {
+    for (n, p) in [
+        ("planted cid", &planted_cid),
+        ("planted blob", &planted_blob),
+        ("planted hex", &planted_hex),
+        ("planted log", &planted_log),
+    ] {
         needles.push(Needle::new(n, p.as_bytes()));
     }
     let n_forms: usize = needles.iter().map(|n| n.forms.len()).sum();
@@ -360,19 +407,28 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
     // ---- the scan: nothing.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let held = Holdings::take(core.dir.path(), &logs).await;
-    let tables: std::collections::HashSet<&str> = held.rows.iter().filter_map(|(p, _)| p.strip_prefix("table ")?.split('.').next()).collect();
+    let tables: std::collections::HashSet<&str> =
+        held.rows.iter().filter_map(|(p, _)| p.strip_prefix("table ")?.split('.').next()).collect();
     for t in ["core_spaces", "core_events", "core_members", "core_files"] {
         assert!(tables.contains(t), "the scan read table {t} (read {tables:?})");
     }
     assert!(held.rows.len() > 50, "the scan read the rows ({})", held.rows.len());
-    assert!(held.raw_db.iter().any(|(p, _)| p.ends_with("core.db")), "the scan read the database file: {:?}", held.raw_db.iter().map(|h| &h.0).collect::<Vec<_>>());
+    assert!(
+        held.raw_db.iter().any(|(p, _)| p.ends_with("core.db")),
+        "the scan read the database file: {:?}",
+        held.raw_db.iter().map(|h| &h.0).collect::<Vec<_>>()
+    );
     assert_eq!(held.blobs.len(), chunks.len(), "the scan read every chunk blob");
     let log_text = String::from_utf8_lossy(&held.logs[0].1).to_string();
     if let Ok(p) = std::env::var("CUSTOS_BLINDNESS_LOG") {
         std::fs::write(p, &log_text).unwrap();
     }
     assert!(log_text.contains("provider blindness workload starts"), "the log capture works");
-    assert!(log_text.contains("TRACE") || log_text.contains("DEBUG"), "the log capture is verbose ({} bytes)", log_text.len());
+    assert!(
+        log_text.contains("TRACE") || log_text.contains("DEBUG"),
+        "the log capture is verbose ({} bytes)",
+        log_text.len()
+    );
     let hits = scan(&held.all(), &needles);
     assert!(hits.is_empty(), "the provider holds plaintext or keys:\n{hits:#?}");
     eprintln!(
@@ -387,7 +443,15 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
 
     // ---- the scan can fail: plant one leak of each kind and find each.
     // 1. A careless client puts a plaintext where the core keeps it verbatim.
-    assert_eq!(bob.post(&ev(&s1), json!({"kind": "message", "client_event_id": planted_cid, "sealed": sealed(&k1, &ku1, "x")})).await.0, StatusCode::CREATED);
+    assert_eq!(
+        bob.post(
+            &ev(&s1),
+            json!({"kind": "message", "client_event_id": planted_cid, "sealed": sealed(&k1, &ku1, "x")})
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
     // 2. A content key, base64url (as in a JWK), in the same place.
     assert_eq!(bob.post(&ev(&s1), json!({"kind": "message", "client_event_id": URL_SAFE_NO_PAD.encode(k2.expose()), "sealed": sealed(&k1, &ku1, "y")})).await.0, StatusCode::CREATED);
     // 3. A blob holding a plaintext inside a larger base64 text (8 bytes in: not on a
@@ -401,7 +465,9 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
     tracing::trace!(target: "custos_core::service", "oops: {planted_log}");
     let held = Holdings::take(core.dir.path(), &logs).await;
     let hits = scan(&held.all(), &needles);
-    let found = |needle: &str, place: &str, form: &str| hits.iter().any(|h| h.needle == needle && h.place.starts_with(place) && h.form.contains(form));
+    let found = |needle: &str, place: &str, form: &str| {
+        hits.iter().any(|h| h.needle == needle && h.place.starts_with(place) && h.form.contains(form))
+    };
     assert!(found("planted cid", "table core_events.client_event_id", "raw"), "{hits:#?}");
     assert!(found("planted cid", "file ", "raw"), "the raw database files give it away too: {hits:#?}");
     assert!(found("key space key 2", "table core_events.client_event_id", "base64url@0"), "{hits:#?}");
@@ -409,5 +475,9 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
     assert!(found("planted hex", "blob", "HEX"), "{hits:#?}");
     assert!(found("planted log", "logs", "raw"), "{hits:#?}");
     let leaked: std::collections::HashSet<&str> = hits.iter().map(|h| h.needle.as_str()).collect();
-    assert_eq!(leaked, ["planted cid", "key space key 2", "planted blob", "planted hex", "planted log"].into_iter().collect(), "only the planted leaks: {hits:#?}");
+    assert_eq!(
+        leaked,
+        ["planted cid", "key space key 2", "planted blob", "planted hex", "planted log"].into_iter().collect(),
+        "only the planted leaks: {hits:#?}"
+    );
 }

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kms_protocol::{begin_handshake, ClientInfo, Credential, KeyObject, KmsInfo, Method, Request, Response, Session, Status};
+use kms_protocol::{
+    begin_handshake, ClientInfo, Credential, KeyObject, KmsInfo, Method, Request, Response, Session, Status,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use testkit::Idp;
@@ -169,7 +171,9 @@ async fn handshake_create_and_retrieve_keys_through_the_core() {
     let (st, _, answer) = relay(&alice, KMS, &pending.wrapped).await;
     assert_eq!(st, StatusCode::OK, "the relay passes it on; the KMS refuses it inside the protocol");
     match pending.finish(&w.info, &answer) {
-        Err(kms_protocol::ProtocolError::Status { status, .. }) => assert_eq!(status, Status::UNAUTHORIZED, "a core-audience token is no KMS credential"),
+        Err(kms_protocol::ProtocolError::Status { status, .. }) => {
+            assert_eq!(status, Status::UNAUTHORIZED, "a core-audience token is no KMS credential")
+        }
         other => panic!("the KMS must refuse a core-audience token: {other:?}"),
     }
 
@@ -178,7 +182,11 @@ async fn handshake_create_and_retrieve_keys_through_the_core() {
     let get = request(&ci, Method::Retrieve, &keys[2].uri.to_string());
     let (st, _, answer) = relay(&bob, KMS, &session.wrap(&get).unwrap()).await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!(session.unwrap(&w.info, &answer, &get.request_id).unwrap().status, Status::OK, "only the session key matters, not who relayed it");
+    assert_eq!(
+        session.unwrap(&w.info, &answer, &get.request_id).unwrap().status,
+        Status::OK,
+        "only the session key matters, not who relayed it"
+    );
     drop(w.kms);
 }
 
@@ -203,7 +211,8 @@ fn ws_answer(session: &Session, info: &KmsInfo, f: &Value, req: &Request) -> Res
 async fn the_same_over_the_core_websocket() {
     let w = world().await;
     let alice = User::new(&w.core, "alice").await;
-    let ci = ClientInfo { client_id: "relay-ws".into(), credential: Credential::bearer(kms_token(&w.core, "alice").await) };
+    let ci =
+        ClientInfo { client_id: "relay-ws".into(), credential: Credential::bearer(kms_token(&w.core, "alice").await) };
     let mut ws = Ws::connect(&w.core.url, &alice.token, json!({})).await;
 
     let pending = begin_handshake(&w.info, ci.clone()).unwrap();
@@ -227,7 +236,8 @@ async fn the_same_over_the_core_websocket() {
     let mut inflight = std::collections::HashMap::new();
     for i in 0..6 {
         let r = request(&ci, Method::Retrieve, &keys[i % 2].uri.to_string());
-        ws.send(json!({"type": "kms", "id": format!("p{i}"), "domain": KMS, "message": session.wrap(&r).unwrap()})).await;
+        ws.send(json!({"type": "kms", "id": format!("p{i}"), "domain": KMS, "message": session.wrap(&r).unwrap()}))
+            .await;
         inflight.insert(format!("p{i}"), (r, keys[i % 2].uri.clone()));
     }
     while !inflight.is_empty() {
@@ -269,7 +279,10 @@ async fn unreachable_unknown_and_unauthenticated() {
     let v: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(v["error"], "kms_unreachable", "{v}");
     assert!(took < Duration::from_secs(3), "unreachable is reported fast: {took:?}");
-    assert!(!answer.contains("127.0.0.1") && !answer.contains(&port.to_string()), "the KMS's address is not disclosed: {answer}");
+    assert!(
+        !answer.contains("127.0.0.1") && !answer.contains(&port.to_string()),
+        "the KMS's address is not disclosed: {answer}"
+    );
 
     // The same over the WebSocket.
     let mut ws = Ws::connect(&core.url, &alice.token, json!({})).await;
@@ -281,14 +294,27 @@ async fn unreachable_unknown_and_unauthenticated() {
     assert!(t.elapsed() < Duration::from_secs(3));
 
     // Unknown KMS domains (including ones that are not domains at all).
-    for d in ["kms.other.example", "KMS.nowhere.example", "..%2F..%2Fetc", "127.0.0.1", "kms.acme.example.evil.example"] {
+    for d in ["kms.other.example", "KMS.nowhere.example", "..%2F..%2Fetc", "127.0.0.1", "kms.acme.example.evil.example"]
+    {
         let (st, _, answer) = relay(&alice, d, body).await;
         assert_eq!(st, StatusCode::NOT_FOUND, "{d}: {answer}");
     }
     // The relay wants a core token.
-    let r = reqwest::Client::new().post(format!("{}/kms/{KMS}/messages", core.url)).header("content-type", "application/jose").body(body).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/kms/{KMS}/messages", core.url))
+        .header("content-type", "application/jose")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = reqwest::Client::new().post(format!("{}/kms/{KMS}/messages", core.url)).bearer_auth("garbage").body(body).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/kms/{KMS}/messages", core.url))
+        .bearer_auth("garbage")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // An org without any KMS address (nor a link): 502 at once.
@@ -318,6 +344,10 @@ async fn unreachable_unknown_and_unauthenticated() {
     eprintln!("relay to a silent KMS answered {st} in {took:?}");
     assert_eq!(st, StatusCode::BAD_GATEWAY, "{answer}");
     assert!(answer.contains("kms_unreachable"));
-    assert!(took >= custos_core::relay::KMS_TIMEOUT - Duration::from_millis(100) && took < custos_core::relay::KMS_TIMEOUT + Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= custos_core::relay::KMS_TIMEOUT - Duration::from_millis(100)
+            && took < custos_core::relay::KMS_TIMEOUT + Duration::from_secs(2),
+        "{took:?}"
+    );
     held.abort();
 }

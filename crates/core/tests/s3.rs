@@ -24,7 +24,12 @@ impl Drop for Moto {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_go_to_an_s3_bucket() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = match Command::new("moto_server").args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
+    let child = match Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
         Ok(c) => c,
         Err(_) if std::env::var_os("CI").is_none() => {
             eprintln!("SKIPPED (no moto_server on PATH; pip install \"moto[server]\"): chunks_go_to_an_s3_bucket");
@@ -55,7 +60,12 @@ async fn chunks_go_to_an_s3_bucket() {
     let (k, ku) = key();
     let sid = alice.space().await;
     let data: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8).collect();
-    let (st, f) = alice.post(&format!("/v1/spaces/{sid}/files"), json!({"size": data.len(), "chunk_size": 4096, "meta": sealed(&k, &ku, "name")})).await;
+    let (st, f) = alice
+        .post(
+            &format!("/v1/spaces/{sid}/files"),
+            json!({"size": data.len(), "chunk_size": 4096, "meta": sealed(&k, &ku, "name")}),
+        )
+        .await;
     assert_eq!(st, StatusCode::CREATED, "{f}");
     let fid = f["id"].as_str().unwrap().to_string();
     for (i, c) in data.chunks(4096).enumerate() {
@@ -64,13 +74,26 @@ async fn chunks_go_to_an_s3_bucket() {
     assert_eq!(alice.post(&format!("/v1/files/{fid}/complete"), json!({})).await.0, StatusCode::OK);
     let mut got = Vec::new();
     for i in 0..3 {
-        let r = alice.http.get(format!("{}/v1/files/{fid}/chunks/{i}", core.url)).bearer_auth(&alice.token).send().await.unwrap();
+        let r = alice
+            .http
+            .get(format!("{}/v1/files/{fid}/chunks/{i}", core.url))
+            .bearer_auth(&alice.token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         got.extend(r.bytes().await.unwrap());
     }
     assert_eq!(got, data);
     // The chunks are in the bucket, not on the core's disk.
-    let listing = http.get(format!("{endpoint}/custos-files?list-type=2&prefix=files/{fid}/")).send().await.unwrap().text().await.unwrap();
+    let listing = http
+        .get(format!("{endpoint}/custos-files?list-type=2&prefix=files/{fid}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(listing.matches("<Key>").count(), 3, "{listing}");
     assert!(!core.dir.path().join("blobs").exists(), "nothing written locally");
 }

@@ -79,7 +79,11 @@ async fn messages(ws: &mut Ws, space: &str, key: &jose::OctKey, mut after: i64, 
 
 #[test]
 fn sockets_get_what_the_other_node_stored_in_order_and_only_their_spaces() {
-    let Some(db) = services("core2n_order", "two_nodes::sockets_get_what_the_other_node_stored_in_order_and_only_their_spaces") else { return };
+    let Some(db) =
+        services("core2n_order", "two_nodes::sockets_get_what_the_other_node_stored_in_order_and_only_their_spaces")
+    else {
+        return;
+    };
     run(async {
         let c = cluster(&db).await;
         let alice_a = User::new(&c.a, "alice").await;
@@ -157,7 +161,9 @@ fn sockets_get_what_the_other_node_stored_in_order_and_only_their_spaces() {
 
 #[test]
 fn joining_through_one_node_starts_delivery_at_the_other() {
-    let Some(db) = services("core2n_join", "two_nodes::joining_through_one_node_starts_delivery_at_the_other") else { return };
+    let Some(db) = services("core2n_join", "two_nodes::joining_through_one_node_starts_delivery_at_the_other") else {
+        return;
+    };
     run(async {
         let c = cluster(&db).await;
         let alice_a = User::new(&c.a, "alice").await;
@@ -192,7 +198,8 @@ fn joining_through_one_node_starts_delivery_at_the_other() {
         ws.quiet(500).await;
 
         // Removed through A: the removal is the last thing her socket on B gets.
-        let (st, _) = alice_a.req(reqwest::Method::DELETE, &format!("/v1/spaces/{space}/members/{}", carol_b.id), None).await;
+        let (st, _) =
+            alice_a.req(reqwest::Method::DELETE, &format!("/v1/spaces/{space}/members/{}", carol_b.id), None).await;
         assert_eq!(st, 200);
         let e = ws.event().await;
         assert_eq!(e["kind"], "member_removed");
@@ -244,13 +251,64 @@ fn joining_while_the_space_is_busy_loses_nothing() {
             // Whatever arrives first must be the join, and nothing after it may be missing.
             for expect in join_seq..join_seq + 20 {
                 let e = ws.event().await;
-                assert_eq!(e["seq"].as_i64().unwrap(), expect, "round {round}: from the join on, without gaps (got {})", e["kind"]);
+                assert_eq!(
+                    e["seq"].as_i64().unwrap(),
+                    expect,
+                    "round {round}: from the join on, without gaps (got {})",
+                    e["kind"]
+                );
             }
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in talkers {
             t.await.unwrap();
         }
+    });
+    drop(db);
+}
+
+#[test]
+fn read_receipts_and_removals_cross_nodes() {
+    let Some(db) = services("core2n_receipts", "two_nodes::read_receipts_and_removals_cross_nodes") else { return };
+    run(async {
+        let c = cluster(&db).await;
+        let alice_a = User::new(&c.a, "alice").await;
+        let bob_a = User::new(&c.a, "bob").await;
+        let bob_b = bob_a.on(&c.b);
+        let (k, ku) = key();
+        let space = alice_a.space().await;
+        alice_a.add(&space, &bob_a.id).await;
+        let mut alice_ws = Ws::connect(&c.a.url, &alice_a.token, json!({})).await;
+
+        // Bob reads through B: Alice's socket on A gets the receipt, after the event.
+        let m = alice_a.say(&space, &k, &ku, "hello").await["seq"].as_i64().unwrap();
+        assert_eq!(alice_ws.event().await["seq"].as_i64().unwrap(), m);
+        let (st, _) =
+            bob_b.req(reqwest::Method::PUT, &format!("/v1/spaces/{space}/read-marker"), Some(json!({"seq": m}))).await;
+        assert_eq!(st, 200);
+        assert_eq!(alice_ws.next().await, json!({"type": "read_marker", "space": space, "user": bob_a.id, "seq": m}));
+        alice_ws.quiet(300).await;
+
+        // B remembers Bob's role (he just used it there); he is removed through A:
+        // B refuses him long before the role cache's TTL, through the bus.
+        assert_eq!(bob_b.get(&format!("/v1/spaces/{space}/events")).await.0, 200);
+        let (st, _) =
+            alice_a.req(reqwest::Method::DELETE, &format!("/v1/spaces/{space}/members/{}", bob_a.id), None).await;
+        assert_eq!(st, 200);
+        let removed_at = std::time::Instant::now();
+        loop {
+            let st = bob_b.get(&format!("/v1/spaces/{space}/events")).await.0;
+            if st == 404 {
+                break;
+            }
+            assert_eq!(st, 200);
+            assert!(removed_at.elapsed() < Duration::from_millis(1000), "node B still lets a removed member read");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (st, _) = bob_b
+            .post(&format!("/v1/spaces/{space}/events"), json!({"kind": "message", "sealed": sealed(&k, &ku, "x")}))
+            .await;
+        assert_eq!(st, 404);
     });
     drop(db);
 }

@@ -91,8 +91,20 @@ impl User {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
     /// A request with a raw body (any bytes, no content type forced).
-    pub async fn raw(&self, method: reqwest::Method, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
-        let resp = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token).body(body).send().await.unwrap();
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -118,7 +130,12 @@ impl User {
     }
     /// Posts a message; the stored event.
     pub async fn say(&self, space: &str, key: &OctKey, key_uri: &str, text: &str) -> Value {
-        let (st, e) = self.post(&format!("/v1/spaces/{space}/events"), json!({"kind": "message", "sealed": sealed(key, key_uri, text)})).await;
+        let (st, e) = self
+            .post(
+                &format!("/v1/spaces/{space}/events"),
+                json!({"kind": "message", "sealed": sealed(key, key_uri, text)}),
+            )
+            .await;
         assert_eq!(st, StatusCode::CREATED, "{e}");
         e
     }
@@ -155,8 +172,13 @@ pub fn resource() -> String {
 
 // ---- WebSocket clients
 
-pub type WsTx = futures_util::stream::SplitSink<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, Message>;
-pub type WsRx = futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>;
+pub type WsTx = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+>;
+pub type WsRx = futures_util::stream::SplitStream<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+>;
 
 pub struct Ws {
     pub tx: WsTx,
@@ -166,7 +188,8 @@ pub struct Ws {
 impl Ws {
     /// Connects to `core_url`'s `/v1/ws` without saying hello.
     pub async fn open(core_url: &str) -> Ws {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("{}/v1/ws", core_url.replace("http://", "ws://"))).await.unwrap();
+        let (ws, _) =
+            tokio_tungstenite::connect_async(format!("{}/v1/ws", core_url.replace("http://", "ws://"))).await.unwrap();
         let (tx, rx) = ws.split();
         Ws { tx, rx }
     }
