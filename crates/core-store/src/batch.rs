@@ -394,24 +394,29 @@ fn advance_sql(n: usize) -> &'static str {
         &SQL,
         &SPACE_CHUNKS,
         |n| {
-            let seq: String = (0..n).map(|i| format!(" WHEN ${} THEN ${}", 3 * i + 1, 3 * i + 2)).collect();
-            let upd: String = (0..n)
-                .map(|i| {
-                    format!(
-                        " WHEN ${a} THEN CASE WHEN updated < ${c} THEN ${c} ELSE updated END",
-                        a = 3 * i + 1,
-                        c = 3 * i + 3
-                    )
-                })
-                .collect();
             let ids: Vec<String> = (0..n).map(|i| format!("${}", 3 * i + 1)).collect();
-            format!(
-                "UPDATE core_spaces SET last_seq = CASE id{seq} END, updated = CASE id{upd} END WHERE id IN ({})",
-                ids.join(", ")
-            )
+            format!("UPDATE core_spaces SET {} WHERE id IN ({})", space_cases(n, "", false), ids.join(", "))
         },
         n,
     )
+}
+
+/// `last_seq = …, updated = …` for `n` spaces bound as (id, seq or count,
+/// now) triples; `add` adds the count to `last_seq` instead of setting it;
+/// `t` prefixes the columns (a table alias).
+fn space_cases(n: usize, t: &str, add: bool) -> String {
+    let seq: String = (0..n).map(|i| format!(" WHEN ${} THEN ${}", 3 * i + 1, 3 * i + 2)).collect();
+    let upd: String = (0..n)
+        .map(|i| {
+            format!(
+                " WHEN ${a} THEN CASE WHEN {t}updated < ${c} THEN ${c} ELSE {t}updated END",
+                a = 3 * i + 1,
+                c = 3 * i + 3
+            )
+        })
+        .collect();
+    let base = if add { format!("{t}last_seq + ") } else { String::new() };
+    format!("last_seq = {base}CASE {t}id{seq} END, updated = CASE {t}id{upd} END")
 }
 
 /// Claims the next numbers of `n` spaces: binds (id, count, now) per space;
@@ -419,17 +424,7 @@ fn advance_sql(n: usize) -> &'static str {
 /// in id order first (batches of several nodes never deadlock).
 fn claim_sql(backend: Backend, n: usize) -> &'static str {
     fn set(n: usize, t: &str) -> String {
-        let seq: String = (0..n).map(|i| format!(" WHEN ${} THEN ${}", 3 * i + 1, 3 * i + 2)).collect();
-        let upd: String = (0..n)
-            .map(|i| {
-                format!(
-                    " WHEN ${a} THEN CASE WHEN {t}updated < ${c} THEN ${c} ELSE {t}updated END",
-                    a = 3 * i + 1,
-                    c = 3 * i + 3
-                )
-            })
-            .collect();
-        format!("last_seq = {t}last_seq + CASE {t}id{seq} END, updated = CASE {t}id{upd} END")
+        space_cases(n, t, true)
     }
     fn ids(n: usize) -> String {
         (0..n).map(|i| format!("${}", 3 * i + 1)).collect::<Vec<_>>().join(", ")
@@ -615,7 +610,7 @@ async fn set_titles(tx: &mut AnyConnection, outcomes: &[Option<Result<Appended>>
     Ok(())
 }
 
-fn bind_row<'q>(
+pub(crate) fn bind_row<'q>(
     q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     space: &'q str,
     seq: i64,

@@ -290,20 +290,7 @@ async fn insert_event(
     e: &NewEvent,
     now: Millis,
 ) -> Result<Option<Event>> {
-    let row = sqlx::query(INSERT_EVENT)
-        .bind(space_id)
-        .bind(seq)
-        .bind(&e.id)
-        .bind(e.client_event_id.as_deref())
-        .bind(e.kind.as_str())
-        .bind(&e.sender)
-        .bind(e.parent.as_deref())
-        .bind(e.target.as_deref())
-        .bind(e.subject.as_deref())
-        .bind(e.ciphertext.as_deref())
-        .bind(e.key_uri.as_deref())
-        .bind(e.meta.as_deref())
-        .bind(now)
+    let row = crate::batch::bind_row(sqlx::query(INSERT_EVENT), space_id, seq, e, now)
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| exists_on_conflict(e, "event"))?;
