@@ -18,6 +18,7 @@ pub mod connect;
 pub mod date;
 mod error;
 pub mod message;
+pub mod policy;
 pub mod pop;
 pub mod status;
 pub mod uri;

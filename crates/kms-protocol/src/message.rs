@@ -155,6 +155,21 @@ pub struct RequestBody {
     /// Admin: the org a CMK/KEK operation is for.
     #[serde(rename = "assignedOrgId", default, skip_serializing_if = "Option::is_none")]
     pub assigned_org_id: Option<String>,
+    /// `update /policy`: the new org policy (a Custos extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::OrgPolicy>,
+    /// `update /policy`: the version the change was made from (compare-and-swap).
+    #[serde(rename = "policyVersion", default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
+    /// `create /cases`: what the compliance case covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<crate::policy::CaseRequest>,
+    /// `update /cases/<id>`: an approver's decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<crate::policy::CaseDecision>,
+    /// Key requests made `onBehalfOf` someone: the compliance case they serve.
+    #[serde(rename = "caseId", default, skip_serializing_if = "Option::is_none")]
+    pub case_id: Option<String>,
 }
 
 /// Most anonymous authorizations one request may create.
@@ -366,6 +381,20 @@ pub struct Response {
     /// Pushed resets: the session (ephemeral key URI) they reset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<KmsUri>,
+    /// `retrieve /policy`, `update /policy`: the org policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicyObject>,
+    /// One compliance case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<crate::policy::CaseObject>,
+    /// Compliance cases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cases: Option<Vec<crate::policy::CaseObject>>,
+    /// Resource keys and resources: a service or user that could read this
+    /// resource lost that right at this time; a client about to encrypt
+    /// binds a fresh key if its newest one was bound before (a Custos extension).
+    #[serde(rename = "rekeyAfter", default, with = "date::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub rekey_after: Option<Date>,
 }
 
 impl Response {
@@ -385,6 +414,10 @@ impl Response {
             master_keys: None,
             timestamp: None,
             uri: None,
+            policy: None,
+            case: None,
+            cases: None,
+            rekey_after: None,
         }
     }
 
@@ -603,6 +636,34 @@ pub enum Operation {
         /// New state.
         state: KeyState,
     },
+    /// `retrieve /policy` (org admins).
+    RetrievePolicy,
+    /// `update /policy` with `policy` and `policyVersion` (org admins).
+    UpdatePolicy {
+        /// The new document, canonicalized.
+        policy: Box<crate::policy::OrgPolicy>,
+        /// The version it replaces.
+        version: u64,
+    },
+    /// `create /cases` with `case` (compliance officers).
+    CreateCase {
+        /// What it covers, resource URIs canonicalized.
+        case: crate::policy::CaseRequest,
+    },
+    /// `retrieve /cases` (officers, approvers, admins).
+    ListCases,
+    /// `retrieve /cases/<id>`.
+    RetrieveCase {
+        /// The case.
+        uri: KmsUri,
+    },
+    /// `update /cases/<id>` with `decision`.
+    UpdateCase {
+        /// The case.
+        uri: KmsUri,
+        /// Approve, deny or close.
+        decision: crate::policy::CaseDecision,
+    },
 }
 
 /// Where this KMS stands, for resolving and checking URIs and user ids.
@@ -786,6 +847,51 @@ impl Request {
                 Operation::DeleteAuthorizations { resource: resource_field()?, auth_ids: ids }
             }
             (Method::Update, Target::Ping) => Operation::Ping,
+            (Method::Retrieve, Target::Policy) => Operation::RetrievePolicy,
+            (Method::Update, Target::Policy) => Operation::UpdatePolicy {
+                policy: Box::new(
+                    b.policy
+                        .clone()
+                        .ok_or(ProtocolError::MissingField("policy"))?
+                        .canonicalize(realm.kms_domain, realm.org_domain)?,
+                ),
+                version: b.policy_version.ok_or(ProtocolError::MissingField("policyVersion"))?,
+            },
+            (Method::Create, Target::Collection(Kind::Cases)) => {
+                let mut case = b.case.clone().ok_or(ProtocolError::MissingField("case"))?;
+                if case.spaces.is_empty() || case.spaces.len() > MAX_LIST_LEN {
+                    return Err(ProtocolError::InvalidField {
+                        field: "case.spaces",
+                        reason: "1 to 1000 resource URIs",
+                    });
+                }
+                for s in &mut case.spaces {
+                    let u = own_uri(s, "case.spaces")?;
+                    if !u.is_object(Kind::Resources) {
+                        return Err(ProtocolError::InvalidField {
+                            field: "case.spaces",
+                            reason: "must name resources",
+                        });
+                    }
+                    *s = u.to_string();
+                }
+                case.spaces.sort();
+                case.spaces.dedup();
+                if let (Some(f), Some(u)) = (case.from, case.until) {
+                    if f >= u {
+                        return Err(ProtocolError::InvalidField { field: "case.until", reason: "must be after from" });
+                    }
+                }
+                if case.reason.as_ref().is_some_and(|r| r.len() > 256) {
+                    return Err(ProtocolError::InvalidField { field: "case.reason", reason: "at most 256 characters" });
+                }
+                Operation::CreateCase { case }
+            }
+            (Method::Retrieve, Target::Collection(Kind::Cases)) => Operation::ListCases,
+            (Method::Retrieve, Target::Object(Kind::Cases, _)) => Operation::RetrieveCase { uri },
+            (Method::Update, Target::Object(Kind::Cases, _)) => {
+                Operation::UpdateCase { decision: b.decision.ok_or(ProtocolError::MissingField("decision"))?, uri }
+            }
             (Method::Retrieve, Target::PublicKey) => Operation::RetrievePublicKey,
             (Method::Create, Target::Collection(Kind::Cmk)) => Operation::CreateCmk {
                 customer_master_key: b
@@ -831,5 +937,8 @@ fn target_name(t: &Target) -> &'static str {
         Target::ResourceAuthorizations(..) => "a resource's authorizations",
         Target::Ping => "/ping",
         Target::PublicKey => "/publicKey",
+        Target::Policy => "/policy",
+        Target::Collection(Kind::Cases) => "/cases",
+        Target::Object(Kind::Cases, _) => "a compliance case",
     }
 }

@@ -36,6 +36,8 @@ pub enum Kind {
     Cmk,
     /// Key encryption keys (administrative API).
     Kek,
+    /// Compliance cases (a Custos extension).
+    Cases,
 }
 
 impl Kind {
@@ -48,6 +50,7 @@ impl Kind {
             Kind::Authorizations => "authorizations",
             Kind::Cmk => "cmk",
             Kind::Kek => "kek",
+            Kind::Cases => "cases",
         }
     }
 
@@ -59,6 +62,7 @@ impl Kind {
             "authorizations" => Kind::Authorizations,
             "cmk" => Kind::Cmk,
             "kek" => Kind::Kek,
+            "cases" => Kind::Cases,
             _ => return None,
         })
     }
@@ -84,6 +88,8 @@ pub enum Target {
     Ping,
     /// `/publicKey` (bring your own key).
     PublicKey,
+    /// `/policy`: the org policy (a Custos extension).
+    Policy,
 }
 
 /// A canonical KMS URI.
@@ -230,6 +236,7 @@ impl KmsUri {
         let target = match segs.as_slice() {
             ["ping"] => Target::Ping,
             ["publicKey"] => Target::PublicKey,
+            ["policy"] => Target::Policy,
             [k] => Target::Collection(Kind::from_segment(k).ok_or(UriError::Path)?),
             [k, i] => Target::Object(Kind::from_segment(k).ok_or(UriError::Path)?, id(i)?),
             ["resources", i, "keys"] => Target::ResourceKeys(id(i)?),
@@ -320,6 +327,7 @@ impl fmt::Display for KmsUri {
             }
             Target::Ping => f.write_str("/ping"),
             Target::PublicKey => f.write_str("/publicKey"),
+            Target::Policy => f.write_str("/policy"),
         }
     }
 }
@@ -367,6 +375,8 @@ mod tests {
         assert_eq!(u("kms://kms.example.com/ecdhe").unwrap(), Target::Collection(Kind::Ecdhe));
         assert_eq!(u("/ping").unwrap(), Target::Ping);
         assert_eq!(u("/publicKey").unwrap(), Target::PublicKey);
+        assert_eq!(u("/policy").unwrap(), Target::Policy);
+        assert_eq!(u("/cases/c1").unwrap(), Target::Object(Kind::Cases, "c1".into()));
         assert_eq!(u("/resources/r1/keys").unwrap(), Target::ResourceKeys("r1".into()));
         assert_eq!(u("/resources/r1/accesses").unwrap(), Target::ResourceAccesses("r1".into()));
         assert_eq!(
