@@ -187,6 +187,19 @@ impl std::fmt::Debug for KekRecord {
     }
 }
 
+/// A versioned document (org policy, compliance case): opaque JSON to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// Its id within its kind.
+    pub id: String,
+    /// Starts at 1, one more per change.
+    pub version: i64,
+    /// The JSON body.
+    pub body: String,
+    /// Last change.
+    pub update_date: Millis,
+}
+
 /// The result of a bind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindOutcome {
@@ -375,6 +388,17 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes values whose names start with `prefix` and compare less than
     /// `before` (bytewise, on both backends). Returns how many went.
     async fn delete_meta_before(&self, prefix: &str, before: &str) -> Result<u64>;
+
+    // ---- versioned documents (org policy, compliance cases)
+
+    /// One document: its version (from 1), body and last change.
+    async fn get_document(&self, kind: &str, id: &str) -> Result<Option<Document>>;
+    /// Writes a document if its version is still `expected` (0: it must not
+    /// exist yet); the new version is `expected + 1`. False when someone else
+    /// changed it first (nothing is written).
+    async fn put_document(&self, kind: &str, id: &str, expected: i64, body: &str, now: Millis) -> Result<bool>;
+    /// All documents of a kind, by id.
+    async fn list_documents(&self, kind: &str) -> Result<Vec<Document>>;
 
     // ---- housekeeping
 

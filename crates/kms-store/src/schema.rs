@@ -85,6 +85,14 @@ const SQLITE_SCHEMA: &[&str] = &[
         name TEXT PRIMARY KEY NOT NULL,
         value BLOB NOT NULL
     ) STRICT",
+    "CREATE TABLE IF NOT EXISTS kms_documents (
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL CHECK (version > 0),
+        body TEXT NOT NULL,
+        update_date INTEGER NOT NULL,
+        PRIMARY KEY (kind, id)
+    ) STRICT",
 ];
 
 /// PostgreSQL schema.
@@ -157,6 +165,14 @@ const POSTGRES_SCHEMA: &[&str] = &[
     r#"CREATE TABLE IF NOT EXISTS kms_meta (
         name TEXT COLLATE "C" PRIMARY KEY,
         value BYTEA NOT NULL
+    )"#,
+    r#"CREATE TABLE IF NOT EXISTS kms_documents (
+        kind TEXT COLLATE "C" NOT NULL,
+        id TEXT COLLATE "C" NOT NULL,
+        version BIGINT NOT NULL CHECK (version > 0),
+        body TEXT NOT NULL,
+        update_date BIGINT NOT NULL,
+        PRIMARY KEY (kind, id)
     )"#,
 ];
 

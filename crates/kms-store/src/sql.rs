@@ -25,7 +25,7 @@ use sqlx::{AnyConnection, AnyPool};
 use sqlx::{AssertSqlSafe, Decode, Type};
 
 use crate::{
-    AuthorizationRecord, BindOutcome, CreateResourceOutcome, KekRecord, KeyRecord, MasterKeyState, Millis,
+    AuthorizationRecord, BindOutcome, CreateResourceOutcome, Document, KekRecord, KeyRecord, MasterKeyState, Millis,
     ResourceRecord, ResourceView, Result, Store, StoreError,
 };
 
@@ -72,6 +72,16 @@ macro_rules! kek_cols {
 /// Reads a column, reporting a value that does not decode as a corrupt row.
 fn col<'r, T: Decode<'r, sqlx::Any> + Type<sqlx::Any>>(row: &'r AnyRow, name: &str, table: &'static str) -> Result<T> {
     sqlstore::col(row, name, table).map_err(StoreError::from_shared)
+}
+
+fn document_from_row(row: &AnyRow) -> Result<Document> {
+    const T: &str = "kms_documents";
+    Ok(Document {
+        id: col(row, "id", T)?,
+        version: col(row, "version", T)?,
+        body: col(row, "body", T)?,
+        update_date: col(row, "update_date", T)?,
+    })
 }
 
 fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
@@ -739,6 +749,57 @@ impl Store for SqlStore {
                 .rows_affected();
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    // ---- versioned documents
+
+    async fn get_document(&self, kind: &str, id: &str) -> Result<Option<Document>> {
+        let row = sqlx::query("SELECT id, version, body, update_date FROM kms_documents WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(document_from_row).transpose()
+    }
+
+    async fn put_document(&self, kind: &str, id: &str, expected: i64, body: &str, now: Millis) -> Result<bool> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        let changed = if expected == 0 {
+            sqlx::query(
+                "INSERT INTO kms_documents (kind, id, version, body, update_date) VALUES ($1, $2, 1, $3, $4)
+                 ON CONFLICT (kind, id) DO NOTHING",
+            )
+            .bind(kind)
+            .bind(id)
+            .bind(body)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        } else {
+            sqlx::query(
+                "UPDATE kms_documents SET version = version + 1, body = $3, update_date = $4
+                 WHERE kind = $1 AND id = $2 AND version = $5",
+            )
+            .bind(kind)
+            .bind(id)
+            .bind(body)
+            .bind(now)
+            .bind(expected)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        };
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    async fn list_documents(&self, kind: &str) -> Result<Vec<Document>> {
+        let rows = sqlx::query("SELECT id, version, body, update_date FROM kms_documents WHERE kind = $1 ORDER BY id")
+            .bind(kind)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(document_from_row).collect()
     }
 
     // ---- housekeeping

@@ -59,6 +59,7 @@ sqlstore::conformance! {
     revoked_sessions_sequence,
     kek_states_one_active_per_org,
     meta_values,
+    documents_compare_and_swap,
     purge_expired_spares_bound_keys,
     durability_reopen,
     kill_dash_nine_keeps_acknowledged_writes,
@@ -563,6 +564,33 @@ async fn meta_values(ctx: Ctx) {
     assert_eq!(store.delete_meta_before("p/", "p/a").await.unwrap(), 1);
     assert_eq!(store.get_meta("p/Z").await.unwrap(), None);
     assert!(store.get_meta("p/a").await.unwrap().is_some());
+}
+
+async fn documents_compare_and_swap(ctx: Ctx) {
+    let store = ctx.open().await;
+    assert_eq!(store.get_document("policy", "acme").await.unwrap(), None);
+    assert!(!store.put_document("policy", "acme", 1, "{}", 10).await.unwrap(), "no version 1 yet");
+    assert!(store.put_document("policy", "acme", 0, r#"{"a":1}"#, 10).await.unwrap());
+    assert!(!store.put_document("policy", "acme", 0, r#"{"b":2}"#, 11).await.unwrap(), "exists already");
+    let d = store.get_document("policy", "acme").await.unwrap().unwrap();
+    assert_eq!((d.version, d.body.as_str(), d.update_date), (1, r#"{"a":1}"#, 10));
+    assert!(store.put_document("policy", "acme", 1, r#"{"c":3}"#, 12).await.unwrap());
+    assert!(!store.put_document("policy", "acme", 1, r#"{"lost":1}"#, 13).await.unwrap(), "stale version");
+    let d = store.get_document("policy", "acme").await.unwrap().unwrap();
+    assert_eq!((d.version, d.body.as_str(), d.update_date), (2, r#"{"c":3}"#, 12));
+    assert!(store.put_document("case", "c2", 0, "2", 1).await.unwrap());
+    assert!(store.put_document("case", "c1", 0, "1", 1).await.unwrap());
+    let ids: Vec<String> = store.list_documents("case").await.unwrap().into_iter().map(|d| d.id).collect();
+    assert_eq!(ids, ["c1", "c2"]);
+    assert!(store.list_documents("nothing").await.unwrap().is_empty());
+    // Concurrent writers from the same version: exactly one wins.
+    let wins = futures_util::future::join_all((0..8).map(|i| {
+        let s = store.clone();
+        async move { s.put_document("policy", "acme", 2, &i.to_string(), 20).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(wins.iter().filter(|w| **w).count(), 1);
+    assert_eq!(store.get_document("policy", "acme").await.unwrap().unwrap().version, 3);
 }
 
 // ---------------------------------------------------------------- housekeeping
