@@ -28,12 +28,26 @@ fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation, res
         Principal::User { .. } if admin && is_admin_op(op) => ActorKind::Admin,
         Principal::User { .. } => ActorKind::User,
         Principal::Service { .. } => ActorKind::Service,
+        Principal::Compliance { .. } => ActorKind::Compliance,
         Principal::Anonymous { .. } => ActorKind::Anonymous,
     };
     let ok = resp.status.is_success();
     let outcome = if ok { Outcome::Allowed } else { Outcome::Denied };
     let refused = matches!(resp.status, Status::UNAUTHORIZED | Status::FORBIDDEN | Status::NOT_FOUND);
-    let e = |action: Action, outcome: Outcome| NewEntry::new(principal_id, kind, action, outcome);
+    let e = |action: Action, outcome: Outcome| {
+        let n = NewEntry::new(principal_id, kind, action, outcome);
+        match p {
+            // Every compliance release names both the officer and the subject (and the case).
+            Principal::Compliance { subject, case, .. } => {
+                let n = n.on_behalf_of(subject.clone());
+                match case {
+                    Some(c) => n.case(c.clone()),
+                    None => n,
+                }
+            }
+            _ => n,
+        }
+    };
     let entry = match op {
         Operation::RetrieveKey { uri } => {
             if ok {
@@ -120,6 +134,32 @@ fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation, res
             }
             n
         }
+        Operation::UpdatePolicy { .. } => {
+            let mut n = e(Action::PolicyChange, outcome).detail("status", u32::from(resp.status.0));
+            if let Some(p) = &resp.policy {
+                n = n.detail("version", p.version as i64);
+            }
+            if let Some(r) = resp.reason.as_ref().filter(|_| ok) {
+                // On success the reason carries the id-only summary of changes.
+                n = n.detail("changes", r.split("; ").take(32).map(str::to_string).collect::<Vec<_>>());
+            }
+            n
+        }
+        Operation::CreateCase { case } => {
+            let mut n = e(Action::AdminAction, outcome)
+                .detail("operation", "case_create")
+                .detail("spaces", ids(case.spaces.iter().cloned()))
+                .detail("status", u32::from(resp.status.0));
+            if let Some(c) = &resp.case {
+                n = n.case(c.uri.to_string());
+            }
+            n
+        }
+        Operation::UpdateCase { uri, decision } => e(Action::AdminAction, outcome)
+            .detail("operation", "case_decision")
+            .detail("decision", format!("{decision:?}").to_lowercase())
+            .detail("target", uri.to_string())
+            .detail("status", u32::from(resp.status.0)),
         _ => return None,
     };
     Some(entry)
@@ -132,6 +172,8 @@ fn is_admin_op(op: &Operation) -> bool {
             | Operation::CreateKek { .. }
             | Operation::UpdateMasterKey { .. }
             | Operation::ListMasterKeys { .. }
+            | Operation::UpdatePolicy { .. }
+            | Operation::RetrievePolicy
     )
 }
 

@@ -40,6 +40,16 @@ pub enum Principal {
         /// `name@domain` from its certificate.
         service_id: String,
     },
+    /// A compliance officer reading `onBehalfOf` a user of the org: the
+    /// subject's authorizations apply; the session belongs to the officer.
+    Compliance {
+        /// The officer (`name@org`), who authenticated.
+        officer: String,
+        /// The user whose authorizations apply.
+        subject: String,
+        /// The compliance case the request names, if any.
+        case: Option<String>,
+    },
     /// The holder of an anonymous authorization's bearer: may read that resource's keys, nothing else.
     Anonymous {
         /// The authorization (object id).
@@ -55,6 +65,7 @@ impl Principal {
         match self {
             Principal::User { user_id } => user_id.clone(),
             Principal::Service { service_id } => format!("service:{service_id}"),
+            Principal::Compliance { officer, .. } => officer.clone(),
             Principal::Anonymous { authorization_id, .. } => {
                 format!("kms://{kms_domain}/authorizations/{authorization_id}")
             }

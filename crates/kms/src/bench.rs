@@ -333,7 +333,8 @@ async fn engine(opts: &BenchOptions, issuer_url: &str, dir: &std::path::Path) ->
     let signer_key = RsaPrivateKey::from_pkcs8_der(&key.to_pkcs8_der(), key.kid().map(str::to_string))?;
     let signer = Arc::new(crate::audit::StaticKeySigner(kms_protocol::ServerKey::new(signer_key, DOMAIN)?));
     // As `kms serve` does: on SQLite, the audit log in a file of its own.
-    let audit_url = if url.starts_with("sqlite:") { format!("sqlite://{}", dir.join("audit.db").display()) } else { url.clone() };
+    let audit_url =
+        if url.starts_with("sqlite:") { format!("sqlite://{}", dir.join("audit.db").display()) } else { url.clone() };
     let log = Arc::new(audit::AuditLog::open(&audit_url, "bench", signer).await?);
     Ok(Arc::new(
         Engine::open(

@@ -29,6 +29,7 @@ use crate::crypto::SecretKey;
 use crate::error::EngineError;
 use crate::keyring::Keyring;
 use crate::limit::RateLimiter;
+use crate::policy::{Loaded, Policies, UpdateError};
 use crate::session::{SessionState, Tickets};
 use crate::{from_ms, now_ms, to_ms};
 
@@ -98,6 +99,8 @@ pub struct Engine {
     authz: RwLock<HashMap<(String, String), std::time::Instant>>,
     // Bumped by every local deletion: a decision computed across a bump is not cached.
     authz_generation: std::sync::atomic::AtomicU64,
+    /// The org policy (services, disabled users and clients, compliance), cached briefly.
+    policies: Arc<Policies>,
 }
 
 /// Most resources one authorization check may visit through resource authIds.
@@ -132,8 +135,7 @@ impl Engine {
         limiter: RateLimiter,
     ) -> Self {
         Self {
-            cfg,
-            store,
+            store: store.clone(),
             server,
             keyring,
             tickets,
@@ -145,6 +147,8 @@ impl Engine {
             bound_keys: RwLock::new(HashMap::new()),
             authz: RwLock::new(HashMap::new()),
             authz_generation: std::sync::atomic::AtomicU64::new(0),
+            policies: Arc::new(Policies::new(store.clone(), &cfg.org_domain)),
+            cfg,
         }
     }
 
@@ -177,6 +181,66 @@ impl Engine {
         self
     }
 
+    /// The org policy (for transports that push resets to cut-off principals).
+    pub fn policies(&self) -> &Arc<Policies> {
+        &self.policies
+    }
+
+    /// Whether `p` is an org admin: a bootstrap admin of the configuration or
+    /// one the policy names. Never a service, compliance officer or bearer.
+    fn is_admin(&self, policy: &Loaded, p: &Principal) -> bool {
+        match p {
+            Principal::User { user_id } => {
+                self.cfg.admins.iter().any(|a| a == user_id) || policy.policy.admins.iter().any(|a| a == user_id)
+            }
+            _ => false,
+        }
+    }
+
+    /// The registry entry of a service principal (a certificate service, or a
+    /// user id the policy lists as a service).
+    fn service_of<'a>(&self, policy: &'a Loaded, p: &Principal) -> Option<&'a kms_protocol::policy::ServicePolicy> {
+        match p {
+            Principal::User { .. } | Principal::Service { .. } => policy.service(&p.id(&self.cfg.kms_domain)),
+            _ => None,
+        }
+    }
+
+    /// Why policy refuses `p` (on `client_id`) everything, if it does.
+    fn cut_off_reason(&self, policy: &Loaded, p: &Principal, client_id: &str) -> Option<&'static str> {
+        use kms_protocol::policy::ServiceState;
+        let id = p.id(&self.cfg.kms_domain);
+        match p {
+            Principal::Anonymous { .. } => None,
+            Principal::User { .. } | Principal::Compliance { .. } if policy.policy.disabled(&id, client_id) => {
+                Some("the org has disabled this user or device")
+            }
+            Principal::Service { .. } => match policy.service(&id) {
+                None => Some("this service is not allowed by the org's policy"),
+                Some(s) if s.state == ServiceState::Revoked => Some("the org has revoked this service"),
+                Some(_) => None,
+            },
+            Principal::User { .. } => match policy.service(&id) {
+                Some(s) if s.state == ServiceState::Revoked => Some("the org has revoked this service"),
+                _ => None,
+            },
+            Principal::Compliance { .. } => None,
+        }
+    }
+
+    /// Appends one entry the operation mapping does not make (session resets).
+    async fn audit_entry(&self, entry: audit::NewEntry) -> bool {
+        let Some(log) = &self.audit else { return true };
+        match log.append(entry).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "the audit log cannot be written");
+                metrics::counter!("kms_audit_failures_total").increment(1);
+                false
+            }
+        }
+    }
+
     /// The audit log, if one is attached.
     pub fn audit_log(&self) -> Option<&Arc<audit::AuditLog>> {
         self.audit.as_ref()
@@ -187,7 +251,10 @@ impl Engine {
     async fn audited(&self, p: &Principal, op: &Operation, resp: Response, rid: &str) -> Response {
         let Some(log) = &self.audit else { return resp };
         let pid = p.id(&self.cfg.kms_domain);
-        let admin = matches!(p, Principal::User { .. }) && self.cfg.admins.contains(&pid);
+        let admin = match self.policies.current().await {
+            Ok(policy) => self.is_admin(&policy, p),
+            Err(_) => matches!(p, Principal::User { .. }) && self.cfg.admins.contains(&pid),
+        };
         let entries = crate::audit::entries_for(p, &pid, admin, op, &resp);
         let written = futures_util::future::try_join_all(entries.into_iter().map(|e| log.append(e))).await;
         match written {
@@ -206,12 +273,12 @@ impl Engine {
         Ok(())
     }
 
-    /// The session id and URI behind a session message (for transports that push resets).
-    pub async fn session_of(&self, compact: &str) -> Option<(String, KmsUri)> {
+    /// The session behind a session message and its URI (for transports that push resets).
+    pub async fn session_of(&self, compact: &str) -> Option<(SessionState, KmsUri)> {
         let Ok(Incoming::Session { kid, .. }) = classify(compact) else { return None };
         let uri = KmsUri::parse(&kid, &self.cfg.kms_domain).ok()?;
         let (s, _) = self.tickets.open_any(uri.id()?, now_ms()).await.ok()?;
-        Some((s.id, uri))
+        Some((s, uri))
     }
 
     /// The static key's public half.
@@ -303,6 +370,17 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return signed_error(Status::UNAUTHORIZED, &e.0),
         };
+        match self.policies.current().await {
+            Ok(policy) => {
+                if let Some(reason) = self.cut_off_reason(&policy, &principal, &client.client_id) {
+                    return signed_error(Status::FORBIDDEN, reason);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the org policy failed");
+                return signed_error(Status::UNAVAILABLE, "the KMS cannot read the org policy; retry");
+            }
+        }
         let now = now_ms();
         let mut expires = now + ms(self.cfg.session_lifetime);
         if let Some(exp) = self.principal_expiry(&principal).await {
@@ -354,12 +432,21 @@ impl Engine {
             return p;
         }
         let user = self.auth.authenticate(token).await?;
-        if let Some(obo) = &cred.on_behalf_of {
-            if !obo.is_empty() && !obo.eq_ignore_ascii_case(&user.user_id) {
-                return Err(AuthError("onBehalfOf is not allowed for this identity".into()));
-            }
+        let Some(obo) = cred.on_behalf_of.as_deref().filter(|o| !o.is_empty()) else {
+            return Ok(Principal::User { user_id: user.user_id });
+        };
+        if obo.eq_ignore_ascii_case(&user.user_id) {
+            return Ok(Principal::User { user_id: user.user_id });
         }
-        Ok(Principal::User { user_id: user.user_id })
+        // Compliance: the officer's own token, someone else's authorizations; own org only.
+        let subject = kms_protocol::policy::own_user(obo, &self.cfg.org_domain, "onBehalfOf")
+            .map_err(|_| AuthError("onBehalfOf must name a user of this KMS's own org".into()))?;
+        let policy =
+            self.policies.current().await.map_err(|_| AuthError("the org policy cannot be read; retry".into()))?;
+        if !policy.policy.compliance_officers.iter().any(|o| o == &user.user_id) {
+            return Err(AuthError("onBehalfOf is allowed only for the org's compliance officers".into()));
+        }
+        Ok(Principal::Compliance { officer: user.user_id, subject, case: None })
     }
 
     async fn principal_expiry(&self, _p: &Principal) -> Option<i64> {
@@ -421,12 +508,45 @@ impl Engine {
         };
         // Tokens are checked on every request, not only at the handshake.
         let binding = kms_protocol::pop::session_binding(uri);
-        let principal = match self.authenticate(&client.credential, &binding, rid).await {
+        let mut principal = match self.authenticate(&client.credential, &binding, rid).await {
             Ok(p) => p,
             Err(e) => return Ok(Sealed::Fresh(err(Status::UNAUTHORIZED, rid, &e.0))),
         };
         if principal.id(&self.cfg.kms_domain) != session.principal || client.client_id != session.client_id {
             return Ok(Sealed::Fresh(err(Status::UNAUTHORIZED, rid, "the credential does not match the session")));
+        }
+        // Org policy applies to every request of any kind, on every node within POLICY_CACHE.
+        let policy = self.policies.current().await?;
+        if let Some(reason) = self.cut_off_reason(&policy, &principal, &client.client_id) {
+            self.tickets.revoke(session).await?;
+            let kind = match principal {
+                Principal::Service { .. } => audit::ActorKind::Service,
+                _ if policy.service(&session.principal).is_some() => audit::ActorKind::Service,
+                _ => audit::ActorKind::User,
+            };
+            let entry =
+                audit::NewEntry::new(&session.principal, kind, audit::Action::SessionReset, audit::Outcome::Denied)
+                    .detail("reason", reason)
+                    .detail("client", client.client_id.clone());
+            if !self.audit_entry(entry).await {
+                return Ok(Sealed::Fresh(err(Status::UNAVAILABLE, rid, "the KMS cannot write its audit log")));
+            }
+            return Ok(Sealed::Fresh(err(Status::FORBIDDEN, rid, reason)));
+        }
+        if let Principal::Compliance { case, .. } = &mut principal {
+            *case = match req.body.case_id.as_deref() {
+                None => None,
+                Some(c) => match KmsUri::parse(c, &self.cfg.kms_domain)
+                    .ok()
+                    .or_else(|| KmsUri::object(&self.cfg.kms_domain, Kind::Cases, c).ok())
+                    .filter(|u| u.is_object(Kind::Cases) && u.domain() == self.cfg.kms_domain)
+                {
+                    Some(u) => Some(u.to_string()),
+                    None => {
+                        return Ok(Sealed::Fresh(err(Status::BAD_REQUEST, rid, "caseId is not a case of this KMS")))
+                    }
+                },
+            };
         }
         let op = match req.operation(self.realm()) {
             Ok(op) => op,
@@ -487,6 +607,9 @@ fn mutates(op: &Operation) -> bool {
             | Operation::Ping
             | Operation::RetrievePublicKey
             | Operation::ListMasterKeys { .. }
+            | Operation::RetrievePolicy
+            | Operation::ListCases
+            | Operation::RetrieveCase { .. }
     )
 }
 
@@ -495,10 +618,39 @@ impl Engine {
     async fn execute(&self, session: &SessionState, uri: &KmsUri, p: &Principal, op: &Operation, rid: &str) -> Answer {
         let now = now_ms();
         let pid = p.id(&self.cfg.kms_domain);
+        let policy = self.policies.current().await?;
         let user = match p {
-            Principal::User { .. } | Principal::Service { .. } => Some(pid.as_str()),
+            Principal::User { .. } | Principal::Service { .. } | Principal::Compliance { .. } => Some(pid.as_str()),
             Principal::Anonymous { .. } => None,
         };
+        if matches!(p, Principal::Compliance { .. })
+            && !matches!(
+                op,
+                Operation::RetrieveKey { .. }
+                    | Operation::RetrieveResourceKeys { .. }
+                    | Operation::RetrieveResource { .. }
+                    | Operation::RetrieveAuthorizations { .. }
+                    | Operation::Ping
+                    | Operation::DeleteEphemeralKey { .. }
+            )
+        {
+            return Ok(err(
+                Status::FORBIDDEN,
+                rid,
+                "an onBehalfOf request may only read keys, resources and authorizations",
+            ));
+        }
+        // A service outside its spaces, or a compliance request outside its case, is refused whatever it asks.
+        if let Some(res) = op_resource(op) {
+            if let Some(s) = self.service_of(&policy, p) {
+                if !s.spaces.covers(&res.to_string()) {
+                    return Ok(err(Status::FORBIDDEN, rid, "the org does not allow this service in this space"));
+                }
+            }
+            if let Some(reason) = self.case_refusal(&policy, p, &res.to_string(), None).await? {
+                return Ok(err(Status::FORBIDDEN, rid, reason));
+            }
+        }
         // Anonymous bearers may read keys of their resource, nothing else.
         let anonymous_ok = matches!(
             op,
@@ -512,7 +664,7 @@ impl Engine {
             return Ok(err(Status::FORBIDDEN, rid, "an anonymous authorization may only retrieve keys"));
         }
         // Admins are users; a service certificate never is one.
-        let admin = matches!(p, Principal::User { .. }) && user.is_some_and(|u| self.cfg.admins.iter().any(|a| a == u));
+        let admin = self.is_admin(&policy, p);
         match op {
             Operation::Ping => Ok(Response::new(Status::OK, rid)),
             Operation::CreateEphemeralKey { .. } => {
@@ -531,7 +683,70 @@ impl Engine {
             Operation::BindKey { key, resource } => {
                 self.bind_key(p, user.unwrap_or_default(), key, resource, now, rid).await
             }
-            Operation::RetrieveKey { uri: key } => self.retrieve_key(session, p, key, now, rid).await,
+            Operation::RetrieveKey { uri: key } => self.retrieve_key(session, &policy, p, key, now, rid).await,
+            Operation::RetrievePolicy => {
+                if !admin {
+                    return Ok(err(Status::FORBIDDEN, rid, "only org admins may read the org policy"));
+                }
+                let mut resp = Response::new(Status::OK, rid);
+                resp.policy = Some(policy.object());
+                Ok(resp)
+            }
+            Operation::UpdatePolicy { policy: new, version } => {
+                if !admin {
+                    return Ok(err(Status::FORBIDDEN, rid, "only org admins may change the org policy"));
+                }
+                match self.policies.update((**new).clone(), *version, now).await {
+                    Ok((loaded, old)) => {
+                        let changes = crate::policy::changes(&old.policy, &loaded.policy);
+                        tracing::info!(
+                            version = loaded.version,
+                            by = pid.as_str(),
+                            changes = changes.len(),
+                            "org policy changed"
+                        );
+                        // Decisions cached before the change must not outlive it.
+                        self.forget_authorizations().await;
+                        let mut resp = Response::new(Status::OK, rid);
+                        if !changes.is_empty() {
+                            resp.reason = Some(changes.join("; "));
+                        }
+                        resp.policy = Some(loaded.object());
+                        Ok(resp)
+                    }
+                    Err(UpdateError::Conflict(v)) => Ok(err(
+                        Status::CONFLICT,
+                        rid,
+                        &format!("the policy changed since version {version} (now {v}); read it again and retry"),
+                    )),
+                    Err(UpdateError::Engine(e)) => Err(e),
+                }
+            }
+            Operation::CreateCase { case } => self.create_case(&policy, p, case, now, rid).await,
+            Operation::ListCases => {
+                if !(admin || self.case_party(&policy, &pid)) {
+                    return Ok(forbidden(rid));
+                }
+                let mut list = Vec::new();
+                for d in self.store.list_documents(CASE_KIND).await? {
+                    list.push(decode_case(&d.body)?);
+                }
+                let mut resp = Response::new(Status::OK, rid);
+                resp.cases = Some(list);
+                Ok(resp)
+            }
+            Operation::RetrieveCase { uri: c } => {
+                if !(admin || self.case_party(&policy, &pid)) {
+                    return Ok(forbidden(rid));
+                }
+                let Some((case, _)) = self.load_case(c).await? else { return Ok(not_found(rid)) };
+                let mut resp = Response::new(Status::OK, rid);
+                resp.case = Some(case);
+                Ok(resp)
+            }
+            Operation::UpdateCase { uri: c, decision } => {
+                self.decide_case(&policy, p, admin, c, *decision, now, rid).await
+            }
             Operation::RetrieveResourceAccesses { resource, after, count } => {
                 // Members (and admins) may see who else received their space's keys.
                 let Some(rid_) = self.own_id(resource) else { return Ok(not_found(rid)) };
@@ -576,12 +791,18 @@ impl Engine {
                     .store
                     .list_resource_keys(rid_, bound_after.map(|d| to_ms(&d)), bound_before.map(|d| to_ms(&d)), *count)
                     .await?;
+                let res_uri = resource.to_string();
                 let mut keys = Vec::with_capacity(recs.len());
                 for r in &recs {
+                    // Services and compliance cases see only the content their scope covers.
+                    if self.release_refusal(&policy, p, &res_uri, r.bind_date).await?.is_some() {
+                        continue;
+                    }
                     keys.push(self.key_object(r, true).await?);
                 }
                 let mut resp = Response::new(Status::OK, rid);
                 resp.keys = Some(keys);
+                resp.rekey_after = self.rekey_after(&policy, rid_, &res_uri).await?.map(from_ms);
                 Ok(resp)
             }
             Operation::CreateResource { auth_ids, key_uris, anonymous, ttl } => {
@@ -595,6 +816,7 @@ impl Engine {
                 let Some(view) = self.store.get_resource(id).await? else { return Ok(not_found(rid)) };
                 let mut resp = Response::new(Status::OK, rid);
                 resp.resource = Some(self.resource_object(&view));
+                resp.rekey_after = self.rekey_after(&policy, id, &res.to_string()).await?.map(from_ms);
                 Ok(resp)
             }
             Operation::CreateAuthorizations { resource, auth_ids, anonymous, role_uri } => {
@@ -819,7 +1041,15 @@ impl Engine {
         }
     }
 
-    async fn retrieve_key(&self, session: &SessionState, p: &Principal, key: &KmsUri, now: i64, rid: &str) -> Answer {
+    async fn retrieve_key(
+        &self,
+        session: &SessionState,
+        policy: &Loaded,
+        p: &Principal,
+        key: &KmsUri,
+        now: i64,
+        rid: &str,
+    ) -> Answer {
         let Some(kid) = self.own_id(key) else { return Ok(not_found(rid)) };
         let cached = self.bound_keys.read().await.get(kid).cloned();
         let rec = match cached {
@@ -844,11 +1074,17 @@ impl Engine {
                 }
                 p.id(&self.cfg.kms_domain) == rec.user_id && session.client_id == rec.client_id
             }
-            (None, Principal::Anonymous { .. }) => false,
+            (None, Principal::Anonymous { .. } | Principal::Compliance { .. }) => false,
             (Some(res), _) => self.authorized(p, res, now).await?,
         };
         if !allowed {
             return Ok(forbidden(rid));
+        }
+        if let Some(res) = &rec.resource_id {
+            let res_uri = self.uri(Kind::Resources, res).to_string();
+            if let Some(reason) = self.release_refusal(policy, p, &res_uri, rec.bind_date).await? {
+                return Ok(err(Status::FORBIDDEN, rid, reason));
+            }
         }
         let mut resp = Response::new(Status::OK, rid);
         resp.key = Some(self.key_object(&rec, true).await?);
@@ -1045,7 +1281,11 @@ impl Engine {
     }
 
     fn principal_key(&self, p: &Principal) -> String {
-        p.id(&self.cfg.kms_domain)
+        match p {
+            // The subject's authorizations apply, so the subject's decision is the one to cache.
+            Principal::Compliance { subject, .. } => subject.clone(),
+            _ => p.id(&self.cfg.kms_domain),
+        }
     }
 
     /// Forgets cached positive decisions (after any authorization is deleted here).
@@ -1067,8 +1307,20 @@ impl Engine {
                     .await?
                     .is_some_and(|a| a.expiration_date.is_some_and(|e| e > now)))
             }
-            Principal::User { .. } | Principal::Service { .. } => {
-                let user_id = p.id(&self.cfg.kms_domain);
+            Principal::User { .. } | Principal::Service { .. } | Principal::Compliance { .. } => {
+                let user_id = self.principal_key(p);
+                // An org-wide agent reads every org resource in its scope, no member needed.
+                let policy = self.policies.current().await?;
+                if let Some(s) = self.service_of(&policy, p) {
+                    let uri = self.uri(Kind::Resources, resource_id).to_string();
+                    if s.org_agent() && s.spaces.covers(&uri) {
+                        if let Some(view) = self.store.get_resource(resource_id).await? {
+                            if self.org_owns(&view.resource.creator) {
+                                return Ok(true);
+                            }
+                        }
+                    }
+                }
                 let mut visited = 0usize;
                 let mut frontier = vec![resource_id.to_string()];
                 let mut seen = std::collections::HashSet::new();
@@ -1147,6 +1399,232 @@ impl Engine {
             create_date: from_ms(a.create_date),
             bearer: bearer.map(|b| jose::SecretString::new(b.clone())),
         }
+    }
+}
+
+/// Document kind of compliance cases in the store.
+const CASE_KIND: &str = "case";
+
+fn decode_case(body: &str) -> Result<kms_protocol::policy::CaseObject, EngineError> {
+    serde_json::from_str(body)
+        .map_err(|e| EngineError::Policy(format!("a stored compliance case does not decode: {e}")))
+}
+
+/// The resource an operation acts on, when it names one.
+fn op_resource(op: &Operation) -> Option<&KmsUri> {
+    match op {
+        Operation::BindKey { resource, .. }
+        | Operation::RetrieveResourceKeys { resource, .. }
+        | Operation::RetrieveResourceAccesses { resource, .. }
+        | Operation::CreateAuthorizations { resource, .. }
+        | Operation::RetrieveAuthorizations { resource, .. }
+        | Operation::DeleteAuthorizationByAuthId { resource, .. }
+        | Operation::DeleteAuthorizations { resource, .. } => Some(resource),
+        Operation::RetrieveResource { uri } => Some(uri),
+        _ => None,
+    }
+}
+
+/// Org policy: service scopes, compliance cases, forced re-keying.
+impl Engine {
+    /// Whether a resource created by `creator` belongs to this org.
+    fn org_owns(&self, creator: &str) -> bool {
+        creator.rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(&self.cfg.org_domain))
+    }
+
+    /// Why a key of `resource` bound at `bind` may not go to `p`, if it may not.
+    async fn release_refusal(
+        &self,
+        policy: &Loaded,
+        p: &Principal,
+        resource: &str,
+        bind: Option<i64>,
+    ) -> Result<Option<&'static str>, EngineError> {
+        if let Some(s) = self.service_of(policy, p) {
+            if !s.may_read(resource, bind.map(from_ms)) {
+                return Ok(Some("outside the content the org allows this service to read"));
+            }
+        }
+        self.case_refusal(policy, p, resource, bind).await
+    }
+
+    /// Why a compliance request may not reach `resource` (key bound at `bind`), if it may not.
+    async fn case_refusal(
+        &self,
+        policy: &Loaded,
+        p: &Principal,
+        resource: &str,
+        bind: Option<i64>,
+    ) -> Result<Option<&'static str>, EngineError> {
+        let Principal::Compliance { officer, case, .. } = p else { return Ok(None) };
+        let Some(case_uri) = case else {
+            return Ok(policy
+                .policy
+                .approval
+                .is_some()
+                .then_some("the org requires an approved compliance case: name it in caseId"));
+        };
+        let Ok(uri) = KmsUri::parse_absolute(case_uri) else { return Ok(Some("no such compliance case")) };
+        let Some((c, _)) = self.load_case(&uri).await? else { return Ok(Some("no such compliance case")) };
+        if &c.officer != officer {
+            return Ok(Some("this compliance case was opened by another officer"));
+        }
+        if c.state != kms_protocol::policy::CaseState::Approved {
+            return Ok(Some("this compliance case is not approved (or is closed)"));
+        }
+        if !c.covers(resource, bind.map(from_ms)) {
+            return Ok(Some("outside what this compliance case covers"));
+        }
+        Ok(None)
+    }
+
+    /// When clients must stop using the resource's older keys: the latest
+    /// revocation, disabling or content denial that touched someone who
+    /// could read it (directly authorized, or an org agent in scope).
+    async fn rekey_after(&self, policy: &Loaded, resource_id: &str, uri: &str) -> Result<Option<i64>, EngineError> {
+        let pol = &policy.policy;
+        let services = pol.services.iter().filter(|(_, s)| {
+            s.revoked_at.is_some() || s.denials.iter().any(|d| d.space.as_deref().is_none_or(|x| x == uri))
+        });
+        let mut candidates: Vec<(&str, i64)> = Vec::new();
+        for (id, s) in services {
+            let mut t = s.revoked_at.map(|d| to_ms(&d)).unwrap_or(i64::MIN);
+            for d in &s.denials {
+                let open_ended = d.until.is_none_or(|u| d.since.is_none_or(|since| u > since));
+                if d.space.as_deref().is_none_or(|x| x == uri) && open_ended {
+                    t = t.max(d.since.map(|d| to_ms(&d)).unwrap_or(i64::MIN));
+                }
+            }
+            if t == i64::MIN {
+                continue;
+            }
+            if s.org_agent() && s.spaces.covers(uri) {
+                candidates.push(("", t));
+            } else {
+                candidates.push((id.as_str(), t));
+            }
+        }
+        for (u, since) in &pol.disabled_users {
+            if let Some(t) = since.since {
+                candidates.push((u.as_str(), to_ms(&t)));
+            }
+        }
+        for (u, m) in &pol.disabled_clients {
+            if let Some(t) = m.values().filter_map(|s| s.since).max() {
+                candidates.push((u.as_str(), to_ms(&t)));
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let auths = self.store.list_authorizations(resource_id, None).await?;
+        let authorized = |id: &str| id.is_empty() || auths.iter().any(|a| a.auth_id.as_deref() == Some(id));
+        Ok(candidates.into_iter().filter(|(id, _)| authorized(id)).map(|(_, t)| t).max())
+    }
+
+    /// Officers, approvers: who may see cases.
+    fn case_party(&self, policy: &Loaded, pid: &str) -> bool {
+        policy.policy.compliance_officers.iter().any(|o| o == pid)
+            || policy.policy.approval.as_ref().is_some_and(|a| a.approvers.iter().any(|x| x == pid))
+    }
+
+    async fn load_case(&self, uri: &KmsUri) -> Result<Option<(kms_protocol::policy::CaseObject, i64)>, EngineError> {
+        let Some(id) = self.own_id(uri).filter(|_| uri.is_object(Kind::Cases)) else { return Ok(None) };
+        match self.store.get_document(CASE_KIND, id).await? {
+            Some(d) => Ok(Some((decode_case(&d.body)?, d.version))),
+            None => Ok(None),
+        }
+    }
+
+    async fn create_case(
+        &self,
+        policy: &Loaded,
+        p: &Principal,
+        case: &kms_protocol::policy::CaseRequest,
+        now: i64,
+        rid: &str,
+    ) -> Answer {
+        use kms_protocol::policy::{CaseObject, CaseState};
+        let Principal::User { user_id } = p else { return Ok(forbidden(rid)) };
+        if !policy.policy.compliance_officers.iter().any(|o| o == user_id) {
+            return Ok(err(Status::FORBIDDEN, rid, "only compliance officers may open compliance cases"));
+        }
+        let required = policy.policy.approval.as_ref().map_or(0, |a| a.required);
+        let id = uuid::Uuid::new_v4().to_string();
+        let obj = CaseObject {
+            uri: self.uri(Kind::Cases, &id),
+            officer: user_id.clone(),
+            spaces: case.spaces.clone(),
+            from: case.from,
+            until: case.until,
+            reason: case.reason.clone(),
+            state: if required == 0 { CaseState::Approved } else { CaseState::Pending },
+            approvals: Vec::new(),
+            required,
+            create_date: from_ms(now),
+        };
+        let body = serde_json::to_string(&obj).map_err(|e| EngineError::Policy(e.to_string()))?;
+        if !self.store.put_document(CASE_KIND, &id, 0, &body, now).await? {
+            return Err(EngineError::Internal("case id collision"));
+        }
+        let mut resp = Response::new(Status::CREATED, rid);
+        resp.case = Some(obj);
+        Ok(resp)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_case(
+        &self,
+        policy: &Loaded,
+        p: &Principal,
+        admin: bool,
+        uri: &KmsUri,
+        decision: kms_protocol::policy::CaseDecision,
+        now: i64,
+        rid: &str,
+    ) -> Answer {
+        use kms_protocol::policy::{CaseDecision, CaseState};
+        let Principal::User { user_id } = p else { return Ok(forbidden(rid)) };
+        // Approvals race: re-read and compare-and-swap until one write wins.
+        for _ in 0..8 {
+            let Some((mut case, version)) = self.load_case(uri).await? else { return Ok(not_found(rid)) };
+            match decision {
+                CaseDecision::Approve | CaseDecision::Deny => {
+                    let approver = policy.policy.approval.as_ref().is_some_and(|a| a.approvers.contains(user_id));
+                    if !approver {
+                        return Ok(err(Status::FORBIDDEN, rid, "only the org's designated approvers may decide cases"));
+                    }
+                    if &case.officer == user_id {
+                        return Ok(err(Status::FORBIDDEN, rid, "an officer may not approve their own case"));
+                    }
+                    if case.state != CaseState::Pending && case.state != CaseState::Approved {
+                        return Ok(err(Status::CONFLICT, rid, "this case is closed or denied"));
+                    }
+                    if decision == CaseDecision::Deny {
+                        case.state = CaseState::Denied;
+                    } else if !case.approvals.contains(user_id) {
+                        case.approvals.push(user_id.clone());
+                    }
+                    if case.state == CaseState::Pending && case.approvals.len() as u32 >= case.required {
+                        case.state = CaseState::Approved;
+                    }
+                }
+                CaseDecision::Close => {
+                    if !(admin || &case.officer == user_id) {
+                        return Ok(err(Status::FORBIDDEN, rid, "only the case's officer or an org admin may close it"));
+                    }
+                    case.state = CaseState::Closed;
+                }
+            }
+            let id = self.own_id(uri).unwrap_or_default().to_string();
+            let body = serde_json::to_string(&case).map_err(|e| EngineError::Policy(e.to_string()))?;
+            if self.store.put_document(CASE_KIND, &id, version, &body, now).await? {
+                let mut resp = Response::new(Status::OK, rid);
+                resp.case = Some(case);
+                return Ok(resp);
+            }
+        }
+        Ok(err(Status::CONFLICT, rid, "the case kept changing; retry"))
     }
 }
 

@@ -25,4 +25,7 @@ pub enum EngineError {
     /// Anything else that should not happen.
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// The stored org policy or a case could not be read or written.
+    #[error("org policy: {0}")]
+    Policy(String),
 }

@@ -155,8 +155,10 @@ async fn serve_socket(s: AppState, socket: WebSocket, source: String) {
     let (mut tx, mut rx) = socket.split();
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<String>(64);
     let mut revoked = s.engine.tickets().subscribe();
-    // Sessions used on this socket, by id, with their URIs (a pushed reset names its session).
-    let mut seen: HashMap<String, kms_protocol::KmsUri> = HashMap::new();
+    let mut cut_off = s.engine.policies().subscribe();
+    // Sessions used on this socket, by id, with their URIs (a pushed reset
+    // names its session) and owners (a policy change names principals).
+    let mut seen: HashMap<String, (kms_protocol::KmsUri, String, String)> = HashMap::new();
     let writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
             if tx.send(Message::Text(m.into())).await.is_err() {
@@ -173,9 +175,9 @@ async fn serve_socket(s: AppState, socket: WebSocket, source: String) {
                     Message::Close(_) => break,
                     _ => continue,
                 };
-                if let Some((id, uri)) = s.engine.session_of(&text).await {
+                if let Some((session, uri)) = s.engine.session_of(&text).await {
                     if seen.len() < 1024 {
-                        seen.insert(id, uri);
+                        seen.insert(session.id, (uri, session.principal, session.client_id));
                     }
                 }
                 let engine = s.engine.clone();
@@ -189,9 +191,24 @@ async fn serve_socket(s: AppState, socket: WebSocket, source: String) {
             }
             Ok(id) = revoked.recv() => {
                 // Unsolicited reset for a session this socket used.
-                if let Some(uri) = seen.remove(&id) {
+                if let Some((uri, _, _)) = seen.remove(&id) {
                     if let Ok(r) = s.engine.server_key().push_reset(&uri, "session deleted") {
                         let _ = out_tx.send(r).await;
+                    }
+                }
+            }
+            Ok(c) = cut_off.recv() => {
+                // The org revoked or disabled whoever owns sessions here: reset them now.
+                let gone: Vec<String> = seen
+                    .iter()
+                    .filter(|(_, (_, who, client))| *who == c.principal && c.client_id.as_ref().is_none_or(|x| x == client))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in gone {
+                    if let Some((uri, _, _)) = seen.remove(&id) {
+                        if let Ok(r) = s.engine.server_key().push_reset(&uri, "revoked by the org's policy") {
+                            let _ = out_tx.send(r).await;
+                        }
                     }
                 }
             }

@@ -25,6 +25,7 @@ mod error;
 pub mod http;
 pub mod keyring;
 pub mod limit;
+pub mod policy;
 pub mod server;
 pub mod service_auth;
 pub mod session;

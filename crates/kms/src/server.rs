@@ -176,6 +176,8 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     let engine = Arc::new(engine);
 
     tokio::spawn(engine.tickets().clone().poll());
+    // Policy changes made on any node: announce cut-off principals so sockets get their resets.
+    tokio::spawn(engine.policies().clone().poll());
     for url in &cfg.connect_to {
         tokio::spawn(crate::connector::run(engine.clone(), url.clone()));
     }

@@ -520,6 +520,20 @@ async fn a_service_client_end_to_end() {
     let h = common::harness_full(|_| {}, Some(roots(&[&ca]))).await;
     let kms = h.engine.server_key().info();
     let (sk, alg) = key.sign_key();
+    // Default deny: a service the org's policy does not list gets nothing, not even a session.
+    let pending = begin_service_handshake(&kms, "indexer-1", sk, alg, chain.clone()).unwrap();
+    let answer = h.engine.handle(&pending.wrapped, None).await.unwrap();
+    let refused = pending.finish(&kms, &answer).unwrap_err().to_string();
+    assert!(refused.contains("not allowed by the org's policy"), "{refused}");
+    common::set_policy(
+        &h.engine,
+        serde_json::json!({"services": {
+            format!("service:{ID}"): {"kind": "search", "state": "allowed"},
+            "service:admin@acme.example": {"kind": "bot", "state": "allowed"},
+        }}),
+    )
+    .await;
+    let (sk, alg) = key.sign_key();
     let pending = begin_service_handshake(&kms, "indexer-1", sk, alg, chain.clone()).unwrap();
     let answer = h.engine.handle(&pending.wrapped, None).await.unwrap();
     let session = pending.finish(&kms, &answer).expect("service handshake");

@@ -140,3 +140,13 @@ pub fn statuses(r: &Response) -> (u16, String) {
 }
 
 pub type Map = HashMap<String, String>;
+
+/// Replaces the org policy directly (engine tests; the admin API is tested separately).
+pub async fn set_policy(engine: &Engine, json: Value) {
+    let policy: kms_protocol::policy::OrgPolicy = serde_json::from_value(json).unwrap();
+    let policy = policy.canonicalize(DOMAIN, ORG).unwrap();
+    let current = engine.policies().current().await.unwrap().version as u64;
+    if engine.policies().update(policy, current, kms::now_ms()).await.is_err() {
+        panic!("policy update failed");
+    }
+}
