@@ -29,6 +29,14 @@ pub enum ProtocolError {
         /// Why (never the value itself).
         reason: &'static str,
     },
+    /// A structured member (such as `policy`) does not decode.
+    #[error("field `{field}` is invalid: {reason}")]
+    InvalidDocument {
+        /// Which field.
+        field: &'static str,
+        /// What the decoder said (names the member, never echoes values).
+        reason: String,
+    },
     /// Method and URI name no operation of the protocol.
     #[error("no operation `{method}` on {target}")]
     UnknownOperation {

@@ -157,7 +157,7 @@ pub struct RequestBody {
     pub assigned_org_id: Option<String>,
     /// `update /policy`: the new org policy (a Custos extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<crate::policy::OrgPolicy>,
+    pub policy: Option<serde_json::Value>,
     /// `update /policy`: the version the change was made from (compare-and-swap).
     #[serde(rename = "policyVersion", default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<u64>,
@@ -849,11 +849,13 @@ impl Request {
             (Method::Update, Target::Ping) => Operation::Ping,
             (Method::Retrieve, Target::Policy) => Operation::RetrievePolicy,
             (Method::Update, Target::Policy) => Operation::UpdatePolicy {
+                // Decoded here rather than with the request, so that a bad policy is a 400 naming the member.
                 policy: Box::new(
-                    b.policy
-                        .clone()
-                        .ok_or(ProtocolError::MissingField("policy"))?
-                        .canonicalize(realm.kms_domain, realm.org_domain)?,
+                    serde_json::from_value::<crate::policy::OrgPolicy>(
+                        b.policy.clone().ok_or(ProtocolError::MissingField("policy"))?,
+                    )
+                    .map_err(|e| ProtocolError::InvalidDocument { field: "policy", reason: policy_error(&e) })?
+                    .canonicalize(realm.kms_domain, realm.org_domain)?,
                 ),
                 version: b.policy_version.ok_or(ProtocolError::MissingField("policyVersion"))?,
             },
@@ -915,6 +917,16 @@ impl Request {
             }
         };
         Ok(op)
+    }
+}
+
+/// serde's message without the offending value (it may be anything the client sent).
+fn policy_error(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    match msg.find(", expected") {
+        Some(i) if msg.starts_with("unknown field") => msg[..i].to_string(),
+        _ if msg.starts_with("unknown field") || msg.starts_with("missing field") => msg,
+        _ => "has members of the wrong type".to_string(),
     }
 }
 

@@ -1260,7 +1260,9 @@ impl Engine {
             Some(Some(e)) if e <= now => return Ok(false),
             _ => {}
         }
-        let key = (resource_id.to_string(), self.principal_key(p));
+        // Keyed by policy version too: a policy change (scopes, org agents) never reuses older decisions.
+        let version = self.policies.current().await?.version;
+        let key = (resource_id.to_string(), format!("{}#{version}", self.principal_key(p)));
         if self.authz.read().await.get(&key).is_some_and(|t| t.elapsed() < AUTHZ_CACHE) {
             return Ok(true);
         }

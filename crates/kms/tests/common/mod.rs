@@ -65,6 +65,26 @@ pub async fn harness_full(
     Harness { engine: Arc::new(engine), dir, store }
 }
 
+/// An engine that audits into `<dir>/audit.db` (checkpoints signed with its static key).
+pub async fn harness_audited() -> (Harness, Arc<audit::AuditLog>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("kms.db").display());
+    let store = kms_store::open(&url).await.unwrap();
+    let (cmk, _) = Cmk::create(b"test passphrase 123", 100_000).unwrap();
+    let key = jose::RsaPrivateKey::generate(2048, Some("static".into())).unwrap();
+    let signer_key = jose::RsaPrivateKey::from_pkcs8_der(&key.to_pkcs8_der(), Some("static".into())).unwrap();
+    let signer = Arc::new(kms::audit::StaticKeySigner(kms_protocol::ServerKey::new(signer_key, DOMAIN).unwrap()));
+    let audit_url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let log = Arc::new(audit::AuditLog::open(&audit_url, "test-node", signer).await.unwrap());
+    let mut c = EngineConfig::new(DOMAIN, ORG);
+    c.admins = vec![format!("admin@{ORG}")];
+    let engine = Engine::open(c, store.clone(), key, cmk, Arc::new(FakeAuth), RateLimiter::unlimited())
+        .await
+        .unwrap()
+        .with_audit(log.clone());
+    (Harness { engine: Arc::new(engine), dir, store }, log)
+}
+
 pub async fn harness() -> Harness {
     harness_with(|_| {}).await
 }
