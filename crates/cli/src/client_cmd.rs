@@ -134,7 +134,7 @@ pub struct Out {
 }
 
 impl Out {
-    fn print(&self, human: impl FnOnce() -> String, v: Value) {
+    pub(crate) fn print(&self, human: impl FnOnce() -> String, v: Value) {
         if self.json {
             println!("{v}");
         } else {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod audit_cmd;
 mod client_cmd;
 mod demo;
+mod kms_admin;
 mod profile;
 mod sdk_bench;
 mod up;
@@ -169,6 +170,12 @@ enum KmsCommand {
     },
     /// Print a commented example configuration.
     ExampleConfig,
+    /// Org policy, as an org admin (log in first): services, revocation,
+    /// disabled users and devices, compliance officers, approval, retention, holds.
+    Admin {
+        #[command(subcommand)]
+        command: kms_admin::AdminCommand,
+    },
     /// Export the audit log as JSON lines (for a SIEM, or `custos audit
     /// verify`), ending with a seal signed by the KMS key. Run where the KMS
     /// runs (it needs the CMK passphrase).
@@ -207,7 +214,12 @@ enum KmsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Servers log their progress; client commands only problems.
-    let default_level = if matches!(cli.command, Command::Client(_)) { "warn" } else { "info" };
+    let default_level =
+        if matches!(cli.command, Command::Client(_) | Command::Kms { command: KmsCommand::Admin { .. } }) {
+            "warn"
+        } else {
+            "info"
+        };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| default_level.into()),
@@ -259,6 +271,9 @@ fn main() -> ExitCode {
                 let cfg = custos_core::config::Config::load(&config)?;
                 custos_core::server::serve(cfg).await
             })
+        }
+        Command::Kms { command: KmsCommand::Admin { command } } => {
+            kms_admin::run(command, cli.config_dir.as_deref(), client_cmd::Out { json: cli.json })
         }
         Command::Kms { command: KmsCommand::ExampleConfig } => {
             print!("{}", include_str!("../../kms/kms.example.toml"));

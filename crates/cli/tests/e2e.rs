@@ -661,3 +661,64 @@ fn device_login_approved_in_the_browser_and_refusals() {
     };
     assert!(status.success(), "custos up exit on Ctrl-C: {status:?}");
 }
+
+/// Enterprise control from the command line: an org admin registers a bot,
+/// members add it to a space, the admin revokes it mid-conversation with
+/// `custos kms admin service revoke`, and then disables and re-enables a user.
+/// (carol stands in for the bot: any user id can be registered as a service.)
+#[test]
+fn an_admin_revokes_a_bot_mid_conversation_and_disables_a_user() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(&tmp.path().join("up"), free_base());
+    let people = tmp.path().join("people");
+    let alice = Person::login(&up, &people, "alice@acme.test"); // a bootstrap KMS admin in `up`
+    let bob = Person::login(&up, &people, "bob@acme.test");
+    let bot = Person::login(&up, &people, "carol@acme.test");
+
+    // Only admins touch policy.
+    assert!(bob.fails(&["kms", "admin", "show"]).contains("org admins"));
+    assert!(bob.fails(&["kms", "admin", "service", "allow", "carol"]).contains("org admins"));
+    let v = alice.ok(&["kms", "admin", "service", "allow", "carol", "--kind", "bot"]);
+    assert!(v["changes"].as_str().unwrap().contains("service carol@acme.test added"), "{v}");
+    assert!(alice.fails(&["kms", "admin", "service", "revoke", "nobody"]).contains("not a registered service"));
+    assert!(alice
+        .fails(&["kms", "admin", "service", "allow", "x", "--content-from", "yesterday"])
+        .contains("RFC 3339"));
+    let listed = alice.ok(&["kms", "admin", "service", "list"]);
+    assert_eq!(listed["carol@acme.test"]["state"], "allowed");
+
+    let space = alice.ok(&["space", "create", "Standup", "--member", "bob@acme.test", "--member", "carol@acme.test"]);
+    let space = space["id"].as_str().unwrap().to_string();
+    alice.ok(&["send", &space, "before the revocation"]);
+    assert_eq!(bot.texts(&space), ["before the revocation"]);
+    let key_of = |p: &Person, text: &str| -> String {
+        let v = p.ok(&["read", &space]);
+        let e = v["events"].as_array().unwrap().iter().find(|e| e["text"] == text).cloned().unwrap();
+        e["key"].as_str().unwrap().to_string()
+    };
+    let k_before = key_of(&bob, "before the revocation");
+
+    // Revoked mid-conversation: the bot's next request fails, whatever it cached.
+    let v = alice.ok(&["kms", "admin", "service", "revoke", "carol"]);
+    assert!(v["changes"].as_str().unwrap().contains("revoked"), "{v}");
+    std::thread::sleep(Duration::from_millis(1100)); // the senders' current-key cache (1 s)
+    alice.ok(&["send", &space, "after the revocation"]);
+    let out = bot.run(&["read", &space]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("after the revocation") && !text.contains("before the revocation"), "{text}");
+    assert!(text.contains("revoked"), "the bot is told why: {text}");
+    // Members go on, under a fresh key the bot never had.
+    assert_eq!(bob.texts(&space), ["before the revocation", "after the revocation"]);
+    assert_ne!(key_of(&bob, "after the revocation"), k_before);
+
+    // A user disabled at once, whatever tokens it holds; enabled again.
+    alice.ok(&["kms", "admin", "user", "disable", "bob"]);
+    let out = bob.run(&["read", &space]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("after the revocation") && text.contains("disabled"), "{text}");
+    alice.ok(&["kms", "admin", "user", "enable", "bob"]);
+    assert_eq!(bob.texts(&space), ["before the revocation", "after the revocation"]);
+    let policy = alice.ok(&["kms", "admin", "show"]);
+    assert_eq!(policy["policy"]["services"]["carol@acme.test"]["state"], "revoked");
+    assert!(policy["policy"]["services"]["carol@acme.test"]["revokedAt"].is_string());
+}

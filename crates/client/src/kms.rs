@@ -362,8 +362,17 @@ impl KmsClient {
 
     /// The newest key bound to `resource` (not cached: rotation must be seen).
     pub async fn newest_key(&self, resource: &KmsUri) -> Result<ContentKey> {
+        Ok(self.newest_key_and_hint(resource).await?.0)
+    }
+
+    /// The newest key bound to `resource`, and the KMS's `rekeyAfter` hint:
+    /// when set and later than the key's bind date, someone who could read
+    /// the space lost that right (a revoked service, a disabled device), so
+    /// the next message must go under a fresh key.
+    pub async fn newest_key_and_hint(&self, resource: &KmsUri) -> Result<(ContentKey, Option<time::OffsetDateTime>)> {
         let uri = format!("{resource}/keys");
         let resp = self.call(Method::Retrieve, &uri, RequestBody { count: Some(1), ..Default::default() }).await?;
+        let hint = resp.rekey_after;
         let keys = resp.keys.unwrap_or_default();
         let k = keys.first().ok_or_else(|| Error::Tampered("the space's resource has no key".into()))?;
         let k = ContentKey::from_object(k)?;
@@ -371,7 +380,7 @@ impl KmsClient {
             return Err(Error::Tampered("the KMS answered with a key of another resource".into()));
         }
         self.keys.lock().expect("not poisoned").put(k.uri.to_string(), (k.clone(), std::time::Instant::now()));
-        Ok(k)
+        Ok((k, hint))
     }
 
     /// Authorizes `auth_ids` on `resource`.

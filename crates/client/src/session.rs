@@ -14,9 +14,11 @@ use crate::error::{Error, Result};
 use crate::kms::{ContentKey, KmsClient, KmsOptions, KmsPin, Route};
 use crate::tokens::TokenSource;
 
-/// How long a space's current key is used before asking the KMS again
-/// (rotations by other members become visible within this).
-const CURRENT_KEY_TTL: Duration = Duration::from_secs(30);
+/// How long a space's current key is used before asking the KMS again:
+/// rotations by other members, and the KMS's `rekeyAfter` after the org
+/// revokes a service or disables a device, take effect within this. One
+/// second matches the KMS's own bound on applying a revocation everywhere.
+const CURRENT_KEY_TTL: Duration = Duration::from_secs(1);
 
 /// What a session needs.
 #[derive(Debug, Clone)]
@@ -311,8 +313,15 @@ impl Session {
                 }
             }
         }
-        let mut key = self.kms.newest_key(&resource).await?;
-        if self.too_old(&key) {
+        let (mut key, rekey_after) = self.kms.newest_key_and_hint(&resource).await?;
+        // Someone who could read this space lost that right after this key was bound:
+        // whatever it cached must not open what is sent from now on.
+        let revoked_since = match (rekey_after, key.bind_date) {
+            (Some(r), Some(b)) => r >= b,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if self.too_old(&key) || revoked_since {
             key = self.rotate_resource(&resource).await?;
         }
         if key.resource.as_ref() != Some(&resource) {
