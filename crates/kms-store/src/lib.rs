@@ -379,6 +379,17 @@ pub trait Store: Send + Sync + 'static {
     /// Changes a KEK's state (to `Active` demotes the org's other active KEK). False if absent.
     async fn set_kek_state(&self, id: &str, state: MasterKeyState, now: Millis) -> Result<bool>;
 
+    // ---- retention (crypto-shredding)
+
+    /// Keys wrapped under a KEK, by id, at most `limit` after id `after`.
+    async fn keys_wrapped_by(&self, kek_id: &str, after: &str, limit: u32) -> Result<Vec<KeyRecord>>;
+    /// Replaces a key's wrapped form if it is still wrapped under `expected_kek`. False otherwise.
+    async fn rewrap_key(&self, id: &str, expected_kek: &str, wrapped: &[u8], kek_id: &str) -> Result<bool>;
+    /// Deletes a KEK and every key still wrapped under it, atomically; returns how many keys went.
+    async fn destroy_kek(&self, kek_id: &str) -> Result<u64>;
+    /// Resources on which `auth_id` holds an authorization.
+    async fn resources_of(&self, auth_id: &str) -> Result<Vec<String>>;
+
     // ---- small named values (wrapped ticket keys, CMK check values)
 
     /// Gets a value.

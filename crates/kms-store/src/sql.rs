@@ -715,6 +715,54 @@ impl Store for SqlStore {
         Ok(changed == 1)
     }
 
+    // ---- retention
+
+    async fn keys_wrapped_by(&self, kek_id: &str, after: &str, limit: u32) -> Result<Vec<KeyRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_cols!(),
+            " FROM kms_keys WHERE kek_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(kek_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn rewrap_key(&self, id: &str, expected_kek: &str, wrapped: &[u8], kek_id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        let n = sqlx::query("UPDATE kms_keys SET wrapped = $1, kek_id = $2 WHERE id = $3 AND kek_id = $4")
+            .bind(wrapped)
+            .bind(kek_id)
+            .bind(id)
+            .bind(expected_kek)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn destroy_kek(&self, kek_id: &str) -> Result<u64> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        let n =
+            sqlx::query("DELETE FROM kms_keys WHERE kek_id = $1").bind(kek_id).execute(&mut *tx).await?.rows_affected();
+        sqlx::query("DELETE FROM kms_keks WHERE id = $1").bind(kek_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn resources_of(&self, auth_id: &str) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT DISTINCT resource_id FROM kms_authorizations WHERE auth_id = $1 ORDER BY resource_id")
+                .bind(auth_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| col(r, "resource_id", "kms_authorizations")).collect()
+    }
+
     // ---- small named values
 
     async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {

@@ -60,6 +60,7 @@ sqlstore::conformance! {
     kek_states_one_active_per_org,
     meta_values,
     documents_compare_and_swap,
+    retention_rewrap_and_destroy,
     purge_expired_spares_bound_keys,
     durability_reopen,
     kill_dash_nine_keeps_acknowledged_writes,
@@ -591,6 +592,51 @@ async fn documents_compare_and_swap(ctx: Ctx) {
     .await;
     assert_eq!(wins.iter().filter(|w| **w).count(), 1);
     assert_eq!(store.get_document("policy", "acme").await.unwrap().unwrap().version, 3);
+}
+
+async fn retention_rewrap_and_destroy(ctx: Ctx) {
+    let store = ctx.open().await;
+    make_resource(&*store, "r1", ALICE).await;
+    let mut keys = vec![key("k1", ALICE, 50_000), key("k2", ALICE, 50_000), key("k3", ALICE, 50_000)];
+    for k in &mut keys {
+        k.kek_id = "old".into();
+    }
+    keys[2].kek_id = "other".into();
+    store.insert_keys(&keys).await.unwrap();
+    let ids = |v: Vec<KeyRecord>| v.into_iter().map(|k| k.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.keys_wrapped_by("old", "", 10).await.unwrap()), ["k1", "k2"]);
+    assert_eq!(ids(store.keys_wrapped_by("old", "k1", 10).await.unwrap()), ["k2"]);
+    assert_eq!(ids(store.keys_wrapped_by("old", "", 1).await.unwrap()), ["k1"]);
+    // Rewrap only from the KEK it is under.
+    assert!(store.rewrap_key("k2", "old", &[7, 7], "new").await.unwrap());
+    assert!(!store.rewrap_key("k2", "old", &[8], "newer").await.unwrap(), "no longer under old");
+    assert!(!store.rewrap_key("nope", "old", &[8], "new").await.unwrap());
+    let k2 = store.get_key("k2").await.unwrap().unwrap();
+    assert_eq!((k2.wrapped, k2.kek_id.as_str()), (vec![7, 7], "new"));
+    // Destroying "old" takes k1 only, and the KEK row.
+    store
+        .insert_kek(&KekRecord {
+            id: "old".into(),
+            org: "org1".into(),
+            wrapped: vec![1],
+            cmk_id: "c".into(),
+            state: MasterKeyState::Inactive,
+            create_date: 1,
+            update_date: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.destroy_kek("old").await.unwrap(), 1);
+    assert_eq!(store.get_key("k1").await.unwrap(), None);
+    assert!(store.get_key("k2").await.unwrap().is_some());
+    assert!(store.get_key("k3").await.unwrap().is_some());
+    assert_eq!(store.get_kek("old").await.unwrap(), None);
+    assert_eq!(store.destroy_kek("old").await.unwrap(), 0, "idempotent");
+    // Who is authorized where.
+    assert!(store.resources_of(ALICE).await.unwrap().is_empty());
+    store.create_authorizations(&[auth("a1", "r1", Some(ALICE), 2_000)]).await.unwrap();
+    assert_eq!(store.resources_of(ALICE).await.unwrap(), ["r1"]);
+    assert!(store.resources_of("nobody@x").await.unwrap().is_empty());
 }
 
 // ---------------------------------------------------------------- housekeeping

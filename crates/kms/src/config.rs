@@ -60,6 +60,35 @@ pub struct Config {
     /// The audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Crypto-shredding by period (the retention days themselves are org policy).
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// How keys are grouped for crypto-shredding, and how often expired periods are destroyed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Each KEK wraps the keys created in one period of this many hours (the
+    /// granularity of retention: a period is destroyed whole).
+    #[serde(default = "d_kek_period_hours")]
+    pub kek_period_hours: u64,
+    /// How often to look for periods past the org's retention.
+    #[serde(default = "d_sweep_secs")]
+    pub sweep_every_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { kek_period_hours: d_kek_period_hours(), sweep_every_secs: d_sweep_secs() }
+    }
+}
+
+fn d_kek_period_hours() -> u64 {
+    24
+}
+fn d_sweep_secs() -> u64 {
+    3600
 }
 
 /// The audit log: every key release, denial and change, hash-chained, with
@@ -274,6 +303,12 @@ impl Config {
             .map_err(|_| ConfigError::Invalid(format!("org_domain `{}` is not a valid host name", c.org_domain)))?;
         if c.lifetimes.session_secs == 0 || c.lifetimes.session_secs > 24 * 3600 {
             return Err(ConfigError::Invalid("lifetimes.session_secs must be 1 to 86400".into()));
+        }
+        if c.retention.kek_period_hours == 0 || c.retention.kek_period_hours > 24 * 366 {
+            return Err(ConfigError::Invalid("retention.kek_period_hours must be 1 to 8784".into()));
+        }
+        if c.retention.sweep_every_secs < 10 {
+            return Err(ConfigError::Invalid("retention.sweep_every_secs must be at least 10".into()));
         }
         if !(c.limits.handshakes_per_second > 0.0 && c.limits.handshake_burst >= 1.0) {
             return Err(ConfigError::Invalid("limits must be positive".into()));

@@ -22,6 +22,9 @@ pub enum EngineError {
     /// The KEK of a key is revoked.
     #[error("the key's KEK is revoked")]
     KekRevoked,
+    /// The KEK of a key was destroyed under the org's retention policy.
+    #[error("the key's KEK was destroyed (retention)")]
+    KekDestroyed,
     /// Anything else that should not happen.
     #[error("internal error: {0}")]
     Internal(&'static str),

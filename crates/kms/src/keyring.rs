@@ -29,7 +29,18 @@ pub struct Keyring {
     cmk: Cmk,
     org: String,
     keks: RwLock<HashMap<String, Cached>>,
-    active: RwLock<Option<(String, Instant)>>,
+    /// The active KEK: id, creation date (ms), when read.
+    active: RwLock<Option<(String, i64, Instant)>>,
+    /// Each KEK wraps the keys of one retention period (ms); see [`Keyring::set_period`].
+    period_ms: std::sync::atomic::AtomicI64,
+}
+
+/// Default length of a KEK's retention period: one UTC day.
+pub const DEFAULT_KEK_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+/// The start of the period `t` falls in.
+pub fn period_start(t: i64, period_ms: i64) -> i64 {
+    t.div_euclid(period_ms) * period_ms
 }
 
 fn kek_aad(id: &str) -> String {
@@ -43,8 +54,14 @@ fn key_aad(id: &str) -> String {
 impl Keyring {
     /// Opens the keyring; creates the org's first KEK if it has none.
     pub async fn open(store: Arc<dyn Store>, cmk: Cmk, org: &str) -> Result<Self, EngineError> {
-        let ring =
-            Self { store, cmk, org: org.to_string(), keks: RwLock::new(HashMap::new()), active: RwLock::new(None) };
+        let ring = Self {
+            store,
+            cmk,
+            org: org.to_string(),
+            keks: RwLock::new(HashMap::new()),
+            active: RwLock::new(None),
+            period_ms: std::sync::atomic::AtomicI64::new(DEFAULT_KEK_PERIOD.as_millis() as i64),
+        };
         if ring.store.active_kek(org).await?.is_none() {
             ring.rotate(crate::now_ms()).await?;
         }
@@ -88,7 +105,8 @@ impl Keyring {
                 return Ok((c.key.clone(), c.state));
             }
         }
-        let rec = self.store.get_kek(id).await?.ok_or(EngineError::Internal("a key names an unknown KEK"))?;
+        // Keys are deleted with their KEK, so only a stale cached key record can get here.
+        let rec = self.store.get_kek(id).await?.ok_or(EngineError::KekDestroyed)?;
         if rec.cmk_id != self.cmk.id {
             return Err(EngineError::Internal("a KEK is wrapped under another CMK"));
         }
@@ -100,20 +118,65 @@ impl Keyring {
         Ok((key, rec.state))
     }
 
-    async fn active_id(&self) -> Result<String, EngineError> {
-        if let Some((id, at)) = self.active.read().await.as_ref() {
-            if at.elapsed() < KEK_CACHE {
+    /// Sets the retention period length: a KEK wraps only keys created in
+    /// the period it was created in, so that destroying it destroys exactly
+    /// one period's keys.
+    pub fn set_period(&self, period: Duration) {
+        let ms = (period.as_millis() as i64).max(60_000);
+        self.period_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The retention period length (ms).
+    pub fn period_ms(&self) -> i64 {
+        self.period_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The active KEK for a key created at `now`: a new one when the active
+    /// KEK belongs to an earlier period (or the org has none left).
+    async fn active_id(&self, now: i64) -> Result<String, EngineError> {
+        let period = self.period_ms();
+        if let Some((id, created, at)) = self.active.read().await.as_ref() {
+            if at.elapsed() < KEK_CACHE && period_start(*created, period) == period_start(now, period) {
                 return Ok(id.clone());
             }
         }
-        let rec = self.store.active_kek(&self.org).await?.ok_or(EngineError::Internal("the org has no active KEK"))?;
-        *self.active.write().await = Some((rec.id.clone(), Instant::now()));
+        let rec = match self.store.active_kek(&self.org).await? {
+            Some(r) if period_start(r.create_date, period) == period_start(now, period) => r,
+            // A new period (or every KEK shredded): its own KEK. Two nodes may both
+            // rotate at a boundary; the store keeps one active, both serve the period.
+            _ => self.rotate(now).await?,
+        };
+        *self.active.write().await = Some((rec.id.clone(), rec.create_date, Instant::now()));
         Ok(rec.id)
+    }
+
+    /// Destroys a KEK and every content key still wrapped under it
+    /// (crypto-shredding); returns how many keys went. Other nodes stop
+    /// unwrapping with it within [`KEK_CACHE`].
+    pub async fn destroy(&self, kek_id: &str) -> Result<u64, EngineError> {
+        let n = self.store.destroy_kek(kek_id).await?;
+        self.keks.write().await.remove(kek_id);
+        *self.active.write().await = None;
+        Ok(n)
+    }
+
+    /// Moves a content key under the KEK of `now`'s period (a legal hold keeps it past its own period's end).
+    pub async fn rewrap(&self, rec: &KeyRecord, now: i64) -> Result<bool, EngineError> {
+        let key = self.unwrap(rec).await?;
+        let (wrapped, kek_id) = self.wrap_at(&rec.id, &key, now).await?;
+        if kek_id == rec.kek_id {
+            return Ok(true);
+        }
+        Ok(self.store.rewrap_key(&rec.id, &rec.kek_id, &wrapped, &kek_id).await?)
     }
 
     /// Wraps a new content key under the active KEK: (wrapped, kek id).
     pub async fn wrap(&self, key_id: &str, key: &SecretKey) -> Result<(Vec<u8>, String), EngineError> {
-        let kek_id = self.active_id().await?;
+        self.wrap_at(key_id, key, crate::now_ms()).await
+    }
+
+    async fn wrap_at(&self, key_id: &str, key: &SecretKey, now: i64) -> Result<(Vec<u8>, String), EngineError> {
+        let kek_id = self.active_id(now).await?;
         let (kek, _) = self.kek(&kek_id).await?;
         Ok((kek.wrap_key(&key_aad(key_id), key)?, kek_id))
     }

@@ -149,6 +149,7 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     ec.anonymous_lifetime = Duration::from_secs(cfg.anonymous.max_lifetime_secs);
     ec.allow_anonymous = cfg.anonymous.allow;
     ec.admins = cfg.admins.clone();
+    ec.kek_period = Duration::from_secs(cfg.retention.kek_period_hours * 3600);
     let limiter = RateLimiter::new(cfg.limits.handshakes_per_second, cfg.limits.handshake_burst);
     let mut jwk = static_key.key.public_key().to_jwk();
     jwk.x5c = Some(vec![base64::engine::general_purpose::STANDARD.encode(&static_key.cert_der)]);
@@ -178,6 +179,8 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     tokio::spawn(engine.tickets().clone().poll());
     // Policy changes made on any node: announce cut-off principals so sockets get their resets.
     tokio::spawn(engine.policies().clone().poll());
+    // Crypto-shredding of periods past the org's retention (a no-op without a retention policy).
+    tokio::spawn(engine.clone().retention_loop(Duration::from_secs(cfg.retention.sweep_every_secs)));
     for url in &cfg.connect_to {
         tokio::spawn(crate::connector::run(engine.clone(), url.clone()));
     }
