@@ -104,6 +104,10 @@ pub struct Engine {
     authz_generation: std::sync::atomic::AtomicU64,
     /// The org policy (services, disabled users and clients, compliance), cached briefly.
     policies: Arc<Policies>,
+    /// Other static keys served during a rotation's overlap (the next key
+    /// before it is promoted, the previous one after): handshakes encrypted
+    /// to any of them are answered, signed by that same key.
+    other_servers: Vec<ServerKey>,
 }
 
 /// Most resources one authorization check may visit through resource authIds.
@@ -152,6 +156,7 @@ impl Engine {
             authz: RwLock::new(HashMap::new()),
             authz_generation: std::sync::atomic::AtomicU64::new(0),
             policies: Arc::new(Policies::new(store.clone(), &cfg.org_domain)),
+            other_servers: Vec::new(),
             cfg,
         }
     }
@@ -170,6 +175,25 @@ impl Engine {
         let tickets = Arc::new(Tickets::new(store.clone(), &cmk, cfg.session_lifetime));
         let keyring = Keyring::open(store.clone(), cmk, &cfg.org_domain).await?;
         Ok(Self::new(cfg, store, server, keyring, tickets, auth, limiter))
+    }
+
+    /// Also answers handshakes encrypted to these static keys (a rotation's
+    /// overlap: the next key, or the previous one). Each must have a `kid`.
+    pub fn with_other_static_keys(mut self, keys: Vec<jose::RsaPrivateKey>) -> Result<Self, EngineError> {
+        for k in keys {
+            self.other_servers.push(ServerKey::new(k, &self.cfg.kms_domain)?);
+        }
+        Ok(self)
+    }
+
+    /// Every static key served, the current one first.
+    pub fn static_keys(&self) -> Vec<&ServerKey> {
+        std::iter::once(&self.server).chain(self.other_servers.iter()).collect()
+    }
+
+    /// The static key a client pinned, by kid; the current one when unknown.
+    fn server_for(&self, kid: Option<&str>) -> &ServerKey {
+        kid.and_then(|k| self.other_servers.iter().find(|s| s.public_key().kid() == Some(k))).unwrap_or(&self.server)
     }
 
     /// Accepts service credentials whose x5c chains lead to these roots.
@@ -355,13 +379,15 @@ impl Engine {
     }
 
     async fn handshake(&self, jwe: &jose::Jwe) -> String {
-        let opened = match self.server.open_handshake(jwe) {
+        // The key the client encrypted to is the key it pinned: answer with that one.
+        let server = self.server_for(jwe.header().kid.as_deref());
+        let opened = match server.open_handshake(jwe) {
             Ok(o) => o,
-            Err(_) => return self.server.reset(None, "request could not be decrypted").unwrap_or_default(),
+            Err(_) => return server.reset(None, "request could not be decrypted").unwrap_or_default(),
         };
         let rid = opened.request.request_id.clone();
         let signed_error = |status: Status, reason: &str| {
-            self.server.sign(SigningContext::Ecdhe, &err(status, &rid, reason)).unwrap_or_default()
+            server.sign(SigningContext::Ecdhe, &err(status, &rid, reason)).unwrap_or_default()
         };
         let Some(client) = opened.request.client.as_ref() else {
             return signed_error(Status::UNAUTHORIZED, "a credential is required");
@@ -401,7 +427,7 @@ impl Engine {
             }
         };
         // The ticket seals the shared key, so it is made inside the handshake; no database write.
-        let accepted = self.server.accept_handshake(&opened, &grant, |shared| {
+        let accepted = server.accept_handshake(&opened, &grant, |shared| {
             let (ticket, _) =
                 Tickets::seal_with(&ticket_key, shared, &pid, &client.client_id, expires).map_err(|_| {
                     kms_protocol::ProtocolError::InvalidField { field: "key", reason: "ticket sealing failed" }
@@ -465,7 +491,9 @@ impl Engine {
             return None;
         }
         let bad = || Some(Err(AuthError("invalid anonymous bearer".into())));
-        let Ok(payload) = jws.verify(VerifyKey::Rsa(self.server.public_key())) else { return bad() };
+        // Bearers signed before a static key rotation stay valid through the overlap.
+        let signer = self.server_for(jws.header().kid.as_deref());
+        let Ok(payload) = jws.verify(VerifyKey::Rsa(signer.public_key())) else { return bad() };
         let Ok(claims) = serde_json::from_slice::<AnonClaims>(payload) else { return bad() };
         let now = now_ms();
         if claims.iss != format!("kms://{}", self.cfg.kms_domain) || claims.exp * 1000 <= now {
