@@ -310,6 +310,14 @@ async fn device_flow(http: &reqwest::Client, d: &Discovery, prof: &OrgProfile, o
 
 /// Opens the logged-in session.
 pub async fn open(dir: &Path) -> anyhow::Result<Session> {
+    let (cfg, tokens) = logged_in(dir).await?;
+    Ok(Session::open(cfg, tokens).await?)
+}
+
+/// The logged-in configuration and tokens (for SDK objects other than a [`Session`]).
+pub(crate) async fn logged_in(
+    dir: &Path,
+) -> anyhow::Result<(client::SessionConfig, Arc<dyn client::tokens::TokenSource>)> {
     let prof = OrgProfile::current(dir)?;
     let creds = Credentials::load(dir)?;
     // The refresh token goes only to the issuer it came from.
@@ -325,10 +333,10 @@ pub async fn open(dir: &Path) -> anyhow::Result<Session> {
         &creds.refresh_token,
         Some(hook),
     ));
-    Ok(Session::open(prof.session_config(&creds.device_id)?, tokens).await?)
+    Ok((prof.session_config(&creds.device_id)?, tokens))
 }
 
-fn message_json(m: &Message) -> Value {
+pub(crate) fn message_json(m: &Message) -> Value {
     let (kind, text) = match &m.content {
         Content::Text(t) => ("message", Some(t.clone())),
         Content::Edit(t) => ("edit", Some(t.clone())),
@@ -589,7 +597,7 @@ fn report_memory() {
 /// A file name from someone else, made safe to use in a directory: no path
 /// separators, no leading dot (no `.bashrc`), no control or bidirectional
 /// formatting characters.
-fn sanitize(name: &str) -> String {
+pub(crate) fn sanitize(name: &str) -> String {
     let n: String =
         name.chars().filter(|c| !is_unsafe_char(*c)).map(|c| if c == '/' || c == '\\' { '_' } else { c }).collect();
     let n = n.trim_start_matches('.').trim().to_string();
@@ -601,14 +609,14 @@ fn sanitize(name: &str) -> String {
 }
 
 /// Control characters and the format characters that reorder or hide text.
-fn is_unsafe_char(c: char) -> bool {
+pub(crate) fn is_unsafe_char(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Text from others, safe to print on a terminal: control and formatting
 /// characters (escape sequences, bidi overrides) shown as `\u{…}` escapes.
-fn safe(text: &str) -> String {
+pub(crate) fn safe(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c == '\n' {

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod audit_cmd;
 mod client_cmd;
+mod compliance_cmd;
 mod demo;
 mod kms_admin;
 mod profile;
@@ -69,6 +70,12 @@ enum Command {
     },
     #[command(flatten)]
     Client(client_cmd::ClientCommand),
+    /// Compliance officers: cases at the KMS, decrypted exports of a space
+    /// with a manifest of hashes, and checking an export.
+    Compliance {
+        #[command(subcommand)]
+        command: compliance_cmd::ComplianceCommand,
+    },
     /// The enterprise Key Management Server.
     Kms {
         #[command(subcommand)]
@@ -214,12 +221,14 @@ enum KmsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Servers log their progress; client commands only problems.
-    let default_level =
-        if matches!(cli.command, Command::Client(_) | Command::Kms { command: KmsCommand::Admin { .. } }) {
-            "warn"
-        } else {
-            "info"
-        };
+    let default_level = if matches!(
+        cli.command,
+        Command::Client(_) | Command::Compliance { .. } | Command::Kms { command: KmsCommand::Admin { .. } }
+    ) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| default_level.into()),
@@ -258,6 +267,13 @@ fn main() -> ExitCode {
             sdk_bench::run(sdk_bench::BenchOptions { spaces, rate, seconds })
         }
         Command::Client(cmd) => client_cmd::run(cmd, cli.config_dir.as_deref(), client_cmd::Out { json: cli.json }),
+        Command::Compliance { command } => {
+            match compliance_cmd::run(command, cli.config_dir.as_deref(), client_cmd::Out { json: cli.json }) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
         Command::Core { command: CoreCommand::Bench { clients, spaces, seconds, rate, database_url } } => {
             custos_core::bench::run(custos_core::bench::BenchOptions { clients, spaces, seconds, rate, database_url })
         }

@@ -24,6 +24,8 @@ struct Org {
     domain: &'static str,
     users: &'static [&'static str],
     bot: Option<&'static str>,
+    /// Users the core lets read (never write) the org's spaces, for compliance.
+    compliance_readers: &'static [&'static str],
     idp_port: u16,
     kms_port: u16,
 }
@@ -34,10 +36,18 @@ fn orgs(base: u16) -> [Org; 2] {
             domain: "acme.test",
             users: &["alice", "bob", "carol"],
             bot: Some("pollbot"),
+            compliance_readers: &["carol"],
             idp_port: base + 1,
             kms_port: base + 2,
         },
-        Org { domain: "globex.test", users: &["dave", "erin"], bot: None, idp_port: base + 3, kms_port: base + 4 },
+        Org {
+            domain: "globex.test",
+            users: &["dave", "erin"],
+            bot: None,
+            compliance_readers: &[],
+            idp_port: base + 3,
+            kms_port: base + 4,
+        },
     ]
 }
 
@@ -300,13 +310,16 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
             toml_str(&issuer),
             toml_str(org.domain)
         )?;
+        let readers: Vec<String> =
+            org.compliance_readers.iter().map(|u| toml_str(&format!("{u}@{}", org.domain))).collect();
         write!(
             core_orgs,
-            "\n[[orgs]]\ndomain = {}\nkms_uri = {}\nkms_url = {}\nkms_key = {}\n",
+            "\n[[orgs]]\ndomain = {}\nkms_uri = {}\nkms_url = {}\nkms_key = {}\ncompliance_readers = [{}]\n",
             toml_str(org.domain),
             toml_str(&kms_audience),
             toml_str(&format!("http://127.0.0.1:{}", org.kms_port)),
-            toml_str(&pem_path.display().to_string())
+            toml_str(&pem_path.display().to_string()),
+            readers.join(", ")
         )?;
 
         // What the org hands its users: where to log in, and the KMS key to pin.

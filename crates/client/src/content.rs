@@ -184,6 +184,41 @@ pub fn open(
     Ok(env)
 }
 
+/// Checks that the core presents a sealed event as the event its sender
+/// sealed: the same kind, sender's event id (the core's `client_event_id`),
+/// thread parent and target. Returns the sealed binding.
+pub fn check_event<'a>(
+    env: &'a Envelope,
+    kind: &str,
+    client_event_id: Option<&str>,
+    parent: Option<&str>,
+    target: Option<&str>,
+) -> Result<&'a EventBinding> {
+    let Some(b) = &env.event else {
+        return Err(Error::Tampered("the content does not say what event it is".into()));
+    };
+    if b.kind != kind
+        || b.parent.as_deref() != parent
+        || b.target.as_deref() != target
+        || Some(b.id.as_str()) != client_event_id
+    {
+        return Err(Error::Tampered("the core presents this content as another event than the sender sent".into()));
+    }
+    Ok(b)
+}
+
+/// What a sealed event of `kind` says, if its body is what that kind carries.
+pub(crate) fn event_content(kind: &str, body: &Body) -> Result<crate::session::Content> {
+    use crate::session::Content;
+    Ok(match (kind, body) {
+        ("message", Body::Text { text }) => Content::Text(text.clone()),
+        ("edit", Body::Text { text }) => Content::Edit(text.clone()),
+        ("reaction", Body::Reaction { emoji }) => Content::Reaction(emoji.clone()),
+        ("title", Body::Space { title }) => Content::Title(title.clone()),
+        (kind, _) => return Err(Error::Tampered(format!("a {kind} event carries other content"))),
+    })
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64

@@ -107,6 +107,21 @@ pub struct CoreApi {
     base: String,
     audience: String,
     tokens: Arc<dyn TokenSource>,
+    /// Where [`CoreApi::events`], [`CoreApi::file`] and
+    /// [`CoreApi::get_chunk`] read: `/v1` (members) or `/v1/compliance`.
+    reads: &'static str,
+}
+
+/// A space as a compliance reader sees it (`GET /v1/compliance/spaces/{id}`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CoreComplianceSpace {
+    /// The space.
+    pub space: CoreSpace,
+    /// Current members.
+    pub members: Vec<CoreMember>,
+    /// Users who were members and are no longer.
+    #[serde(default)]
+    pub former_members: Vec<String>,
 }
 
 /// The core's error body `{"error": code, "message": …}`; empty strings if not that shape.
@@ -128,7 +143,22 @@ impl CoreApi {
             base: base.trim_end_matches('/').to_string(),
             audience: audience.to_string(),
             tokens,
+            reads: "/v1",
         }
+    }
+
+    /// The same client reading as one of the org's compliance readers: its
+    /// [`CoreApi::events`], [`CoreApi::file`] and [`CoreApi::get_chunk`] go
+    /// to `/v1/compliance/…` (read only; spaces with a member of the
+    /// reader's org). Writes are unaffected, and the core refuses them to
+    /// non-members.
+    pub fn for_compliance(&self) -> Self {
+        Self { reads: "/v1/compliance", ..self.clone() }
+    }
+
+    /// Whether reads go through the compliance path.
+    pub fn is_compliance(&self) -> bool {
+        self.reads == "/v1/compliance"
     }
 
     /// The core's base URL.
@@ -233,6 +263,12 @@ impl CoreApi {
         Ok((o.space, o.role, o.members))
     }
 
+    /// `GET /v1/compliance/spaces/{id}`: a space, its members and former
+    /// members, for one of the org's compliance readers.
+    pub async fn compliance_space(&self, id: &str) -> Result<CoreComplianceSpace> {
+        self.json(self.http.get(self.url(&format!("/v1/compliance/spaces/{}", seg(id))))).await
+    }
+
     /// `POST /v1/spaces/{id}/members`.
     pub async fn add_member(&self, space: &str, user: &str, role: &str) -> Result<()> {
         let body = json!({"user_id": user, "role": role});
@@ -251,7 +287,7 @@ impl CoreApi {
         self.json(self.http.post(self.url(&format!("/v1/spaces/{}/events", seg(space)))).json(body)).await
     }
 
-    /// `GET /v1/spaces/{id}/events`.
+    /// `GET /v1/spaces/{id}/events` (or `/v1/compliance/…`, see [`CoreApi::for_compliance`]).
     pub async fn events(
         &self,
         space: &str,
@@ -273,8 +309,9 @@ impl CoreApi {
         if let Some(l) = limit {
             q.push(("limit", l.to_string()));
         }
-        let p: Page =
-            self.json(self.http.get(self.url(&format!("/v1/spaces/{}/events", seg(space)))).query(&q)).await?;
+        let p: Page = self
+            .json(self.http.get(self.url(&format!("{}/spaces/{}/events", self.reads, seg(space)))).query(&q))
+            .await?;
         Ok(p.events)
     }
 
@@ -298,9 +335,9 @@ impl CoreApi {
         self.json(self.http.post(self.url(&format!("/v1/spaces/{}/files", seg(space)))).json(&body)).await
     }
 
-    /// `GET /v1/files/{id}`.
+    /// `GET /v1/files/{id}` (or `/v1/compliance/…`).
     pub async fn file(&self, id: &str) -> Result<CoreFile> {
-        self.json(self.http.get(self.url(&format!("/v1/files/{}", seg(id))))).await
+        self.json(self.http.get(self.url(&format!("{}/files/{}", self.reads, seg(id))))).await
     }
 
     /// `PUT /v1/files/{id}/chunks/{index}`.
@@ -308,9 +345,10 @@ impl CoreApi {
         self.send(self.http.put(self.url(&format!("/v1/files/{}/chunks/{index}", seg(id)))).body(body)).await.map(drop)
     }
 
-    /// `GET /v1/files/{id}/chunks/{index}`.
+    /// `GET /v1/files/{id}/chunks/{index}` (or `/v1/compliance/…`).
     pub async fn get_chunk(&self, id: &str, index: u64, max: usize) -> Result<bytes::Bytes> {
-        self.send_capped(self.http.get(self.url(&format!("/v1/files/{}/chunks/{index}", seg(id)))), max.max(1024)).await
+        let url = self.url(&format!("{}/files/{}/chunks/{index}", self.reads, seg(id)));
+        self.send_capped(self.http.get(url), max.max(1024)).await
     }
 
     /// `POST /v1/files/{id}/complete`: the `file_ready` event.

@@ -10,8 +10,12 @@ use base64::Engine as _;
 use filecrypt::{Decryptor, Encryptor, FileKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use kms_protocol::uri::KmsUri;
+
 use crate::content::{self, Body};
+use crate::core_api::{CoreApi, CoreFile};
 use crate::error::{Error, Result};
+use crate::kms::ContentKey;
 use crate::session::Session;
 
 /// Ciphertext bytes per upload chunk (the core takes up to 4 MiB by
@@ -137,48 +141,12 @@ impl Session {
         Ok(self.file_meta(id).await?.0)
     }
 
-    async fn file_meta(&self, id: &str) -> Result<(FileInfo, FileKey, usize, crate::core_api::CoreFile)> {
+    async fn file_meta(&self, id: &str) -> Result<(FileInfo, FileKey, usize, CoreFile)> {
         let rec = self.core.file(id).await?;
         let resource = self.space(&rec.space_id).await?.resource;
         let key = self.kms().key(&rec.key_uri).await?;
-        if key.resource.as_ref() != Some(&resource) {
-            return Err(Error::Tampered("the file's key is bound to another resource than its space".into()));
-        }
-        let env = content::open(
-            &key.key,
-            &rec.meta_ciphertext,
-            &rec.key_uri,
-            &resource.to_string(),
-            Some(&rec.uploader),
-            None,
-        )?;
-        let Body::File { name, size, key: fk, segment } = &env.body else {
-            return Err(Error::Tampered("the file's metadata is not file metadata".into()));
-        };
-        let seg = *segment as usize;
-        if !(filecrypt::MIN_SEGMENT..=filecrypt::MAX_SEGMENT).contains(&seg) {
-            return Err(Error::Tampered("the file's sealed segment size is out of range".into()));
-        }
-        if rec.chunk_size < 1 || rec.chunk_size > MAX_DOWNLOAD_CHUNK as i64 {
-            return Err(Error::Tampered("the core gives the file an impossible chunk size".into()));
-        }
-        let raw = zeroize::Zeroizing::new(
-            URL_SAFE_NO_PAD.decode(fk).map_err(|_| Error::Tampered("the file key is not base64url".into()))?,
-        );
-        let file_key = FileKey::from_bytes(&raw)?;
-        let expected = filecrypt::ciphertext_len(*size, *segment as usize);
-        if rec.size < 0 || rec.size as u64 != expected {
-            return Err(Error::Tampered("the file's stored size does not match its sealed size".into()));
-        }
-        let info = FileInfo {
-            id: rec.id.clone(),
-            space_id: rec.space_id.clone(),
-            uploader: rec.uploader.clone(),
-            name: name.clone(),
-            size: *size,
-            ready: rec.ready,
-        };
-        Ok((info, file_key, *segment as usize, rec))
+        let (info, file_key, segment) = open_file_meta(&key, &resource, &rec)?;
+        Ok((info, file_key, segment, rec))
     }
 
     /// Downloads file `id` to `dest`, verifying every segment. Writes to
@@ -203,87 +171,150 @@ impl Session {
             return Err(Error::Invalid(format!("{} already exists", dest.display())));
         }
         let (info, file_key, segment, rec) = self.file_meta(id).await?;
-        if !info.ready {
-            return Err(Error::Invalid("the file is still being uploaded".into()));
-        }
-        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("download");
-        let part = dest.with_file_name(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
-        let result = self.download_into(&rec, &file_key, segment, &part, progress).await;
-        let placed = match result {
-            Ok(()) if overwrite => tokio::fs::rename(&part, dest).await.map_err(Error::from),
-            // Without overwrite: a hard link fails if dest appeared meanwhile.
-            Ok(()) => tokio::fs::hard_link(&part, dest).await.map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => Error::Invalid(format!("{} already exists", dest.display())),
-                _ => Error::Io(e),
-            }),
-            Err(e) => Err(e),
-        };
-        let _ = tokio::fs::remove_file(&part).await;
-        placed.map(|()| info)
+        download_verified(&self.core, &rec, info, &file_key, segment, dest, overwrite, progress).await
     }
+}
 
-    async fn download_into(
-        &self,
-        rec: &crate::core_api::CoreFile,
-        file_key: &FileKey,
-        segment: usize,
-        part: &Path,
-        progress: Progress<'_>,
-    ) -> Result<()> {
-        let total = rec.size as u64;
-        let chunks = if rec.size == 0 { 0 } else { (rec.size as u64 - 1) / rec.chunk_size as u64 + 1 };
-        let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(part).await?;
-        let header_len = filecrypt::header_len();
-        let unit = segment + filecrypt::TAG_LEN;
-        let mut buf: Vec<u8> = Vec::with_capacity(unit * 2);
-        let mut dec: Option<Decryptor> = None;
-        let mut consumed = 0u64;
-        let mut received = 0u64;
-        for index in 0..chunks {
-            let data = self.core.get_chunk(&rec.id, index, rec.chunk_size as usize).await?;
-            received += data.len() as u64;
-            if received > total {
-                return Err(Error::Tampered("the core sent more file data than the file has".into()));
-            }
-            let mut data = &data[..];
-            while !data.is_empty() {
-                // Top the buffer up to one unit (the header first).
-                let want = if dec.is_none() { header_len } else { unit };
-                let take = (want - buf.len()).min(data.len());
-                buf.extend_from_slice(&data[..take]);
-                data = &data[take..];
-                if buf.len() < want {
-                    break;
-                }
-                match dec.as_mut() {
-                    None => {
-                        dec = Some(Decryptor::new(file_key, &buf)?);
-                        consumed += buf.len() as u64;
-                        buf.clear();
-                    }
-                    Some(d) => {
-                        consumed += buf.len() as u64;
-                        // A full unit is the last only when it ends the file.
-                        d.open_segment(&mut buf, consumed == total)?;
-                        out.write_all(&buf).await?;
-                        buf.clear();
-                    }
-                }
-            }
-            progress(received, total);
-        }
-        if received != total {
-            return Err(Error::Tampered("the file is shorter than its sealed size: truncated".into()));
-        }
-        let mut d = dec.ok_or_else(|| Error::Tampered("the file has no header: truncated".into()))?;
-        if !buf.is_empty() {
-            // The final, short segment.
-            d.open_segment(&mut buf, true)?;
-            out.write_all(&buf).await?;
-        }
-        d.finish()?;
-        out.flush().await?;
-        out.sync_all().await?;
-        Ok(())
+/// Opens a file's sealed metadata with `key` and checks it: the key is bound
+/// to the space's `resource`, the sealed sender is the uploader the core
+/// names, the segment and chunk sizes are sane, and the stored size is the
+/// one the sealed size implies. Returns what it says, the file key and the
+/// segment size.
+pub(crate) fn open_file_meta(
+    key: &ContentKey,
+    resource: &KmsUri,
+    rec: &CoreFile,
+) -> Result<(FileInfo, FileKey, usize)> {
+    if key.resource.as_ref() != Some(resource) {
+        return Err(Error::Tampered("the file's key is bound to another resource than its space".into()));
     }
+    let env =
+        content::open(&key.key, &rec.meta_ciphertext, &rec.key_uri, &resource.to_string(), Some(&rec.uploader), None)?;
+    let Body::File { name, size, key: fk, segment } = &env.body else {
+        return Err(Error::Tampered("the file's metadata is not file metadata".into()));
+    };
+    let seg = *segment as usize;
+    if !(filecrypt::MIN_SEGMENT..=filecrypt::MAX_SEGMENT).contains(&seg) {
+        return Err(Error::Tampered("the file's sealed segment size is out of range".into()));
+    }
+    if rec.chunk_size < 1 || rec.chunk_size > MAX_DOWNLOAD_CHUNK as i64 {
+        return Err(Error::Tampered("the core gives the file an impossible chunk size".into()));
+    }
+    let raw = zeroize::Zeroizing::new(
+        URL_SAFE_NO_PAD.decode(fk).map_err(|_| Error::Tampered("the file key is not base64url".into()))?,
+    );
+    let file_key = FileKey::from_bytes(&raw)?;
+    let expected = filecrypt::ciphertext_len(*size, seg);
+    if rec.size < 0 || rec.size as u64 != expected {
+        return Err(Error::Tampered("the file's stored size does not match its sealed size".into()));
+    }
+    let info = FileInfo {
+        id: rec.id.clone(),
+        space_id: rec.space_id.clone(),
+        uploader: rec.uploader.clone(),
+        name: name.clone(),
+        size: *size,
+        ready: rec.ready,
+    };
+    Ok((info, file_key, seg))
+}
+
+/// Downloads a file whose metadata [`open_file_meta`] opened, through
+/// `core` (a member's or a compliance reader's), to `dest`: into a fresh,
+/// private (0600) temporary file beside it, created exclusively, placed at
+/// `dest` only after the final segment verified (replacing it only with
+/// `overwrite`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn download_verified(
+    core: &CoreApi,
+    rec: &CoreFile,
+    info: FileInfo,
+    file_key: &FileKey,
+    segment: usize,
+    dest: &Path,
+    overwrite: bool,
+    progress: Progress<'_>,
+) -> Result<FileInfo> {
+    if !info.ready {
+        return Err(Error::Invalid("the file is still being uploaded".into()));
+    }
+    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("download");
+    let part = dest.with_file_name(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
+    let result = download_into(core, rec, file_key, segment, &part, progress).await;
+    let placed = match result {
+        Ok(()) if overwrite => tokio::fs::rename(&part, dest).await.map_err(Error::from),
+        // Without overwrite: a hard link fails if dest appeared meanwhile.
+        Ok(()) => tokio::fs::hard_link(&part, dest).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::Invalid(format!("{} already exists", dest.display())),
+            _ => Error::Io(e),
+        }),
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_file(&part).await;
+    placed.map(|()| info)
+}
+
+async fn download_into(
+    core: &CoreApi,
+    rec: &CoreFile,
+    file_key: &FileKey,
+    segment: usize,
+    part: &Path,
+    progress: Progress<'_>,
+) -> Result<()> {
+    let total = rec.size as u64;
+    let chunks = if rec.size == 0 { 0 } else { (rec.size as u64 - 1) / rec.chunk_size as u64 + 1 };
+    let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(part).await?;
+    let header_len = filecrypt::header_len();
+    let unit = segment + filecrypt::TAG_LEN;
+    let mut buf: Vec<u8> = Vec::with_capacity(unit * 2);
+    let mut dec: Option<Decryptor> = None;
+    let mut consumed = 0u64;
+    let mut received = 0u64;
+    for index in 0..chunks {
+        let data = core.get_chunk(&rec.id, index, rec.chunk_size as usize).await?;
+        received += data.len() as u64;
+        if received > total {
+            return Err(Error::Tampered("the core sent more file data than the file has".into()));
+        }
+        let mut data = &data[..];
+        while !data.is_empty() {
+            // Top the buffer up to one unit (the header first).
+            let want = if dec.is_none() { header_len } else { unit };
+            let take = (want - buf.len()).min(data.len());
+            buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if buf.len() < want {
+                break;
+            }
+            match dec.as_mut() {
+                None => {
+                    dec = Some(Decryptor::new(file_key, &buf)?);
+                    consumed += buf.len() as u64;
+                    buf.clear();
+                }
+                Some(d) => {
+                    consumed += buf.len() as u64;
+                    // A full unit is the last only when it ends the file.
+                    d.open_segment(&mut buf, consumed == total)?;
+                    out.write_all(&buf).await?;
+                    buf.clear();
+                }
+            }
+        }
+        progress(received, total);
+    }
+    if received != total {
+        return Err(Error::Tampered("the file is shorter than its sealed size: truncated".into()));
+    }
+    let mut d = dec.ok_or_else(|| Error::Tampered("the file has no header: truncated".into()))?;
+    if !buf.is_empty() {
+        // The final, short segment.
+        d.open_segment(&mut buf, true)?;
+        out.write_all(&buf).await?;
+    }
+    d.finish()?;
+    out.flush().await?;
+    out.sync_all().await?;
+    Ok(())
 }

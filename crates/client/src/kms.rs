@@ -130,6 +130,8 @@ pub struct KmsClient {
     client_id: String,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     keys: Mutex<lru::LruCache<String, (ContentKey, std::time::Instant)>>,
+    on_behalf_of: Option<String>,
+    case_id: Option<String>,
 }
 
 impl std::fmt::Debug for KmsClient {
@@ -171,7 +173,32 @@ impl KmsClient {
             client_id: opts.client_id,
             session: tokio::sync::Mutex::new(None),
             keys: Mutex::new(lru::LruCache::new(cap)),
+            on_behalf_of: None,
+            case_id: None,
         }
+    }
+
+    /// Compliance: every request's credential names `on_behalf_of` (the user
+    /// whose authorizations apply; the token still proves who asks: a
+    /// compliance officer of the org), and every request carries `case_id`
+    /// (the approved compliance case it serves, `kms://<d>/cases/<id>` or a
+    /// bare id) when given. The KMS allows such requests to read only, and
+    /// audits each release with officer, subject and case. Set before the
+    /// first request (the channel is opened with this credential).
+    pub fn with_compliance(mut self, on_behalf_of: Option<String>, case_id: Option<String>) -> Self {
+        self.on_behalf_of = on_behalf_of.filter(|s| !s.is_empty());
+        self.case_id = case_id.filter(|s| !s.is_empty());
+        self
+    }
+
+    /// The user whose authorizations this client's requests use, when not its own.
+    pub fn on_behalf_of(&self) -> Option<&str> {
+        self.on_behalf_of.as_deref()
+    }
+
+    /// The compliance case its requests name, if any.
+    pub fn case_id(&self) -> Option<&str> {
+        self.case_id.as_deref()
     }
 
     /// The pinned KMS domain.
@@ -193,7 +220,9 @@ impl KmsClient {
 
     async fn credential(&self) -> Result<ClientInfo> {
         let token = self.tokens.token(&self.kms_audience).await?;
-        Ok(ClientInfo { client_id: self.client_id.clone(), credential: Credential::bearer(token.to_string()) })
+        let credential =
+            Credential { on_behalf_of: self.on_behalf_of.clone(), ..Credential::bearer(token.to_string()) };
+        Ok(ClientInfo { client_id: self.client_id.clone(), credential })
     }
 
     /// Sends one compact message; returns the compact answer.
@@ -263,7 +292,7 @@ impl KmsClient {
             | ProtocolError::Jose(jose::Error::DecryptionFailed)
             | ProtocolError::WrongContext { .. }
             | ProtocolError::KidMismatch => Error::KmsKeyMismatch { domain: self.pin.domain.clone() },
-            ProtocolError::Status { status, reason } => status_error(status, reason),
+            ProtocolError::Status { status, reason } => self.status_error(status, reason),
             other => Error::Protocol(other),
         }
     }
@@ -277,6 +306,9 @@ impl KmsClient {
             let session = self.session().await?;
             let mut req = Request::new(method, uri, Some(self.credential().await?));
             req.body = body.clone();
+            if req.body.case_id.is_none() {
+                req.body.case_id = self.case_id.clone();
+            }
             let wrapped = session.wrap(&req).map_err(|e| self.protocol_error(e))?;
             let answer = self.transport(&wrapped).await?;
             match session.unwrap(&self.pin.info(), &answer, &req.request_id) {
@@ -286,7 +318,7 @@ impl KmsClient {
                     self.tokens.invalidate(&self.kms_audience);
                     fresh_token = true;
                 }
-                Ok(resp) => return Err(status_error(resp.status, resp.reason.unwrap_or_default())),
+                Ok(resp) => return Err(self.status_error(resp.status, resp.reason.unwrap_or_default())),
                 Err(ProtocolError::Reset(_) | ProtocolError::Expired) if !renewed => {
                     tracing::debug!(kms = %self.pin.domain, "KMS reset the channel; renewing and dropping cached keys");
                     self.reset().await;
@@ -411,6 +443,17 @@ impl KmsClient {
     /// The current channel's ephemeral key URI (handshaking if needed).
     pub async fn session_uri(&self) -> Result<KmsUri> {
         Ok(self.session().await?.uri().clone())
+    }
+
+    /// The KMS's refusal as an [`Error`]. With `onBehalfOf`, a 401 that
+    /// names it (not a compliance officer, a subject of another org) is a
+    /// refusal of the right, not of the token: `NotAuthorized`, with the
+    /// KMS's reason.
+    fn status_error(&self, status: Status, reason: String) -> Error {
+        if status.0 == 401 && self.on_behalf_of.is_some() && reason.contains("onBehalfOf") {
+            return Error::NotAuthorized { reason };
+        }
+        status_error(status, reason)
     }
 
     /// Proves the channel and the credential.

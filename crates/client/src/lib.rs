@@ -20,10 +20,16 @@
 //! - files: [`Session::upload`], [`Session::download`]: `filecrypt` streams
 //!   (chunked AES-256-GCM, index and final flag in each nonce), bounded memory.
 //!
+//! Compliance officers read spaces they are not members of through a
+//! [`ComplianceReader`]: ciphertext from the core's compliance path, keys
+//! from the KMS `onBehalfOf` a user of the org (under an approved case when
+//! the org requires one), checked exactly as members' clients check them.
+//!
 //! Errors ([`Error`]) tell "you are not authorized for this space's keys"
 //! ([`Error::NotAuthorized`]) from "the KMS is unreachable"
 //! ([`Error::KmsUnreachable`]) and from tampering ([`Error::Tampered`]).
 
+pub mod compliance;
 pub mod content;
 pub mod core_api;
 mod error;
@@ -33,6 +39,7 @@ mod live;
 mod session;
 pub mod tokens;
 
+pub use compliance::{ComplianceReader, ComplianceSpace};
 pub use error::{Error, Result};
 pub use files::{FileInfo, Progress, UPLOAD_CHUNK};
 pub use kms::{KmsPin, Route};

@@ -517,13 +517,13 @@ impl Session {
         }
         let env =
             content::open(&key.key, sealed, key_uri, &resource.to_string(), Some(&e.sender), Some(e.create_date))?;
-        let Some(b) = &env.event else {
-            return Err(Error::Tampered("the content does not say what event it is".into()));
-        };
-        if b.kind != e.kind || b.parent != e.parent || b.target != e.target || Some(&b.id) != e.client_event_id.as_ref()
-        {
-            return Err(Error::Tampered("the core presents this content as another event than the sender sent".into()));
-        }
+        let b = content::check_event(
+            &env,
+            &e.kind,
+            e.client_event_id.as_deref(),
+            e.parent.as_deref(),
+            e.target.as_deref(),
+        )?;
         {
             let mut seen = self.seen.lock().expect("not poisoned");
             let first = *seen.entry((e.space_id.clone(), e.sender.clone(), b.id.clone())).or_insert(e.seq);
@@ -531,13 +531,7 @@ impl Session {
                 return Err(Error::Tampered(format!("a replay of event #{first}")));
             }
         }
-        Ok(match (e.kind.as_str(), &env.body) {
-            ("message", Body::Text { text }) => Content::Text(text.clone()),
-            ("edit", Body::Text { text }) => Content::Edit(text.clone()),
-            ("reaction", Body::Reaction { emoji }) => Content::Reaction(emoji.clone()),
-            ("title", Body::Space { title }) => Content::Title(title.clone()),
-            (kind, _) => return Err(Error::Tampered(format!("a {kind} event carries other content"))),
-        })
+        content::event_content(&e.kind, &env.body)
     }
 
     /// History: up to `limit` events before `before` (newest first from the

@@ -393,6 +393,9 @@ pub trait Store: Send + Sync + 'static {
     async fn role(&self, space_id: &str, user_id: &str) -> Result<Option<Role>>;
     /// A space's members, in the order they were added (ties by user id).
     async fn members(&self, space_id: &str) -> Result<Vec<Membership>>;
+    /// Everyone who is or ever was a member of a space (the subjects of its
+    /// `MemberAdded` events), by user id, each once. Empty for an unknown space.
+    async fn member_history(&self, space_id: &str) -> Result<Vec<String>>;
     /// Adds (or changes the role of) a member and appends the `MemberAdded`
     /// event (sender `added_by`, subject the member, meta `{"role":"…"}`, dated
     /// `added_at`), atomically. Adding an existing member with the same role

@@ -458,6 +458,17 @@ impl Store for SqlStore {
         rows.iter().map(membership_from_row).collect()
     }
 
+    async fn member_history(&self, space_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT subject FROM core_events \
+             WHERE space_id = $1 AND kind = 'member_added' AND subject IS NOT NULL ORDER BY subject",
+        )
+        .bind(space_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| col(r, "subject", "core_events")).collect()
+    }
+
     async fn add_member(&self, m: &Membership, event_id: &str) -> Result<Option<Event>> {
         let _turn = self.turn(true).await;
         let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;

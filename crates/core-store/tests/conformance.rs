@@ -78,6 +78,7 @@ sqlstore::conformance! {
     add_member_outcomes,
     add_member_all_or_nothing,
     remove_member_outcomes,
+    member_history_keeps_former_members,
     spaces_of_newest_activity_first,
     read_markers_only_move_forward,
     touch_user_keeps_first_and_last_seen,
@@ -584,6 +585,21 @@ async fn remove_member_outcomes(ctx: Ctx) {
     let e = store.add_member(&membership("s1", BOB, Role::Member, 5_000), "e4").await.unwrap().unwrap();
     assert_eq!(e.seq, 4);
     assert_eq!(store.members("s1").await.unwrap()[1].added_at, 5_000);
+}
+
+async fn member_history_keeps_former_members(ctx: Ctx) {
+    let store = ctx.open().await;
+    make_space(&*store, "s1", 1_000).await;
+    make_space(&*store, "s2", 1_000).await;
+    store.add_member(&membership("s1", CAROL, Role::Member, 2_000), "e2").await.unwrap().unwrap();
+    store.add_member(&membership("s1", BOB, Role::Member, 3_000), "e3").await.unwrap().unwrap();
+    // A role change is another MemberAdded event: still one entry.
+    store.add_member(&membership("s1", BOB, Role::Moderator, 3_500), "e4").await.unwrap().unwrap();
+    store.remove_member("s1", CAROL, ALICE, "e5", 4_000).await.unwrap().expect("removed");
+    assert_eq!(store.member_history("s1").await.unwrap(), [ALICE, BOB, CAROL]);
+    assert_eq!(store.members("s1").await.unwrap().len(), 2);
+    assert_eq!(store.member_history("s2").await.unwrap(), [ALICE]);
+    assert!(store.member_history("nope").await.unwrap().is_empty());
 }
 
 async fn spaces_of_newest_activity_first(ctx: Ctx) {

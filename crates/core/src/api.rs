@@ -43,9 +43,22 @@ pub type AppState = Arc<Core>;
         complete_file,
         get_chunk,
         get_file,
+        compliance_space,
+        compliance_events,
+        compliance_file,
+        compliance_chunk,
         relay
     ),
-    components(schemas(ErrorBody, CreateSpace, PostEvent, AddMember, CreateFile, Sealed, ReadMarker))
+    components(schemas(
+        ErrorBody,
+        CreateSpace,
+        PostEvent,
+        AddMember,
+        CreateFile,
+        Sealed,
+        ReadMarker,
+        crate::compliance::ComplianceSpace
+    ))
 )]
 pub struct ApiDoc;
 
@@ -67,6 +80,11 @@ pub fn router(core: AppState) -> Router {
         .route("/v1/files/{id}/chunks", get(list_chunks))
         .route("/v1/files/{id}/chunks/{index}", put(put_chunk).get(get_chunk))
         .route("/v1/files/{id}/complete", post(complete_file))
+        // Compliance readers: read only (GET), never the member routes.
+        .route("/v1/compliance/spaces/{id}", get(compliance_space))
+        .route("/v1/compliance/spaces/{id}/events", get(compliance_events))
+        .route("/v1/compliance/files/{id}", get(compliance_file))
+        .route("/v1/compliance/files/{id}/chunks/{index}", get(compliance_chunk))
         // KMS batches may be larger than a file chunk: the relay has its own limit.
         .route(
             "/kms/{domain}/messages",
@@ -279,6 +297,51 @@ async fn get_chunk(
     let c = caller(&core, &headers).await?;
     let index: i64 = index.parse().map_err(|_| ApiError::not_found("chunk"))?;
     let b = core.get_chunk(&c, &id, index).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], b).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/compliance/spaces/{id}", tag = "compliance", params(("id" = String, Path)), description = "For the org's compliance readers (`compliance_readers` in the core's config): a space that has or had a member of the reader's org, its current members and its former members. Read only; logged. Anyone else, and any other space, gets 404 `not_found` as for a space that does not exist.", responses((status = 200, body = crate::compliance::ComplianceSpace), (status = 404, body = ErrorBody)))]
+async fn compliance_space(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    Ok(Json(core.compliance_space(&c, &id).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/compliance/spaces/{id}/events", tag = "compliance", params(("id" = String, Path), EventQuery), description = "For compliance readers: a page of the space's events (ciphertext), paged as `GET /v1/spaces/{id}/events`. Read only; logged.", responses((status = 200, description = "A page of events"), (status = 404, body = ErrorBody)))]
+async fn compliance_events(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    q: Result<Query<EventQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let Query(q) = q.map_err(|_| ApiError::bad("bad_query", "after, before and limit must be integers"))?;
+    let limit = q.limit.map(|l| l.clamp(1, i64::from(u32::MAX)) as u32);
+    Ok(Json(json!({"events": core.compliance_events(&c, &id, q.after, q.before, limit).await?})).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/compliance/files/{id}", tag = "compliance", params(("id" = String, Path)), description = "For compliance readers: a file's record (sealed metadata) in a space they may read. Read only; logged.", responses((status = 200, description = "The file's record"), (status = 404, body = ErrorBody)))]
+async fn compliance_file(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    Ok(Json(core.compliance_file(&c, &id).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/compliance/files/{id}/chunks/{index}", tag = "compliance", params(("id" = String, Path), ("index" = i64, Path)), description = "For compliance readers: one chunk of a ready file (ciphertext). Read only; logged.", responses((status = 200, description = "The chunk's ciphertext", content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
+async fn compliance_chunk(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path((id, index)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let index: i64 = index.parse().map_err(|_| ApiError::not_found("chunk"))?;
+    let b = core.compliance_chunk(&c, &id, index).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], b).into_response())
 }
 

@@ -89,6 +89,33 @@ pub struct OrgConfig {
     /// prove it holds. Without it, this org's KMS cannot connect out.
     #[serde(default)]
     pub kms_key: Option<PathBuf>,
+    /// Users of this org (`name@<domain>`) who may read, never write, every
+    /// space that has or had a member of this org: its metadata, members,
+    /// events and file chunks (all ciphertext), through `/v1/compliance/…`.
+    /// Reading the content still takes keys that only the org's KMS hands out
+    /// (to its compliance officers, under its own policy).
+    #[serde(default)]
+    pub compliance_readers: Vec<String>,
+}
+
+impl OrgConfig {
+    /// Whether `user_id` is one of this org's compliance readers.
+    pub fn is_compliance_reader(&self, user_id: &str) -> bool {
+        self.compliance_readers.iter().any(|r| r == user_id)
+    }
+}
+
+/// `name@domain` → the canonical form if `domain` is `org`, else why not.
+fn org_user(id: &str, org: &str) -> Result<String, &'static str> {
+    let (name, domain) = id.rsplit_once('@').ok_or("it is not name@domain")?;
+    if name.is_empty() || name.len() > 256 || name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '@') {
+        return Err("it is not a user id");
+    }
+    let domain = kms_protocol::uri::canonical_domain(domain).map_err(|_| "its domain is not a host name")?;
+    if domain != org {
+        return Err("it is not a user of this org");
+    }
+    Ok(format!("{name}@{domain}"))
 }
 
 /// Limits.
@@ -162,6 +189,22 @@ impl Config {
             );
         }
         for o in &mut c.orgs {
+            let mut readers = Vec::with_capacity(o.compliance_readers.len());
+            for r in &o.compliance_readers {
+                let id = org_user(r, &o.domain).map_err(|why| {
+                    anyhow::anyhow!(
+                        "orgs `{}`: compliance_readers entry {r:?} is refused: {why} (expected name@{})",
+                        o.domain,
+                        o.domain
+                    )
+                })?;
+                if !readers.contains(&id) {
+                    readers.push(id);
+                }
+            }
+            o.compliance_readers = readers;
+        }
+        for o in &mut c.orgs {
             if let Some(k) = &o.kms_key {
                 if k.is_relative() {
                     o.kms_key = Some(base.join(k));
@@ -197,6 +240,11 @@ impl Config {
     pub fn org_of(&self, user_id: &str) -> Option<&OrgConfig> {
         let (_, domain) = user_id.rsplit_once('@')?;
         self.orgs.iter().find(|o| o.domain == domain)
+    }
+
+    /// The org of which `user_id` is a compliance reader, if any.
+    pub fn compliance_org_of(&self, user_id: &str) -> Option<&OrgConfig> {
+        self.org_of(user_id).filter(|o| o.is_compliance_reader(user_id))
     }
 
     /// The org whose KMS has this domain.

@@ -11,6 +11,7 @@
 //! - [`api`], [`ws`], [`relay`]: the transports; [`fanout`]: real-time
 //!   delivery on one node, frames serialized once for all its sockets.
 //! - [`envelope`]: shape checks on ciphertext (JWE structure, key URI, size).
+//! - [`compliance`]: read-only access for an org's compliance readers.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@
 pub mod access;
 pub mod api;
 pub mod bench;
+pub mod compliance;
 pub mod config;
 pub mod envelope;
 pub mod error;

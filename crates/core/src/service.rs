@@ -134,7 +134,7 @@ fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn check_id(s: &str, what: &'static str) -> Result<(), ApiError> {
+pub(crate) fn check_id(s: &str, what: &'static str) -> Result<(), ApiError> {
     if valid_id(s) {
         Ok(())
     } else {
@@ -474,6 +474,17 @@ impl Core {
         limit: Option<u32>,
     ) -> Result<Vec<Event>, ApiError> {
         self.space_as(c, id).await?;
+        self.events_page(id, after, before, limit).await
+    }
+
+    /// A page of a space's events, for a caller already allowed to read them.
+    pub(crate) async fn events_page(
+        &self,
+        id: &str,
+        after: Option<i64>,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<Vec<Event>, ApiError> {
         // (max(1): a configured max_page of 0 must not make clamp panic.)
         let limit = limit.unwrap_or(100).clamp(1, self.cfg.limits.max_page.max(1));
         Ok(match (after, before) {
@@ -600,6 +611,12 @@ impl Core {
     /// One chunk of a ready file (members only).
     pub async fn get_chunk(&self, c: &Caller, file_id: &str, index: i64) -> Result<bytes::Bytes, ApiError> {
         let (f, _) = self.file_as(c, file_id).await?;
+        self.read_chunk(&f, index).await
+    }
+
+    /// One chunk of a ready file, for a caller already allowed to read it.
+    pub(crate) async fn read_chunk(&self, f: &FileRecord, index: i64) -> Result<bytes::Bytes, ApiError> {
+        let file_id = f.id.as_str();
         if !f.ready {
             return Err(ApiError::conflict("file_incomplete", "the upload is not complete"));
         }
