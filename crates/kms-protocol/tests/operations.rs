@@ -1,6 +1,6 @@
 //! Every operation of the draft, as real clients write it, and the requests that name none.
 
-use kms_protocol::message::{KeyState, Operation, Realm};
+use kms_protocol::message::{CmkWrapAlg, KeyState, Operation, Realm};
 use kms_protocol::{AuthId, Kind, KmsUri, ProtocolError, Request, Response, Status, Target};
 use serde_json::json;
 
@@ -126,11 +126,32 @@ fn administrative_api() {
         op(json!({"method": "create", "uri": "/cmk", "assignedOrgId": "o1", "customerMasterKey": "d3JhcHBlZA=="}))
             .unwrap(),
         Operation::CreateCmk {
-            customer_master_key: "d3JhcHBlZA==".into(),
+            customer_master_key: Some("d3JhcHBlZA==".into()),
+            alg: CmkWrapAlg::RsaOaep,
             backup: None,
             assigned_org_id: Some("o1".into())
         }
     );
+    // Without a wrapped key: generate one in the backend; the wrapping algorithm is checked.
+    assert_eq!(
+        op(json!({"method": "create", "uri": "/cmk"})).unwrap(),
+        Operation::CreateCmk {
+            customer_master_key: None,
+            alg: CmkWrapAlg::RsaOaep,
+            backup: None,
+            assigned_org_id: None
+        }
+    );
+    assert!(matches!(
+        op(
+            json!({"method": "create", "uri": "/cmk", "customerMasterKey": "eA", "customerMasterKeyAlg": "RSA-OAEP-256"})
+        ),
+        Ok(Operation::CreateCmk { alg: CmkWrapAlg::RsaOaep256, .. })
+    ));
+    assert!(matches!(
+        op(json!({"method": "create", "uri": "/cmk", "customerMasterKey": "eA", "customerMasterKeyAlg": "RSA1_5"})),
+        Err(ProtocolError::InvalidField { field: "customerMasterKeyAlg", .. })
+    ));
     assert_eq!(
         op(json!({"method": "retrieve", "uri": "/kek"})).unwrap(),
         Operation::ListMasterKeys { kind: Kind::Kek, assigned_org_id: None }

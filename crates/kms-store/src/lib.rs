@@ -378,6 +378,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keks(&self, org: Option<&str>) -> Result<Vec<KekRecord>>;
     /// Changes a KEK's state (to `Active` demotes the org's other active KEK). False if absent.
     async fn set_kek_state(&self, id: &str, state: MasterKeyState, now: Millis) -> Result<bool>;
+    /// CMK rotation: replaces a KEK's wrapped form and CMK id if it is still
+    /// wrapped under `expected_cmk_id` (state and dates unchanged). False when
+    /// it is not (already re-wrapped by someone else, or absent).
+    async fn rewrap_kek(&self, id: &str, expected_cmk_id: &str, wrapped: &[u8], cmk_id: &str) -> Result<bool>;
 
     // ---- retention (crypto-shredding)
 
@@ -396,6 +400,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Sets `name` to `value` unless it is set; returns the value in force (race-safe).
     async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
+    /// Sets `name` to `value` if its value is still exactly `expected`
+    /// (compare-and-swap). False when it is not, or `name` is not set.
+    async fn swap_meta(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool>;
     /// Deletes values whose names start with `prefix` and compare less than
     /// `before` (bytewise, on both backends). Returns how many went.
     async fn delete_meta_before(&self, prefix: &str, before: &str) -> Result<u64>;

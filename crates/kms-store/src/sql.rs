@@ -715,6 +715,22 @@ impl Store for SqlStore {
         Ok(changed == 1)
     }
 
+    async fn rewrap_kek(&self, id: &str, expected_cmk_id: &str, wrapped: &[u8], cmk_id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        // One conditional UPDATE: on PostgreSQL it re-checks cmk_id against the
+        // latest committed row, so two nodes re-wrapping the same KEK do not both win.
+        let n = sqlx::query("UPDATE kms_keks SET wrapped = $1, cmk_id = $2 WHERE id = $3 AND cmk_id = $4")
+            .bind(wrapped)
+            .bind(cmk_id)
+            .bind(id)
+            .bind(expected_cmk_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     // ---- retention
 
     async fn keys_wrapped_by(&self, kek_id: &str, after: &str, limit: u32) -> Result<Vec<KeyRecord>> {
@@ -783,6 +799,19 @@ impl Store for SqlStore {
         let row = sqlx::query("SELECT value FROM kms_meta WHERE name = $1").bind(name).fetch_one(&mut *tx).await?;
         tx.commit().await?;
         col(&row, "value", "kms_meta")
+    }
+
+    async fn swap_meta(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        let n = sqlx::query("UPDATE kms_meta SET value = $1 WHERE name = $2 AND value = $3")
+            .bind(value)
+            .bind(name)
+            .bind(expected)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
     }
 
     async fn delete_meta_before(&self, prefix: &str, before: &str) -> Result<u64> {

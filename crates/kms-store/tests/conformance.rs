@@ -58,7 +58,9 @@ sqlstore::conformance! {
     claim_and_complete_requests,
     revoked_sessions_sequence,
     kek_states_one_active_per_org,
+    rewrap_kek_compares_cmk_id,
     meta_values,
+    swap_meta_compares_value,
     documents_compare_and_swap,
     retention_rewrap_and_destroy,
     purge_expired_spares_bound_keys,
@@ -69,6 +71,7 @@ sqlstore::conformance! {
     concurrent_create_resource_shared_key,
     concurrent_put_meta_one_value,
     concurrent_kek_activation_one_active,
+    concurrent_rewrap_kek_one_winner,
     concurrent_authorizations_same_pair,
     concurrent_revocations_poller_misses_none,
     concurrent_open_same_database,
@@ -538,6 +541,27 @@ async fn kek_states_one_active_per_org(ctx: Ctx) {
     assert_eq!(store.active_kek("org2").await.unwrap().unwrap().id, "other");
 }
 
+async fn rewrap_kek_compares_cmk_id(ctx: Ctx) {
+    let store = ctx.open().await;
+    store.insert_kek(&kek("kek1", "org1", MasterKeyState::Inactive, 1_000)).await.unwrap();
+    store.insert_kek(&kek("kek2", "org1", MasterKeyState::Active, 2_000)).await.unwrap();
+    // Only from the CMK it is under; state and dates stay.
+    assert!(store.rewrap_kek("kek1", "cmk-1", &[1, 2, 3], "cmk-2").await.unwrap());
+    let k1 = store.get_kek("kek1").await.unwrap().unwrap();
+    assert_eq!((k1.wrapped.as_slice(), k1.cmk_id.as_str()), (&[1u8, 2, 3][..], "cmk-2"));
+    assert_eq!((k1.state, k1.create_date, k1.update_date), (MasterKeyState::Inactive, 1_000, 1_000));
+    assert!(!store.rewrap_kek("kek1", "cmk-1", &[9], "cmk-3").await.unwrap(), "no longer under cmk-1");
+    assert_eq!(store.get_kek("kek1").await.unwrap().unwrap(), k1, "a refused re-wrap writes nothing");
+    assert!(!store.rewrap_kek("nope", "cmk-1", &[9], "cmk-2").await.unwrap());
+    // The other KEK is untouched, and stays the org's active one.
+    let k2 = store.get_kek("kek2").await.unwrap().unwrap();
+    assert_eq!((k2.cmk_id.as_str(), k2.wrapped.clone()), ("cmk-1", vec![0xAB; 40]));
+    assert_eq!(store.active_kek("org1").await.unwrap(), Some(k2));
+    // Back again (rotation to a CMK used before).
+    assert!(store.rewrap_kek("kek1", "cmk-2", &[4], "cmk-1").await.unwrap());
+    assert_eq!(store.get_kek("kek1").await.unwrap().unwrap().cmk_id, "cmk-1");
+}
+
 // ---------------------------------------------------------------- meta
 
 async fn meta_values(ctx: Ctx) {
@@ -565,6 +589,27 @@ async fn meta_values(ctx: Ctx) {
     assert_eq!(store.delete_meta_before("p/", "p/a").await.unwrap(), 1);
     assert_eq!(store.get_meta("p/Z").await.unwrap(), None);
     assert!(store.get_meta("p/a").await.unwrap().is_some());
+}
+
+async fn swap_meta_compares_value(ctx: Ctx) {
+    let store = ctx.open().await;
+    assert!(!store.swap_meta("cmk/registry", b"", b"x").await.unwrap(), "absent: nothing to swap");
+    assert_eq!(store.get_meta("cmk/registry").await.unwrap(), None);
+    store.put_meta_if_absent("cmk/registry", b"v1").await.unwrap();
+    store.put_meta_if_absent("other", b"v1").await.unwrap();
+    assert!(!store.swap_meta("cmk/registry", b"v0", b"v2").await.unwrap(), "stale expectation");
+    assert!(!store.swap_meta("cmk/registry", b"v", b"v2").await.unwrap(), "a prefix is not equal");
+    assert_eq!(store.get_meta("cmk/registry").await.unwrap(), Some(b"v1".to_vec()));
+    assert!(store.swap_meta("cmk/registry", b"v1", b"v2").await.unwrap());
+    assert_eq!(store.get_meta("cmk/registry").await.unwrap(), Some(b"v2".to_vec()));
+    assert!(!store.swap_meta("cmk/registry", b"v1", b"v3").await.unwrap(), "v1 is gone");
+    assert_eq!(store.get_meta("other").await.unwrap(), Some(b"v1".to_vec()), "other names untouched");
+    // Binary values, including an empty one, compare bytewise.
+    assert!(store.swap_meta("cmk/registry", b"v2", &[0, 0xFF, 0]).await.unwrap());
+    assert!(!store.swap_meta("cmk/registry", &[0, 0xFF], &[]).await.unwrap());
+    assert!(store.swap_meta("cmk/registry", &[0, 0xFF, 0], &[]).await.unwrap());
+    assert_eq!(store.get_meta("cmk/registry").await.unwrap(), Some(Vec::new()));
+    assert!(store.swap_meta("cmk/registry", &[], b"again").await.unwrap());
 }
 
 async fn documents_compare_and_swap(ctx: Ctx) {
@@ -865,6 +910,27 @@ async fn concurrent_kek_activation_one_active(ctx: Ctx) {
     let active: Vec<&KekRecord> = keks.iter().filter(|k| k.state == MasterKeyState::Active).collect();
     assert_eq!(active.len(), 1, "{keks:?}");
     assert_eq!(nodes[1].active_kek("org").await.unwrap().as_ref(), Some(active[0]));
+}
+
+async fn concurrent_rewrap_kek_one_winner(ctx: Ctx) {
+    let nodes = two_nodes(&ctx).await;
+    nodes[0].insert_kek(&kek("kek", "org", MasterKeyState::Active, 1)).await.unwrap();
+    let barrier = Arc::new(tokio::sync::Barrier::new(N));
+    let tasks = (0..N)
+        .map(|i| {
+            let (store, barrier) = (nodes[i % 2].clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let won = store.rewrap_kek("kek", "cmk-1", &[i as u8; 4], &format!("cmk-new-{i}")).await.unwrap();
+                (i, won)
+            })
+        })
+        .collect();
+    let winners: Vec<usize> = join_all(tasks).await.into_iter().filter(|(_, won)| *won).map(|(i, _)| i).collect();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let k = nodes[1].get_kek("kek").await.unwrap().unwrap();
+    let w = winners[0];
+    assert_eq!((k.wrapped, k.cmk_id), (vec![w as u8; 4], format!("cmk-new-{w}")));
 }
 
 async fn concurrent_authorizations_same_pair(ctx: Ctx) {

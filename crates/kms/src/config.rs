@@ -2,8 +2,9 @@
 //!
 //! See `kms.example.toml` at the crate root for a commented example. Relative
 //! paths are relative to the config file's directory. Secrets come from the
-//! environment: the CMK passphrase (`cmk.passphrase_env`) and, optionally, the
-//! whole database URL (`CUSTOS_KMS_DATABASE_URL`, which overrides the file).
+//! environment: the CMK passphrase (`cmk.passphrase_env`) or HSM PIN
+//! (`cmk.pin_env`) and, optionally, the whole database URL
+//! (`CUSTOS_KMS_DATABASE_URL`, which overrides the file).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -142,22 +143,113 @@ pub struct StaticKeyConfig {
     pub cert_path: Option<PathBuf>,
 }
 
-/// The CMK: a file sealed with a passphrase from the environment.
+/// Where the customer master keys (CMKs) live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CmkBackendKind {
+    /// Passphrase-sealed files in a directory (crate `cmk`'s `FileBackend`).
+    #[default]
+    File,
+    /// A PKCS#11 token (an HSM; softhsm2 for development).
+    Pkcs11,
+}
+
+/// The CMKs: passphrase-sealed files (default) or a PKCS#11 HSM. Which one is
+/// active is recorded in the KMS's database; the admin API rotates it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CmkConfig {
-    /// The sealed CMK file; created on first start when absent.
+    /// `file` (default) or `pkcs11`.
+    #[serde(default)]
+    pub backend: CmkBackendKind,
+    /// `file`: the directory of CMK files (default `<data_dir>/cmk`, the first
+    /// CMK generated on first start), or a `cmk.json` of the original layout,
+    /// adopted on start into a `cmk` directory beside it (kept until that CMK
+    /// is deleted). When absent, `<data_dir>/cmk.json` if that file exists.
     pub path: Option<PathBuf>,
-    /// Environment variable holding the passphrase (at least 12 characters).
+    /// `file`: environment variable holding the passphrase (at least 12 characters).
     #[serde(default = "default_passphrase_env")]
     pub passphrase_env: String,
+    /// `pkcs11`: the module (`.so`); default softhsm2's `libsofthsm2.so`.
+    #[serde(default)]
+    pub module: Option<PathBuf>,
+    /// `pkcs11`: the token's label (required).
+    #[serde(default)]
+    pub token_label: Option<String>,
+    /// `pkcs11`: environment variable holding the user PIN (default `CUSTOS_KMS_HSM_PIN`).
+    #[serde(default)]
+    pub pin_env: Option<String>,
+    /// `pkcs11`: prefix of the CMK objects' labels (default `custos-cmk-`), so
+    /// that several KMSs can share a token.
+    #[serde(default)]
+    pub label_prefix: Option<String>,
 }
 
 impl Default for CmkConfig {
     fn default() -> Self {
-        Self { path: None, passphrase_env: default_passphrase_env() }
+        Self {
+            backend: CmkBackendKind::File,
+            path: None,
+            passphrase_env: default_passphrase_env(),
+            module: None,
+            token_label: None,
+            pin_env: None,
+            label_prefix: None,
+        }
     }
 }
+
+impl CmkConfig {
+    /// The HSM PIN's environment variable.
+    pub fn pin_env(&self) -> &str {
+        self.pin_env.as_deref().unwrap_or(DEFAULT_PIN_ENV)
+    }
+
+    /// The CMK objects' label prefix.
+    pub fn label_prefix(&self) -> &str {
+        self.label_prefix.as_deref().unwrap_or(cmk::DEFAULT_LABEL_PREFIX)
+    }
+
+    /// Checks what belongs to which backend.
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        match self.backend {
+            CmkBackendKind::File => {
+                if self.module.is_some()
+                    || self.token_label.is_some()
+                    || self.pin_env.is_some()
+                    || self.label_prefix.is_some()
+                {
+                    return invalid(
+                        "cmk.module, token_label, pin_env and label_prefix apply only to backend = \"pkcs11\"",
+                    );
+                }
+            }
+            CmkBackendKind::Pkcs11 => {
+                if self.path.is_some() {
+                    return invalid("cmk.path applies only to backend = \"file\"");
+                }
+                if self.token_label.as_deref().is_none_or(|l| l.is_empty() || l.len() > 32) {
+                    return invalid("cmk.token_label (1 to 32 bytes) is required with backend = \"pkcs11\"");
+                }
+                let prefix = self.label_prefix();
+                if prefix.len() > 64 || prefix.chars().any(|c| c.is_control()) {
+                    return invalid("cmk.label_prefix must be at most 64 printable bytes");
+                }
+                if self.pin_env().is_empty() {
+                    return invalid("cmk.pin_env must name an environment variable");
+                }
+            }
+        }
+        if self.passphrase_env.is_empty() {
+            return invalid("cmk.passphrase_env must name an environment variable");
+        }
+        Ok(())
+    }
+}
+
+/// Default environment variable of the HSM user PIN.
+pub const DEFAULT_PIN_ENV: &str = "CUSTOS_KMS_HSM_PIN";
 
 /// Lifetimes, in seconds.
 #[derive(Debug, Clone, Deserialize)]
@@ -323,7 +415,14 @@ impl Config {
         c.static_key.path = Some(abs(c.static_key.path.as_deref().unwrap_or(&c.data_dir.join("static-key.sealed"))));
         c.static_key.cert_path =
             Some(abs(c.static_key.cert_path.as_deref().unwrap_or(&c.data_dir.join("static-cert.pem"))));
-        c.cmk.path = Some(abs(c.cmk.path.as_deref().unwrap_or(&c.data_dir.join("cmk.json"))));
+        c.cmk.check()?;
+        c.cmk.path = Some(match &c.cmk.path {
+            Some(p) => abs(p),
+            // A deployment made before CMK backends keeps its cmk.json (adopted on start).
+            None if c.data_dir.join("cmk.json").is_file() => c.data_dir.join("cmk.json"),
+            None => c.data_dir.join(crate::crypto::CMK_DIR),
+        });
+        c.cmk.module = c.cmk.module.as_deref().map(abs);
         c.service_trust_roots = c.service_trust_roots.as_deref().map(abs);
         if let Ok(url) = std::env::var("CUSTOS_KMS_DATABASE_URL") {
             c.database_url = Some(url);
@@ -395,6 +494,41 @@ org_domain = "acme.example"
         assert!(matches!(Config::parse(&bad, Path::new(".")), Err(ConfigError::Invalid(_))));
         let admins = format!("admins = [\"bob\"]\n{MIN}");
         assert!(matches!(Config::parse(&admins, Path::new(".")), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn cmk_backends() {
+        let dir = tempfile::tempdir().unwrap();
+        // File backend by default: the cmk directory, or an existing cmk.json of the original layout.
+        let c = Config::parse(MIN, dir.path()).unwrap();
+        assert_eq!(c.cmk.backend, CmkBackendKind::File);
+        assert_eq!(c.cmk.path.as_deref(), Some(dir.path().join("data/cmk").as_path()));
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/cmk.json"), "{}").unwrap();
+        let c = Config::parse(MIN, dir.path()).unwrap();
+        assert_eq!(c.cmk.path.as_deref(), Some(dir.path().join("data/cmk.json").as_path()));
+        let explicit = format!("{MIN}\n[cmk]\npath = \"keys\"\npassphrase_env = \"P\"\n");
+        let c = Config::parse(&explicit, Path::new("/etc/custos")).unwrap();
+        assert_eq!(c.cmk.path.as_deref(), Some(Path::new("/etc/custos/keys")));
+
+        let hsm = format!("{MIN}\n[cmk]\nbackend = \"pkcs11\"\ntoken_label = \"kms\"\nmodule = \"lib/p11.so\"\n");
+        let c = Config::parse(&hsm, Path::new("/etc/custos")).unwrap();
+        assert_eq!(c.cmk.backend, CmkBackendKind::Pkcs11);
+        assert_eq!(c.cmk.module.as_deref(), Some(Path::new("/etc/custos/lib/p11.so")));
+        assert_eq!((c.cmk.pin_env(), c.cmk.label_prefix()), ("CUSTOS_KMS_HSM_PIN", "custos-cmk-"));
+
+        for bad in [
+            "backend = \"pkcs11\"",                                    // no token
+            "backend = \"pkcs11\"\ntoken_label = \"\"",                // empty token
+            "backend = \"pkcs11\"\ntoken_label = \"t\"\npath = \"x\"", // a file setting
+            "token_label = \"t\"",                                     // an HSM setting on the file backend
+            "pin_env = \"PIN\"",
+        ] {
+            let text = format!("{MIN}\n[cmk]\n{bad}\n");
+            assert!(matches!(Config::parse(&text, Path::new(".")), Err(ConfigError::Invalid(_))), "{bad}");
+        }
+        let text = format!("{MIN}\n[cmk]\nbackend = \"tpm\"\n");
+        assert!(matches!(Config::parse(&text, Path::new(".")), Err(ConfigError::Parse { .. })));
     }
 
     #[test]

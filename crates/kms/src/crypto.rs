@@ -1,5 +1,6 @@
-//! Keys at rest: the CMK (a file sealed with a passphrase), KEKs wrapped under
-//! it, content keys wrapped under the org's active KEK.
+//! Keys at rest: the CMK (in a backend of crate `cmk`: passphrase-sealed
+//! files or a PKCS#11 HSM), KEKs wrapped under it, content keys wrapped under
+//! the org's active KEK.
 //!
 //! Every wrap is AES-256-GCM with a fresh 96-bit nonce and an AAD naming what
 //! is wrapped (`key:<id>`, `kek:<id>`, …), so a wrapped blob cannot be moved
@@ -7,6 +8,9 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
+
+use cmk::{CmkBackend, CmkError, FileBackend, MasterKey, SoftwareKey};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use serde::{Deserialize, Serialize};
@@ -31,6 +35,35 @@ pub enum CryptoError {
     /// Random generation failed.
     #[error("random generation failed")]
     Random,
+    /// The CMK backend failed (CMK files, HSM, BYOK import).
+    #[error("CMK backend: {0}")]
+    Cmk(#[source] CmkError),
+    /// A blob names a CMK this node cannot use: destroyed, not in this node's
+    /// backend, or unknown to the store's CMK registry.
+    #[error("the CMK `{0}` is not available (destroyed, or not in this KMS's CMK backend)")]
+    CmkUnavailable(String),
+    /// A file sealed under the CMK could not be read or written.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS's answer.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<CmkError> for CryptoError {
+    fn from(e: CmkError) -> Self {
+        match e {
+            CmkError::Unwrap => CryptoError::Unwrap,
+            CmkError::Destroyed(id) | CmkError::NotFound(id) => CryptoError::CmkUnavailable(id),
+            CmkError::Random => CryptoError::Random,
+            other => CryptoError::Cmk(other),
+        }
+    }
 }
 
 /// A 256-bit symmetric key that zeroizes on drop and never prints.
@@ -116,13 +149,31 @@ impl fmt::Debug for SecretKey {
     }
 }
 
-/// The customer master key with its id.
-#[derive(Debug, Clone)]
+/// The name of the file backend's directory beside a `cmk.json` of the
+/// original layout (`<data_dir>/cmk/`).
+pub const CMK_DIR: &str = "cmk";
+
+/// A customer master key, and the backend its siblings live in.
+///
+/// `key` is the CMK this value was made with; which CMK is *active* is the
+/// store's to say (see [`crate::masterkeys`]). `backend`, when present, opens
+/// the others, generates new ones (rotation), destroys them and imports
+/// customers' own (BYOK). A `Cmk` without a backend (engine tests, benchmarks)
+/// wraps and unwraps but cannot rotate. Clones share the key; it zeroizes
+/// when the last one drops and never prints.
+#[derive(Clone)]
 pub struct Cmk {
-    /// Its id (stored beside every KEK it wraps).
-    pub id: String,
-    /// The key.
-    pub key: SecretKey,
+    key: Arc<dyn MasterKey>,
+    backend: Option<Arc<dyn CmkBackend>>,
+}
+
+impl fmt::Debug for Cmk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cmk")
+            .field("id", &self.key.id())
+            .field("backend", &self.backend.as_ref().map(|b| b.kind()))
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -148,11 +199,75 @@ fn passphrase_key(passphrase: &[u8], salt: &[u8], iterations: u32) -> SecretKey 
 }
 
 impl Cmk {
-    /// Opens the CMK file at `path` with `passphrase`, or creates one if the file is absent.
+    /// A CMK with no backend (no rotation).
+    pub fn from_key(key: Arc<dyn MasterKey>) -> Self {
+        Self { key, backend: None }
+    }
+
+    /// A CMK of `backend`.
+    pub fn with_backend(backend: Arc<dyn CmkBackend>, key: Arc<dyn MasterKey>) -> Self {
+        Self { key, backend: Some(backend) }
+    }
+
+    /// Its id (stored beside everything it wraps).
+    pub fn id(&self) -> &str {
+        self.key.id()
+    }
+
+    /// The key.
+    pub fn key(&self) -> &Arc<dyn MasterKey> {
+        &self.key
+    }
+
+    /// The backend holding this CMK and its siblings, if any.
+    pub fn backend(&self) -> Option<&Arc<dyn CmkBackend>> {
+        self.backend.as_ref()
+    }
+
+    /// Wraps `plain` under this CMK, bound to `aad`.
+    pub fn wrap(&self, aad: &str, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        Ok(self.key.wrap(aad, plain)?)
+    }
+
+    /// Opens what [`Cmk::wrap`] made with the same `aad`.
+    pub fn unwrap(&self, aad: &str, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        Ok(self.key.unwrap(aad, wrapped)?)
+    }
+
+    /// Opens the CMK at `path` with `passphrase` (for tools that read what a
+    /// KMS sealed, such as `custos kms audit-export`):
+    ///
+    /// - a directory: the file backend over it, and its newest CMK (one is
+    ///   generated if it holds none);
+    /// - a file: a CMK file of the original layout (`cmk.json`), with the file
+    ///   backend of the [`CMK_DIR`] directory beside it, if there is one (the
+    ///   KMS adopts `cmk.json` into it on start);
+    /// - nothing: a new CMK file of the original layout is created there.
+    ///
     /// Returns the CMK and whether it was created now.
     pub fn open_or_create(path: &Path, passphrase: &[u8]) -> Result<(Self, bool), CryptoError> {
+        if path.is_dir() {
+            let backend = FileBackend::open(path, passphrase)?;
+            let newest = backend.list()?.pop();
+            let (key, created) = match newest {
+                Some(info) => (backend.open(&info.id)?, false),
+                None => (backend.generate()?, true),
+            };
+            return Ok((Self::with_backend(Arc::new(backend), key), created));
+        }
         match std::fs::read(path) {
-            Ok(bytes) => Ok((Self::open(&bytes, passphrase)?, false)),
+            Ok(bytes) => {
+                let mut cmk = Self::open(&bytes, passphrase)?;
+                let dir = path.parent().map(|p| p.join(CMK_DIR));
+                if let Some(dir) = dir.filter(|d| d.is_dir()) {
+                    // Best effort: without it, only what this file's CMK sealed opens.
+                    match FileBackend::open(&dir, passphrase) {
+                        Ok(b) => cmk.backend = Some(Arc::new(b)),
+                        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "the CMK directory does not open"),
+                    }
+                }
+                Ok((cmk, false))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let (cmk, bytes) = Self::create(passphrase, PBKDF2_ITERATIONS)?;
                 write_private_file(path, &bytes)
@@ -182,7 +297,8 @@ impl Cmk {
             id: id.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("serializes");
-        Ok((Self { id, key }, bytes))
+        let key = SoftwareKey::from_bytes(id, key.expose())?;
+        Ok((Self::from_key(Arc::new(key)), bytes))
     }
 
     /// Opens sealed file contents.
@@ -197,7 +313,8 @@ impl Cmk {
             jose::b64::decode(&f.wrapped, jose::Part::Payload).map_err(|_| CryptoError::CmkFile("key".into()))?;
         let wrapping = passphrase_key(passphrase, &salt, f.iterations);
         let key = wrapping.unwrap_key(&format!("cmk:{}", f.id), &wrapped).map_err(|_| CryptoError::Passphrase)?;
-        Ok(Self { id: f.id, key })
+        let key = SoftwareKey::from_bytes(f.id, key.expose())?;
+        Ok(Self::from_key(Arc::new(key)))
     }
 }
 
@@ -246,12 +363,34 @@ mod tests {
     fn cmk_file_round_trip_and_wrong_passphrase() {
         let (cmk, bytes) = Cmk::create(b"correct horse battery", 100_000).unwrap();
         let again = Cmk::open(&bytes, b"correct horse battery").unwrap();
-        assert_eq!(again.id, cmk.id);
-        assert_eq!(again.key.expose(), cmk.key.expose());
+        assert_eq!(again.id(), cmk.id());
+        let blob = cmk.wrap("kek:1", b"a KEK").unwrap();
+        assert_eq!(&again.unwrap("kek:1", &blob).unwrap()[..], b"a KEK");
+        assert!(!format!("{cmk:?}").contains("key:"), "Debug shows the id only");
         assert!(matches!(Cmk::open(&bytes, b"wrong horse battery"), Err(CryptoError::Passphrase)));
         assert!(matches!(Cmk::open(b"{}", b"x"), Err(CryptoError::CmkFile(_))));
         assert!(matches!(Cmk::create(b"short", 100_000), Err(CryptoError::CmkFile(_))));
-        let text = String::from_utf8(bytes).unwrap();
-        assert!(!text.contains(&jose::b64::encode(cmk.key.expose())));
+    }
+
+    #[test]
+    fn the_original_cmk_file_opens_in_the_file_backend() {
+        // A cmk.json of the original layout, adopted into a CMK directory,
+        // opens to the same key there (blobs made before still open).
+        let dir = tempfile::tempdir().unwrap();
+        let (cmk, bytes) = Cmk::create(b"correct horse battery", 100_000).unwrap();
+        let legacy = dir.path().join("cmk.json");
+        std::fs::write(&legacy, &bytes).unwrap();
+        let blob = cmk.wrap("static-key", b"sealed").unwrap();
+        let backend = FileBackend::open(dir.path().join(CMK_DIR), b"correct horse battery").unwrap();
+        let adopted = backend.adopt_legacy(&legacy).unwrap();
+        assert_eq!(adopted.id(), cmk.id());
+        assert_eq!(&adopted.unwrap("static-key", &blob).unwrap()[..], b"sealed");
+        // The compatibility opener finds the directory beside the file, and opens a directory too.
+        let (again, created) = Cmk::open_or_create(&legacy, b"correct horse battery").unwrap();
+        assert!(!created);
+        assert_eq!(again.backend().map(|b| b.kind()), Some("file"));
+        let (in_dir, created) = Cmk::open_or_create(&dir.path().join(CMK_DIR), b"correct horse battery").unwrap();
+        assert!(!created);
+        assert_eq!(in_dir.id(), cmk.id());
     }
 }

@@ -172,9 +172,22 @@ impl Engine {
         limiter: RateLimiter,
     ) -> Result<Self, EngineError> {
         let server = ServerKey::new(static_key, &cfg.kms_domain)?;
-        let tickets = Arc::new(Tickets::new(store.clone(), &cmk, cfg.session_lifetime));
-        let keyring = Keyring::open(store.clone(), cmk, &cfg.org_domain).await?;
+        let cmks = crate::masterkeys::MasterKeys::open(store.clone(), cmk).await?;
+        let tickets = Arc::new(Tickets::new(store.clone(), cmks.clone(), cfg.session_lifetime));
+        let keyring = Keyring::open(store.clone(), cmks, &cfg.org_domain).await?;
         Ok(Self::new(cfg, store, server, keyring, tickets, auth, limiter))
+    }
+
+    /// The CMKs (the active one, rotation, BYOK).
+    pub fn master_keys(&self) -> &Arc<crate::masterkeys::MasterKeys> {
+        self.keyring.master_keys()
+    }
+
+    /// Re-wraps under the active CMK whatever is still under another one: an
+    /// interrupted rotation, or something a node wrapped under the previous
+    /// CMK before it saw the new one (start-up and housekeeping call this).
+    pub async fn finish_cmk_rotation(&self) -> Result<crate::masterkeys::Rewrapped, EngineError> {
+        self.master_keys().rewrap_all(&self.keyring, &self.tickets, now_ms()).await
     }
 
     /// Also answers handshakes encrypted to these static keys (a rotation's
@@ -927,8 +940,21 @@ impl Engine {
                 self.forget_authorizations().await;
                 Ok(self.deleted(deleted, rid))
             }
-            Operation::RetrievePublicKey | Operation::CreateCmk { .. } => {
-                Ok(err(Status(501), rid, "bring-your-own-key is not supported by this KMS yet"))
+            Operation::RetrievePublicKey => {
+                if !admin {
+                    return Ok(err(Status::FORBIDDEN, rid, "only org admins may manage the CMK (BYOK)"));
+                }
+                self.master_keys().admin_public_key(rid).await
+            }
+            Operation::CreateCmk { customer_master_key, alg, assigned_org_id, .. } => {
+                if !admin {
+                    return Ok(err(Status::FORBIDDEN, rid, "only org admins may create a CMK"));
+                }
+                if assigned_org_id.as_deref().is_some_and(|o| !o.eq_ignore_ascii_case(&self.cfg.org_domain)) {
+                    return Ok(err(Status::FORBIDDEN, rid, "this KMS serves only its own org's CMK"));
+                }
+                let ctx = self.cmk_admin(&pid, now, rid);
+                self.master_keys().admin_create(&ctx, customer_master_key.as_deref(), *alg).await
             }
             Operation::ListMasterKeys { kind, .. } => {
                 if !admin {
@@ -952,13 +978,7 @@ impl Engine {
                             update_date: Some(from_ms(k.update_date)),
                         })
                         .collect(),
-                    _ => vec![MasterKeyObject {
-                        uri: self.uri(Kind::Cmk, self.keyring.cmk_id()),
-                        assigned_org_id: Some(self.cfg.org_domain.clone()),
-                        usage_state: KeyState::Active,
-                        create_date: from_ms(0),
-                        update_date: None,
-                    }],
+                    _ => return self.master_keys().admin_list(&self.cmk_admin(&pid, now, rid)).await,
                 };
                 let mut resp = Response::new(Status::OK, rid);
                 resp.master_keys = Some(list);
@@ -984,12 +1004,9 @@ impl Engine {
                 if !admin {
                     return Ok(forbidden(rid));
                 }
-                if !target.is_object(Kind::Kek) {
-                    return Ok(err(
-                        Status(501),
-                        rid,
-                        "the CMK is managed in the KMS configuration, not through the API",
-                    ));
+                if target.is_object(Kind::Cmk) {
+                    let Some(id) = self.own_id(target) else { return Ok(not_found(rid)) };
+                    return self.master_keys().admin_update(&self.cmk_admin(&pid, now, rid), id, *state).await;
                 }
                 let new = match state {
                     KeyState::Active => MasterKeyState::Active,
@@ -1020,6 +1037,19 @@ impl Engine {
 
     fn own_id<'a>(&self, uri: &'a KmsUri) -> Option<&'a str> {
         (uri.domain() == self.cfg.kms_domain).then(|| uri.id()).flatten()
+    }
+
+    /// What the CMK administration needs from the engine.
+    fn cmk_admin<'a>(&'a self, by: &'a str, now: i64, rid: &'a str) -> crate::masterkeys::AdminCtx<'a> {
+        crate::masterkeys::AdminCtx {
+            keyring: &self.keyring,
+            tickets: &self.tickets,
+            kms_domain: &self.cfg.kms_domain,
+            org_domain: &self.cfg.org_domain,
+            by,
+            now,
+            rid,
+        }
     }
 
     async fn create_keys(&self, session: &SessionState, user: &str, count: u32, now: i64, rid: &str) -> Answer {

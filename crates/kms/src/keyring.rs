@@ -1,5 +1,6 @@
-//! The key hierarchy: the CMK (in memory), the org's KEKs (wrapped under it
-//! in the store), content keys (wrapped under a KEK).
+//! The key hierarchy: the CMKs (see [`crate::masterkeys`]), the org's KEKs
+//! (each wrapped in the store under the CMK its row names; new ones under the
+//! active CMK), content keys (wrapped under a KEK).
 //!
 //! Unwrapped KEKs are cached for at most [`KEK_CACHE`], so a KEK revoked on
 //! one node stops unwrapping on every node within that time.
@@ -11,8 +12,11 @@ use std::time::{Duration, Instant};
 use kms_store::{KekRecord, KeyRecord, MasterKeyState, Store};
 use tokio::sync::RwLock;
 
-use crate::crypto::{Cmk, SecretKey};
+use cmk::MasterKey;
+
+use crate::crypto::{CryptoError, SecretKey};
 use crate::error::EngineError;
+use crate::masterkeys::MasterKeys;
 
 /// How long an unwrapped KEK (and its state) is trusted without re-reading the store.
 pub const KEK_CACHE: Duration = Duration::from_secs(1);
@@ -26,7 +30,8 @@ struct Cached {
 /// Wraps and unwraps content keys for one org.
 pub struct Keyring {
     store: Arc<dyn Store>,
-    cmk: Cmk,
+    /// The CMKs: KEKs unwrap with the one their row names, new ones wrap with the active one.
+    cmk: Arc<MasterKeys>,
     org: String,
     keks: RwLock<HashMap<String, Cached>>,
     /// The active KEK: id, creation date (ms), when read.
@@ -53,7 +58,7 @@ fn key_aad(id: &str) -> String {
 
 impl Keyring {
     /// Opens the keyring; creates the org's first KEK if it has none.
-    pub async fn open(store: Arc<dyn Store>, cmk: Cmk, org: &str) -> Result<Self, EngineError> {
+    pub async fn open(store: Arc<dyn Store>, cmk: Arc<MasterKeys>, org: &str) -> Result<Self, EngineError> {
         let ring = Self {
             store,
             cmk,
@@ -68,20 +73,21 @@ impl Keyring {
         Ok(ring)
     }
 
-    /// The CMK's id.
-    pub fn cmk_id(&self) -> &str {
-        &self.cmk.id
+    /// The CMKs.
+    pub fn master_keys(&self) -> &Arc<MasterKeys> {
+        &self.cmk
     }
 
     /// Creates a new active KEK; the previous one becomes inactive (still unwraps).
     pub async fn rotate(&self, now: i64) -> Result<KekRecord, EngineError> {
         let id = uuid::Uuid::new_v4().to_string();
         let kek = SecretKey::generate()?;
+        let (wrapped, cmk_id) = self.cmk.wrap_active(&kek_aad(&id), kek.expose()).await?;
         let rec = KekRecord {
             id: id.clone(),
             org: self.org.clone(),
-            wrapped: self.cmk.key.wrap_key(&kek_aad(&id), &kek)?,
-            cmk_id: self.cmk.id.clone(),
+            wrapped,
+            cmk_id,
             state: MasterKeyState::Active,
             create_date: now,
             update_date: now,
@@ -107,10 +113,8 @@ impl Keyring {
         }
         // Keys are deleted with their KEK, so only a stale cached key record can get here.
         let rec = self.store.get_kek(id).await?.ok_or(EngineError::KekDestroyed)?;
-        if rec.cmk_id != self.cmk.id {
-            return Err(EngineError::Internal("a KEK is wrapped under another CMK"));
-        }
-        let key = self.cmk.key.unwrap_key(&kek_aad(id), &rec.wrapped)?;
+        // The CMK the row names (after a rotation, other nodes may briefly read the old form).
+        let key = SecretKey::from_slice(&self.cmk.unwrap_with(&rec.cmk_id, &kek_aad(id), &rec.wrapped).await?)?;
         self.keks
             .write()
             .await
@@ -188,5 +192,33 @@ impl Keyring {
             return Err(EngineError::KekRevoked);
         }
         Ok(kek.unwrap_key(&key_aad(&rec.id), &rec.wrapped)?)
+    }
+
+    /// CMK rotation: re-wraps every KEK of the org (whatever its state) that is
+    /// not under `target`, each with a compare-and-swap on the CMK it was
+    /// under. Returns (re-wrapped, stuck): a KEK whose CMK is not available
+    /// here is logged and left as it is (it still opens wherever it did).
+    pub async fn rewrap_keks(&self, target: &Arc<dyn MasterKey>) -> Result<(usize, usize), EngineError> {
+        let (mut done, mut stuck) = (0, 0);
+        for rec in self.store.list_keks(Some(&self.org)).await? {
+            if rec.cmk_id == target.id() {
+                continue;
+            }
+            let aad = kek_aad(&rec.id);
+            let plain = match self.cmk.unwrap_with(&rec.cmk_id, &aad, &rec.wrapped).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(kek = %rec.id, cmk = %rec.cmk_id, error = %e, "a KEK cannot be re-wrapped");
+                    stuck += 1;
+                    continue;
+                }
+            };
+            let wrapped = target.wrap(&aad, &plain).map_err(CryptoError::from)?;
+            // False: another node re-wrapped it first, or retention destroyed it.
+            if self.store.rewrap_kek(&rec.id, &rec.cmk_id, &wrapped, target.id()).await? {
+                done += 1;
+            }
+        }
+        Ok((done, stuck))
     }
 }

@@ -6,6 +6,7 @@
 //! - [`engine`]: compact message in, compact message out; every operation.
 //! - [`session`]: sealed session tickets (no database write per handshake).
 //! - [`keyring`] and [`crypto`]: CMK → KEK → content key wrapping.
+//! - [`masterkeys`]: the CMKs (file or PKCS#11 backend): the active one, rotation, BYOK, destruction.
 //! - [`auth`]: bearer tokens (trusted issuers) and anonymous bearers.
 //! - [`service_auth`]: `jwk` service credentials (x5c chain to a trust root, proof of possession).
 //! - [`limit`]: per-source limits on unauthenticated RSA work.
@@ -25,6 +26,7 @@ mod error;
 pub mod http;
 pub mod keyring;
 pub mod limit;
+pub mod masterkeys;
 pub mod policy;
 pub mod server;
 pub mod service_auth;

@@ -175,8 +175,10 @@ impl Policies {
 pub fn cut_off(old: &OrgPolicy, new: &OrgPolicy) -> Vec<CutOff> {
     let mut out = Vec::new();
     for (id, s) in &new.services {
-        let was_allowed = old.services.get(id).is_some_and(|o| o.state == ServiceState::Allowed);
-        if s.state == ServiceState::Revoked && was_allowed {
+        // Not revoked before: allowed, or unlisted (a token principal then acted as a user).
+        // A node may skip versions between two reads, so "unlisted" counts too.
+        let was_revoked = old.services.get(id).is_some_and(|o| o.state == ServiceState::Revoked);
+        if s.state == ServiceState::Revoked && !was_revoked {
             out.push(CutOff { principal: id.clone(), client_id: None });
         }
     }
@@ -253,4 +255,35 @@ pub fn changes(old: &OrgPolicy, new: &OrgPolicy) -> Vec<String> {
         out.push(format!("approval {:?}", new.approval.as_ref().map(|a| (a.required, a.approvers.len()))));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(json: serde_json::Value) -> OrgPolicy {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn cut_offs_survive_skipped_versions() {
+        let none = p(serde_json::json!({}));
+        let allowed = p(serde_json::json!({"services": {"bot@o": {"state": "allowed"}}}));
+        let revoked = p(serde_json::json!({"services": {"bot@o": {"state": "revoked"}}}));
+        let cut = |a: &OrgPolicy, b: &OrgPolicy| cut_off(a, b).into_iter().map(|c| c.principal).collect::<Vec<_>>();
+        assert_eq!(cut(&allowed, &revoked), ["bot@o"]);
+        // A node that never saw the "allowed" version still announces the revocation.
+        assert_eq!(cut(&none, &revoked), ["bot@o"]);
+        assert!(cut(&revoked, &revoked).is_empty());
+        assert!(cut(&none, &allowed).is_empty());
+        // A certificate service dropped from the registry is cut off; a user id is not.
+        let cert =
+            p(serde_json::json!({"services": {"service:s@o": {"state": "allowed"}, "u@o": {"state": "allowed"}}}));
+        assert_eq!(cut(&cert, &none), ["service:s@o"]);
+        let users =
+            p(serde_json::json!({"disabledUsers": {"eve@o": {}}, "disabledClients": {"bob@o": {"laptop": {}}}}));
+        let got = cut_off(&none, &users);
+        assert!(got.contains(&CutOff { principal: "eve@o".into(), client_id: None }));
+        assert!(got.contains(&CutOff { principal: "bob@o".into(), client_id: Some("laptop".into()) }));
+    }
 }

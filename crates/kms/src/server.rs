@@ -1,21 +1,25 @@
 //! Putting a KMS together from its configuration, and serving it.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use base64::Engine as _;
+use cmk::{CmkBackend, FileBackend, MasterKey, Pkcs11Backend, Pkcs11Config};
 use jose::RsaPrivateKey;
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use crate::auth::{AuthError, AuthenticatedUser, Authenticator};
-use crate::config::Config;
-use crate::crypto::{write_private_file, Cmk};
+use crate::config::{CmkBackendKind, Config};
+use crate::crypto::{write_private_file, Cmk, CMK_DIR};
 use crate::engine::{Engine, EngineConfig};
 use crate::http::{router, AppState};
 use crate::limit::RateLimiter;
+use crate::masterkeys::{seal_static_key, sealed_static_key_cmk, STATIC_KEY_AAD};
 
 /// Bearer tokens validated by `kms-identity` against the trusted issuers.
 pub struct IdentityAuth(pub kms_identity::Verifier);
@@ -38,6 +42,150 @@ pub struct StaticKey {
     pub cert_der: Vec<u8>,
     /// Generated on this start.
     pub created: bool,
+    /// The CMK its file is sealed under; `None` for a PEM file the operator provides.
+    pub sealed_under: Option<String>,
+}
+
+/// The CMK backend the configuration names, opened.
+pub struct OpenedBackend {
+    /// The backend.
+    pub backend: Arc<dyn CmkBackend>,
+    /// A `cmk.json` of the original layout adopted into the file backend: its path and CMK.
+    pub adopted: Option<(PathBuf, Arc<dyn MasterKey>)>,
+}
+
+/// Where the file backend's directory is, for `cmk.path`, and the `cmk.json`
+/// of the original layout to adopt, if there is one.
+fn file_layout(path: &Path) -> (PathBuf, Option<PathBuf>) {
+    let beside = || path.parent().unwrap_or_else(|| Path::new(".")).join(CMK_DIR);
+    if path.is_file() {
+        (beside(), Some(path.to_path_buf()))
+    } else if path.is_dir() || path.extension().is_none_or(|e| e != "json") {
+        (path.to_path_buf(), None)
+    } else {
+        // A cmk.json path whose file is gone (its CMK was deleted) or was never made.
+        (beside(), None)
+    }
+}
+
+/// Opens the configured CMK backend (blocking: PBKDF2, HSM login). A file
+/// backend adopts an existing `cmk.json` of the original layout (copied into
+/// the directory beside it, byte for byte; kept until its CMK is deleted).
+pub fn open_cmk_backend(cfg: &Config) -> anyhow::Result<OpenedBackend> {
+    match cfg.cmk.backend {
+        CmkBackendKind::File => {
+            let env = &cfg.cmk.passphrase_env;
+            let passphrase = Zeroizing::new(
+                std::env::var(env)
+                    .with_context(|| format!("the CMK passphrase must be in the environment variable {env}"))?,
+            );
+            let path = cfg.cmk.path.as_deref().context("cmk.path is not set (Config::parse sets it)")?;
+            let (dir, legacy) = file_layout(path);
+            let backend = FileBackend::open(&dir, passphrase.as_bytes())
+                .with_context(|| format!("opening the CMK directory {}", dir.display()))?;
+            let adopted = match legacy {
+                Some(file) => {
+                    let key = backend
+                        .adopt_legacy(&file)
+                        .with_context(|| format!("adopting {} into {}", file.display(), dir.display()))?;
+                    Some((file, key))
+                }
+                None => None,
+            };
+            Ok(OpenedBackend { backend: Arc::new(backend), adopted })
+        }
+        CmkBackendKind::Pkcs11 => {
+            let env = cfg.cmk.pin_env();
+            let pin = Zeroizing::new(
+                std::env::var(env)
+                    .with_context(|| format!("the HSM user PIN must be in the environment variable {env}"))?,
+            );
+            let token = cfg.cmk.token_label.clone().context("cmk.token_label is required with backend = \"pkcs11\"")?;
+            let mut p11 = Pkcs11Config::new(token.clone(), pin.as_str()).with_label_prefix(cfg.cmk.label_prefix());
+            if let Some(m) = &cfg.cmk.module {
+                p11 = p11.with_module(m);
+            }
+            let backend = Pkcs11Backend::open(p11).with_context(|| format!("opening the PKCS#11 token `{token}`"))?;
+            Ok(OpenedBackend { backend: Arc::new(backend), adopted: None })
+        }
+    }
+}
+
+/// The CMK a node starts with: the active one the store's registry names;
+/// else (a store from before CMK backends, or a fresh one) the adopted
+/// `cmk.json`, the CMK of the org's existing KEKs, the backend's newest, or a
+/// new one. Returns it and whether it was generated now.
+pub async fn starting_cmk(
+    store: &dyn kms_store::Store,
+    opened: &OpenedBackend,
+    org: &str,
+) -> anyhow::Result<(Cmk, bool)> {
+    let backend = opened.backend.clone();
+    let open = |id: String| {
+        let b = backend.clone();
+        async move {
+            let shown = id.clone();
+            tokio::task::spawn_blocking(move || b.open(&id))
+                .await
+                .context("a CMK backend task failed")?
+                .with_context(|| format!("the CMK {shown} does not open in the {} backend", backend.kind()))
+        }
+    };
+    if let Some(id) = crate::masterkeys::stored_active(store).await? {
+        return Ok((Cmk::with_backend(opened.backend.clone(), open(id).await?), false));
+    }
+    if let Some((_, key)) = &opened.adopted {
+        return Ok((Cmk::with_backend(opened.backend.clone(), key.clone()), false));
+    }
+    let b = opened.backend.clone();
+    let list = tokio::task::spawn_blocking(move || b.list()).await.context("a CMK backend task failed")??;
+    if let Some(kek) = store.active_kek(org).await? {
+        if !list.iter().any(|i| i.id == kek.cmk_id) {
+            bail!(
+                "the org's KEKs are wrapped under CMK {}, which the {} backend does not hold: wrong backend or passphrase?",
+                kek.cmk_id,
+                opened.backend.kind()
+            );
+        }
+        return Ok((Cmk::with_backend(opened.backend.clone(), open(kek.cmk_id).await?), false));
+    }
+    match list.last() {
+        Some(newest) => Ok((Cmk::with_backend(opened.backend.clone(), open(newest.id.clone()).await?), false)),
+        None => {
+            let b = opened.backend.clone();
+            let key =
+                tokio::task::spawn_blocking(move || b.generate()).await.context("a CMK backend task failed")??;
+            Ok((Cmk::with_backend(opened.backend.clone(), key), true))
+        }
+    }
+}
+
+/// Opens a sealed static key file: under the CMK its header names (opened
+/// from `cmk`'s backend if it is another one), or, for a file of the original
+/// layout, under `cmk` or any CMK of its backend. Returns the PKCS#8 DER and the CMK.
+fn open_sealed_static_key(bytes: &[u8], cmk: &Cmk) -> anyhow::Result<(Zeroizing<Vec<u8>>, String)> {
+    if let Some((id, blob)) = sealed_static_key_cmk(bytes) {
+        let key = if id == cmk.id() {
+            cmk.key().clone()
+        } else {
+            let backend =
+                cmk.backend().with_context(|| format!("the static key is sealed under another CMK ({id})"))?;
+            backend.open(id).with_context(|| format!("the static key is sealed under CMK {id}, which does not open"))?
+        };
+        return Ok((key.unwrap(STATIC_KEY_AAD, blob)?, id.to_string()));
+    }
+    // The original layout: a bare blob under the CMK of the original cmk.json.
+    if let Ok(der) = cmk.key().unwrap(STATIC_KEY_AAD, bytes) {
+        return Ok((der, cmk.id().to_string()));
+    }
+    if let Some(backend) = cmk.backend() {
+        for info in backend.list()? {
+            if let Ok(der) = backend.open(&info.id).and_then(|k| k.unwrap(STATIC_KEY_AAD, bytes)) {
+                return Ok((der, info.id));
+            }
+        }
+    }
+    bail!("no CMK opens it")
 }
 
 fn pem_body(pem: &str, label: &str) -> anyhow::Result<Vec<u8>> {
@@ -55,26 +203,26 @@ fn pem_body(pem: &str, label: &str) -> anyhow::Result<Vec<u8>> {
 /// clear: with it and recorded traffic, anyone could open every handshake. A
 /// key file the operator provides as PEM is used as it is (protect it yourself).
 pub fn load_or_create_static_key(cfg: &Config, cmk: &Cmk) -> anyhow::Result<StaticKey> {
-    const AAD: &str = "static-key";
-    let key_path = cfg.static_key.path.as_deref().expect("set by Config::parse");
-    let cert_path = cfg.static_key.cert_path.as_deref().expect("set by Config::parse");
-    let (key, created) = match std::fs::read(key_path) {
+    let key_path = cfg.static_key.path.as_deref().context("static_key.path is not set (Config::parse sets it)")?;
+    let cert_path =
+        cfg.static_key.cert_path.as_deref().context("static_key.cert_path is not set (Config::parse sets it)")?;
+    let (key, created, sealed_under) = match std::fs::read(key_path) {
         Ok(bytes) if bytes.starts_with(b"-----BEGIN") => {
             let pem = String::from_utf8(bytes).context("the static key PEM is not UTF-8")?;
-            (RsaPrivateKey::from_pem(&pem, None).with_context(|| format!("static key {}", key_path.display()))?, false)
+            let key =
+                RsaPrivateKey::from_pem(&pem, None).with_context(|| format!("static key {}", key_path.display()))?;
+            (key, false, None)
         }
         Ok(bytes) => {
-            let der = cmk
-                .key
-                .unwrap(AAD, &bytes)
+            let (der, under) = open_sealed_static_key(&bytes, cmk)
                 .with_context(|| format!("opening the sealed static key {} (wrong CMK?)", key_path.display()))?;
-            (RsaPrivateKey::from_pkcs8_der(&der, None)?, false)
+            (RsaPrivateKey::from_pkcs8_der(&der, None)?, false, Some(under))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let k = RsaPrivateKey::generate(2048, None)?;
-            let sealed = cmk.key.wrap(AAD, &k.to_pkcs8_der())?;
+            let sealed = seal_static_key(cmk.key().as_ref(), &k.to_pkcs8_der())?;
             write_private_file(key_path, &sealed).with_context(|| format!("writing {}", key_path.display()))?;
-            (k, true)
+            (k, true, Some(cmk.id().to_string()))
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", key_path.display())),
     };
@@ -94,7 +242,7 @@ pub fn load_or_create_static_key(cfg: &Config, cmk: &Cmk) -> anyhow::Result<Stat
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", cert_path.display())),
     };
-    Ok(StaticKey { key, cert_der, created })
+    Ok(StaticKey { key, cert_der, created, sealed_under })
 }
 
 /// SHA-256 of DER, as colon-separated hex (how certificate fingerprints are shown).
@@ -117,17 +265,27 @@ pub struct Running {
 /// Prometheus recorder (once per process).
 pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let passphrase = std::env::var(&cfg.cmk.passphrase_env).with_context(|| {
-        format!("the CMK passphrase must be in the environment variable {}", cfg.cmk.passphrase_env)
-    })?;
-    let cmk_path = cfg.cmk.path.as_deref().expect("set by Config::parse");
-    let (cmk, created) = Cmk::open_or_create(cmk_path, passphrase.as_bytes()).context("opening the CMK")?;
-    if created {
+    let backend_cfg = cfg.clone();
+    let opened = tokio::task::spawn_blocking(move || open_cmk_backend(&backend_cfg))
+        .await
+        .context("opening the CMK backend")??;
+    if let Some((file, key)) = &opened.adopted {
         println!(
-            "custos kms: created a new CMK at {} (back it up with its passphrase: losing either loses every key)",
-            cmk_path.display()
+            "custos kms: CMK {} of {} is in the CMK directory beside it (that file is deleted with its CMK)",
+            key.id(),
+            file.display()
         );
     }
+    let store = kms_store::open(cfg.database_url()).await.context("opening the database")?;
+    let (cmk, created) = starting_cmk(&*store, &opened, &cfg.org_domain).await?;
+    if created {
+        println!(
+            "custos kms: created a new CMK {} in the {} backend (back it up: losing it loses every key)",
+            cmk.id(),
+            opened.backend.kind()
+        );
+    }
+    println!("custos kms: CMK backend {}, active CMK {}", opened.backend.kind(), cmk.id());
 
     let static_key = load_or_create_static_key(cfg, &cmk)?;
     if static_key.created {
@@ -139,7 +297,6 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
         fingerprint(&static_key.cert_der)
     );
 
-    let store = kms_store::open(cfg.database_url()).await.context("opening the database")?;
     let verifier = kms_identity::Verifier::new(cfg.identity.clone()).context("identity configuration")?;
     let mut ec = EngineConfig::new(&cfg.domain, &cfg.org_domain);
     ec.session_lifetime = Duration::from_secs(cfg.lifetimes.session_secs);
@@ -157,6 +314,11 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     let signer_key =
         jose::RsaPrivateKey::from_pkcs8_der(&static_key.key.to_pkcs8_der(), static_key.key.kid().map(str::to_string))?;
     let signer = Arc::new(crate::audit::StaticKeySigner(kms_protocol::ServerKey::new(signer_key, &cfg.domain)?));
+    // Re-sealed under the active CMK whenever it rotates (a PEM file is the operator's to protect).
+    let sealed_static_key = match (&static_key.sealed_under, &cfg.static_key.path) {
+        (Some(_), Some(path)) => Some((path.clone(), static_key.key.to_pkcs8_der())),
+        _ => None,
+    };
     let node = cfg.audit.node.clone().unwrap_or_else(|| format!("{}@{}", cfg.domain, cfg.listen));
     let audit_url = cfg.audit_database_url();
     let audit_log = Arc::new(audit::AuditLog::open(&audit_url, &node, signer).await.context("opening the audit log")?);
@@ -175,6 +337,20 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
         engine = engine.with_service_roots(roots);
     }
     let engine = Arc::new(engine);
+    if let Some((file, key)) = &opened.adopted {
+        engine.master_keys().set_legacy_file(file.clone(), key.id().to_string());
+    }
+    if let Some((path, pkcs8)) = sealed_static_key {
+        engine.master_keys().set_static_key_file(path, pkcs8).await.context("re-sealing the static key")?;
+    }
+    // A rotation a crash interrupted (on any node) is finished now.
+    match engine.finish_cmk_rotation().await {
+        Ok(r) if r.keks + r.ticket_keys > 0 => {
+            println!("custos kms: re-wrapped {} KEK(s), {} ticket key(s) under the active CMK", r.keks, r.ticket_keys)
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "finishing a CMK rotation failed"),
+    }
 
     tokio::spawn(engine.tickets().clone().poll());
     // Policy changes made on any node: announce cut-off principals so sockets get their resets.
@@ -195,6 +371,10 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
             }
             if let Err(e) = hk_engine.tickets().housekeeping(now).await {
                 tracing::warn!(error = %e, "ticket key housekeeping failed");
+            }
+            // Whatever some node wrapped under a previous CMK (an interrupted rotation).
+            if let Err(e) = hk_engine.finish_cmk_rotation().await {
+                tracing::warn!(error = %e, "re-wrapping under the active CMK failed");
             }
         }
     });

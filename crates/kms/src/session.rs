@@ -3,8 +3,10 @@
 //! The ephemeral key's URI carries a *ticket*: the session (shared key, user,
 //! client, expiry, a random session id) sealed with AES-256-GCM under an
 //! epoch key. Epoch keys rotate every [`EPOCH`] (hours, not months); each is
-//! random, stored once in the database wrapped under the CMK, created by
-//! whichever node needs it first, and deleted once no live ticket can use it.
+//! random, stored once in the database wrapped under the active CMK (an
+//! envelope naming that CMK, see [`crate::masterkeys::envelope`]; re-wrapped
+//! when the CMK rotates), created by whichever node needs it first, and
+//! deleted once no live ticket can use it.
 //!
 //! Deletions are the exception: they live in the store, and every node polls
 //! them (every [`POLL`]) into an in-memory set, so a deleted session is
@@ -20,8 +22,11 @@ use kms_store::Store;
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
-use crate::crypto::{Cmk, SecretKey};
+use cmk::MasterKey;
+
+use crate::crypto::{CryptoError, SecretKey};
 use crate::error::EngineError;
+use crate::masterkeys::{envelope, MasterKeys};
 
 /// How long one ticket key is used to seal new tickets.
 pub const EPOCH: Duration = Duration::from_secs(4 * 3600);
@@ -77,7 +82,7 @@ pub enum TicketError {
 /// Seals and opens tickets; tracks deletions.
 pub struct Tickets {
     store: Arc<dyn Store>,
-    cmk: SecretKey,
+    cmk: Arc<MasterKeys>,
     keys: RwLock<HashMap<i64, SecretKey>>,
     // Deleted session ids, with when this node learned of them (to forget them
     // once every ticket they could name has expired).
@@ -96,11 +101,11 @@ fn meta_name(epoch: i64) -> String {
 }
 
 impl Tickets {
-    /// Tickets for sessions of at most `max_lifetime`.
-    pub fn new(store: Arc<dyn Store>, cmk: &Cmk, max_lifetime: Duration) -> Self {
+    /// Tickets for sessions of at most `max_lifetime`, their keys wrapped under `cmk`.
+    pub fn new(store: Arc<dyn Store>, cmk: Arc<MasterKeys>, max_lifetime: Duration) -> Self {
         Self {
             store,
-            cmk: cmk.key.clone(),
+            cmk,
             keys: RwLock::new(HashMap::new()),
             revoked: RwLock::new(HashMap::new()),
             revoked_seq: AtomicI64::new(0),
@@ -119,11 +124,11 @@ impl Tickets {
             None if create => {
                 let fresh = SecretKey::generate()?;
                 // Another node may win the race; then its key is the one in force.
-                self.store.put_meta_if_absent(&name, &self.cmk.wrap_key(&name, &fresh)?).await?
+                self.store.put_meta_if_absent(&name, &self.cmk.seal_stored(&name, fresh.expose()).await?).await?
             }
             None => return Ok(None),
         };
-        let key = self.cmk.unwrap_key(&name, &wrapped)?;
+        let key = SecretKey::from_slice(&self.cmk.open_stored(&name, &wrapped).await?)?;
         self.keys.write().await.insert(epoch, key.clone());
         Ok(Some(key))
     }
@@ -238,6 +243,46 @@ impl Tickets {
         let keep = Duration::from_millis(self.max_lifetime_ms as u64) + POLL;
         self.revoked.write().await.retain(|_, at| at.elapsed() < keep);
         Ok(())
+    }
+
+    /// The epochs whose keys a live ticket may use (and the next one, which a
+    /// node with a clock slightly ahead may already have made).
+    fn live_epochs(&self, now: i64) -> std::ops::RangeInclusive<i64> {
+        epoch_of(now - self.max_lifetime_ms)..=epoch_of(now) + 1
+    }
+
+    /// CMK rotation: re-wraps the live ticket keys not under `target` (a
+    /// compare-and-swap on the stored value). Returns how many moved.
+    pub async fn rewrap_keys(&self, target: &Arc<dyn MasterKey>, now: i64) -> Result<usize, EngineError> {
+        let mut moved = 0;
+        for epoch in self.live_epochs(now) {
+            let name = meta_name(epoch);
+            let Some(stored) = self.store.get_meta(&name).await? else { continue };
+            let (owner, _) = self.cmk.owner_of(&stored).await?;
+            if owner == target.id() {
+                continue;
+            }
+            let plain = self.cmk.open_stored(&name, &stored).await?;
+            let blob = target.wrap(&name, &plain).map_err(CryptoError::from)?;
+            // False: another node re-wrapped it first (the key itself never changes).
+            if self.store.swap_meta(&name, &stored, &envelope(target.id(), &blob)).await? {
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// How many live ticket keys are wrapped under CMK `cmk_id`.
+    pub async fn keys_under(&self, cmk_id: &str, now: i64) -> Result<usize, EngineError> {
+        let mut n = 0;
+        for epoch in self.live_epochs(now) {
+            if let Some(stored) = self.store.get_meta(&meta_name(epoch)).await? {
+                if self.cmk.owner_of(&stored).await?.0 == cmk_id {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Session ids as they are deleted (on this node or, via polling, any other).

@@ -66,7 +66,7 @@ async fn keys_resources_and_the_authorization_matrix() {
     assert_eq!(alice2.call(Method::Retrieve, &k0, json!({})).await.status, Status::FORBIDDEN);
 
     // Create a resource with Bob, binding k0.
-    let res = alice.create_resource(&["bob"], &[k0.clone()]).await;
+    let res = alice.create_resource(&["bob"], std::slice::from_ref(&k0)).await;
     let r = res.uri.to_string();
     assert_eq!(res.key_uris.len(), 1);
     assert_eq!(res.authorization_uris.len(), 2, "creator and bob");
@@ -153,7 +153,7 @@ async fn resource_authids_and_all_or_nothing() {
     // Team resource with Bob; a space resource that authorizes "everyone on the team".
     let team = alice.create_resource(&["bob"], &[]).await.uri.to_string();
     let k = alice.create_keys(1).await[0].uri.to_string();
-    let space = alice.create_resource(&[&team], &[k.clone()]).await.uri.to_string();
+    let space = alice.create_resource(&[&team], std::slice::from_ref(&k)).await.uri.to_string();
     assert_eq!(bob.call(Method::Retrieve, &k, json!({})).await.status, Status::OK, "via the team resource");
     alice.ok(Method::Delete, &format!("{team}/authorizations?authId=bob"), json!({})).await;
     assert_eq!(bob.call(Method::Retrieve, &k, json!({})).await.status, Status::FORBIDDEN);
@@ -166,7 +166,7 @@ async fn resource_authids_and_all_or_nothing() {
     let r = alice.call(Method::Create, "/resources", json!({"authIds": ["bob"], "keyUris": [fresh, k]})).await;
     assert_eq!(r.status, Status::CONFLICT);
     // The fresh key was not bound: it can still go to another resource.
-    let r2 = alice.create_resource(&[], &[fresh.clone()]).await;
+    let r2 = alice.create_resource(&[], std::slice::from_ref(&fresh)).await;
     assert_eq!(r2.key_uris[0].to_string(), fresh);
     let _ = space;
     // ttl out of range.

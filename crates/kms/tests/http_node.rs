@@ -209,11 +209,22 @@ fn transport_edges() {
     assert!(info["key"]["x5c"][0].is_string());
     assert!(info["key"].get("d").is_none(), "never the private key");
     assert_eq!(http.get(format!("{}/healthz", w.kms.url)).send().unwrap().status(), 200);
-    // Nothing in the KMS's data directory holds a private key in clear.
-    for e in std::fs::read_dir(w._dir.path()).unwrap() {
-        let p = e.unwrap().path();
-        let bytes = std::fs::read(&p).unwrap();
-        assert!(!String::from_utf8_lossy(&bytes).contains("PRIVATE KEY"), "{} holds a clear private key", p.display());
+    // Nothing in the KMS's data directory (and the CMK directory in it) holds a private key in clear.
+    let mut dirs = vec![w._dir.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains("PRIVATE KEY"),
+                "{} holds a clear private key",
+                p.display()
+            );
+        }
     }
 
     let post = |ctype: &str, body: Vec<u8>| {

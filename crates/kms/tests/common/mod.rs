@@ -170,3 +170,16 @@ pub async fn set_policy(engine: &Engine, json: Value) {
         panic!("policy update failed");
     }
 }
+
+/// An engine ("node") over `store` whose CMK is `cmk` (with its backend, if
+/// it has one), with `static_key` (several nodes share one) and the bootstrap admin.
+pub async fn engine_with_cmk(
+    store: Arc<dyn kms_store::Store>,
+    cmk: Cmk,
+    static_key: &jose::RsaPrivateKey,
+) -> Arc<Engine> {
+    let key = jose::RsaPrivateKey::from_pkcs8_der(&static_key.to_pkcs8_der(), Some("static".into())).unwrap();
+    let mut c = EngineConfig::new(DOMAIN, ORG);
+    c.admins = vec![format!("admin@{ORG}")];
+    Arc::new(Engine::open(c, store, key, cmk, Arc::new(FakeAuth), RateLimiter::unlimited()).await.unwrap())
+}
