@@ -72,12 +72,19 @@ pub fn export(config: &Path, from_seq: u64, out: Option<&Path>) -> anyhow::Resul
     let cfg = kms::config::Config::load(config)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
-        let passphrase = std::env::var(&cfg.cmk.passphrase_env).with_context(|| {
-            format!("the CMK passphrase must be in the environment variable {}", cfg.cmk.passphrase_env)
-        })?;
-        let cmk_path = cfg.cmk.path.as_deref().expect("set by Config::parse");
-        anyhow::ensure!(cmk_path.exists(), "no CMK at {}: is this the KMS's configuration?", cmk_path.display());
-        let (cmk, _) = kms::crypto::Cmk::open_or_create(cmk_path, passphrase.as_bytes()).context("opening the CMK")?;
+        // The CMK as the KMS itself opens it (file or PKCS#11 backend), never a new one.
+        let key_path = cfg.static_key.path.as_deref().context("static_key.path is not set")?;
+        anyhow::ensure!(
+            key_path.exists(),
+            "no static key at {}: is this the KMS's configuration, on the KMS's machine?",
+            key_path.display()
+        );
+        let opened = kms::server::open_cmk_backend(&cfg).context("opening the CMK backend")?;
+        let store = kms_store::open(cfg.database_url.as_deref().context("database_url is not set")?)
+            .await
+            .context("opening the KMS database")?;
+        let (cmk, created) = kms::server::starting_cmk(&*store, &opened, &cfg.org_domain).await?;
+        anyhow::ensure!(!created, "the CMK backend holds no CMK: is this the KMS's configuration?");
         let key = kms::server::load_or_create_static_key(&cfg, &cmk)?.key;
         let signer = Arc::new(kms::audit::StaticKeySigner(kms_protocol::ServerKey::new(key, &cfg.domain)?));
         let url = cfg.audit_database_url();

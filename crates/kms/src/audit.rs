@@ -132,6 +132,12 @@ fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation, res
             if let Operation::UpdateMasterKey { uri, state } = op {
                 n = n.detail("target", uri.to_string()).detail("state", format!("{state:?}"));
             }
+            if let Some(k) = resp.master_keys.as_ref().and_then(|l| l.first()).filter(|_| ok) {
+                n = n.detail("created", k.uri.to_string());
+            }
+            if let Operation::CreateCmk { customer_master_key, .. } = op {
+                n = n.detail("origin", if customer_master_key.is_some() { "imported" } else { "generated" });
+            }
             n
         }
         Operation::UpdatePolicy { .. } => {
