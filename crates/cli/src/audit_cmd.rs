@@ -73,18 +73,7 @@ pub fn export(config: &Path, from_seq: u64, out: Option<&Path>) -> anyhow::Resul
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         // The CMK as the KMS itself opens it (file or PKCS#11 backend), never a new one.
-        let key_path = cfg.static_key.path.as_deref().context("static_key.path is not set")?;
-        anyhow::ensure!(
-            key_path.exists(),
-            "no static key at {}: is this the KMS's configuration, on the KMS's machine?",
-            key_path.display()
-        );
-        let opened = kms::server::open_cmk_backend(&cfg).context("opening the CMK backend")?;
-        let store = kms_store::open(cfg.database_url.as_deref().context("database_url is not set")?)
-            .await
-            .context("opening the KMS database")?;
-        let (cmk, created) = kms::server::starting_cmk(&*store, &opened, &cfg.org_domain).await?;
-        anyhow::ensure!(!created, "the CMK backend holds no CMK: is this the KMS's configuration?");
+        let cmk = kms::server::open_cmk_for_tool(&cfg).await?;
         let key = kms::server::load_or_create_static_key(&cfg, &cmk)?.key;
         let signer = Arc::new(kms::audit::StaticKeySigner(kms_protocol::ServerKey::new(key, &cfg.domain)?));
         let url = cfg.audit_database_url();
@@ -115,4 +104,37 @@ pub fn export(config: &Path, from_seq: u64, out: Option<&Path>) -> anyhow::Resul
         eprintln!("custos: exported {} entries and {} checkpoints, sealed", summary.entries, summary.checkpoints);
         Ok(())
     })
+}
+
+/// `custos kms static-key stage|promote|retire`.
+pub fn static_key(config: &Path, action: &str) -> anyhow::Result<()> {
+    let cfg = kms::config::Config::load(config)?;
+    match action {
+        "stage" => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            let k = rt.block_on(async {
+                let cmk = kms::server::open_cmk_for_tool(&cfg).await?;
+                kms::static_keys::stage(&cfg, &cmk)
+            })?;
+            println!(
+                "staged the next static key: kid {} certificate SHA-256 {}\n\
+                 restart each KMS node to serve it beside the current key, distribute the new pin, then `promote`",
+                k.key.kid().unwrap_or_default(),
+                kms::server::fingerprint(&k.cert_der)
+            );
+        }
+        "promote" => {
+            kms::static_keys::promote(&cfg)?;
+            println!(
+                "the next static key is now current, the old one previous (still served): restart each node; \
+                 `retire` once no client pins the old key"
+            );
+        }
+        "retire" => {
+            kms::static_keys::retire(&cfg)?;
+            println!("the previous static key is destroyed: restart each node");
+        }
+        other => anyhow::bail!("unknown action {other}"),
+    }
+    Ok(())
 }

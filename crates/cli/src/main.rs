@@ -183,6 +183,17 @@ enum KmsCommand {
         #[command(subcommand)]
         command: kms_admin::AdminCommand,
     },
+    /// Rotate the static key with an overlap: `stage` a next key (served
+    /// beside the current one from the next start), `promote` it (the old
+    /// one stays served as previous), `retire` the previous one.
+    StaticKey {
+        /// stage | promote | retire.
+        #[arg(value_parser = ["stage", "promote", "retire"])]
+        action: String,
+        /// The KMS's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Export the audit log as JSON lines (for a SIEM, or `custos audit
     /// verify`), ending with a seal signed by the KMS key. Run where the KMS
     /// runs (it needs the CMK passphrase).
@@ -291,6 +302,7 @@ fn main() -> ExitCode {
         Command::Kms { command: KmsCommand::Admin { command } } => {
             kms_admin::run(command, cli.config_dir.as_deref(), client_cmd::Out { json: cli.json })
         }
+        Command::Kms { command: KmsCommand::StaticKey { action, config } } => audit_cmd::static_key(&config, &action),
         Command::Kms { command: KmsCommand::ExampleConfig } => {
             print!("{}", include_str!("../../kms/kms.example.toml"));
             Ok(())

@@ -322,6 +322,11 @@ impl Engine {
         Some((s, uri))
     }
 
+    /// An unsolicited signed 499 for `session` (at `uri`), signed with the static key its client pinned.
+    pub fn push_reset(&self, session: &SessionState, uri: &KmsUri, reason: &str) -> Option<String> {
+        self.server_for(session.static_kid.as_deref()).push_reset(uri, reason).ok()
+    }
+
     /// The static key's public half.
     pub fn server_key(&self) -> &ServerKey {
         &self.server
@@ -346,8 +351,19 @@ impl Engine {
     }
 
     fn reset(&self, source: Option<&str>, request_id: Option<&str>, reason: &str) -> Result<String, Throttled> {
+        self.reset_as(None, source, request_id, reason)
+    }
+
+    /// A reset signed with the static key the session's client pinned (`kid`), else the current one.
+    fn reset_as(
+        &self,
+        kid: Option<&str>,
+        source: Option<&str>,
+        request_id: Option<&str>,
+        reason: &str,
+    ) -> Result<String, Throttled> {
         self.limiter.check(source)?;
-        self.server.reset(request_id, reason).map_err(|e| {
+        self.server_for(kid).reset(request_id, reason).map_err(|e| {
             tracing::error!(error = %e, "signing a reset failed");
             Throttled
         })
@@ -374,7 +390,7 @@ impl Engine {
                     Ok((s, Some(problem))) => {
                         // Expired or deleted: echo the requestId if the request still decrypts.
                         let rid = open_request(&s.shared, &uri, &jwe).ok().map(|r| r.request_id);
-                        return self.reset(source, rid.as_deref(), &problem.to_string());
+                        return self.reset_as(s.static_kid.as_deref(), source, rid.as_deref(), &problem.to_string());
                     }
                     Err(EngineError::Ticket(t)) => return self.reset(source, None, &t.to_string()),
                     Err(e) => {
@@ -384,7 +400,14 @@ impl Engine {
                 };
                 let req = match open_request(&session.shared, &uri, &jwe) {
                     Ok(r) => r,
-                    Err(_) => return self.reset(source, None, "request could not be decrypted"),
+                    Err(_) => {
+                        return self.reset_as(
+                            session.static_kid.as_deref(),
+                            source,
+                            None,
+                            "request could not be decrypted",
+                        )
+                    }
                 };
                 Ok(self.session_request(&session, &uri, &req).await)
             }
@@ -442,9 +465,11 @@ impl Engine {
         // The ticket seals the shared key, so it is made inside the handshake; no database write.
         let accepted = server.accept_handshake(&opened, &grant, |shared| {
             let (ticket, _) =
-                Tickets::seal_with(&ticket_key, shared, &pid, &client.client_id, expires).map_err(|_| {
-                    kms_protocol::ProtocolError::InvalidField { field: "key", reason: "ticket sealing failed" }
-                })?;
+                Tickets::seal_with(&ticket_key, shared, &pid, &client.client_id, expires, server.public_key().kid())
+                    .map_err(|_| kms_protocol::ProtocolError::InvalidField {
+                        field: "key",
+                        reason: "ticket sealing failed",
+                    })?;
             KmsUri::object(&self.cfg.kms_domain, Kind::Ecdhe, &ticket)
                 .map_err(|source| kms_protocol::ProtocolError::Uri { field: "key.uri", source })
         });

@@ -1,6 +1,7 @@
 //! HTTP and WebSocket transports: thin adapters from bytes to [`Engine::handle`].
 //!
-//! - `GET /kms/info`: `{"uri": "kms://<domain>", "key": <static public JWK with kid and x5c>}`
+//! - `GET /kms/info`: `{"uri": "kms://<domain>", "key": <static public JWK with kid and x5c>,
+//!   "keys": [{"status": "current" | "next" | "previous", "key": <JWK>}, …]}` (every static key served)
 //! - `POST /kms/messages`: one compact message (`application/jose`), or a JSON
 //!   batch `{"kmsMessages": [...]}` answered in the same shape. Protocol errors
 //!   travel inside the protocol; only unreadable transport input gets a bare
@@ -158,7 +159,7 @@ async fn serve_socket(s: AppState, socket: WebSocket, source: String) {
     let mut cut_off = s.engine.policies().subscribe();
     // Sessions used on this socket, by id, with their URIs (a pushed reset
     // names its session) and owners (a policy change names principals).
-    let mut seen: HashMap<String, (kms_protocol::KmsUri, String, String)> = HashMap::new();
+    let mut seen: HashMap<String, (kms_protocol::KmsUri, crate::session::SessionState)> = HashMap::new();
     let writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
             if tx.send(Message::Text(m.into())).await.is_err() {
@@ -177,7 +178,7 @@ async fn serve_socket(s: AppState, socket: WebSocket, source: String) {
                 };
                 if let Some((session, uri)) = s.engine.session_of(&text).await {
                     if seen.len() < 1024 {
-                        seen.insert(session.id, (uri, session.principal, session.client_id));
+                        seen.insert(session.id.clone(), (uri, session));
                     }
                 }
                 let engine = s.engine.clone();
@@ -191,8 +192,8 @@ async fn serve_socket(s: AppState, socket: WebSocket, source: String) {
             }
             Ok(id) = revoked.recv() => {
                 // Unsolicited reset for a session this socket used.
-                if let Some((uri, _, _)) = seen.remove(&id) {
-                    if let Ok(r) = s.engine.server_key().push_reset(&uri, "session deleted") {
+                if let Some((uri, session)) = seen.remove(&id) {
+                    if let Some(r) = s.engine.push_reset(&session, &uri, "session deleted") {
                         let _ = out_tx.send(r).await;
                     }
                 }
@@ -201,12 +202,14 @@ async fn serve_socket(s: AppState, socket: WebSocket, source: String) {
                 // The org revoked or disabled whoever owns sessions here: reset them now.
                 let gone: Vec<String> = seen
                     .iter()
-                    .filter(|(_, (_, who, client))| *who == c.principal && c.client_id.as_ref().is_none_or(|x| x == client))
+                    .filter(|(_, (_, st))| {
+                        st.principal == c.principal && c.client_id.as_ref().is_none_or(|x| *x == st.client_id)
+                    })
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in gone {
-                    if let Some((uri, _, _)) = seen.remove(&id) {
-                        if let Ok(r) = s.engine.server_key().push_reset(&uri, "revoked by the org's policy") {
+                    if let Some((uri, session)) = seen.remove(&id) {
+                        if let Some(r) = s.engine.push_reset(&session, &uri, "revoked by the org's policy") {
                             let _ = out_tx.send(r).await;
                         }
                     }

@@ -31,6 +31,7 @@ pub mod policy;
 pub mod server;
 pub mod service_auth;
 pub mod session;
+pub mod static_keys;
 
 pub use engine::{Engine, EngineConfig, Throttled};
 pub use error::EngineError;

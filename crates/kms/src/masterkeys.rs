@@ -194,7 +194,9 @@ pub struct MasterKeys {
     /// A `cmk.json` of the original layout adopted into the backend: shredded
     /// with its CMK.
     legacy_file: std::sync::Mutex<Option<(PathBuf, String)>>,
-    static_key: std::sync::Mutex<Option<StaticKeyFile>>,
+    // This node's sealed static key files: the current key, and during a
+    // static key rotation the next or previous one.
+    static_key: std::sync::Mutex<Vec<StaticKeyFile>>,
 }
 
 impl std::fmt::Debug for MasterKeys {
@@ -234,7 +236,7 @@ impl MasterKeys {
             cached: tokio::sync::RwLock::new(None),
             admin: tokio::sync::Mutex::new(()),
             legacy_file: std::sync::Mutex::new(None),
-            static_key: std::sync::Mutex::new(None),
+            static_key: std::sync::Mutex::new(Vec::new()),
         };
         if this.store.get_meta(REGISTRY).await?.is_none() {
             let first = Registry::first(cmk.id(), crate::now_ms()).encode()?;
@@ -379,38 +381,52 @@ impl MasterKeys {
     /// Registers this node's sealed static key file (re-sealed on rotation)
     /// and re-seals it now if it is not under the active CMK.
     pub async fn set_static_key_file(&self, path: PathBuf, pkcs8: Zeroizing<Vec<u8>>) -> Result<bool, EngineError> {
-        *self.static_key.lock().unwrap_or_else(|e| e.into_inner()) = Some(StaticKeyFile { path, pkcs8 });
+        {
+            let mut files = self.static_key.lock().unwrap_or_else(|e| e.into_inner());
+            files.retain(|f| f.path != path);
+            files.push(StaticKeyFile { path, pkcs8 });
+        }
         let active = self.active().await?;
         self.reseal_static_key(&active).await
     }
 
-    /// The CMK this node's static key file is sealed under (read from the file).
-    async fn static_key_cmk(&self) -> Result<Option<String>, EngineError> {
-        let path = match self.static_key.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            Some(f) => f.path.clone(),
-            None => return Ok(None),
-        };
-        let bytes = std::fs::read(&path).map_err(|source| CryptoError::Io { op: "read", path, source })?;
-        match sealed_static_key_cmk(&bytes) {
-            Some((id, _)) => Ok(Some(id.to_string())),
-            None => Ok(Some(self.registry().await?.initial)),
+    /// The CMKs this node's static key files are sealed under (read from the files).
+    async fn static_key_cmks(&self) -> Result<Vec<(PathBuf, String)>, EngineError> {
+        let paths: Vec<PathBuf> =
+            self.static_key.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|f| f.path.clone()).collect();
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            // A file renamed away by a static key promotion is re-registered at the next start.
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(CryptoError::Io { op: "read", path: path.clone(), source }.into()),
+            };
+            let id = match sealed_static_key_cmk(&bytes) {
+                Some((id, _)) => id.to_string(),
+                None => self.registry().await?.initial,
+            };
+            out.push((path, id));
         }
+        Ok(out)
     }
 
     async fn reseal_static_key(&self, target: &Arc<dyn MasterKey>) -> Result<bool, EngineError> {
-        if self.static_key_cmk().await?.is_none_or(|id| id == target.id()) {
-            return Ok(false);
-        }
+        let stale: Vec<PathBuf> =
+            self.static_key_cmks().await?.into_iter().filter(|(_, id)| id != target.id()).map(|(p, _)| p).collect();
         let guard = self.static_key.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(f) = guard.as_ref() else { return Ok(false) };
-        let sealed = seal_static_key(target.as_ref(), &f.pkcs8)?;
-        replace_private_file(&f.path, &sealed).map_err(|source| CryptoError::Io {
-            op: "write",
-            path: f.path.clone(),
-            source,
-        })?;
-        tracing::info!(cmk = target.id(), path = %f.path.display(), "static key re-sealed under the active CMK");
-        Ok(true)
+        let mut any = false;
+        for f in guard.iter().filter(|f| stale.contains(&f.path)) {
+            let sealed = seal_static_key(target.as_ref(), &f.pkcs8)?;
+            replace_private_file(&f.path, &sealed).map_err(|source| CryptoError::Io {
+                op: "write",
+                path: f.path.clone(),
+                source,
+            })?;
+            tracing::info!(cmk = target.id(), path = %f.path.display(), "static key re-sealed under the active CMK");
+            any = true;
+        }
+        Ok(any)
     }
 
     // ------------------------------------------------------------ rotation
@@ -481,7 +497,7 @@ impl MasterKeys {
     pub async fn usage(&self, id: &str, tickets: &Tickets, now: i64) -> Result<Usage, EngineError> {
         let keks = self.store.list_keks(None).await?.iter().filter(|k| k.cmk_id == id).count();
         let ticket_keys = tickets.keys_under(id, now).await?;
-        let static_key = self.static_key_cmk().await?.is_some_and(|s| s == id);
+        let static_key = self.static_key_cmks().await?.iter().any(|(_, s)| s == id);
         Ok(Usage { keks, ticket_keys, static_key })
     }
 

@@ -160,6 +160,30 @@ pub async fn starting_cmk(
     }
 }
 
+/// The active CMK, opened as the KMS opens it, for tools run beside a KMS
+/// (`custos kms audit-export`, `custos kms static-key`): never creates one.
+pub async fn open_cmk_for_tool(cfg: &Config) -> anyhow::Result<Cmk> {
+    let key_path = cfg.static_key.path.as_deref().context("static_key.path is not set")?;
+    anyhow::ensure!(
+        key_path.exists(),
+        "no static key at {}: is this the KMS's configuration, on the KMS's machine?",
+        key_path.display()
+    );
+    let backend_cfg = cfg.clone();
+    let opened = tokio::task::spawn_blocking(move || open_cmk_backend(&backend_cfg))
+        .await
+        .context("opening the CMK backend")??;
+    let store = kms_store::open(cfg.database_url()).await.context("opening the KMS database")?;
+    let b = opened.backend.clone();
+    let none_yet =
+        tokio::task::spawn_blocking(move || b.list()).await.context("a CMK backend task failed")??.is_empty();
+    anyhow::ensure!(
+        !none_yet || opened.adopted.is_some(),
+        "the CMK backend holds no CMK: is this the KMS's configuration?"
+    );
+    Ok(starting_cmk(&*store, &opened, &cfg.org_domain).await?.0)
+}
+
 /// Opens a sealed static key file: under the CMK its header names (opened
 /// from `cmk`'s backend if it is another one), or, for a file of the original
 /// layout, under `cmk` or any CMK of its backend. Returns the PKCS#8 DER and the CMK.
@@ -297,6 +321,19 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
         fingerprint(&static_key.cert_der)
     );
 
+    // A static key rotation's overlap: the staged next key, or the previous one, served too.
+    let mut others = Vec::new();
+    for slot in [crate::static_keys::Slot::Next, crate::static_keys::Slot::Previous] {
+        if let Some(k) = crate::static_keys::load_slot(cfg, &cmk, slot)? {
+            println!(
+                "custos kms: also serving the {slot:?} static key, kid {} certificate SHA-256 {}",
+                k.key.kid().unwrap_or_default(),
+                fingerprint(&k.cert_der)
+            );
+            others.push((slot, k));
+        }
+    }
+
     let verifier = kms_identity::Verifier::new(cfg.identity.clone()).context("identity configuration")?;
     let mut ec = EngineConfig::new(&cfg.domain, &cfg.org_domain);
     ec.session_lifetime = Duration::from_secs(cfg.lifetimes.session_secs);
@@ -310,6 +347,17 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     let limiter = RateLimiter::new(cfg.limits.handshakes_per_second, cfg.limits.handshake_burst);
     let mut jwk = static_key.key.public_key().to_jwk();
     jwk.x5c = Some(vec![base64::engine::general_purpose::STANDARD.encode(&static_key.cert_der)]);
+    // `key` is the current key; `keys` lists every key served, current first, with its role.
+    let mut keys = vec![json!({"status": "current", "key": jwk.clone()})];
+    for (slot, k) in &others {
+        let mut j = k.key.public_key().to_jwk();
+        j.x5c = Some(vec![base64::engine::general_purpose::STANDARD.encode(&k.cert_der)]);
+        let status = match slot {
+            crate::static_keys::Slot::Next => "next",
+            crate::static_keys::Slot::Previous => "previous",
+        };
+        keys.push(json!({"status": status, "key": j}));
+    }
     // The audit log's checkpoints are signed with the static key (context kms-audit-checkpoint).
     let signer_key =
         jose::RsaPrivateKey::from_pkcs8_der(&static_key.key.to_pkcs8_der(), static_key.key.kid().map(str::to_string))?;
@@ -329,6 +377,15 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     let mut engine = Engine::open(ec, store.clone(), static_key.key, cmk, Arc::new(IdentityAuth(verifier)), limiter)
         .await?
         .with_audit(audit_log);
+    let mut other_files = Vec::new();
+    let mut other_keys = Vec::new();
+    for (slot, k) in others {
+        if k.sealed_under.is_some() {
+            other_files.push((crate::static_keys::slot_paths(cfg, slot)?.0, k.key.to_pkcs8_der()));
+        }
+        other_keys.push(k.key);
+    }
+    engine = engine.with_other_static_keys(other_keys)?;
     if let Some(path) = &cfg.service_trust_roots {
         let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let roots = crate::service_auth::TrustRoots::from_pem(&pem)
@@ -342,6 +399,9 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     }
     if let Some((path, pkcs8)) = sealed_static_key {
         engine.master_keys().set_static_key_file(path, pkcs8).await.context("re-sealing the static key")?;
+    }
+    for (path, pkcs8) in other_files {
+        engine.master_keys().set_static_key_file(path, pkcs8).await.context("re-sealing a static key")?;
     }
     // A rotation a crash interrupted (on any node) is finished now.
     match engine.finish_cmk_rotation().await {
@@ -390,7 +450,7 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     };
     let state = AppState {
         engine: engine.clone(),
-        info: Arc::new(json!({"uri": format!("kms://{}", cfg.domain), "key": jwk})),
+        info: Arc::new(json!({"uri": format!("kms://{}", cfg.domain), "key": jwk, "keys": keys})),
         metrics: handle,
     };
     let listener =

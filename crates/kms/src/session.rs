@@ -47,6 +47,8 @@ pub struct SessionState {
     pub client_id: String,
     /// When it ends (Unix ms).
     pub expires: i64,
+    /// The static key the client pinned (its kid), when the ticket says.
+    pub static_kid: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -56,6 +58,11 @@ struct TicketBody {
     u: String,
     c: String,
     e: i64,
+    /// The kid of the static key the client encrypted its handshake to (the
+    /// key it pinned): resets for this session are signed with it, also
+    /// after a static key rotation promoted another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p: Option<String>,
 }
 
 impl Drop for TicketBody {
@@ -148,6 +155,7 @@ impl Tickets {
         principal: &str,
         client_id: &str,
         expires: i64,
+        static_kid: Option<&str>,
     ) -> Result<(String, String), EngineError> {
         let (epoch, key) = key;
         let mut sid = [0u8; 16];
@@ -159,6 +167,7 @@ impl Tickets {
             u: principal.into(),
             c: client_id.into(),
             e: expires,
+            p: static_kid.map(str::to_string),
         };
         let json = zeroize::Zeroizing::new(serde_json::to_vec(&body).expect("serializes"));
         let sealed = key.wrap(&format!("ticket:{epoch}"), &json)?;
@@ -205,6 +214,7 @@ impl Tickets {
             principal: body.u.clone(),
             client_id: body.c.clone(),
             expires: body.e,
+            static_kid: body.p.clone(),
         };
         Ok((state, problem))
     }
