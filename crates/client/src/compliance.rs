@@ -64,7 +64,7 @@ pub struct ComplianceReader {
     officer: String,
     kms: KmsClient,
     /// `(space, sender, sealed event id)` → the seq it was first seen at.
-    seen: Mutex<HashMap<(String, String, String), i64>>,
+    seen: crate::events::Seen,
 }
 
 impl std::fmt::Debug for ComplianceReader {
@@ -279,35 +279,10 @@ impl ComplianceReader {
 
     /// Decrypts one event, or says why not: the checks a member's client makes.
     pub async fn decrypt_content(&self, resource: &KmsUri, e: &CoreEvent) -> Result<Content> {
-        let sealed = match e.kind.as_str() {
-            "delete" => return Ok(Content::Deleted),
-            "member_added" => return Ok(Content::MemberAdded { user: e.subject.clone().unwrap_or_default() }),
-            "member_removed" => return Ok(Content::MemberRemoved { user: e.subject.clone().unwrap_or_default() }),
-            "file_ready" => return Ok(Content::FileReady),
-            _ => e.ciphertext.as_deref().ok_or_else(|| Error::Tampered("the event has no ciphertext".into()))?,
-        };
-        let key_uri = e.key_uri.as_deref().ok_or_else(|| Error::Tampered("the event names no key".into()))?;
-        let key = self.kms.key(key_uri).await?;
-        if key.resource.as_ref() != Some(resource) {
-            return Err(Error::Tampered("the event's key is bound to another resource than its space".into()));
+        match crate::events::plain_content(e) {
+            Some(c) => Ok(c),
+            None => crate::events::open_sealed(&self.kms, &self.seen, resource, e).await,
         }
-        let env =
-            content::open(&key.key, sealed, key_uri, &resource.to_string(), Some(&e.sender), Some(e.create_date))?;
-        let b = content::check_event(
-            &env,
-            &e.kind,
-            e.client_event_id.as_deref(),
-            e.parent.as_deref(),
-            e.target.as_deref(),
-        )?;
-        {
-            let mut seen = self.seen.lock().expect("not poisoned");
-            let first = *seen.entry((e.space_id.clone(), e.sender.clone(), b.id.clone())).or_insert(e.seq);
-            if first != e.seq {
-                return Err(Error::Tampered(format!("a replay of event #{first}")));
-            }
-        }
-        content::event_content(&e.kind, &env.body)
     }
 
     /// A file's metadata, decrypted and checked as a member's client checks

@@ -33,6 +33,7 @@ pub mod compliance;
 pub mod content;
 pub mod core_api;
 mod error;
+mod events;
 mod files;
 pub mod kms;
 mod live;

@@ -140,7 +140,7 @@ pub struct Session {
     spaces: Mutex<HashMap<String, SpaceState>>,
     /// `(space, sender, client event id)` → the seq it was first seen at: a
     /// second event with the same sealed id is a replay.
-    seen: Mutex<HashMap<(String, String, String), i64>>,
+    seen: crate::events::Seen,
 }
 
 impl std::fmt::Debug for Session {
@@ -496,42 +496,17 @@ impl Session {
 
     /// Decrypts one event, or says why not.
     pub async fn decrypt_content(&self, e: &CoreEvent) -> Result<Content> {
-        let sealed = match e.kind.as_str() {
-            "delete" => return Ok(Content::Deleted),
-            "member_added" => return Ok(Content::MemberAdded { user: e.subject.clone().unwrap_or_default() }),
-            "member_removed" => {
+        if let Some(c) = crate::events::plain_content(e) {
+            if matches!(c, Content::MemberRemoved { .. }) {
                 // Someone left: the key may have rotated; look again before the next send.
                 if let Some(st) = self.spaces.lock().expect("not poisoned").get_mut(&e.space_id) {
                     st.current = None;
                 }
-                return Ok(Content::MemberRemoved { user: e.subject.clone().unwrap_or_default() });
             }
-            "file_ready" => return Ok(Content::FileReady),
-            _ => e.ciphertext.as_deref().ok_or_else(|| Error::Tampered("the event has no ciphertext".into()))?,
-        };
-        let key_uri = e.key_uri.as_deref().ok_or_else(|| Error::Tampered("the event names no key".into()))?;
+            return Ok(c);
+        }
         let resource = self.resource_of(&e.space_id).await?;
-        let key = self.kms.key(key_uri).await?;
-        if key.resource.as_ref() != Some(&resource) {
-            return Err(Error::Tampered("the event's key is bound to another resource than its space".into()));
-        }
-        let env =
-            content::open(&key.key, sealed, key_uri, &resource.to_string(), Some(&e.sender), Some(e.create_date))?;
-        let b = content::check_event(
-            &env,
-            &e.kind,
-            e.client_event_id.as_deref(),
-            e.parent.as_deref(),
-            e.target.as_deref(),
-        )?;
-        {
-            let mut seen = self.seen.lock().expect("not poisoned");
-            let first = *seen.entry((e.space_id.clone(), e.sender.clone(), b.id.clone())).or_insert(e.seq);
-            if first != e.seq {
-                return Err(Error::Tampered(format!("a replay of event #{first}")));
-            }
-        }
-        content::event_content(&e.kind, &env.body)
+        crate::events::open_sealed(&self.kms, &self.seen, &resource, e).await
     }
 
     /// History: up to `limit` events before `before` (newest first from the
