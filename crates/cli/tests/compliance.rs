@@ -6,11 +6,9 @@
 //! approved case when the org requires one; every refusal on the way is
 //! checked as carefully as the successes.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use client::tokens::{OidcTokens, TokenSource};
@@ -18,138 +16,9 @@ use client::{KmsPin, Route, Session};
 use kms_protocol::message::{Method, RequestBody};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_custos");
+mod common;
 
-/// Five consecutive free loopback ports.
-fn free_base() -> u16 {
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
-    for i in 0..200u64 {
-        let base = 20000 + ((seed.wrapping_mul(6364136223846793005).wrapping_add(i * 7919)) % 40000) as u16;
-        if (0..5).all(|k| std::net::TcpListener::bind(("127.0.0.1", base + k)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no five free ports");
-}
-
-/// A running `custos up`.
-struct Up {
-    child: Child,
-    data: PathBuf,
-    log: PathBuf,
-    ready: Value,
-}
-
-impl Up {
-    fn start(data: &Path, base: u16) -> Up {
-        let log = data.with_extension("log");
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["--json", "up", "--data-dir"])
-            .arg(data)
-            .args(["--base-port", &base.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let ready = loop {
-            assert!(Instant::now() < deadline, "custos up did not become ready");
-            let mut line = String::new();
-            if out.read_line(&mut line).unwrap() == 0 {
-                panic!("custos up exited: {:?}", child.wait());
-            }
-            if line.starts_with("{\"ready\"") {
-                break serde_json::from_str::<Value>(&line).unwrap()["ready"].clone();
-            }
-        };
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = out.read_to_end(&mut sink);
-        });
-        Up { child, data: data.to_path_buf(), log, ready }
-    }
-
-    fn profile(&self, org: &str) -> PathBuf {
-        self.data.join(format!("{org}.profile.toml"))
-    }
-
-    fn org(&self, domain: &str) -> Value {
-        self.ready["orgs"].as_array().unwrap().iter().find(|o| o["domain"] == domain).unwrap().clone()
-    }
-
-    fn password(&self, user: &str) -> String {
-        for o in self.ready["orgs"].as_array().unwrap() {
-            for u in o["users"].as_array().unwrap() {
-                if u[0] == user {
-                    return u[1].as_str().unwrap().to_string();
-                }
-            }
-        }
-        panic!("no user {user}");
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One person at the command line.
-struct Person {
-    dir: PathBuf,
-}
-
-impl Person {
-    fn login(up: &Up, root: &Path, user: &str) -> Person {
-        let dir = root.join(user);
-        let mut child = Command::new(BIN)
-            .args(["--json", "--config-dir"])
-            .arg(&dir)
-            .args(["login", "--org"])
-            .arg(up.profile(user.split('@').nth(1).unwrap()))
-            .args(["--user", user, "--password-stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(up.password(user).as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "login {user}: {}", String::from_utf8_lossy(&out.stderr));
-        Person { dir }
-    }
-
-    fn run_with(&self, json: bool, args: &[&str]) -> Output {
-        let mut c = Command::new(BIN);
-        if json {
-            c.arg("--json");
-        }
-        c.arg("--config-dir").arg(&self.dir).args(args).output().unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_with(true, args)
-    }
-
-    fn ok(&self, args: &[&str]) -> Value {
-        let out = self.run(args);
-        assert!(out.status.success(), "custos {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("custos {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-    }
-
-    /// Runs and expects failure; its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "custos {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
+use common::{free_base, Person, Up};
 
 /// A user's tokens straight from the org's IdP (password login), for the SDK.
 async fn tokens(up: &Up, org: &str, user: &str) -> Arc<dyn TokenSource> {

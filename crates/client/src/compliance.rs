@@ -260,21 +260,7 @@ impl ComplianceReader {
     /// Decrypts one event of the space bound to `resource`; failures become
     /// [`Content::Unreadable`] with the reason.
     pub async fn decrypt(&self, resource: &KmsUri, e: &CoreEvent) -> Message {
-        let content = match self.decrypt_content(resource, e).await {
-            Ok(c) => c,
-            Err(err) => Content::Unreadable(err.to_string()),
-        };
-        Message {
-            space_id: e.space_id.clone(),
-            seq: e.seq,
-            id: e.id.clone(),
-            sender: e.sender.clone(),
-            stored_at: e.create_date,
-            parent: e.parent.clone(),
-            target: e.target.clone(),
-            key_uri: e.key_uri.clone(),
-            content,
-        }
+        crate::events::message(e, self.decrypt_content(resource, e).await)
     }
 
     /// Decrypts one event, or says why not: the checks a member's client makes.

@@ -10,7 +10,7 @@ use crate::content;
 use crate::core_api::CoreEvent;
 use crate::error::{Error, Result};
 use crate::kms::KmsClient;
-use crate::session::Content;
+use crate::session::{Content, Message};
 
 /// First sequence number seen per (space, sender, sender's event id): a
 /// later event with the same triple is a replay by the core.
@@ -48,4 +48,19 @@ pub(crate) async fn open_sealed(kms: &KmsClient, seen: &Seen, resource: &KmsUri,
         }
     }
     content::event_content(&e.kind, &env.body)
+}
+
+/// The message an event is, with its content or why it is unreadable.
+pub(crate) fn message(e: &CoreEvent, content: Result<Content>) -> Message {
+    Message {
+        space_id: e.space_id.clone(),
+        seq: e.seq,
+        id: e.id.clone(),
+        sender: e.sender.clone(),
+        stored_at: e.create_date,
+        parent: e.parent.clone(),
+        target: e.target.clone(),
+        key_uri: e.key_uri.clone(),
+        content: content.unwrap_or_else(|err| Content::Unreadable(err.to_string())),
+    }
 }

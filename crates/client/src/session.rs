@@ -477,21 +477,7 @@ impl Session {
 
     /// Decrypts one event; failures become [`Content::Unreadable`].
     pub async fn decrypt(&self, e: &CoreEvent) -> Message {
-        let content = match self.decrypt_content(e).await {
-            Ok(c) => c,
-            Err(err) => Content::Unreadable(err.to_string()),
-        };
-        Message {
-            space_id: e.space_id.clone(),
-            seq: e.seq,
-            id: e.id.clone(),
-            sender: e.sender.clone(),
-            stored_at: e.create_date,
-            parent: e.parent.clone(),
-            target: e.target.clone(),
-            key_uri: e.key_uri.clone(),
-            content,
-        }
+        crate::events::message(e, self.decrypt_content(e).await)
     }
 
     /// Decrypts one event, or says why not.
