@@ -323,7 +323,7 @@ async fn engine(opts: &BenchOptions, issuer_url: &str, dir: &std::path::Path) ->
     std::fs::create_dir_all(dir)?;
     let url = opts.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
     let store = kms_store::open(&url).await?;
-    let (cmk, _) = Cmk::create(b"benchmark passphrase", 100_000)?;
+    let cmk = Cmk::ephemeral()?;
     let verifier = kms_identity::Verifier::new(kms_identity::IdentityConfig::new(
         format!("kms://{DOMAIN}"),
         vec![kms_identity::IssuerConfig::new(issuer_url.to_string(), ORG)],

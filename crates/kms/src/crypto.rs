@@ -13,11 +13,7 @@ use std::sync::Arc;
 use cmk::{CmkBackend, CmkError, FileBackend, MasterKey, SoftwareKey};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
-
-/// PBKDF2 iterations for the CMK file (OWASP 2023 guidance for HMAC-SHA256).
-pub const PBKDF2_ITERATIONS: u32 = 600_000;
 
 /// Errors handling keys at rest. None carries key material.
 #[derive(Debug, thiserror::Error)]
@@ -176,28 +172,6 @@ impl fmt::Debug for Cmk {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct CmkFile {
-    version: u32,
-    id: String,
-    kdf: String,
-    iterations: u32,
-    salt: String,
-    wrapped: String,
-}
-
-fn passphrase_key(passphrase: &[u8], salt: &[u8], iterations: u32) -> SecretKey {
-    let mut out = Zeroizing::new([0u8; 32]);
-    aws_lc_rs::pbkdf2::derive(
-        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
-        std::num::NonZeroU32::new(iterations).expect("non-zero iterations"),
-        salt,
-        passphrase,
-        &mut out[..],
-    );
-    SecretKey(out)
-}
-
 impl Cmk {
     /// A CMK with no backend (no rotation).
     pub fn from_key(key: Arc<dyn MasterKey>) -> Self {
@@ -255,9 +229,13 @@ impl Cmk {
             };
             return Ok((Self::with_backend(Arc::new(backend), key), created));
         }
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let mut cmk = Self::open(&bytes, passphrase)?;
+        match std::fs::metadata(path) {
+            Ok(_) => {
+                let key = FileBackend::open_legacy(path, passphrase).map_err(|e| match e {
+                    CmkError::Passphrase { .. } => CryptoError::Passphrase,
+                    other => other.into(),
+                })?;
+                let mut cmk = Self::from_key(Arc::new(key));
                 let dir = path.parent().map(|p| p.join(CMK_DIR));
                 if let Some(dir) = dir.filter(|d| d.is_dir()) {
                     // Best effort: without it, only what this file's CMK sealed opens.
@@ -269,52 +247,24 @@ impl Cmk {
                 Ok((cmk, false))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let (cmk, bytes) = Self::create(passphrase, PBKDF2_ITERATIONS)?;
-                write_private_file(path, &bytes)
-                    .map_err(|e| CryptoError::CmkFile(format!("{}: {e}", path.display())))?;
-                Ok((cmk, true))
+                // A new CMK in the original layout: made by the file backend in a
+                // directory of its own, moved into place (same format).
+                let dir = path.with_extension("new");
+                let backend = FileBackend::open(&dir, passphrase)?;
+                let key = backend.generate()?;
+                let made = dir.join(format!("{}.cmk.json", key.id()));
+                std::fs::rename(&made, path).map_err(|e| CryptoError::CmkFile(format!("{}: {e}", path.display())))?;
+                let _ = std::fs::remove_dir(&dir);
+                Ok((Self::from_key(key), true))
             }
             Err(e) => Err(CryptoError::CmkFile(format!("{}: {e}", path.display()))),
         }
     }
 
-    /// A new CMK and its sealed file contents.
-    pub fn create(passphrase: &[u8], iterations: u32) -> Result<(Self, Vec<u8>), CryptoError> {
-        if passphrase.len() < 12 {
-            return Err(CryptoError::CmkFile("passphrase must be at least 12 characters".into()));
-        }
+    /// A random CMK held in memory only, with no backend (engine tests, benchmarks).
+    pub fn ephemeral() -> Result<Self, CryptoError> {
         let key = SecretKey::generate()?;
-        let id = uuid::Uuid::new_v4().to_string();
-        let mut salt = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut salt).map_err(|_| CryptoError::Random)?;
-        let wrapping = passphrase_key(passphrase, &salt, iterations);
-        let file = CmkFile {
-            version: 1,
-            kdf: "pbkdf2-hmac-sha256".into(),
-            iterations,
-            salt: jose::b64::encode(salt),
-            wrapped: jose::b64::encode(wrapping.wrap_key(&format!("cmk:{id}"), &key)?),
-            id: id.clone(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file).expect("serializes");
-        let key = SoftwareKey::from_bytes(id, key.expose())?;
-        Ok((Self::from_key(Arc::new(key)), bytes))
-    }
-
-    /// Opens sealed file contents.
-    pub fn open(bytes: &[u8], passphrase: &[u8]) -> Result<Self, CryptoError> {
-        let f: CmkFile =
-            serde_json::from_slice(bytes).map_err(|_| CryptoError::CmkFile("is not a Custos CMK file".into()))?;
-        if f.version != 1 || f.kdf != "pbkdf2-hmac-sha256" || f.iterations < 100_000 {
-            return Err(CryptoError::CmkFile("has an unsupported version or KDF".into()));
-        }
-        let salt = jose::b64::decode(&f.salt, jose::Part::Payload).map_err(|_| CryptoError::CmkFile("salt".into()))?;
-        let wrapped =
-            jose::b64::decode(&f.wrapped, jose::Part::Payload).map_err(|_| CryptoError::CmkFile("key".into()))?;
-        let wrapping = passphrase_key(passphrase, &salt, f.iterations);
-        let key = wrapping.unwrap_key(&format!("cmk:{}", f.id), &wrapped).map_err(|_| CryptoError::Passphrase)?;
-        let key = SoftwareKey::from_bytes(f.id, key.expose())?;
-        Ok(Self::from_key(Arc::new(key)))
+        Ok(Self::from_key(Arc::new(SoftwareKey::from_bytes(uuid::Uuid::new_v4().to_string(), key.expose())?)))
     }
 }
 
@@ -361,15 +311,22 @@ mod tests {
 
     #[test]
     fn cmk_file_round_trip_and_wrong_passphrase() {
-        let (cmk, bytes) = Cmk::create(b"correct horse battery", 100_000).unwrap();
-        let again = Cmk::open(&bytes, b"correct horse battery").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cmk.json");
+        let (cmk, created) = Cmk::open_or_create(&path, b"correct horse battery").unwrap();
+        assert!(created);
+        let (again, created) = Cmk::open_or_create(&path, b"correct horse battery").unwrap();
+        assert!(!created);
         assert_eq!(again.id(), cmk.id());
         let blob = cmk.wrap("kek:1", b"a KEK").unwrap();
         assert_eq!(&again.unwrap("kek:1", &blob).unwrap()[..], b"a KEK");
         assert!(!format!("{cmk:?}").contains("key:"), "Debug shows the id only");
-        assert!(matches!(Cmk::open(&bytes, b"wrong horse battery"), Err(CryptoError::Passphrase)));
-        assert!(matches!(Cmk::open(b"{}", b"x"), Err(CryptoError::CmkFile(_))));
-        assert!(matches!(Cmk::create(b"short", 100_000), Err(CryptoError::CmkFile(_))));
+        assert!(matches!(Cmk::open_or_create(&path, b"wrong horse battery"), Err(CryptoError::Passphrase)));
+        std::fs::write(&path, b"{}").unwrap();
+        assert!(Cmk::open_or_create(&path, b"correct horse battery").is_err());
+        assert!(Cmk::open_or_create(&dir.path().join("other.json"), b"short").is_err());
+        let text = std::fs::read_to_string(dir.path().join("cmk.json")).unwrap();
+        assert_eq!(text, "{}");
     }
 
     #[test]
@@ -377,9 +334,8 @@ mod tests {
         // A cmk.json of the original layout, adopted into a CMK directory,
         // opens to the same key there (blobs made before still open).
         let dir = tempfile::tempdir().unwrap();
-        let (cmk, bytes) = Cmk::create(b"correct horse battery", 100_000).unwrap();
         let legacy = dir.path().join("cmk.json");
-        std::fs::write(&legacy, &bytes).unwrap();
+        let (cmk, _) = Cmk::open_or_create(&legacy, b"correct horse battery").unwrap();
         let blob = cmk.wrap("static-key", b"sealed").unwrap();
         let backend = FileBackend::open(dir.path().join(CMK_DIR), b"correct horse battery").unwrap();
         let adopted = backend.adopt_legacy(&legacy).unwrap();

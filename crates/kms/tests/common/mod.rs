@@ -52,7 +52,7 @@ pub async fn harness_full(
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("kms.db").display());
     let store = kms_store::open(&url).await.unwrap();
-    let (cmk, _) = Cmk::create(b"test passphrase 123", 100_000).unwrap();
+    let cmk = Cmk::ephemeral().unwrap();
     let key = jose::RsaPrivateKey::generate(2048, Some("static".into())).unwrap();
     let mut c = EngineConfig::new(DOMAIN, ORG);
     c.admins = vec![format!("admin@{ORG}")];
@@ -70,7 +70,7 @@ pub async fn harness_audited() -> (Harness, Arc<audit::AuditLog>) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("kms.db").display());
     let store = kms_store::open(&url).await.unwrap();
-    let (cmk, _) = Cmk::create(b"test passphrase 123", 100_000).unwrap();
+    let cmk = Cmk::ephemeral().unwrap();
     let key = jose::RsaPrivateKey::generate(2048, Some("static".into())).unwrap();
     let signer_key = jose::RsaPrivateKey::from_pkcs8_der(&key.to_pkcs8_der(), Some("static".into())).unwrap();
     let signer = Arc::new(kms::audit::StaticKeySigner(kms_protocol::ServerKey::new(signer_key, DOMAIN).unwrap()));
