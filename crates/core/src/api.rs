@@ -204,10 +204,16 @@ async fn list_events(
     q: Result<Query<EventQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
-    // axum's own rejection is plain text that may quote the input.
+    let (q, limit) = page(q)?;
+    Ok(Json(json!({"events": core.events(&c, &id, q.after, q.before, limit).await?})).into_response())
+}
+
+/// A page query and its clamped limit. axum's own rejection is plain text
+/// that may quote the input, so it is replaced.
+fn page(q: Result<Query<EventQuery>, QueryRejection>) -> Result<(EventQuery, Option<u32>), ApiError> {
     let Query(q) = q.map_err(|_| ApiError::bad("bad_query", "after, before and limit must be integers"))?;
     let limit = q.limit.map(|l| l.clamp(1, i64::from(u32::MAX)) as u32);
-    Ok(Json(json!({"events": core.events(&c, &id, q.after, q.before, limit).await?})).into_response())
+    Ok((q, limit))
 }
 
 /// `PUT /v1/spaces/{id}/read-marker`.
@@ -318,8 +324,7 @@ async fn compliance_events(
     q: Result<Query<EventQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
-    let Query(q) = q.map_err(|_| ApiError::bad("bad_query", "after, before and limit must be integers"))?;
-    let limit = q.limit.map(|l| l.clamp(1, i64::from(u32::MAX)) as u32);
+    let (q, limit) = page(q)?;
     Ok(Json(json!({"events": core.compliance_events(&c, &id, q.after, q.before, limit).await?})).into_response())
 }
 
