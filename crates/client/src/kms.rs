@@ -292,7 +292,7 @@ impl KmsClient {
             | ProtocolError::Jose(jose::Error::DecryptionFailed)
             | ProtocolError::WrongContext { .. }
             | ProtocolError::KidMismatch => Error::KmsKeyMismatch { domain: self.pin.domain.clone() },
-            ProtocolError::Status { status, reason } => self.status_error(status, reason),
+            ProtocolError::Status { status, reason } => status_error(status, reason),
             other => Error::Protocol(other),
         }
     }
@@ -318,7 +318,7 @@ impl KmsClient {
                     self.tokens.invalidate(&self.kms_audience);
                     fresh_token = true;
                 }
-                Ok(resp) => return Err(self.status_error(resp.status, resp.reason.unwrap_or_default())),
+                Ok(resp) => return Err(status_error(resp.status, resp.reason.unwrap_or_default())),
                 Err(ProtocolError::Reset(_) | ProtocolError::Expired) if !renewed => {
                     tracing::debug!(kms = %self.pin.domain, "KMS reset the channel; renewing and dropping cached keys");
                     self.reset().await;
@@ -443,17 +443,6 @@ impl KmsClient {
     /// The current channel's ephemeral key URI (handshaking if needed).
     pub async fn session_uri(&self) -> Result<KmsUri> {
         Ok(self.session().await?.uri().clone())
-    }
-
-    /// The KMS's refusal as an [`Error`]. With `onBehalfOf`, a 401 that
-    /// names it (not a compliance officer, a subject of another org) is a
-    /// refusal of the right, not of the token: `NotAuthorized`, with the
-    /// KMS's reason.
-    fn status_error(&self, status: Status, reason: String) -> Error {
-        if status.0 == 401 && self.on_behalf_of.is_some() && reason.contains("onBehalfOf") {
-            return Error::NotAuthorized { reason };
-        }
-        status_error(status, reason)
     }
 
     /// Proves the channel and the credential.

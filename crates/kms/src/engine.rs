@@ -110,6 +110,40 @@ pub struct Engine {
     other_servers: Vec<ServerKey>,
 }
 
+/// Why a credential gets no principal.
+enum Refused {
+    /// Not authenticated (401).
+    Unauthenticated(AuthError),
+    /// Authenticated, but asking for what it may not (403).
+    Forbidden(&'static str),
+    /// The org policy cannot be read (503).
+    Unavailable,
+}
+
+impl From<AuthError> for Refused {
+    fn from(e: AuthError) -> Self {
+        Refused::Unauthenticated(e)
+    }
+}
+
+impl Refused {
+    fn status(&self) -> Status {
+        match self {
+            Refused::Unauthenticated(_) => Status::UNAUTHORIZED,
+            Refused::Forbidden(_) => Status::FORBIDDEN,
+            Refused::Unavailable => Status::UNAVAILABLE,
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            Refused::Unauthenticated(e) => &e.0,
+            Refused::Forbidden(r) => r,
+            Refused::Unavailable => "the KMS cannot read the org policy; retry",
+        }
+    }
+}
+
 /// Most resources one authorization check may visit through resource authIds.
 pub const MAX_RESOURCES_VISITED: usize = 64;
 /// Longest client id accepted (it travels inside the session ticket).
@@ -434,7 +468,7 @@ impl Engine {
         let binding = kms_protocol::pop::handshake_binding(&opened.client_key);
         let principal = match self.authenticate(&client.credential, &binding, &rid).await {
             Ok(p) => p,
-            Err(e) => return signed_error(Status::UNAUTHORIZED, &e.0),
+            Err(e) => return signed_error(e.status(), e.reason()),
         };
         match self.policies.current().await {
             Ok(policy) => {
@@ -484,12 +518,13 @@ impl Engine {
 
     /// Who sent a request: a bearer (ours or a trusted issuer's), or a service
     /// key with an x5c chain and a proof of possession bound to `binding`.
-    async fn authenticate(&self, cred: &Credential, binding: &str, request_id: &str) -> Result<Principal, AuthError> {
+    async fn authenticate(&self, cred: &Credential, binding: &str, request_id: &str) -> Result<Principal, Refused> {
         if cred.jwk.is_some() {
             let Some(roots) = &self.service_roots else {
                 return Err(AuthError(
                     "this KMS accepts no service (jwk) credentials: no trust roots are configured".into(),
-                ));
+                )
+                .into());
             };
             let id = crate::service_auth::authenticate_service(roots, cred, binding, request_id, now_ms() / 1000)?;
             return Ok(Principal::Service { service_id: id });
@@ -497,7 +532,7 @@ impl Engine {
         let token = cred.bearer.as_ref().ok_or_else(|| AuthError("a bearer credential is required".into()))?;
         let token = token.expose();
         if let Some(p) = self.anonymous_principal(token).await {
-            return p;
+            return Ok(p?);
         }
         let user = self.auth.authenticate(token).await?;
         let Some(obo) = cred.on_behalf_of.as_deref().filter(|o| !o.is_empty()) else {
@@ -507,12 +542,12 @@ impl Engine {
             return Ok(Principal::User { user_id: user.user_id });
         }
         // Compliance: the officer's own token, someone else's authorizations; own org only.
+        // Authenticated, but not allowed to act for someone else: 403, not 401.
         let subject = kms_protocol::policy::own_user(obo, &self.cfg.org_domain, "onBehalfOf")
-            .map_err(|_| AuthError("onBehalfOf must name a user of this KMS's own org".into()))?;
-        let policy =
-            self.policies.current().await.map_err(|_| AuthError("the org policy cannot be read; retry".into()))?;
+            .map_err(|_| Refused::Forbidden("onBehalfOf must name a user of this KMS's own org"))?;
+        let policy = self.policies.current().await.map_err(|_| Refused::Unavailable)?;
         if !policy.policy.compliance_officers.iter().any(|o| o == &user.user_id) {
-            return Err(AuthError("onBehalfOf is allowed only for the org's compliance officers".into()));
+            return Err(Refused::Forbidden("onBehalfOf is allowed only for the org's compliance officers"));
         }
         Ok(Principal::Compliance { officer: user.user_id, subject, case: None })
     }
@@ -584,7 +619,7 @@ impl Engine {
         let binding = kms_protocol::pop::session_binding(uri);
         let mut principal = match self.authenticate(&client.credential, &binding, rid).await {
             Ok(p) => p,
-            Err(e) => return Ok(Sealed::Fresh(err(Status::UNAUTHORIZED, rid, &e.0))),
+            Err(e) => return Ok(Sealed::Fresh(err(e.status(), rid, e.reason()))),
         };
         if principal.id(&self.cfg.kms_domain) != session.principal || client.client_id != session.client_id {
             return Ok(Sealed::Fresh(err(Status::UNAUTHORIZED, rid, "the credential does not match the session")));

@@ -332,12 +332,12 @@ async fn compliance_officers_read_on_behalf_of_their_own_org_and_are_audited() {
     // Not an officer (an admin is not one either): refused.
     for who in ["eve", "admin"] {
         let e = Client::try_connect(&h.engine, obo(who, "bob@acme.example", "c")).await.err().unwrap();
-        assert_eq!(reason_of(e), "401 onBehalfOf is allowed only for the org's compliance officers", "{who}");
+        assert_eq!(reason_of(e), "403 onBehalfOf is allowed only for the org's compliance officers", "{who}");
     }
     set_policy(&h.engine, json!({"complianceOfficers": ["olivia"]})).await;
     // Another org's user: refused.
     let e = Client::try_connect(&h.engine, obo("olivia", "dave@globex.example", "c")).await.err().unwrap();
-    assert_eq!(reason_of(e), "401 onBehalfOf must name a user of this KMS's own org");
+    assert_eq!(reason_of(e), "403 onBehalfOf must name a user of this KMS's own org");
 
     let officer = Client::try_connect(&h.engine, obo("olivia", "bob", "c")).await.unwrap();
     // Bob's authorizations apply: his space yes, alice's private one no.
