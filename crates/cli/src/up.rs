@@ -300,6 +300,9 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
         let kcfg = kms::config::Config::load(&kms_path)?;
         let kms =
             kms::server::start(&kcfg, false).await.with_context(|| format!("starting the KMS of {}", org.domain))?;
+        if let Some(bot) = org.bot {
+            register_bot(&kms.engine, &kms_domain, org.domain, bot).await?;
+        }
         let key_jwk = serde_json::to_string(&kms.engine.server_key().public_key().to_jwk())?;
         let pem_path = dir.join("kms-public.pem");
         std::fs::write(&pem_path, kms.engine.server_key().public_key().to_pem())?;
@@ -418,4 +421,33 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     std::io::Write::write_all(&mut f, text.as_bytes())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(())
+}
+
+/// On the first `up` (an org policy never set), lists the org's bot as an
+/// allowed service: services, token ones included, are denied unless the
+/// org's policy lists them. Later changes are the admin's (`custos kms admin`).
+async fn register_bot(engine: &kms::Engine, kms_domain: &str, org: &str, bot: &str) -> anyhow::Result<()> {
+    use kms_protocol::policy::{OrgPolicy, ServicePolicy, ServiceState, SpaceScope, ROLE_PARTICIPANT};
+    if engine.policies().current().await?.version != 0 {
+        return Ok(());
+    }
+    let mut p = OrgPolicy::default();
+    p.services.insert(
+        format!("{bot}@{org}"),
+        ServicePolicy {
+            kind: "bot".into(),
+            state: ServiceState::Allowed,
+            spaces: SpaceScope::All,
+            roles: vec![ROLE_PARTICIPANT.into()],
+            content_from: None,
+            content_until: None,
+            denials: Vec::new(),
+            revoked_at: None,
+        },
+    );
+    let p = p.canonicalize(kms_domain, org)?;
+    match engine.policies().update(p, 0, kms::now_ms()).await {
+        Ok(_) | Err(kms::policy::UpdateError::Conflict(_)) => Ok(()),
+        Err(kms::policy::UpdateError::Engine(e)) => Err(e.into()),
+    }
 }

@@ -324,8 +324,10 @@ impl Idp {
             tracing::error!(error = %e, "signing a token failed");
             OAuthError::new(ErrorCode::TemporarilyUnavailable, "signing failed")
         };
-        let access_token = token::access_token(&inner.key, &inner.issuer, audience, grant, inner.access_ttl_secs, now)
-            .map_err(failed)?;
+        let service = grant_type == grant_type::CLIENT_CREDENTIALS;
+        let access_token =
+            token::access_token(&inner.key, &inner.issuer, audience, grant, inner.access_ttl_secs, now, service)
+                .map_err(failed)?;
         let refresh_token = if with_refresh {
             Some(token::refresh_token(&inner.key, &inner.issuer, grant, inner.refresh_ttl_secs, now).map_err(failed)?)
         } else {

@@ -54,10 +54,16 @@ pub(crate) fn access_token(
     grant: &Grant,
     ttl_secs: u64,
     now: i64,
+    client_credentials: bool,
 ) -> Result<String, KeyError> {
     let mut claims = base_claims(issuer, audience, grant, ttl_secs, now);
     if let Some(name) = &grant.name {
         claims.insert("name".into(), json!(name));
+    }
+    // No resource owner: a service acting as itself. `gty` as Auth0 names it, so
+    // that a resource server (the KMS) can tell a service's token from a user's.
+    if client_credentials {
+        claims.insert("gty".into(), json!("client-credentials"));
     }
     key.sign(ACCESS_TOKEN_TYP, &Value::Object(claims))
 }
@@ -150,7 +156,7 @@ mod tests {
         let now = now_secs();
         // An access token for the issuer itself (configurations refuse that
         // audience, so this is a forgery by us): refused by `typ` alone.
-        let at_for_issuer = access_token(&k, ISS, ISS, &grant(), 60, now).unwrap();
+        let at_for_issuer = access_token(&k, ISS, ISS, &grant(), 60, now, false).unwrap();
         assert_eq!(check_refresh_token(&k, ISS, &at_for_issuer, now), None);
         // `typ` rt+jwt but another audience: refused by `aud` alone.
         let claims = Value::Object(base_claims(ISS, "kms://acme.test", &grant(), 60, now));

@@ -56,6 +56,7 @@ async fn access_token_is_rfc9068_and_verifies_for_its_audience_only() {
     assert_eq!(claims["aud"], KMS, "a single string");
     assert_eq!(claims["client_id"], CLI);
     assert_eq!(claims["name"], "Alice Example");
+    assert!(claims.get("gty").is_none(), "a person's token is not a service's");
     let (iat, nbf, exp) =
         (claims["iat"].as_i64().unwrap(), claims["nbf"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
     assert_eq!(nbf, iat);
@@ -250,6 +251,9 @@ async fn client_credentials_in_the_form_or_basic() {
     assert_eq!(who.subject, BOT_SUBJECT);
     assert_eq!(who.user_id, BOT_SUBJECT);
     assert_eq!(who.client_id.as_deref(), Some(BOT));
+    // Marked as a service's own token (`gty`), which the KMS default-denies unless listed.
+    assert!(who.client_credentials);
+    assert_eq!(jwt_part(r.json["access_token"].as_str().unwrap(), 1)["gty"], "client-credentials");
 
     let basic = idp
         .http

@@ -79,6 +79,7 @@ mod tests {
             expires_at: exp,
             client_id: None,
             scope: vec![],
+            client_credentials: false,
         }
     }
 

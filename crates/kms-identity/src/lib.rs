@@ -74,6 +74,10 @@ pub struct Identity {
     pub client_id: Option<String>,
     /// The granted scopes (`scope`, split on spaces; else an `scp` array).
     pub scope: Vec<String>,
+    /// Issued with no resource owner (OAuth client credentials): a service
+    /// acting as itself. Recognized by `gty: "client-credentials"` (Auth0's
+    /// claim) or by `sub` equal to `client_id` (RFC 9068 §2.2's advice).
+    pub client_credentials: bool,
 }
 
 /// Counters for metrics.

@@ -197,7 +197,9 @@ pub(crate) fn identity(
         Some(_) => return Err(IdentityError::Malformed),
     };
 
-    Ok(Identity { user_id, issuer: rules.issuer.to_owned(), subject, expires_at, client_id, scope })
+    let client_credentials = claims.get("gty").and_then(Value::as_str) == Some("client-credentials")
+        || client_id.as_deref() == Some(subject.as_str());
+    Ok(Identity { user_id, issuer: rules.issuer.to_owned(), subject, expires_at, client_id, scope, client_credentials })
 }
 
 /// `aud` must be exactly our audience: a string, or an array of exactly it.

@@ -22,6 +22,22 @@ async fn valid_token_gives_org_qualified_identity() {
     assert_eq!(id.expires_at, claims["exp"].as_i64().unwrap());
     assert_eq!(id.client_id.as_deref(), Some("custos-web"));
     assert_eq!(id.scope, ["kms.read", "kms.write"]);
+    assert!(!id.client_credentials, "a person's token");
+}
+
+#[tokio::test]
+async fn service_tokens_are_recognized_by_gty_or_sub_equal_to_client_id() {
+    let idp = TestIdp::start(&[&RS]).await;
+    let v = idp.verifier();
+    let mut gty = idp.claims("indexer");
+    gty["gty"] = json!("client-credentials");
+    assert!(v.verify(&RS.sign(&gty)).await.unwrap().client_credentials);
+    let mut same = idp.claims("custos-web");
+    same["client_id"] = json!("custos-web");
+    assert!(v.verify(&RS.sign(&same)).await.unwrap().client_credentials, "RFC 9068: sub = client_id");
+    let mut other = idp.claims("bob");
+    other["gty"] = json!("password");
+    assert!(!v.verify(&RS.sign(&other)).await.unwrap().client_credentials);
 }
 
 #[tokio::test]

@@ -26,6 +26,8 @@ pub fn entries_for(p: &Principal, principal_id: &str, admin: bool, op: &Operatio
 fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation, resp: &Response) -> Option<NewEntry> {
     let kind = match p {
         Principal::User { .. } if admin && is_admin_op(op) => ActorKind::Admin,
+        // A service's own token: listed as a service in key-access transparency.
+        Principal::User { client_credentials: true, .. } => ActorKind::Service,
         Principal::User { .. } => ActorKind::User,
         Principal::Service { .. } => ActorKind::Service,
         Principal::Compliance { .. } => ActorKind::Compliance,

@@ -11,6 +11,8 @@ pub struct AuthenticatedUser {
     pub user_id: String,
     /// When the token expires (Unix seconds).
     pub expires_at: i64,
+    /// A service's own token (OAuth client credentials), not a person's.
+    pub client_credentials: bool,
 }
 
 /// Why a credential was refused (the reason goes to the client; never the token).
@@ -32,6 +34,9 @@ pub enum Principal {
     User {
         /// `name@org-domain`.
         user_id: String,
+        /// A service's own token (client credentials): default-deny unless
+        /// the org's policy lists it as a service; never an admin.
+        client_credentials: bool,
     },
     /// A service (bot, indexer, DLP) authenticated by certificate. Its id lives
     /// in a namespace of its own (`service:<id>`), so a certificate can never
@@ -63,7 +68,7 @@ impl Principal {
     /// The id a session is bound to.
     pub fn id(&self, kms_domain: &str) -> String {
         match self {
-            Principal::User { user_id } => user_id.clone(),
+            Principal::User { user_id, .. } => user_id.clone(),
             Principal::Service { service_id } => format!("service:{service_id}"),
             Principal::Compliance { officer, .. } => officer.clone(),
             Principal::Anonymous { authorization_id, .. } => {

@@ -265,7 +265,8 @@ impl Engine {
     /// one the policy names. Never a service, compliance officer or bearer.
     fn is_admin(&self, policy: &Loaded, p: &Principal) -> bool {
         match p {
-            Principal::User { user_id } => {
+            // A service's own token is never an admin, whatever its subject.
+            Principal::User { user_id, client_credentials: false } => {
                 self.cfg.admins.iter().any(|a| a == user_id) || policy.policy.admins.iter().any(|a| a == user_id)
             }
             _ => false,
@@ -295,8 +296,10 @@ impl Engine {
                 Some(s) if s.state == ServiceState::Revoked => Some("the org has revoked this service"),
                 Some(_) => None,
             },
-            Principal::User { .. } => match policy.service(&id) {
+            Principal::User { client_credentials, .. } => match policy.service(&id) {
                 Some(s) if s.state == ServiceState::Revoked => Some("the org has revoked this service"),
+                // Default deny for services, whether they hold a certificate or a token.
+                None if *client_credentials => Some("this service is not allowed by the org's policy"),
                 _ => None,
             },
             Principal::Compliance { .. } => None,
@@ -535,11 +538,12 @@ impl Engine {
             return Ok(p?);
         }
         let user = self.auth.authenticate(token).await?;
+        let client_credentials = user.client_credentials;
         let Some(obo) = cred.on_behalf_of.as_deref().filter(|o| !o.is_empty()) else {
-            return Ok(Principal::User { user_id: user.user_id });
+            return Ok(Principal::User { user_id: user.user_id, client_credentials });
         };
         if obo.eq_ignore_ascii_case(&user.user_id) {
-            return Ok(Principal::User { user_id: user.user_id });
+            return Ok(Principal::User { user_id: user.user_id, client_credentials });
         }
         // Compliance: the officer's own token, someone else's authorizations; own org only.
         // Authenticated, but not allowed to act for someone else: 403, not 401.
@@ -1787,7 +1791,7 @@ impl Engine {
         rid: &str,
     ) -> Answer {
         use kms_protocol::policy::{CaseObject, CaseState};
-        let Principal::User { user_id } = p else { return Ok(forbidden(rid)) };
+        let Principal::User { user_id, .. } = p else { return Ok(forbidden(rid)) };
         if !policy.policy.compliance_officers.iter().any(|o| o == user_id) {
             return Ok(err(Status::FORBIDDEN, rid, "only compliance officers may open compliance cases"));
         }
@@ -1826,7 +1830,7 @@ impl Engine {
         rid: &str,
     ) -> Answer {
         use kms_protocol::policy::{CaseDecision, CaseState};
-        let Principal::User { user_id } = p else { return Ok(forbidden(rid)) };
+        let Principal::User { user_id, .. } = p else { return Ok(forbidden(rid)) };
         // Approvals race: re-read and compare-and-swap until one write wins.
         for _ in 0..8 {
             let Some((mut case, version)) = self.load_case(uri).await? else { return Ok(not_found(rid)) };

@@ -28,7 +28,11 @@ pub struct IdentityAuth(pub kms_identity::Verifier);
 impl Authenticator for IdentityAuth {
     async fn authenticate(&self, token: &str) -> Result<AuthenticatedUser, AuthError> {
         match self.0.verify(token).await {
-            Ok(id) => Ok(AuthenticatedUser { user_id: id.user_id, expires_at: id.expires_at }),
+            Ok(id) => Ok(AuthenticatedUser {
+                user_id: id.user_id,
+                expires_at: id.expires_at,
+                client_credentials: id.client_credentials,
+            }),
             Err(e) => Err(AuthError(format!("the bearer token was refused: {e}"))),
         }
     }

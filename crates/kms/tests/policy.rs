@@ -455,3 +455,25 @@ async fn m_of_n_approval_releases_only_after_enough_approvers() {
     assert_eq!(ann.ok(Method::Retrieve, "/cases", json!({})).await.cases.unwrap().len(), 1);
     assert_eq!(eve.call(Method::Retrieve, "/cases", json!({})).await.status, Status::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_service_with_a_token_is_denied_unless_listed_and_never_an_admin() {
+    let (h, log) = harness_audited().await;
+    let alice = Client::connect(&h.engine, "alice").await;
+    let (res, k) = space(&alice, &["indexer"]).await;
+    // Client-credentials tokens (`svc-` in the fake issuer): refused until the org lists them,
+    // whatever authorizations members gave.
+    let e = Client::try_connect(&h.engine, client_info("svc-indexer", "c")).await.err().unwrap();
+    assert_eq!(reason_of(e), "403 this service is not allowed by the org's policy");
+    set_policy(&h.engine, json!({"services": {"indexer": {"kind": "search", "state": "allowed"}}})).await;
+    let svc = Client::try_connect(&h.engine, client_info("svc-indexer", "c")).await.unwrap();
+    assert_eq!(svc.call(Method::Retrieve, &k, json!({})).await.status, Status::OK);
+    // Listed in key-access transparency as a service.
+    let acc = alice.ok(Method::Retrieve, &format!("{res}/accesses"), json!({})).await.accesses.unwrap();
+    assert!(acc.iter().any(|a| a.actor == "indexer@acme.example" && a.actor_kind == "service"), "{acc:?}");
+    // A service token whose subject is an admin's id is still no admin.
+    set_policy(&h.engine, json!({"services": {"admin": {"kind": "other", "state": "allowed"}}})).await;
+    let fake_admin = Client::try_connect(&h.engine, client_info("svc-admin", "c")).await.unwrap();
+    assert_eq!(fake_admin.call(Method::Retrieve, "/policy", json!({})).await.status, Status::FORBIDDEN);
+    drop(log);
+}

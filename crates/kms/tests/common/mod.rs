@@ -28,7 +28,16 @@ impl Authenticator for FakeAuth {
         match token.strip_prefix("tok-") {
             Some("expired") => Err(AuthError("the token has expired".into())),
             Some(name) if !name.is_empty() => {
-                Ok(AuthenticatedUser { user_id: format!("{name}@{ORG}"), expires_at: i64::MAX / 2000 })
+                // `svc-<name>`: a service's client-credentials token.
+                let (name, client_credentials) = match name.strip_prefix("svc-") {
+                    Some(n) => (n, true),
+                    None => (name, false),
+                };
+                Ok(AuthenticatedUser {
+                    user_id: format!("{name}@{ORG}"),
+                    expires_at: i64::MAX / 2000,
+                    client_credentials,
+                })
             }
             _ => Err(AuthError("the token is not valid".into())),
         }
