@@ -15,7 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use kms_protocol::channel::verify_pushed_reset;
 use kms_protocol::{begin_handshake, ClientInfo, Credential, KmsInfo, Method, Request, Response, Session, Status};
 use serde_json::{json, Value};
-use server::{config_text, Server};
+use server::{config_text, post_message as post, Server};
 use testkit::pg::TempDatabase;
 use testkit::Idp;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,19 +24,6 @@ async fn kms_info(url: &str) -> KmsInfo {
     let v: Value = reqwest::get(format!("{url}/kms/info")).await.unwrap().json().await.unwrap();
     let jwk: jose::Jwk = serde_json::from_value(v["key"].clone()).unwrap();
     KmsInfo { domain: "kms.acme.example".into(), key: jwk.to_rsa_public().unwrap() }
-}
-
-async fn post(url: &str, body: String) -> String {
-    reqwest::Client::new()
-        .post(format!("{url}/kms/messages"))
-        .header("content-type", "application/jose")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 async fn http_session(url: &str, info: &KmsInfo, ci: &ClientInfo) -> Session {

@@ -9,7 +9,7 @@ mod server;
 
 use kms_protocol::{begin_handshake, ClientInfo, Credential, KmsInfo, Method, ProtocolError, Request, Session, Status};
 use serde_json::Value;
-use server::{config_text, Server};
+use server::{config_text, post_message as post, Server};
 use testkit::Idp;
 
 async fn info_json(url: &str) -> Value {
@@ -19,19 +19,6 @@ async fn info_json(url: &str) -> Value {
 fn pin(v: &Value) -> KmsInfo {
     let jwk: jose::Jwk = serde_json::from_value(v.clone()).unwrap();
     KmsInfo { domain: "kms.acme.example".into(), key: jwk.to_rsa_public().unwrap() }
-}
-
-async fn post(url: &str, body: String) -> String {
-    reqwest::Client::new()
-        .post(format!("{url}/kms/messages"))
-        .header("content-type", "application/jose")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 async fn connect(url: &str, info: &KmsInfo, ci: &ClientInfo) -> Result<Session, ProtocolError> {

@@ -61,3 +61,18 @@ impl Drop for Server {
         }
     }
 }
+
+/// `POST /kms/messages` with one compact message; the compact answer.
+#[allow(dead_code)]
+pub async fn post_message(url: &str, body: String) -> String {
+    reqwest::Client::new()
+        .post(format!("{url}/kms/messages"))
+        .header("content-type", "application/jose")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
