@@ -227,7 +227,10 @@ async fn resource(session: &Session, s: &str) -> anyhow::Result<String> {
     if s.starts_with("kms://") || s.starts_with("/resources/") {
         return Ok(s.to_string());
     }
-    Ok(session.space(s).await.with_context(|| format!("space {s}"))?.resource.to_string())
+    let space = session.space(s).await.with_context(|| {
+        format!("space {s} (not a space you are a member of? give its kms://…/resources/… URI instead)")
+    })?;
+    Ok(space.resource.to_string())
 }
 
 fn check_date(field: &str, v: &Option<String>) -> anyhow::Result<()> {
