@@ -403,6 +403,11 @@ impl ServerKey {
         &self.domain
     }
 
+    /// The private key, for this crate's own signing contexts only.
+    pub(crate) fn private_key(&self) -> &RsaPrivateKey {
+        &self.key
+    }
+
     /// The public half, as clients pin it.
     pub fn public_key(&self) -> &RsaPublicKey {
         self.key.public_key()

@@ -60,7 +60,45 @@ pub struct OrgPolicy {
     /// Legal holds by name: what they cover is never shredded while they stand.
     #[serde(rename = "legalHolds", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub legal_holds: BTreeMap<String, LegalHold>,
+    /// Other orgs' KMSs this org federates with, by KMS domain (the allowlist:
+    /// a KMS absent here, or ended, is neither asked nor answered).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub federation: BTreeMap<String, FederationPeer>,
 }
+
+/// A KMS of another org that this org federates with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationPeer {
+    /// The org whose users that KMS speaks for (`globex.test`): the only
+    /// user ids it may ask for, and the only ones it is told about.
+    #[serde(rename = "orgDomain")]
+    pub org_domain: String,
+    /// Where it answers (`https://…`); when absent, `https://<kms domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// PEM certificates: the peer's static key certificate(s) (pinned), or
+    /// the CA that issues them (then the certificate must name the KMS domain).
+    pub trust: String,
+    /// Allowed or ended.
+    pub state: PeerState,
+    /// When it was last ended (set by the KMS).
+    #[serde(rename = "endedAt", with = "date::rfc3339::option", default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Date>,
+}
+
+/// Whether a federation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// Keys flow both ways as authorizations allow.
+    Allowed,
+    /// Nothing is asked of it or answered to it.
+    Ended,
+}
+
+/// Longest federation trust PEM accepted.
+pub const MAX_TRUST_PEM: usize = 64 * 1024;
 
 /// A KMS-set timestamp (what a client sends is replaced).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -370,6 +408,14 @@ fn resource_uri(s: &str, kms_domain: &str, field: &'static str) -> Result<String
     Ok(u.to_string())
 }
 
+fn any_resource_uri(s: &str, kms_domain: &str, field: &'static str) -> Result<String, ProtocolError> {
+    let u = KmsUri::parse(s, kms_domain).map_err(|_| bad(field, "not a KMS resource URI"))?;
+    if !u.is_object(Kind::Resources) {
+        return Err(bad(field, "must name a resource"));
+    }
+    Ok(u.to_string())
+}
+
 fn users(list: &[String], org: &str, field: &'static str) -> Result<Vec<String>, ProtocolError> {
     let mut out = list.iter().map(|u| own_user(u, org, field)).collect::<Result<Vec<_>, _>>()?;
     out.sort();
@@ -468,8 +514,12 @@ impl OrgPolicy {
         }
         for h in self.legal_holds.values_mut() {
             h.users = users(&h.users, org_domain, "legalHolds.users")?;
-            h.spaces =
-                h.spaces.iter().map(|r| resource_uri(r, kms_domain, "legalHolds.spaces")).collect::<Result<_, _>>()?;
+            // A hold may name another KMS's space: it keeps this KMS's cached copies of its keys.
+            h.spaces = h
+                .spaces
+                .iter()
+                .map(|r| any_resource_uri(r, kms_domain, "legalHolds.spaces"))
+                .collect::<Result<_, _>>()?;
             if h.users.is_empty() && h.spaces.is_empty() {
                 return Err(bad("legalHolds", "a hold covers at least one user or space"));
             }
@@ -480,6 +530,43 @@ impl OrgPolicy {
         if self.legal_holds.keys().any(|k| k.is_empty() || k.len() > 128) {
             return Err(bad("legalHolds", "hold names are 1 to 128 characters"));
         }
+        if too_many(self.federation.len()) {
+            return Err(bad("federation", "too many entries"));
+        }
+        let mut peers = BTreeMap::new();
+        for (d, mut p) in std::mem::take(&mut self.federation) {
+            let d = d.trim().to_ascii_lowercase();
+            if !crate::uri::valid_domain(&d) {
+                return Err(bad("federation", "keys are KMS domains"));
+            }
+            if d == kms_domain.to_ascii_lowercase() {
+                return Err(bad("federation", "a KMS does not federate with itself"));
+            }
+            p.org_domain = p.org_domain.trim().to_ascii_lowercase();
+            if !crate::uri::valid_domain(&p.org_domain) {
+                return Err(bad("federation.orgDomain", "not a domain"));
+            }
+            if p.org_domain == org_domain.to_ascii_lowercase() {
+                return Err(bad("federation.orgDomain", "names this KMS's own org"));
+            }
+            if peers.values().any(|q: &FederationPeer| q.org_domain == p.org_domain) {
+                return Err(bad("federation.orgDomain", "two KMSs cannot speak for the same org"));
+            }
+            if let Some(u) = &p.url {
+                let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                    && u.len() <= 512
+                    && !u.chars().any(|c| c.is_control() || c.is_whitespace());
+                if !ok {
+                    return Err(bad("federation.url", "must be an http(s) URL of at most 512 characters"));
+                }
+                p.url = Some(u.trim_end_matches('/').to_string());
+            }
+            if p.trust.len() > MAX_TRUST_PEM || !p.trust.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(bad("federation.trust", "must be PEM certificates (at most 64 KiB)"));
+            }
+            peers.insert(d, p);
+        }
+        self.federation = peers;
         Ok(self)
     }
 
@@ -515,6 +602,20 @@ impl OrgPolicy {
         for (name, h) in &mut self.legal_holds {
             h.since = Some(old.legal_holds.get(name).and_then(|o| o.since).unwrap_or(now));
         }
+        for (d, p) in &mut self.federation {
+            let before = old.federation.get(d);
+            p.ended_at = match (p.state, before) {
+                (PeerState::Ended, Some(b)) if b.state == PeerState::Ended => b.ended_at.or(Some(now)),
+                (PeerState::Ended, _) => Some(now),
+                (PeerState::Allowed, Some(b)) => b.ended_at,
+                (PeerState::Allowed, None) => None,
+            };
+        }
+    }
+
+    /// The standing federation with the KMS at `kms_domain`, if any.
+    pub fn peer(&self, kms_domain: &str) -> Option<&FederationPeer> {
+        self.federation.get(kms_domain).filter(|p| p.state == PeerState::Allowed)
     }
 
     /// Whether `client_id` of `user` is disabled (or the whole user).

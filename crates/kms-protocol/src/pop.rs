@@ -286,6 +286,62 @@ pub fn attach_session_proof(
     Ok(())
 }
 
+/// KMS-to-KMS federation: a KMS proves itself to another with its static key
+/// (a `jwk` credential with its certificate in `x5c`, and `kms-pop` proofs:
+/// structures this KMS builds, never bytes a peer chose). The credential's
+/// `userId` names the asking KMS (`kms://<domain>`), so the answering KMS
+/// knows which peer entry of its policy to check the certificate against.
+impl crate::channel::ServerKey {
+    /// The `userId` a KMS puts in its federation credential.
+    pub fn peer_id(&self) -> String {
+        format!("kms://{}", self.domain())
+    }
+
+    /// Starts a handshake with the KMS `peer`, as this KMS.
+    pub fn begin_peer_handshake(
+        &self,
+        peer: &KmsInfo,
+        cert_chain: Vec<String>,
+    ) -> Result<PendingHandshake, ProtocolError> {
+        let id = self.peer_id();
+        begin_handshake_with(peer, |ephemeral, request_id| {
+            let mut credential = service_credential(
+                SignKey::Rsa(self.private_key()),
+                SigAlg::PS256,
+                cert_chain,
+                &handshake_binding(ephemeral),
+                request_id,
+                unix_now(),
+            )?;
+            credential.user_id = Some(id.clone());
+            Ok(ClientInfo { client_id: id, credential })
+        })
+    }
+
+    /// Sets `req.client` to this KMS's credential for `session` with a peer,
+    /// asking for its user `on_behalf_of` (call after the requestId is final).
+    pub fn attach_peer_proof(
+        &self,
+        req: &mut Request,
+        session: &Session,
+        cert_chain: Vec<String>,
+        on_behalf_of: Option<&str>,
+    ) -> Result<(), ProtocolError> {
+        let mut credential = service_credential(
+            SignKey::Rsa(self.private_key()),
+            SigAlg::PS256,
+            cert_chain,
+            &session_binding(session.uri()),
+            &req.request_id,
+            unix_now(),
+        )?;
+        credential.user_id = Some(self.peer_id());
+        credential.on_behalf_of = on_behalf_of.map(str::to_string);
+        req.client = Some(ClientInfo { client_id: self.peer_id(), credential });
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

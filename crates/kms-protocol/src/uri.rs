@@ -129,7 +129,8 @@ pub enum UriError {
     Query,
 }
 
-fn valid_domain(d: &str) -> bool {
+/// Whether `d` is a valid (lowercase) KMS or org domain.
+pub fn valid_domain(d: &str) -> bool {
     let (host, port) = match d.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
         None => (d, None),

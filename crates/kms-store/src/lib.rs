@@ -394,6 +394,21 @@ pub trait Store: Send + Sync + 'static {
     /// Resources on which `auth_id` holds an authorization.
     async fn resources_of(&self, auth_id: &str) -> Result<Vec<String>>;
 
+    // ---- federation
+
+    /// Keeps this KMS's copy of another KMS's resource, keys and
+    /// authorizations (federation), in one transaction, under ids that no
+    /// URI of this KMS can name (the caller prefixes them; `:` is never in an
+    /// object id). Adds what is new; never changes or removes what is there
+    /// (keys and bindings never change; an authorization once seen stays as
+    /// the record of who could read).
+    async fn cache_federated(
+        &self,
+        resource: &ResourceRecord,
+        authorizations: &[AuthorizationRecord],
+        keys: &[KeyRecord],
+    ) -> Result<()>;
+
     // ---- small named values (wrapped ticket keys, CMK check values)
 
     /// Gets a value.

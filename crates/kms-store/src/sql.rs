@@ -309,6 +309,65 @@ impl Store for SqlStore {
 
     // ---- keys
 
+    async fn cache_federated(
+        &self,
+        resource: &ResourceRecord,
+        authorizations: &[AuthorizationRecord],
+        keys: &[KeyRecord],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        sqlx::query(
+            "INSERT INTO kms_resources (id, creator, create_date, expiration_date, ttl) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&resource.id)
+        .bind(&resource.creator)
+        .bind(resource.create_date)
+        .bind(resource.expiration_date)
+        .bind(resource.ttl)
+        .execute(&mut *tx)
+        .await?;
+        for key in keys {
+            if key.resource_id.as_deref() != Some(resource.id.as_str()) {
+                return Err(StoreError::Corrupt("a cached key must be bound to the cached resource"));
+            }
+            sqlx::query(concat!(
+                "INSERT INTO kms_keys (",
+                key_cols!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING"
+            ))
+            .bind(&key.id)
+            .bind(key.wrapped.as_slice())
+            .bind(&key.kek_id)
+            .bind(&key.user_id)
+            .bind(&key.client_id)
+            .bind(key.create_date)
+            .bind(key.expiration_date)
+            .bind(key.resource_id.as_deref())
+            .bind(key.bind_date)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for a in authorizations {
+            sqlx::query(
+                "INSERT INTO kms_authorizations \
+                 (id, resource_id, auth_id, role_uri, creator, create_date, expiration_date) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(&a.id)
+            .bind(&resource.id)
+            .bind(a.auth_id.as_deref())
+            .bind(a.role_uri.as_deref())
+            .bind(&a.creator)
+            .bind(a.create_date)
+            .bind(a.expiration_date)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn insert_keys(&self, keys: &[KeyRecord]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());

@@ -63,6 +63,7 @@ sqlstore::conformance! {
     swap_meta_compares_value,
     documents_compare_and_swap,
     retention_rewrap_and_destroy,
+    federated_cache_adds_never_changes,
     purge_expired_spares_bound_keys,
     durability_reopen,
     kill_dash_nine_keeps_acknowledged_writes,
@@ -682,6 +683,42 @@ async fn retention_rewrap_and_destroy(ctx: Ctx) {
     store.create_authorizations(&[auth("a1", "r1", Some(ALICE), 2_000)]).await.unwrap();
     assert_eq!(store.resources_of(ALICE).await.unwrap(), ["r1"]);
     assert!(store.resources_of("nobody@x").await.unwrap().is_empty());
+}
+
+async fn federated_cache_adds_never_changes(ctx: Ctx) {
+    let store = ctx.open().await;
+    let res = resource("fed:kms.a.test/r1", "kms://kms.a.test", 1_000);
+    let bound = |id: &str, wrapped: &[u8]| KeyRecord {
+        wrapped: wrapped.to_vec(),
+        resource_id: Some(res.id.clone()),
+        bind_date: Some(1_500),
+        ..key(id, "dave@b.test", 90_000)
+    };
+    let k1 = bound("fed:kms.a.test/k1", b"one");
+    store.cache_federated(&res, &[auth("fa1", &res.id, Some("dave@b.test"), 1_000)], &[k1.clone()]).await.unwrap();
+    assert_eq!(store.get_key(&k1.id).await.unwrap(), Some(k1.clone()));
+    assert!(store.has_authorization(&res.id, &["dave@b.test"], 2_000).await.unwrap());
+    // Again, with a changed copy of k1, a new key and another user: only what is new is added.
+    let k2 = bound("fed:kms.a.test/k2", b"two");
+    store
+        .cache_federated(
+            &ResourceRecord { creator: "someone-else".into(), ..res.clone() },
+            &[auth("fa2", &res.id, Some("dave@b.test"), 3_000), auth("fa3", &res.id, Some("erin@b.test"), 3_000)],
+            &[bound(&k1.id, b"changed"), k2.clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get_key(&k1.id).await.unwrap(), Some(k1.clone()), "a cached key never changes");
+    assert_eq!(store.get_key(&k2.id).await.unwrap(), Some(k2.clone()));
+    let auths = store.list_authorizations(&res.id, None).await.unwrap();
+    assert_eq!(ids(&auths, |a| &a.id), ["fa1", "fa3"], "one row per user, the first kept");
+    assert_eq!(store.get_resource(&res.id).await.unwrap().unwrap().resource.creator, "kms://kms.a.test");
+    assert_eq!(store.resources_of("erin@b.test").await.unwrap(), [res.id.clone()]);
+    // A key bound elsewhere is refused and nothing of the call is written.
+    let stray = KeyRecord { resource_id: Some("r-other".into()), ..bound("fed:kms.a.test/k3", b"3") };
+    let k4 = bound("fed:kms.a.test/k4", b"4");
+    assert!(store.cache_federated(&res, &[], &[k4.clone(), stray]).await.is_err());
+    assert_eq!(store.get_key(&k4.id).await.unwrap(), None, "partial write");
 }
 
 // ---------------------------------------------------------------- housekeeping
