@@ -32,6 +32,7 @@ fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation, res
         Principal::Service { .. } => ActorKind::Service,
         Principal::Compliance { .. } => ActorKind::Compliance,
         Principal::Anonymous { .. } => ActorKind::Anonymous,
+        Principal::Peer { .. } => ActorKind::PeerKms,
     };
     let ok = resp.status.is_success();
     let outcome = if ok { Outcome::Allowed } else { Outcome::Denied };
@@ -47,6 +48,8 @@ fn entry_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation, res
                     None => n,
                 }
             }
+            // A peer KMS's releases name the user it asked for (its word).
+            Principal::Peer { user: Some(u), .. } => n.on_behalf_of(u.clone()),
             _ => n,
         }
     };

@@ -55,6 +55,18 @@ pub enum Principal {
         /// The compliance case the request names, if any.
         case: Option<String>,
     },
+    /// Another org's KMS (federation), authenticated by its static key and
+    /// listed as an allowed peer in this org's policy. It reads, for its own
+    /// users, what at least one of them is authorized for; it is told only
+    /// about its own org's authorizations.
+    Peer {
+        /// Its KMS domain.
+        kms_domain: String,
+        /// The org it speaks for.
+        org_domain: String,
+        /// The user of that org it asks for (its word; audited).
+        user: Option<String>,
+    },
     /// The holder of an anonymous authorization's bearer: may read that resource's keys, nothing else.
     Anonymous {
         /// The authorization (object id).
@@ -71,6 +83,7 @@ impl Principal {
             Principal::User { user_id, .. } => user_id.clone(),
             Principal::Service { service_id } => format!("service:{service_id}"),
             Principal::Compliance { officer, .. } => officer.clone(),
+            Principal::Peer { kms_domain, .. } => format!("kms://{kms_domain}"),
             Principal::Anonymous { authorization_id, .. } => {
                 format!("kms://{kms_domain}/authorizations/{authorization_id}")
             }

@@ -17,7 +17,6 @@ use kms_protocol::message::{
 };
 use kms_protocol::{
     classify, open_request, seal_response, AuthId, Credential, Incoming, Kind, KmsUri, Request, Response, Status,
-    Target,
 };
 use kms_store::{
     AuthorizationRecord, BindOutcome, CreateResourceOutcome, KeyRecord, MasterKeyState, ResourceRecord, Store,
@@ -32,6 +31,8 @@ use crate::limit::RateLimiter;
 use crate::policy::{Loaded, Policies, UpdateError};
 use crate::session::{SessionState, Tickets};
 use crate::{from_ms, now_ms, to_ms};
+
+mod federated;
 
 /// Policy and lifetimes.
 #[derive(Debug, Clone)]
@@ -108,6 +109,10 @@ pub struct Engine {
     /// before it is promoted, the previous one after): handshakes encrypted
     /// to any of them are answered, signed by that same key.
     other_servers: Vec<ServerKey>,
+    /// Federation with other orgs' KMSs (`None`: this KMS asks no peer).
+    federation: Option<Arc<crate::federation::Federation>>,
+    // Federated copies this node has written (one write per key and per user seen).
+    fed_cached: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Why a credential gets no principal.
@@ -191,6 +196,8 @@ impl Engine {
             authz_generation: std::sync::atomic::AtomicU64::new(0),
             policies: Arc::new(Policies::new(store.clone(), &cfg.org_domain)),
             other_servers: Vec::new(),
+            federation: None,
+            fed_cached: std::sync::Mutex::new(std::collections::HashSet::new()),
             cfg,
         }
     }
@@ -241,6 +248,14 @@ impl Engine {
     /// The static key a client pinned, by kid; the current one when unknown.
     fn server_for(&self, kid: Option<&str>) -> &ServerKey {
         kid.and_then(|k| self.other_servers.iter().find(|s| s.public_key().kid() == Some(k))).unwrap_or(&self.server)
+    }
+
+    /// Lets this KMS ask the peers its org policy lists, presenting its
+    /// static key with this certificate (DER). Answering peers needs nothing
+    /// beyond the policy.
+    pub fn with_federation(mut self, cert_der: &[u8]) -> Self {
+        self.federation = Some(Arc::new(crate::federation::Federation::new(cert_der)));
+        self
     }
 
     /// Accepts service credentials whose x5c chains lead to these roots.
@@ -303,6 +318,10 @@ impl Engine {
                 _ => None,
             },
             Principal::Compliance { .. } => None,
+            Principal::Peer { kms_domain, .. } if policy.policy.peer(kms_domain).is_none() => {
+                Some("this org does not federate with that KMS (any more)")
+            }
+            Principal::Peer { .. } => None,
         }
     }
 
@@ -522,6 +541,9 @@ impl Engine {
     /// Who sent a request: a bearer (ours or a trusted issuer's), or a service
     /// key with an x5c chain and a proof of possession bound to `binding`.
     async fn authenticate(&self, cred: &Credential, binding: &str, request_id: &str) -> Result<Principal, Refused> {
+        if let (Some(jwk), Some(peer)) = (&cred.jwk, cred.user_id.as_deref().and_then(|u| u.strip_prefix("kms://"))) {
+            return self.authenticate_peer(peer, jwk, cred, binding, request_id).await;
+        }
         if cred.jwk.is_some() {
             let Some(roots) = &self.service_roots else {
                 return Err(AuthError(
@@ -554,6 +576,41 @@ impl Engine {
             return Err(Refused::Forbidden("onBehalfOf is allowed only for the org's compliance officers"));
         }
         Ok(Principal::Compliance { officer: user.user_id, subject, case: None })
+    }
+
+    /// Another org's KMS: its static key, proven over this request, certified
+    /// as the policy's trust for that peer says; it may ask only for its own users.
+    async fn authenticate_peer(
+        &self,
+        domain: &str,
+        jwk: &jose::Jwk,
+        cred: &Credential,
+        binding: &str,
+        request_id: &str,
+    ) -> Result<Principal, Refused> {
+        use kms_protocol::pop::{verify_pop, PopRefusal, DEFAULT_MAX_SKEW_SECS};
+        let domain = domain.to_ascii_lowercase();
+        if cred.bearer.is_some() {
+            return Err(AuthError("a credential has either a bearer or a jwk, not both".into()).into());
+        }
+        let proof = cred.proof.as_deref().ok_or_else(|| {
+            AuthError(kms_protocol::ProtocolError::ProofOfPossession(PopRefusal::Missing).to_string())
+        })?;
+        let now = now_ms() / 1000;
+        verify_pop(jwk, proof, binding, request_id, now, DEFAULT_MAX_SKEW_SECS).map_err(|e| AuthError(e.to_string()))?;
+        let policy = self.policies.current().await.map_err(|_| Refused::Unavailable)?;
+        let Some(peer) = policy.policy.peer(&domain) else {
+            return Err(Refused::Forbidden("this org does not federate with that KMS"));
+        };
+        crate::service_auth::verify_peer(&peer.trust, jwk, &domain, crate::service_auth::PeerRole::Client, now)?;
+        let user = match cred.on_behalf_of.as_deref().filter(|o| !o.is_empty()) {
+            None => None,
+            Some(o) => Some(
+                kms_protocol::policy::own_user(o, &peer.org_domain, "onBehalfOf")
+                    .map_err(|_| Refused::Forbidden("a federated KMS may ask only for users of its own org"))?,
+            ),
+        };
+        Ok(Principal::Peer { kms_domain: domain, org_domain: peer.org_domain.clone(), user })
     }
 
     async fn principal_expiry(&self, _p: &Principal) -> Option<i64> {
@@ -634,6 +691,7 @@ impl Engine {
             self.tickets.revoke(session).await?;
             let kind = match principal {
                 Principal::Service { .. } => audit::ActorKind::Service,
+                Principal::Peer { .. } => audit::ActorKind::PeerKms,
                 _ if policy.service(&session.principal).is_some() => audit::ActorKind::Service,
                 _ => audit::ActorKind::User,
             };
@@ -734,8 +792,14 @@ impl Engine {
         let policy = self.policies.current().await?;
         let user = match p {
             Principal::User { .. } | Principal::Service { .. } | Principal::Compliance { .. } => Some(pid.as_str()),
-            Principal::Anonymous { .. } => None,
+            Principal::Anonymous { .. } | Principal::Peer { .. } => None,
         };
+        // Another org's KMS reads for its users, and does nothing else.
+        if let Principal::Peer { .. } = p {
+            if !matches!(op, Operation::Ping | Operation::DeleteEphemeralKey { .. }) {
+                return self.serve_peer(&policy, p, op, now, rid).await;
+            }
+        }
         if matches!(p, Principal::Compliance { .. })
             && !matches!(
                 op,
@@ -776,6 +840,10 @@ impl Engine {
         if user.is_none() && !anonymous_ok {
             return Ok(err(Status::FORBIDDEN, rid, "an anonymous authorization may only retrieve keys"));
         }
+        // Another org's object: ask its KMS (federation), for this user.
+        if let Some(domain) = self.foreign_domain(op) {
+            return self.federated(&policy, p, op, &domain, now, rid).await;
+        }
         // Admins are users; a service certificate never is one.
         let admin = self.is_admin(&policy, p);
         match op {
@@ -812,6 +880,9 @@ impl Engine {
                 match self.policies.update((**new).clone(), *version, now).await {
                     Ok((loaded, old)) => {
                         let changes = crate::policy::changes(&old.policy, &loaded.policy);
+                        if let Some(f) = &self.federation {
+                            f.forget();
+                        }
                         tracing::info!(
                             version = loaded.version,
                             by = pid.as_str(),
@@ -1204,7 +1275,7 @@ impl Engine {
                 }
                 p.id(&self.cfg.kms_domain) == rec.user_id && session.client_id == rec.client_id
             }
-            (None, Principal::Anonymous { .. } | Principal::Compliance { .. }) => false,
+            (None, Principal::Anonymous { .. } | Principal::Compliance { .. } | Principal::Peer { .. }) => false,
             (Some(res), _) => self.authorized(p, res, now).await?,
         };
         if !allowed {
@@ -1439,6 +1510,8 @@ impl Engine {
                     .await?
                     .is_some_and(|a| a.expiration_date.is_some_and(|e| e > now)))
             }
+            // Peers are served by `serve_peer`, which checks their org's authorizations itself.
+            Principal::Peer { .. } => Ok(false),
             Principal::User { .. } | Principal::Service { .. } | Principal::Compliance { .. } => {
                 let user_id = self.principal_key(p);
                 // An org-wide agent reads every org resource in its scope, no member needed.
@@ -1568,6 +1641,9 @@ impl Engine {
                 if let Ok(u) = KmsUri::parse_absolute(s) {
                     if let Some(id) = self.own_id(&u) {
                         held_resources.insert(id.to_string());
+                    } else if let Some(id) = u.id().filter(|_| u.is_object(Kind::Resources)) {
+                        // Another org's space: the hold keeps this KMS's copies of its keys.
+                        held_resources.insert(crate::federation::cached_id(u.domain(), id));
                     }
                 }
             }
@@ -1893,6 +1969,4 @@ impl WithRid for Response {
     }
 }
 
-// Silence the unused-import lint for Target until federation uses it.
-#[allow(dead_code)]
-fn _target(_: &Target) {}
+

@@ -22,6 +22,7 @@ pub mod config;
 pub mod connector;
 pub mod crypto;
 pub mod engine;
+pub mod federation;
 mod error;
 pub mod http;
 pub mod keyring;

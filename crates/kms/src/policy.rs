@@ -254,6 +254,18 @@ pub fn changes(old: &OrgPolicy, new: &OrgPolicy) -> Vec<String> {
     if old.approval != new.approval {
         out.push(format!("approval {:?}", new.approval.as_ref().map(|a| (a.required, a.approvers.len()))));
     }
+    let mut peers: Vec<&String> = old.federation.keys().chain(new.federation.keys()).collect();
+    peers.sort();
+    peers.dedup();
+    for d in peers {
+        match (old.federation.get(d), new.federation.get(d)) {
+            (None, Some(p)) => out.push(format!("federation {d} added ({:?})", p.state).to_lowercase()),
+            (Some(_), None) => out.push(format!("federation {d} removed")),
+            (Some(a), Some(b)) if a.state != b.state => out.push(format!("federation {d} {:?}", b.state).to_lowercase()),
+            (Some(a), Some(b)) if a != b => out.push(format!("federation {d} changed")),
+            _ => {}
+        }
+    }
     out
 }
 

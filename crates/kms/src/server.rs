@@ -378,9 +378,12 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
         every_entries: cfg.audit.checkpoint_every_entries,
         every: (cfg.audit.checkpoint_every_secs > 0).then(|| Duration::from_secs(cfg.audit.checkpoint_every_secs)),
     });
+    let cert_der = static_key.cert_der.clone();
     let mut engine = Engine::open(ec, store.clone(), static_key.key, cmk, Arc::new(IdentityAuth(verifier)), limiter)
         .await?
-        .with_audit(audit_log);
+        .with_audit(audit_log)
+        // Peers (listed in the org policy) know this KMS by its static key's certificate.
+        .with_federation(&cert_der);
     let mut other_files = Vec::new();
     let mut other_keys = Vec::new();
     for (slot, k) in others {

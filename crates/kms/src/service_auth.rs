@@ -143,6 +143,67 @@ fn refuse(reason: &str) -> AuthError {
 ///   everywhere in Custos). E.g. `search-indexer@Acme.Example` gives
 ///   `search-indexer@acme.example`.
 pub fn verify_service(roots: &TrustRoots, jwk: &Jwk, now: i64) -> Result<String, AuthError> {
+    let chain = certified_chain(jwk)?;
+    let leaf =
+        EndEntityCert::try_from(&chain[0]).map_err(|_| refuse("the x5c leaf is not a valid X.509 certificate"))?;
+    let time = unix_time(now)?;
+    leaf.verify_for_usage(SIG_ALGS, &roots.anchors, &chain[1..], time, KeyUsage::client_auth(), None, None)
+        .map_err(|e| refuse(path_error(&e)))?;
+
+    let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref())
+        .map_err(|_| refuse("the x5c leaf is not a valid X.509 certificate"))?;
+    match cert.extended_key_usage() {
+        Ok(Some(eku)) if eku.value.client_auth => {}
+        Ok(_) => return Err(refuse("the x5c leaf certificate does not allow client authentication")),
+        Err(_) => return Err(refuse("the x5c leaf has a malformed extension")),
+    }
+    service_id(&cert)
+}
+
+fn unix_time(now: i64) -> Result<UnixTime, AuthError> {
+    let now = u64::try_from(now).map_err(|_| refuse("the KMS clock is before 1970"))?;
+    Ok(UnixTime::since_unix_epoch(std::time::Duration::from_secs(now)))
+}
+
+/// How another KMS's certificate is being used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// It asks us (its credential).
+    Client,
+    /// It answers us (its `/kms/info` key, whose signatures we then check).
+    Server,
+}
+
+/// Checks another KMS's static key `jwk` (with `x5c`) against the trust
+/// this org's policy gives that peer (`trust_pem`): the leaf certificate is
+/// one of those certificates (pinned: exact DER match; a pinned certificate
+/// is trusted as a trust anchor is, its validity period unchecked), or it
+/// chains to one of them at `now` (Unix seconds) and names `kms_domain` as a
+/// DNS subject alternative name. The JWK must be the leaf's key.
+pub fn verify_peer(trust_pem: &str, jwk: &Jwk, kms_domain: &str, role: PeerRole, now: i64) -> Result<(), AuthError> {
+    let chain = certified_chain(jwk)?;
+    let pinned: Vec<CertificateDer<'_>> =
+        CertificateDer::pem_slice_iter(trust_pem.as_bytes()).filter_map(Result::ok).collect();
+    if pinned.iter().any(|c| c.as_ref() == chain[0].as_ref()) {
+        return Ok(());
+    }
+    let roots = TrustRoots::from_pem(trust_pem).map_err(|_| refuse("the trust configured for this KMS is unusable"))?;
+    let leaf = EndEntityCert::try_from(&chain[0]).map_err(|_| refuse("the KMS certificate is not valid X.509"))?;
+    let usage = match role {
+        PeerRole::Client => KeyUsage::client_auth(),
+        PeerRole::Server => KeyUsage::server_auth(),
+    };
+    leaf.verify_for_usage(SIG_ALGS, &roots.anchors, &chain[1..], unix_time(now)?, usage, None, None)
+        .map_err(|e| refuse(path_error(&e)))?;
+    let host = kms_domain.rsplit_once(':').map_or(kms_domain, |(h, _)| h);
+    let name = rustls_pki_types::ServerName::try_from(host).map_err(|_| refuse("not a DNS name"))?;
+    leaf.verify_is_valid_for_subject_name(&name)
+        .map_err(|_| refuse("the KMS certificate does not name this KMS domain"))?;
+    Ok(())
+}
+
+/// The `x5c` chain of a public `jwk` whose key is the leaf's key.
+fn certified_chain(jwk: &Jwk) -> Result<Vec<CertificateDer<'static>>, AuthError> {
     if jwk.has_private() || jwk.p.is_some() || jwk.q.is_some() {
         return Err(refuse("the credential jwk must be a public key"));
     }
@@ -166,20 +227,7 @@ pub fn verify_service(roots: &TrustRoots, jwk: &Jwk, now: i64) -> Result<String,
     if leaf_key != jwk_spki {
         return Err(refuse("the credential jwk is not the key of the x5c leaf certificate"));
     }
-
-    let now = u64::try_from(now).map_err(|_| refuse("the KMS clock is before 1970"))?;
-    let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now));
-    leaf.verify_for_usage(SIG_ALGS, &roots.anchors, &chain[1..], time, KeyUsage::client_auth(), None, None)
-        .map_err(|e| refuse(path_error(&e)))?;
-
-    let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref())
-        .map_err(|_| refuse("the x5c leaf is not a valid X.509 certificate"))?;
-    match cert.extended_key_usage() {
-        Ok(Some(eku)) if eku.value.client_auth => {}
-        Ok(_) => return Err(refuse("the x5c leaf certificate does not allow client authentication")),
-        Err(_) => return Err(refuse("the x5c leaf has a malformed extension")),
-    }
-    service_id(&cert)
+    Ok(chain)
 }
 
 /// Decodes `x5c`: present, 1 to [`MAX_CHAIN_LEN`] entries, each strict standard base64 of a bounded DER blob.
