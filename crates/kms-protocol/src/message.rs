@@ -732,7 +732,16 @@ impl Request {
     /// Checks the request and names the one operation it asks for.
     pub fn operation(&self, realm: Realm<'_>) -> Result<Operation, ProtocolError> {
         let uri = KmsUri::parse(&self.uri, realm.kms_domain).map_err(ProtocolError::uri("uri"))?;
-        if uri.domain() != crate::uri::canonical_domain(realm.kms_domain).unwrap_or_default() {
+        // Another KMS's keys, resources and authorizations may be named (federation:
+        // the KMS asks their owner, or refuses); its collections and the rest may not.
+        let federable = matches!(
+            uri.target(),
+            Target::Object(Kind::Keys | Kind::Resources | Kind::Authorizations, _)
+                | Target::ResourceKeys(_)
+                | Target::ResourceAuthorizations(..)
+                | Target::ResourceAccesses(_)
+        );
+        if !federable && uri.domain() != crate::uri::canonical_domain(realm.kms_domain).unwrap_or_default() {
             return Err(ProtocolError::ForeignDomain(uri.domain().to_string()));
         }
         let b = &self.body;

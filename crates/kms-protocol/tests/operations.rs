@@ -66,6 +66,12 @@ fn application_api() {
         op(json!({"method": "retrieve", "uri": "/keys/k1"})).unwrap(),
         Operation::RetrieveKey { uri: uri("/keys/k1") }
     );
+    // Another KMS's key: parsed, for the engine to ask that KMS (federation).
+    let foreign = KmsUri::parse_absolute("kms://kms.other.example/keys/k1").unwrap();
+    assert_eq!(
+        op(json!({"method": "retrieve", "uri": "kms://kms.other.example/keys/k1"})).unwrap(),
+        Operation::RetrieveKey { uri: foreign }
+    );
     let after = kms_protocol::date::parse("2015-01-11T18:23:21Z").unwrap();
     assert_eq!(
         op(json!({"method": "retrieve", "uri": "/resources/r1/keys", "boundAfter": "2015-01-11T18:23:21Z", "count": 25})).unwrap(),
@@ -196,7 +202,13 @@ fn refusals() {
         ("bind to a bad uri", json!({"method": "update", "uri": "/keys/k1", "resourceUri": "resources/r1"}), |e| {
             matches!(e, E::Uri { field: "resourceUri", .. })
         }),
-        ("foreign KMS", json!({"method": "retrieve", "uri": "kms://kms.other.example/keys/k1"}), |e| {
+        // Another KMS's objects may be named (federation); its collections and the rest may not.
+        (
+            "foreign KMS collection",
+            json!({"method": "create", "uri": "kms://kms.other.example/keys", "count": 1}),
+            |e| matches!(e, E::ForeignDomain(_)),
+        ),
+        ("foreign KMS policy", json!({"method": "retrieve", "uri": "kms://kms.other.example/policy"}), |e| {
             matches!(e, E::ForeignDomain(_))
         }),
         (

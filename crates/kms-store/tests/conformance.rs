@@ -695,7 +695,7 @@ async fn federated_cache_adds_never_changes(ctx: Ctx) {
         ..key(id, "dave@b.test", 90_000)
     };
     let k1 = bound("fed:kms.a.test/k1", b"one");
-    store.cache_federated(&res, &[auth("fa1", &res.id, Some("dave@b.test"), 1_000)], &[k1.clone()]).await.unwrap();
+    store.cache_federated(&res, &[auth("fa1", &res.id, Some("dave@b.test"), 1_000)], std::slice::from_ref(&k1)).await.unwrap();
     assert_eq!(store.get_key(&k1.id).await.unwrap(), Some(k1.clone()));
     assert!(store.has_authorization(&res.id, &["dave@b.test"], 2_000).await.unwrap());
     // Again, with a changed copy of k1, a new key and another user: only what is new is added.
@@ -713,7 +713,7 @@ async fn federated_cache_adds_never_changes(ctx: Ctx) {
     let auths = store.list_authorizations(&res.id, None).await.unwrap();
     assert_eq!(ids(&auths, |a| &a.id), ["fa1", "fa3"], "one row per user, the first kept");
     assert_eq!(store.get_resource(&res.id).await.unwrap().unwrap().resource.creator, "kms://kms.a.test");
-    assert_eq!(store.resources_of("erin@b.test").await.unwrap(), [res.id.clone()]);
+    assert_eq!(store.resources_of("erin@b.test").await.unwrap(), std::slice::from_ref(&res.id));
     // A key bound elsewhere is refused and nothing of the call is written.
     let stray = KeyRecord { resource_id: Some("r-other".into()), ..bound("fed:kms.a.test/k3", b"3") };
     let k4 = bound("fed:kms.a.test/k4", b"4");

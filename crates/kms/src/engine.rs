@@ -597,7 +597,8 @@ impl Engine {
             AuthError(kms_protocol::ProtocolError::ProofOfPossession(PopRefusal::Missing).to_string())
         })?;
         let now = now_ms() / 1000;
-        verify_pop(jwk, proof, binding, request_id, now, DEFAULT_MAX_SKEW_SECS).map_err(|e| AuthError(e.to_string()))?;
+        verify_pop(jwk, proof, binding, request_id, now, DEFAULT_MAX_SKEW_SECS)
+            .map_err(|e| AuthError(e.to_string()))?;
         let policy = self.policies.current().await.map_err(|_| Refused::Unavailable)?;
         let Some(peer) = policy.policy.peer(&domain) else {
             return Err(Refused::Forbidden("this org does not federate with that KMS"));
@@ -1968,5 +1969,3 @@ impl WithRid for Response {
         self
     }
 }
-
-

@@ -239,7 +239,8 @@ impl Federation {
             return Err(unreachable(format!("{url}/kms/info answered HTTP {}", r.status().as_u16())));
         }
         let body = read_capped(r).await.map_err(unreachable)?;
-        let info: Info = serde_json::from_slice(&body).map_err(|_| unreachable(format!("{url}/kms/info is not KMS information")))?;
+        let info: Info =
+            serde_json::from_slice(&body).map_err(|_| unreachable(format!("{url}/kms/info is not KMS information")))?;
         let not_proven = |detail: &str| FedError::NotProven { domain: domain.to_string(), detail: detail.to_string() };
         if info.uri != format!("kms://{domain}") {
             return Err(not_proven("it names another KMS domain"));
@@ -288,7 +289,9 @@ fn proof_error(domain: &str, e: ProtocolError) -> FedError {
             detail: "its answer is not signed or sealed by the key it presented".into(),
         },
         ProtocolError::Status { status, reason } => FedError::Refused { domain: domain.to_string(), status, reason },
-        other => FedError::Unreachable { domain: domain.to_string(), detail: format!("its answer is unusable ({other})") },
+        other => {
+            FedError::Unreachable { domain: domain.to_string(), detail: format!("its answer is unusable ({other})") }
+        }
     }
 }
 

@@ -261,7 +261,9 @@ pub fn changes(old: &OrgPolicy, new: &OrgPolicy) -> Vec<String> {
         match (old.federation.get(d), new.federation.get(d)) {
             (None, Some(p)) => out.push(format!("federation {d} added ({:?})", p.state).to_lowercase()),
             (Some(_), None) => out.push(format!("federation {d} removed")),
-            (Some(a), Some(b)) if a.state != b.state => out.push(format!("federation {d} {:?}", b.state).to_lowercase()),
+            (Some(a), Some(b)) if a.state != b.state => {
+                out.push(format!("federation {d} {:?}", b.state).to_lowercase())
+            }
             (Some(a), Some(b)) if a != b => out.push(format!("federation {d} changed")),
             _ => {}
         }

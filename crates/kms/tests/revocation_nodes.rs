@@ -13,37 +13,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use kms_protocol::channel::verify_pushed_reset;
-use kms_protocol::{begin_handshake, ClientInfo, Credential, KmsInfo, Method, Request, Response, Session, Status};
-use serde_json::{json, Value};
-use server::{config_text, post_message as post, Server};
+use kms_protocol::{begin_handshake, ClientInfo, Credential, Method, Request, Status};
+use serde_json::json;
+use server::{call, config_text, http_session, kms_info, post_message as post, with_body, Server};
 use testkit::pg::TempDatabase;
 use testkit::Idp;
 use tokio_tungstenite::tungstenite::Message;
-
-async fn kms_info(url: &str) -> KmsInfo {
-    let v: Value = reqwest::get(format!("{url}/kms/info")).await.unwrap().json().await.unwrap();
-    let jwk: jose::Jwk = serde_json::from_value(v["key"].clone()).unwrap();
-    KmsInfo { domain: "kms.acme.example".into(), key: jwk.to_rsa_public().unwrap() }
-}
-
-async fn http_session(url: &str, info: &KmsInfo, ci: &ClientInfo) -> Session {
-    let pending = begin_handshake(info, ci.clone()).unwrap();
-    let answer = post(url, pending.wrapped.clone()).await;
-    pending.finish(info, &answer).unwrap()
-}
-
-async fn call(url: &str, info: &KmsInfo, s: &Session, mut req: Request) -> Response {
-    req.request_id = uuid::Uuid::new_v4().to_string();
-    let answer = post(url, s.wrap(&req).unwrap()).await;
-    s.unwrap(info, &answer, &req.request_id).unwrap()
-}
-
-fn with_body(mut req: Request, body: Value) -> Request {
-    let mut v = serde_json::to_value(&req).unwrap();
-    v.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
-    req = serde_json::from_value(v).unwrap();
-    req
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_on_one_node_resets_the_bot_on_another_within_a_second() {

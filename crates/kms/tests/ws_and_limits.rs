@@ -6,17 +6,10 @@ mod server;
 
 use futures_util::{SinkExt, StreamExt};
 use kms_protocol::channel::verify_pushed_reset;
-use kms_protocol::{begin_handshake, ClientInfo, Credential, KmsInfo, Method, Request, Status};
-use serde_json::Value;
-use server::{config_text, Server};
+use kms_protocol::{begin_handshake, ClientInfo, Credential, Method, Request, Status};
+use server::{config_text, kms_info, Server};
 use testkit::Idp;
 use tokio_tungstenite::tungstenite::Message;
-
-async fn kms_info(url: &str) -> KmsInfo {
-    let v: Value = reqwest::get(format!("{url}/kms/info")).await.unwrap().json().await.unwrap();
-    let jwk: jose::Jwk = serde_json::from_value(v["key"].clone()).unwrap();
-    KmsInfo { domain: "kms.acme.example".into(), key: jwk.to_rsa_public().unwrap() }
-}
 
 async fn next_text<S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin>(
     rx: &mut S,

@@ -35,7 +35,9 @@ impl Engine {
     /// The domain of the other KMS an operation names, if it names one.
     pub(super) fn foreign_domain(&self, op: &Operation) -> Option<String> {
         let uris: Vec<&KmsUri> = match op {
-            Operation::RetrieveKey { uri } | Operation::RetrieveResource { uri } | Operation::DeleteAuthorization { uri } => {
+            Operation::RetrieveKey { uri }
+            | Operation::RetrieveResource { uri }
+            | Operation::DeleteAuthorization { uri } => {
                 vec![uri]
             }
             Operation::RetrieveResourceKeys { resource, .. }
@@ -67,7 +69,12 @@ impl Engine {
             }
             Operation::RetrieveResourceKeys { resource, bound_after, bound_before, count } => (
                 format!("{resource}/keys"),
-                RequestBody { bound_after: *bound_after, bound_before: *bound_before, count: *count, ..Default::default() },
+                RequestBody {
+                    bound_after: *bound_after,
+                    bound_before: *bound_before,
+                    count: *count,
+                    ..Default::default()
+                },
             ),
             Operation::RetrieveAuthorizations { resource, .. } => {
                 (format!("{resource}/authorizations"), RequestBody::default())
@@ -105,7 +112,7 @@ impl Engine {
         };
         // Compliance: what our users could read stays reachable from our copy.
         if compliance && !answer.status.is_success() {
-            if let Some(r) = self.from_federated_copy(policy, p, op, domain, &subject, now, rid).await? {
+            if let Some(r) = self.recover_federated_copy(policy, p, op, domain, &subject, now, rid).await? {
                 return Ok(r);
             }
         }
@@ -218,10 +225,7 @@ impl Engine {
             Operation::RetrieveAuthorizations { auth_id, .. } => {
                 let filter = auth_id.as_ref().map(|a| a.to_string());
                 out.authorizations = Some(
-                    ours.iter()
-                        .filter(|a| filter.is_none() || a.auth_id == filter)
-                        .map(|a| (*a).clone())
-                        .collect(),
+                    ours.iter().filter(|a| filter.is_none() || a.auth_id == filter).map(|a| (*a).clone()).collect(),
                 );
             }
             _ => {}
@@ -251,7 +255,9 @@ impl Engine {
         let (new_auths, new_keys): (Vec<&&AuthorizationObject>, Vec<&&KeyObject>) = {
             let seen = self.fed_cached.lock().expect("not poisoned");
             (
-                auths.iter().filter(|a| !seen.contains(&format!("a {res_id} {}", a.auth_id.as_deref().unwrap_or(""))))
+                auths
+                    .iter()
+                    .filter(|a| !seen.contains(&format!("a {res_id} {}", a.auth_id.as_deref().unwrap_or(""))))
                     .collect(),
                 keys.iter().filter(|k| !seen.contains(&format!("k {}", k.uri))).collect(),
             )
@@ -307,7 +313,7 @@ impl Engine {
 
     /// A compliance answer from our copy: keys our users could read (`subject` among them).
     #[allow(clippy::too_many_arguments)]
-    async fn from_federated_copy(
+    async fn recover_federated_copy(
         &self,
         policy: &Loaded,
         p: &Principal,
@@ -346,13 +352,19 @@ impl Engine {
             let Some((_, kid)) = crate::federation::origin_of(&r.id) else { continue };
             let uri = KmsUri::object(domain, Kind::Keys, kid).map_err(|_| EngineError::Internal("cached id"))?;
             let secret = self.keyring.unwrap(r).await?;
-            let mut obj = self.key_object_with(r, &secret);
-            obj.uri = uri.clone();
-            obj.jwk = jose::OctKey::new(secret.expose().to_vec(), Some(uri.to_string()))
+            let jwk = jose::OctKey::new(secret.expose().to_vec(), Some(uri.to_string()))
                 .map_err(|_| EngineError::Internal("32-byte key"))?
                 .to_jwk();
-            obj.resource_uri = Some(res_uri.clone());
-            keys.push(obj);
+            keys.push(KeyObject {
+                uri,
+                jwk,
+                user_id: r.user_id.clone(),
+                client_id: r.client_id.clone(),
+                create_date: from_ms(r.create_date),
+                expiration_date: from_ms(r.expiration_date),
+                resource_uri: Some(res_uri.clone()),
+                bind_date: r.bind_date.map(from_ms),
+            });
         }
         let mut resp = Response::new(Status::OK, rid);
         match op {
@@ -367,7 +379,14 @@ impl Engine {
 
     /// Answers a peer KMS: a read of one of our resources on which a user of
     /// its org is authorized, with its org's authorizations there.
-    pub(super) async fn serve_peer(&self, policy: &Loaded, p: &Principal, op: &Operation, now: i64, rid: &str) -> Answer {
+    pub(super) async fn serve_peer(
+        &self,
+        policy: &Loaded,
+        p: &Principal,
+        op: &Operation,
+        now: i64,
+        rid: &str,
+    ) -> Answer {
         let Principal::Peer { kms_domain, org_domain, .. } = p else { return Ok(forbidden(rid)) };
         let mut key = None;
         let res_id = match op {
@@ -422,7 +441,12 @@ impl Engine {
             Operation::RetrieveResourceKeys { bound_after, bound_before, count, .. } => {
                 let recs = self
                     .store
-                    .list_resource_keys(&res_id, bound_after.map(|d| to_ms(&d)), bound_before.map(|d| to_ms(&d)), *count)
+                    .list_resource_keys(
+                        &res_id,
+                        bound_after.map(|d| to_ms(&d)),
+                        bound_before.map(|d| to_ms(&d)),
+                        *count,
+                    )
                     .await?;
                 let mut keys = Vec::with_capacity(recs.len());
                 for r in &recs {

@@ -11,6 +11,7 @@ pub struct Server {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+#[allow(dead_code)]
 pub fn config_text(data_dir: &Path, issuer: &str, extra: &str) -> String {
     format!(
         r#"
@@ -75,4 +76,46 @@ pub async fn post_message(url: &str, body: String) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// `GET /kms/info` as a client pins it (the domain from its `uri`).
+#[allow(dead_code)]
+pub async fn kms_info(url: &str) -> kms_protocol::KmsInfo {
+    let v: serde_json::Value = reqwest::get(format!("{url}/kms/info")).await.unwrap().json().await.unwrap();
+    let jwk: jose::Jwk = serde_json::from_value(v["key"].clone()).unwrap();
+    let domain = v["uri"].as_str().unwrap().trim_start_matches("kms://").to_string();
+    kms_protocol::KmsInfo { domain, key: jwk.to_rsa_public().unwrap() }
+}
+
+/// A session over `POST /kms/messages`.
+#[allow(dead_code)]
+pub async fn http_session(
+    url: &str,
+    info: &kms_protocol::KmsInfo,
+    ci: &kms_protocol::ClientInfo,
+) -> kms_protocol::Session {
+    let pending = kms_protocol::begin_handshake(info, ci.clone()).unwrap();
+    let answer = post_message(url, pending.wrapped.clone()).await;
+    pending.finish(info, &answer).unwrap()
+}
+
+/// One request in a session (a fresh requestId), over HTTP.
+#[allow(dead_code)]
+pub async fn call(
+    url: &str,
+    info: &kms_protocol::KmsInfo,
+    s: &kms_protocol::Session,
+    mut req: kms_protocol::Request,
+) -> kms_protocol::Response {
+    req.request_id = uuid::Uuid::new_v4().to_string();
+    let answer = post_message(url, s.wrap(&req).unwrap()).await;
+    s.unwrap(info, &answer, &req.request_id).unwrap()
+}
+
+/// `req` with the members of `body` (a JSON object) added.
+#[allow(dead_code)]
+pub fn with_body(req: kms_protocol::Request, body: serde_json::Value) -> kms_protocol::Request {
+    let mut v = serde_json::to_value(&req).unwrap();
+    v.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
+    serde_json::from_value(v).unwrap()
 }
