@@ -81,6 +81,45 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: HoldCommand,
     },
+    /// Federate with another org's KMS (cross-organization spaces), or end it.
+    Federation {
+        #[command(subcommand)]
+        command: FederationCommand,
+    },
+}
+
+/// Federation with other orgs' KMSs.
+#[derive(Subcommand)]
+pub enum FederationCommand {
+    /// Allow (or re-allow, or update) a peer KMS: our users may read its
+    /// spaces as it authorizes them, and it may read ours for its users.
+    Allow {
+        /// Its KMS domain (`kms.globex.example`, as in its `kms://` URIs).
+        kms_domain: String,
+        /// The org whose users it speaks for (`globex.example`).
+        #[arg(long)]
+        org: String,
+        /// PEM file: its static key's certificate (pinned; get it from that
+        /// org's admin out of band, `custos kms serve` prints its
+        /// fingerprint), or the CA that issues it.
+        #[arg(long)]
+        trust: std::path::PathBuf,
+        /// Where it answers; default `https://<kms domain>` (discovery by name).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// End a federation: from the next request on, nothing is asked of it or answered to it.
+    End {
+        /// Its KMS domain.
+        kms_domain: String,
+    },
+    /// Remove a peer from the policy altogether (ends the federation too).
+    Remove {
+        /// Its KMS domain.
+        kms_domain: String,
+    },
+    /// List the peers.
+    List,
 }
 
 /// Service commands.
@@ -393,6 +432,60 @@ async fn command(session: &Session, cmd: AdminCommand, out: Out) -> anyhow::Resu
                     h["reason"] = json!(r);
                 }
                 object(doc, "legalHolds").insert(name.clone(), h);
+                Ok(())
+            })
+            .await?
+        }
+        AdminCommand::Federation { command: FederationCommand::List } => {
+            let (_, doc) = current(session).await?;
+            let peers = doc.get("federation").cloned().unwrap_or_else(|| json!({}));
+            out.print(
+                || {
+                    let Some(m) = peers.as_object().filter(|m| !m.is_empty()) else {
+                        return "no federation".to_string();
+                    };
+                    m.iter()
+                        .map(|(d, p)| {
+                            let url = p["url"].as_str().map_or_else(|| format!("https://{d}"), str::to_string);
+                            format!("{d}\t{}\t{}\t{url}", p["orgDomain"].as_str().unwrap_or(""), p["state"].as_str().unwrap_or(""))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+                peers.clone(),
+            );
+            return Ok(());
+        }
+        AdminCommand::Federation { command: FederationCommand::Allow { kms_domain, org, trust, url } } => {
+            let pem = std::fs::read_to_string(&trust).with_context(|| format!("reading {}", trust.display()))?;
+            let d = kms_domain.to_ascii_lowercase();
+            modify(session, |doc| {
+                let mut p = json!({"orgDomain": org, "trust": pem, "state": "allowed"});
+                if let Some(u) = &url {
+                    p["url"] = json!(u);
+                }
+                object(doc, "federation").insert(d.clone(), p);
+                Ok(())
+            })
+            .await?
+        }
+        AdminCommand::Federation { command: FederationCommand::End { kms_domain } } => {
+            let d = kms_domain.to_ascii_lowercase();
+            modify(session, |doc| {
+                let Some(p) = object(doc, "federation").get_mut(&d) else {
+                    bail!("this org does not federate with {d}");
+                };
+                p["state"] = json!("ended");
+                Ok(())
+            })
+            .await?
+        }
+        AdminCommand::Federation { command: FederationCommand::Remove { kms_domain } } => {
+            let d = kms_domain.to_ascii_lowercase();
+            modify(session, |doc| {
+                if object(doc, "federation").remove(&d).is_none() {
+                    bail!("this org does not federate with {d}");
+                }
                 Ok(())
             })
             .await?

@@ -242,6 +242,7 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
     );
     let mut core_orgs = String::new();
 
+    let mut kms_engines = Vec::new();
     for org in orgs(base) {
         let dir = data.join(org.domain);
         std::fs::create_dir_all(&dir)?;
@@ -303,6 +304,7 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
         if let Some(bot) = org.bot {
             register_bot(&kms.engine, &kms_domain, org.domain, bot).await?;
         }
+        kms_engines.push((kms_domain.clone(), org.domain, format!("http://127.0.0.1:{}", org.kms_port), kms.engine.clone()));
         let key_jwk = serde_json::to_string(&kms.engine.server_key().public_key().to_jwk())?;
         let pem_path = dir.join("kms-public.pem");
         std::fs::write(&pem_path, kms.engine.server_key().public_key().to_pem())?;
@@ -357,6 +359,8 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
         idps.push(idp);
         kmses.push(kms);
     }
+    // Cross-organization spaces: each KMS fetches the other's keys for its own users.
+    federate(&kms_engines).await.context("federating the organizations' KMSs")?;
 
     core_cfg.push_str(&core_orgs);
     let core_path = data.join("core.toml");
@@ -420,6 +424,39 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     std::io::Write::write_all(&mut f, text.as_bytes())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Federates each org's KMS with the others' (cross-organization spaces),
+/// pinning their certificates, unless its policy already names them (an
+/// admin's "ended" stays ended).
+async fn federate(kmss: &[(String, &str, String, std::sync::Arc<kms::Engine>)]) -> anyhow::Result<()> {
+    use kms_protocol::policy::{FederationPeer, PeerState};
+    for (domain, org, _, engine) in kmss {
+        for _ in 0..5 {
+            let loaded = engine.policies().current().await?;
+            let mut p = loaded.policy.clone();
+            for (peer, peer_org, url, peer_engine) in kmss.iter().filter(|k| &k.0 != domain) {
+                let Some(fed) = peer_engine.federation() else { continue };
+                p.federation.entry(peer.clone()).or_insert_with(|| FederationPeer {
+                    org_domain: peer_org.to_string(),
+                    url: Some(url.clone()),
+                    trust: fed.certificate_pem(),
+                    state: PeerState::Allowed,
+                    ended_at: None,
+                });
+            }
+            if p == loaded.policy {
+                break;
+            }
+            let p = p.canonicalize(domain, org)?;
+            match engine.policies().update(p, loaded.version, kms::now_ms()).await {
+                Ok(_) => break,
+                Err(kms::policy::UpdateError::Conflict(_)) => continue,
+                Err(kms::policy::UpdateError::Engine(e)) => return Err(e.into()),
+            }
+        }
+    }
     Ok(())
 }
 

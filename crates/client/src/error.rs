@@ -31,9 +31,10 @@ pub enum Error {
         /// The KMS domain.
         domain: String,
     },
-    /// The key belongs to another organization's KMS. Reaching it goes
-    /// through your own KMS (federation), which is not built yet.
-    #[error("this content is under a key of {domain}, another organization's KMS; cross-organization spaces need KMS federation, which is not available yet")]
+    /// The space's keys are held by another organization's KMS. Your KMS
+    /// fetches them for you (federation), but only that organization's
+    /// members add or remove people there and bind its new keys.
+    #[error("this space belongs to {domain}, another organization's KMS: only that organization's members add or remove people and rotate its key")]
     OtherKms {
         /// The key's KMS domain.
         domain: String,

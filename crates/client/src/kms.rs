@@ -367,10 +367,8 @@ impl KmsClient {
 
     /// A content key by URI (cached).
     pub async fn key(&self, uri: &str) -> Result<ContentKey> {
+        // Another org's key too: our KMS fetches it from that org's KMS (federation).
         let uri = KmsUri::parse_absolute(uri).map_err(|e| Error::Tampered(format!("key URI: {e}")))?;
-        if uri.domain() != self.pin.domain {
-            return Err(Error::OtherKms { domain: uri.domain().to_string() });
-        }
         {
             let mut cache = self.keys.lock().expect("not poisoned");
             match cache.get(&uri.to_string()) {
@@ -443,6 +441,11 @@ impl KmsClient {
     /// The current channel's ephemeral key URI (handshaking if needed).
     pub async fn session_uri(&self) -> Result<KmsUri> {
         Ok(self.session().await?.uri().clone())
+    }
+
+    /// Whether `uri` belongs to our own org's KMS (else to a federated one).
+    pub fn is_own(&self, uri: &KmsUri) -> bool {
+        uri.domain() == self.pin.domain
     }
 
     /// Proves the channel and the credential.

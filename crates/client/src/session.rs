@@ -321,7 +321,8 @@ impl Session {
             (Some(_), None) => true,
             (None, _) => false,
         };
-        if self.too_old(&key) || revoked_since {
+        // Another org's space: its own members rotate its key; we send under the newest.
+        if (self.too_old(&key) || revoked_since) && self.kms.is_own(&resource) {
             key = self.rotate_resource(&resource).await?;
         }
         if key.resource.as_ref() != Some(&resource) {
@@ -339,6 +340,7 @@ impl Session {
     }
 
     async fn rotate_resource(&self, resource: &KmsUri) -> Result<ContentKey> {
+        self.own_space(resource)?;
         let key = self.kms.create_keys(1).await?.remove(0);
         self.kms.bind(&key.uri, resource).await
     }
@@ -353,9 +355,19 @@ impl Session {
         Ok(key)
     }
 
+    /// Refuses what only the space's own org may do (its KMS holds the resource).
+    fn own_space(&self, resource: &KmsUri) -> Result<()> {
+        if self.kms.is_own(resource) {
+            Ok(())
+        } else {
+            Err(Error::OtherKms { domain: resource.domain().to_string() })
+        }
+    }
+
     /// Adds `user` (KMS authorization first, then the core's membership).
     pub async fn add_member(&self, space: &str, user: &str, role: &str) -> Result<()> {
         let resource = self.resource_of(space).await?;
+        self.own_space(&resource)?;
         self.kms.authorize(&resource, &[user.to_string()]).await?;
         self.core.add_member(space, user, role).await
     }
@@ -365,6 +377,7 @@ impl Session {
     /// with keys they held.
     pub async fn remove_member(&self, space: &str, user: &str) -> Result<()> {
         let resource = self.resource_of(space).await?;
+        self.own_space(&resource)?;
         match self.kms.deauthorize(&resource, user).await {
             Ok(()) => {}
             // Not (or no longer) authorized: fine if we still are (a retry of

@@ -258,6 +258,11 @@ impl Engine {
         self
     }
 
+    /// Federation, when this KMS may ask peers.
+    pub fn federation(&self) -> Option<&Arc<crate::federation::Federation>> {
+        self.federation.as_ref()
+    }
+
     /// Accepts service credentials whose x5c chains lead to these roots.
     pub fn with_service_roots(mut self, roots: crate::service_auth::TrustRoots) -> Self {
         self.service_roots = Some(roots);

@@ -97,6 +97,7 @@ pub struct Federation {
     http: reqwest::Client,
     /// This KMS's static key certificate (standard base64 DER), sent as `x5c`.
     cert_chain: Vec<String>,
+    cert_der: Vec<u8>,
     channels: tokio::sync::Mutex<HashMap<String, Arc<Channel>>>,
     answers: std::sync::Mutex<HashMap<String, (Instant, Arc<Response>)>>,
 }
@@ -119,9 +120,17 @@ impl Federation {
         Self {
             http,
             cert_chain: vec![base64::engine::general_purpose::STANDARD.encode(cert_der)],
+            cert_der: cert_der.to_vec(),
             channels: tokio::sync::Mutex::new(HashMap::new()),
             answers: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// This KMS's certificate as PEM: what a peer's admin pins (`custos kms admin federation allow --trust`).
+    pub fn certificate_pem(&self) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.cert_der);
+        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+        format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
     }
 
     /// Where the peer answers: its configured URL, else `https://<kms domain>`.

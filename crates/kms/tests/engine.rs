@@ -139,8 +139,13 @@ async fn keys_resources_and_the_authorization_matrix() {
     // Unknown ids and foreign domains.
     assert_eq!(alice.call(Method::Retrieve, "/keys/nope", json!({})).await.status, Status::NOT_FOUND);
     assert_eq!(alice.call(Method::Retrieve, "/resources/nope", json!({})).await.status, Status::FORBIDDEN);
+    // Another KMS's key: this org does not federate with it.
+    let r = alice.call(Method::Retrieve, "kms://kms.other.example/keys/x", json!({})).await;
+    assert_eq!(r.status, Status::FORBIDDEN);
+    assert_eq!(r.reason.as_deref(), Some("this org does not federate with kms.other.example"));
+    // Another KMS's collections are never ours to serve.
     assert_eq!(
-        alice.call(Method::Retrieve, "kms://kms.other.example/keys/x", json!({})).await.status,
+        alice.call(Method::Create, "kms://kms.other.example/keys", json!({"count": 1})).await.status,
         Status::BAD_REQUEST
     );
 }
