@@ -447,7 +447,11 @@ async fn command(session: &Session, cmd: AdminCommand, out: Out) -> anyhow::Resu
                     m.iter()
                         .map(|(d, p)| {
                             let url = p["url"].as_str().map_or_else(|| format!("https://{d}"), str::to_string);
-                            format!("{d}\t{}\t{}\t{url}", p["orgDomain"].as_str().unwrap_or(""), p["state"].as_str().unwrap_or(""))
+                            format!(
+                                "{d}\t{}\t{}\t{url}",
+                                p["orgDomain"].as_str().unwrap_or(""),
+                                p["state"].as_str().unwrap_or("")
+                            )
                         })
                         .collect::<Vec<_>>()
                         .join("\n")

@@ -304,7 +304,12 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
         if let Some(bot) = org.bot {
             register_bot(&kms.engine, &kms_domain, org.domain, bot).await?;
         }
-        kms_engines.push((kms_domain.clone(), org.domain, format!("http://127.0.0.1:{}", org.kms_port), kms.engine.clone()));
+        kms_engines.push((
+            kms_domain.clone(),
+            org.domain,
+            format!("http://127.0.0.1:{}", org.kms_port),
+            kms.engine.clone(),
+        ));
         let key_jwk = serde_json::to_string(&kms.engine.server_key().public_key().to_jwk())?;
         let pem_path = dir.join("kms-public.pem");
         std::fs::write(&pem_path, kms.engine.server_key().public_key().to_pem())?;
@@ -450,7 +455,7 @@ async fn federate(kmss: &[(String, &str, String, std::sync::Arc<kms::Engine>)]) 
                 break;
             }
             let p = p.canonicalize(domain, org)?;
-            match engine.policies().update(p, loaded.version, kms::now_ms()).await {
+            match engine.policies().update(p, loaded.version as u64, kms::now_ms()).await {
                 Ok(_) => break,
                 Err(kms::policy::UpdateError::Conflict(_)) => continue,
                 Err(kms::policy::UpdateError::Engine(e)) => return Err(e.into()),

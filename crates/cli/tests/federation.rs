@@ -59,8 +59,15 @@ fn a_space_shared_by_acme_and_globex() {
     // Globex's admin (dave) ends the federation: erin is cut off, with the reason.
     dave.ok(&["kms", "admin", "federation", "end", "kms.acme.test"]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let e = erin.fails(&["read", &space]);
-    assert!(e.contains("does not federate with kms.acme.test"), "{e}");
+    // The core still serves her the ciphertext; nothing opens it, and each event says why.
+    let events = erin.ok(&["read", &space]);
+    let sealed: Vec<&serde_json::Value> =
+        events["events"].as_array().unwrap().iter().filter(|e| e["key"].is_string()).collect();
+    assert_eq!(sealed.len(), 3, "{events}");
+    for e in sealed {
+        assert_eq!(e["kind"], "unreadable", "{e}");
+        assert!(e["error"].as_str().unwrap().contains("does not federate with kms.acme.test"), "{e}");
+    }
     let peers = dave.ok(&["kms", "admin", "federation", "list"]);
     assert_eq!(peers["kms.acme.test"]["state"], "ended");
     // And re-allowing it (the pinned certificate kept) restores her access.
@@ -68,8 +75,17 @@ fn a_space_shared_by_acme_and_globex() {
     std::fs::write(&pem, peers["kms.acme.test"]["trust"].as_str().unwrap()).unwrap();
     let url = peers["kms.acme.test"]["url"].as_str().unwrap().to_string();
     dave.ok(&[
-        "kms", "admin", "federation", "allow", "kms.acme.test", "--org", "acme.test", "--trust",
-        pem.to_str().unwrap(), "--url", &url,
+        "kms",
+        "admin",
+        "federation",
+        "allow",
+        "kms.acme.test",
+        "--org",
+        "acme.test",
+        "--trust",
+        pem.to_str().unwrap(),
+        "--url",
+        &url,
     ]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(erin.texts(&space).len(), 3);
