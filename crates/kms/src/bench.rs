@@ -372,7 +372,8 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
             let e = engine(&opts, &issuer.url, &dir.join("http")).await?;
             let kms = e.server_key().info();
             let info = Arc::new(json!({"uri": format!("kms://{DOMAIN}"), "key": kms.key.to_jwk()}));
-            let app = crate::http::router(crate::http::AppState { engine: e, info, metrics: None });
+            let discovery = Arc::new(serde_json::json!({}));
+            let app = crate::http::router(crate::http::AppState { engine: e, info, discovery, metrics: None });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
             tokio::spawn(async move {

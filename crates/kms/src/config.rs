@@ -54,6 +54,11 @@ pub struct Config {
     /// Absent: only bearer tokens are accepted.
     #[serde(default)]
     pub service_trust_roots: Option<PathBuf>,
+    /// Where this KMS answers, as peers and clients should reach it
+    /// (`https://…`), when that is not `https://<domain>`: published at
+    /// `/.well-known/custos-kms` for federation discovery.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// Cores to connect out to (`ws://core.example/kms/connect`), for a KMS
     /// that clients cannot reach directly. The link reconnects by itself.
     #[serde(default)]
@@ -393,6 +398,12 @@ impl Config {
             .map_err(|_| ConfigError::Invalid(format!("domain `{}` is not a valid host name", c.domain)))?;
         c.org_domain = kms_protocol::uri::canonical_domain(&c.org_domain)
             .map_err(|_| ConfigError::Invalid(format!("org_domain `{}` is not a valid host name", c.org_domain)))?;
+        if let Some(u) = &c.public_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) || u.chars().any(char::is_whitespace) {
+                return Err(ConfigError::Invalid(format!("public_url `{u}` must be an http(s) URL")));
+            }
+            c.public_url = Some(u.trim_end_matches('/').to_string());
+        }
         if c.lifetimes.session_secs == 0 || c.lifetimes.session_secs > 24 * 3600 {
             return Err(ConfigError::Invalid("lifetimes.session_secs must be 1 to 86400".into()));
         }

@@ -100,7 +100,17 @@ pub struct Federation {
     cert_der: Vec<u8>,
     channels: tokio::sync::Mutex<HashMap<String, Arc<Channel>>>,
     answers: std::sync::Mutex<HashMap<String, (Instant, Arc<Response>)>>,
+    /// Discovered addresses of peers configured without one, by KMS domain.
+    discovered: std::sync::Mutex<HashMap<String, (Instant, String)>>,
+    /// Where discovery looks for a domain instead of `https://<domain>` (tests).
+    discovery_base: std::sync::Mutex<HashMap<String, String>>,
 }
+
+/// The discovery document's path: `https://<kms domain>/.well-known/custos-kms`
+/// answers `{"uri": "kms://<kms domain>", "url": "<where its KMS answers>"}`.
+pub const WELL_KNOWN: &str = "/.well-known/custos-kms";
+/// How long a discovered address is reused.
+const DISCOVERY_CACHE: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for Federation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,7 +133,15 @@ impl Federation {
             cert_der: cert_der.to_vec(),
             channels: tokio::sync::Mutex::new(HashMap::new()),
             answers: std::sync::Mutex::new(HashMap::new()),
+            discovered: std::sync::Mutex::new(HashMap::new()),
+            discovery_base: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Makes discovery for `domain` look at `base` instead of `https://<domain>` (for tests).
+    pub fn set_discovery_base(&self, domain: &str, base: &str) {
+        self.discovery_base.lock().expect("not poisoned").insert(domain.to_string(), base.to_string());
+        self.discovered.lock().expect("not poisoned").remove(domain);
     }
 
     /// This KMS's certificate as PEM: what a peer's admin pins (`custos kms admin federation allow --trust`).
@@ -133,9 +151,59 @@ impl Federation {
         format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
     }
 
-    /// Where the peer answers: its configured URL, else `https://<kms domain>`.
-    fn url(domain: &str, peer: &FederationPeer) -> String {
-        peer.url.clone().unwrap_or_else(|| format!("https://{domain}"))
+    /// Where the peer answers: its configured URL, else what its domain's
+    /// discovery document says, else its domain itself (`https://<kms domain>`).
+    /// The address is never trusted: the peer's certificate and signatures are.
+    async fn url(&self, domain: &str, peer: &FederationPeer) -> Result<String, FedError> {
+        if let Some(u) = &peer.url {
+            return Ok(u.clone());
+        }
+        if let Some((at, u)) = self.discovered.lock().expect("not poisoned").get(domain) {
+            if at.elapsed() < DISCOVERY_CACHE {
+                return Ok(u.clone());
+            }
+        }
+        let base = self
+            .discovery_base
+            .lock()
+            .expect("not poisoned")
+            .get(domain)
+            .cloned()
+            .unwrap_or_else(|| format!("https://{domain}"));
+        let unreachable = |detail: String| FedError::Unreachable { domain: domain.to_string(), detail };
+        let r = self
+            .http
+            .get(format!("{base}{WELL_KNOWN}"))
+            .send()
+            .await
+            .map_err(|e| unreachable(format!("discovery at {base}{WELL_KNOWN} failed: {}", why(&e))))?;
+        let url = match r.status().as_u16() {
+            // No document: the KMS answers at its domain itself.
+            404 => base.clone(),
+            200 => {
+                #[derive(serde::Deserialize)]
+                struct Doc {
+                    uri: String,
+                    url: Option<String>,
+                }
+                let body = read_capped(r).await.map_err(unreachable)?;
+                let doc: Doc = serde_json::from_slice(&body)
+                    .map_err(|_| unreachable(format!("{base}{WELL_KNOWN} is not a discovery document")))?;
+                if doc.uri != format!("kms://{domain}") {
+                    return Err(unreachable(format!("{base}{WELL_KNOWN} describes another KMS")));
+                }
+                match doc.url {
+                    Some(u) if (u.starts_with("https://") || u.starts_with("http://")) && u.len() <= 512 => {
+                        u.trim_end_matches('/').to_string()
+                    }
+                    Some(_) => return Err(unreachable(format!("{base}{WELL_KNOWN} gives an unusable url"))),
+                    None => base.clone(),
+                }
+            }
+            s => return Err(unreachable(format!("discovery at {base}{WELL_KNOWN} answered HTTP {s}"))),
+        };
+        self.discovered.lock().expect("not poisoned").insert(domain.to_string(), (Instant::now(), url.clone()));
+        Ok(url)
     }
 
     /// Asks the peer KMS `domain` for `uri` (a retrieval), for our user
@@ -152,7 +220,7 @@ impl Federation {
     ) -> Result<Arc<Response>, FedError> {
         let cache_key = format!(
             "{domain}\n{}\n{uri}\n{}",
-            Self::url(domain, peer),
+            peer.url.as_deref().unwrap_or("discovered"),
             serde_json::to_string(&body).unwrap_or_default()
         );
         if let Some((at, r)) = self.answers.lock().expect("not poisoned").get(&cache_key) {
@@ -217,7 +285,7 @@ impl Federation {
     /// The channel to `domain`, handshaking when there is none (or the peer's
     /// address or trust changed, or it is about to expire).
     async fn channel(&self, me: &ServerKey, domain: &str, peer: &FederationPeer) -> Result<Arc<Channel>, FedError> {
-        let url = Self::url(domain, peer);
+        let url = self.url(domain, peer).await?;
         let mut channels = self.channels.lock().await;
         if let Some(ch) = channels.get(domain) {
             let fresh = ch.session.expires() - time::OffsetDateTime::now_utc() > SESSION_MARGIN;

@@ -8,6 +8,8 @@
 //!   HTTP error (413 oversize, 415 wrong type, 400 malformed, 429 throttled).
 //! - `GET /kms/ws`: text frames carry compact messages both ways; the KMS
 //!   pushes a signed 499 when a session used on that socket is deleted.
+//! - `GET /.well-known/custos-kms`: `{"uri", "url"}`, where this KMS answers
+//!   (how another org's KMS finds it from its `kms://` domain).
 //! - `GET /healthz`, `GET /metrics` (Prometheus).
 
 use std::collections::HashMap;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// `GET /kms/info`'s body, made once.
     pub info: Arc<serde_json::Value>,
+    /// `GET /.well-known/custos-kms`'s body: where this KMS answers (federation discovery).
+    pub discovery: Arc<serde_json::Value>,
     /// Renders Prometheus metrics.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -49,6 +53,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/kms/info", get(info))
+        .route(crate::federation::WELL_KNOWN, get(discovery))
         .route("/kms/messages", post(messages))
         .route("/kms/ws", get(ws))
         .route("/healthz", get(healthz))
@@ -61,6 +66,10 @@ pub fn router(state: AppState) -> Router {
 
 async fn info(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json((*s.info).clone())
+}
+
+async fn discovery(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json((*s.discovery).clone())
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {

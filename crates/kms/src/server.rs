@@ -458,6 +458,7 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
     let state = AppState {
         engine: engine.clone(),
         info: Arc::new(json!({"uri": format!("kms://{}", cfg.domain), "key": jwk, "keys": keys})),
+        discovery: Arc::new(json!({"uri": format!("kms://{}", cfg.domain), "url": cfg.public_url})),
         metrics: handle,
     };
     let listener =

@@ -468,3 +468,50 @@ async fn impostor(a_url: &str, to: &str) -> String {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}")
 }
+
+/// A server answering only the discovery document `doc`.
+async fn discovery_server(doc: Value) -> String {
+    use axum::routing::get;
+    let app = axum::Router::new().route("/.well-known/custos-kms", get(move || async move { axum::Json(doc) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_an_address_is_found_through_its_domain() {
+    let (a, b) = federated_pair().await;
+    let alice = a.user("alice", None).await;
+    let (_, key, _) = space(&alice, &["dave@globex.example"]).await;
+    let dave = b.user("dave", None).await;
+    // B's policy names A without an address: B looks at A's domain (here mapped to a loopback address).
+    b.policy(|p| {
+        p["federation"][A].as_object_mut().unwrap().remove("url");
+    })
+    .await;
+    let fed = b.engine().federation().unwrap().clone();
+    // 1. The KMS at the domain itself: its document gives no other address.
+    let v: Value = reqwest::get(format!("{}/.well-known/custos-kms", a.url)).await.unwrap().json().await.unwrap();
+    assert_eq!(v, json!({"uri": format!("kms://{A}"), "url": null}));
+    fed.set_discovery_base(A, &a.url);
+    within(Duration::from_secs(3), || dave.req(Method::Retrieve, &key, json!({})), |r| r.status == Status::OK).await;
+    // 2. A web server at the domain pointing elsewhere: the KMS is reached where it says.
+    let web = discovery_server(json!({"uri": format!("kms://{A}"), "url": a.url})).await;
+    fed.set_discovery_base(A, &web);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = dave.req(Method::Retrieve, &key, json!({})).await;
+    assert_eq!(r.status, Status::OK, "{}", reason(&r));
+    // 3. A document describing another KMS is refused, and said so.
+    let wrong = discovery_server(json!({"uri": "kms://kms.elsewhere.example", "url": a.url})).await;
+    fed.set_discovery_base(A, &wrong);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = dave.req(Method::Retrieve, &key, json!({})).await;
+    assert_eq!(r.status, Status::UNAVAILABLE, "{}", reason(&r));
+    assert!(reason(&r).contains("describes another KMS"), "{}", reason(&r));
+    // 4. Nothing there at all: a clear error naming the discovery address.
+    fed.set_discovery_base(A, "http://127.0.0.1:9");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = dave.req(Method::Retrieve, &key, json!({})).await;
+    assert!(reason(&r).contains("discovery at http://127.0.0.1:9/.well-known/custos-kms failed"), "{}", reason(&r));
+}
