@@ -719,4 +719,53 @@ mod tests {
         assert_eq!(b.disabled_users["eve@acme.test"].since, Some(t0));
         assert!(b.disabled("eve@acme.test", "any"));
     }
+
+    #[test]
+    fn federation_peers_are_checked_canonicalized_and_stamped() {
+        const PEM: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let peer = |d: &str, org: &str, url: &str, trust: &str| {
+            let url = if url.is_empty() { String::new() } else { format!(r#","url":"{url}""#) };
+            policy(&format!(
+                r#"{{"federation":{{"{d}":{{"orgDomain":"{org}","trust":{},"state":"allowed"{url}}}}}}}"#,
+                serde_json::to_string(trust).unwrap()
+            ))
+        };
+        let p = peer("KMS.Globex.Test", "Globex.Test", "https://kms.globex.test/", PEM).unwrap();
+        let g = &p.federation["kms.globex.test"];
+        assert_eq!((g.org_domain.as_str(), g.url.as_deref()), ("globex.test", Some("https://kms.globex.test")));
+        assert!(p.peer("kms.globex.test").is_some());
+        assert!(peer("kms.globex.test", "globex.test", "", PEM).unwrap().federation["kms.globex.test"].url.is_none());
+        for (d, org, url, trust, field) in [
+            ("kms.acme.test", "globex.test", "", PEM, "federation"),
+            ("not a domain", "globex.test", "", PEM, "federation"),
+            ("kms.globex.test", "acme.test", "", PEM, "federation.orgDomain"),
+            ("kms.globex.test", "-bad-", "", PEM, "federation.orgDomain"),
+            ("kms.globex.test", "globex.test", "ftp://x", PEM, "federation.url"),
+            ("kms.globex.test", "globex.test", "https://a b", PEM, "federation.url"),
+            ("kms.globex.test", "globex.test", "", "not a certificate", "federation.trust"),
+        ] {
+            match peer(d, org, url, trust) {
+                Err(ProtocolError::InvalidField { field: f, .. }) => assert_eq!(f, field, "{d} {org} {url}"),
+                other => panic!("{d} {org} {url}: {other:?}"),
+            }
+        }
+        // Two KMSs cannot speak for one org.
+        let two = format!(
+            r#"{{"federation":{{"kms1.globex.test":{{"orgDomain":"globex.test","trust":{t},"state":"allowed"}},
+            "kms2.globex.test":{{"orgDomain":"globex.test","trust":{t},"state":"allowed"}}}}}}"#,
+            t = serde_json::to_string(PEM).unwrap()
+        );
+        assert!(matches!(policy(&two), Err(ProtocolError::InvalidField { field: "federation.orgDomain", .. })));
+        // Ending is stamped by the KMS, once; an ended peer is no peer.
+        let t0 = date::parse("2026-01-01T00:00:00Z").unwrap();
+        let t1 = date::parse("2026-02-01T00:00:00Z").unwrap();
+        let mut ended = p.clone();
+        ended.federation.get_mut("kms.globex.test").unwrap().state = PeerState::Ended;
+        ended.stamp(&p, t0);
+        assert_eq!(ended.federation["kms.globex.test"].ended_at, Some(t0));
+        assert!(ended.peer("kms.globex.test").is_none());
+        let mut again = ended.clone();
+        again.stamp(&ended, t1);
+        assert_eq!(again.federation["kms.globex.test"].ended_at, Some(t0));
+    }
 }
