@@ -229,7 +229,17 @@ impl Federation {
             }
         }
         let started = Instant::now();
-        let resp = Arc::new(self.call(me, domain, peer, Method::Retrieve, uri, body, on_behalf_of).await?);
+        let answer = self.call(me, domain, peer, Method::Retrieve, uri, body, on_behalf_of).await;
+        let outcome = match &answer {
+            Ok(_) => "answered",
+            Err(FedError::Refused { .. }) => "refused",
+            Err(FedError::NotProven { .. }) => "not_proven",
+            Err(_) => "unreachable",
+        };
+        metrics::counter!("kms_federation_requests_total", "peer" => domain.to_string(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("kms_federation_seconds").record(started.elapsed().as_secs_f64());
+        let resp = Arc::new(answer?);
         let mut c = self.answers.lock().expect("not poisoned");
         if c.len() >= CACHE_CAP {
             c.clear();
