@@ -223,9 +223,14 @@ impl Federation {
             peer.url.as_deref().unwrap_or("discovered"),
             serde_json::to_string(&body).unwrap_or_default()
         );
-        if let Some((at, r)) = self.answers.lock().expect("not poisoned").get(&cache_key) {
-            if at.elapsed() < ANSWER_CACHE {
-                return Ok(r.clone());
+        {
+            let mut c = self.answers.lock().expect("not poisoned");
+            match c.get(&cache_key) {
+                Some((at, r)) if at.elapsed() < ANSWER_CACHE => return Ok(r.clone()),
+                Some(_) => {
+                    c.remove(&cache_key);
+                }
+                None => {}
             }
         }
         let started = Instant::now();
@@ -241,6 +246,10 @@ impl Federation {
         metrics::histogram!("kms_federation_seconds").record(started.elapsed().as_secs_f64());
         let resp = Arc::new(answer?);
         let mut c = self.answers.lock().expect("not poisoned");
+        // Answers hold key material: never keep one longer than it may be used.
+        if c.len() >= 64 {
+            c.retain(|_, (at, _)| at.elapsed() < ANSWER_CACHE);
+        }
         if c.len() >= CACHE_CAP {
             c.clear();
         }
