@@ -313,6 +313,17 @@ pub struct SpaceSummary {
     pub read_seq: i64,
 }
 
+/// Where the core POSTs the events of a user's spaces (a bot's webhook).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// Whose spaces (the bot's user id).
+    pub user_id: String,
+    /// The HTTPS endpoint.
+    pub url: String,
+    /// When it was (last) registered; part of its signing secret's derivation.
+    pub create_date: Millis,
+}
+
 /// Errors: the database failed or holds something unreadable, or a request
 /// names something missing or taken.
 #[derive(Debug, thiserror::Error)]
@@ -446,6 +457,19 @@ pub trait Store: Send + Sync + 'static {
     async fn read_markers(&self, space_id: &str) -> Result<Vec<ReadMarker>>;
 
     // ---- files (metadata; the bytes live in the blob store)
+
+    // ---- webhooks
+
+    /// Registers (or replaces) `w.user_id`'s webhook; a replaced one's delivery positions are forgotten.
+    async fn set_webhook(&self, w: &Webhook) -> Result<()>;
+    /// Removes a user's webhook and its delivery positions; whether there was one.
+    async fn delete_webhook(&self, user_id: &str) -> Result<bool>;
+    /// Every webhook.
+    async fn webhooks(&self) -> Result<Vec<Webhook>>;
+    /// The last seq of `space_id` delivered to `user_id`'s webhook, if any.
+    async fn webhook_cursor(&self, user_id: &str, space_id: &str) -> Result<Option<i64>>;
+    /// Records a delivery position; a position never moves back.
+    async fn set_webhook_cursor(&self, user_id: &str, space_id: &str, seq: i64) -> Result<()>;
 
     /// Starts an upload (never ready). `NotFound("space")` if there is no such
     /// space, `Exists("file")` if the id is taken, `Invalid` if the size is

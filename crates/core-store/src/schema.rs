@@ -73,6 +73,17 @@ const SQLITE_SCHEMA: &[&str] = &[
         updated INTEGER NOT NULL,
         PRIMARY KEY (space_id, user_id)
     ) STRICT",
+    "CREATE TABLE IF NOT EXISTS core_webhooks (
+        user_id TEXT PRIMARY KEY NOT NULL,
+        url TEXT NOT NULL,
+        create_date INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS core_webhook_cursors (
+        user_id TEXT NOT NULL,
+        space_id TEXT NOT NULL,
+        seq INTEGER NOT NULL CHECK (seq >= 0),
+        PRIMARY KEY (user_id, space_id)
+    ) STRICT",
     "CREATE TABLE IF NOT EXISTS core_files (
         id TEXT PRIMARY KEY NOT NULL,
         space_id TEXT NOT NULL REFERENCES core_spaces (id),
@@ -148,6 +159,17 @@ const POSTGRES_SCHEMA: &[&str] = &[
         seq BIGINT NOT NULL,
         updated BIGINT NOT NULL,
         PRIMARY KEY (space_id, user_id)
+    )"#,
+    r#"CREATE TABLE IF NOT EXISTS core_webhooks (
+        user_id TEXT COLLATE "C" PRIMARY KEY,
+        url TEXT NOT NULL,
+        create_date BIGINT NOT NULL
+    )"#,
+    r#"CREATE TABLE IF NOT EXISTS core_webhook_cursors (
+        user_id TEXT COLLATE "C" NOT NULL,
+        space_id TEXT COLLATE "C" NOT NULL,
+        seq BIGINT NOT NULL CHECK (seq >= 0),
+        PRIMARY KEY (user_id, space_id)
     )"#,
     r#"CREATE TABLE IF NOT EXISTS core_files (
         id TEXT COLLATE "C" PRIMARY KEY,

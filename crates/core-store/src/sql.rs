@@ -37,7 +37,7 @@ use sqlx::{Decode, Type};
 use crate::batch::{Job, Writer};
 use crate::{
     Appended, CommitListener, Event, EventKind, FileRecord, Membership, Millis, NewEvent, ReadMarker, Result, Role,
-    Space, SpaceSummary, Store, StoreError,
+    Space, SpaceSummary, Store, StoreError, Webhook,
 };
 
 pub(crate) use sqlstore::Backend;
@@ -594,6 +594,75 @@ impl Store for SqlStore {
     }
 
     // ---- read markers
+
+    async fn set_webhook(&self, w: &Webhook) -> Result<()> {
+        let _turn = self.turn(false).await;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        sqlx::query(
+            "INSERT INTO core_webhooks (user_id, url, create_date) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id) DO UPDATE SET url = excluded.url, create_date = excluded.create_date",
+        )
+        .bind(&w.user_id)
+        .bind(&w.url)
+        .bind(w.create_date)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM core_webhook_cursors WHERE user_id = $1").bind(&w.user_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_webhook(&self, user_id: &str) -> Result<bool> {
+        let _turn = self.turn(false).await;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        let n = sqlx::query("DELETE FROM core_webhooks WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM core_webhook_cursors WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>> {
+        let rows = sqlx::query("SELECT user_id, url, create_date FROM core_webhooks ORDER BY user_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Webhook {
+                    user_id: col(r, "user_id", "core_webhooks")?,
+                    url: col(r, "url", "core_webhooks")?,
+                    create_date: col(r, "create_date", "core_webhooks")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn webhook_cursor(&self, user_id: &str, space_id: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT seq FROM core_webhook_cursors WHERE user_id = $1 AND space_id = $2")
+            .bind(user_id)
+            .bind(space_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(|r| col(r, "seq", "core_webhook_cursors")).transpose()
+    }
+
+    async fn set_webhook_cursor(&self, user_id: &str, space_id: &str, seq: i64) -> Result<()> {
+        let _turn = self.turn(false).await;
+        sqlx::query(
+            "INSERT INTO core_webhook_cursors (user_id, space_id, seq) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, space_id) DO UPDATE SET seq = excluded.seq \
+             WHERE core_webhook_cursors.seq < excluded.seq",
+        )
+        .bind(user_id)
+        .bind(space_id)
+        .bind(seq.max(0))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 
     async fn set_read_marker(&self, space_id: &str, user_id: &str, seq: i64, now: Millis) -> Result<i64> {
         let _turn = self.turn(false).await;

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use sqlstore::testing::{join_all, Ctx, Harness};
 
-use core_store::{Appended, Event, EventKind, FileRecord, Membership, NewEvent, Role, Space, Store, StoreError};
+use core_store::{
+    Appended, Event, EventKind, FileRecord, Membership, NewEvent, Role, Space, Store, StoreError, Webhook,
+};
 
 // ---------------------------------------------------------------- harness
 
@@ -66,6 +68,7 @@ impl Open for Ctx {
 
 sqlstore::conformance! {
     crate::HARNESS;
+    webhooks_and_their_cursors,
     create_space_writes_space_membership_and_first_event,
     create_space_exists_writes_nothing,
     unknown_space_reads,
@@ -1399,4 +1402,29 @@ async fn sqlite_wal_starts_over_under_sustained_writes() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(appends > 200, "only {appends} appends");
     assert!(wal < written / 2, "the WAL grew to {wal} bytes for {appends} appends: it never starts over");
+}
+
+async fn webhooks_and_their_cursors(ctx: Ctx) {
+    let store = ctx.open().await;
+    assert!(store.webhooks().await.unwrap().is_empty());
+    let w = Webhook { user_id: "bot@a.test".into(), url: "https://bot.a.test/hook".into(), create_date: 5 };
+    store.set_webhook(&w).await.unwrap();
+    assert_eq!(store.webhooks().await.unwrap(), vec![w.clone()]);
+    assert_eq!(store.webhook_cursor("bot@a.test", "s1").await.unwrap(), None);
+    store.set_webhook_cursor("bot@a.test", "s1", 7).await.unwrap();
+    store.set_webhook_cursor("bot@a.test", "s1", 3).await.unwrap();
+    assert_eq!(store.webhook_cursor("bot@a.test", "s1").await.unwrap(), Some(7), "never moves back");
+    store.set_webhook_cursor("bot@a.test", "s1", 9).await.unwrap();
+    assert_eq!(store.webhook_cursor("bot@a.test", "s1").await.unwrap(), Some(9));
+    assert_eq!(store.webhook_cursor("bot@a.test", "s2").await.unwrap(), None);
+    // Replacing the webhook forgets where the old one was.
+    let w2 = Webhook { url: "https://bot.a.test/v2".into(), create_date: 6, ..w.clone() };
+    store.set_webhook(&w2).await.unwrap();
+    assert_eq!(store.webhooks().await.unwrap(), vec![w2]);
+    assert_eq!(store.webhook_cursor("bot@a.test", "s1").await.unwrap(), None);
+    store.set_webhook_cursor("bot@a.test", "s1", 2).await.unwrap();
+    assert!(store.delete_webhook("bot@a.test").await.unwrap());
+    assert!(!store.delete_webhook("bot@a.test").await.unwrap());
+    assert!(store.webhooks().await.unwrap().is_empty());
+    assert_eq!(store.webhook_cursor("bot@a.test", "s1").await.unwrap(), None);
 }

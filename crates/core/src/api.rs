@@ -47,6 +47,9 @@ pub type AppState = Arc<Core>;
         compliance_events,
         compliance_file,
         compliance_chunk,
+        put_webhook,
+        get_webhook,
+        delete_webhook,
         relay
     ),
     components(schemas(
@@ -57,6 +60,7 @@ pub type AppState = Arc<Core>;
         CreateFile,
         Sealed,
         ReadMarker,
+        SetWebhook,
         crate::compliance::ComplianceSpace
     ))
 )]
@@ -75,6 +79,7 @@ pub fn router(core: AppState) -> Router {
         .route("/v1/spaces/{id}/members/{user}", delete(remove_member))
         .route("/v1/spaces/{id}/events", post(post_event).get(list_events))
         .route("/v1/spaces/{id}/read-marker", put(set_read_marker))
+        .route("/v1/webhook", put(put_webhook).get(get_webhook).delete(delete_webhook))
         .route("/v1/spaces/{id}/files", post(create_file))
         .route("/v1/files/{id}", get(get_file))
         .route("/v1/files/{id}/chunks", get(list_chunks))
@@ -234,6 +239,36 @@ async fn set_read_marker(
     let c = caller(&core, &headers).await?;
     let m: ReadMarker = json_body(&body)?;
     Ok(Json(json!({"seq": core.read_marker(&c, &id, m.seq).await?})).into_response())
+}
+
+/// `PUT /v1/webhook`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetWebhook {
+    /// Where to POST your spaces' events (`https://…`).
+    pub url: String,
+}
+
+#[utoipa::path(put, path = "/v1/webhook", request_body = SetWebhook, description = "Registers where the core POSTs every event of your spaces (bots). The answer's `secret` (shown only here; registering again rotates it) verifies each request: `X-Custos-Signature: v1=<hex HMAC-SHA256(secret, \"v1:\" + X-Custos-Request-Timestamp + \":\" + body)>`. Body: `{\"type\":\"event\",\"event\":{…}}` as on `/v1/ws`. Retried with backoff until a 2xx answer, in order per space, at least once (dedupe by `X-Custos-Event-Id`).", responses((status = 200, description = "`{url, created, secret}`"), (status = 400, body = ErrorBody)))]
+async fn put_webhook(State(core): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let b: SetWebhook = json_body(&body)?;
+    let (w, secret) = core.set_webhook(&c, &b.url).await?;
+    Ok(Json(json!({"url": w.url, "created": w.create_date, "secret": secret})).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/webhook", responses((status = 200, description = "`{url, created}` (never the secret)"), (status = 404, body = ErrorBody)))]
+async fn get_webhook(State(core): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let w = core.webhook(&c).await?;
+    Ok(Json(json!({"url": w.url, "created": w.create_date})).into_response())
+}
+
+#[utoipa::path(delete, path = "/v1/webhook", responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody)))]
+async fn delete_webhook(State(core): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    core.delete_webhook(&c).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[utoipa::path(post, path = "/v1/spaces/{id}/files", params(("id" = String, Path)), request_body = CreateFile, responses((status = 201, description = "The upload"), (status = 413, body = ErrorBody)))]

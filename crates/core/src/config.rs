@@ -40,6 +40,33 @@ pub struct Config {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Webhooks (bots receiving their spaces' events by HTTP POST).
+    #[serde(default)]
+    pub webhooks: WebhookConfig,
+}
+
+/// Webhook delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Whether this node delivers (in a deployment of several nodes, enable
+    /// it on one, or on several sharing `<data_dir>/webhook.key`: receivers
+    /// dedupe by event id).
+    #[serde(default = "yes")]
+    pub deliver: bool,
+    /// Accept `http://` endpoints (development only; `https://` otherwise).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self { deliver: true, allow_http: false }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// File chunk storage. Credentials for S3 come from the environment

@@ -27,4 +27,5 @@ pub mod fanout;
 pub mod relay;
 pub mod server;
 pub mod service;
+pub mod webhooks;
 pub mod ws;

@@ -50,6 +50,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let listen = cfg.listen;
     let core = Arc::new(Core::new(cfg, store, bus, blobs)?);
     core.follow_membership().await.context("subscribing to membership notices")?;
+    if core.cfg.webhooks.deliver {
+        tokio::spawn(core.webhooks.clone().run(core.store.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     let app = crate::api::router(core.clone());

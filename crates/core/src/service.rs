@@ -123,6 +123,8 @@ pub struct Core {
     pub fanout: Arc<Fanout>,
     /// Remembered spaces and roles (see [`crate::access`]).
     pub access: Arc<Access>,
+    /// Webhook signing and delivery (see [`crate::webhooks`]).
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     verifier: kms_identity::Verifier,
     touched: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -157,8 +159,9 @@ impl Core {
         let links = crate::relay::Links::from_config(&cfg)?;
         let fanout = Fanout::new(bus.clone(), store.clone());
         let access = Arc::new(Access::default());
+        let webhooks = Arc::new(crate::webhooks::Webhooks::open(&cfg.data_dir, cfg.webhooks.allow_http)?);
         // Weak: the store holds the listener, and the fan-out holds the store.
-        let (f, a) = (Arc::downgrade(&fanout), Arc::downgrade(&access));
+        let (f, a, w) = (Arc::downgrade(&fanout), Arc::downgrade(&access), Arc::downgrade(&webhooks));
         store.set_commit_listener(Arc::new(move |events: &[Event]| {
             if let Some(a) = a.upgrade() {
                 a.on_commit(events);
@@ -166,8 +169,11 @@ impl Core {
             if let Some(f) = f.upgrade() {
                 f.committed(events);
             }
+            if let Some(w) = w.upgrade() {
+                w.wake();
+            }
         }));
-        Ok(Self { cfg, store, bus, blobs, links, fanout, access, verifier, touched: Default::default() })
+        Ok(Self { cfg, store, bus, blobs, links, fanout, access, webhooks, verifier, touched: Default::default() })
     }
 
     /// Follows the membership changes other nodes announce, forgetting the
@@ -268,6 +274,31 @@ impl Core {
     async fn publish_membership(&self, e: &Event) {
         if let Err(err) = self.bus.publish(Notice { space_id: MEMBERSHIP_CHANNEL.into(), seq: e.seq }).await {
             tracing::warn!(error = %err, "publishing a membership notice failed");
+        }
+    }
+
+    /// Registers (or replaces) the caller's webhook; the answer holds its signing secret (shown once).
+    pub async fn set_webhook(&self, c: &Caller, url: &str) -> Result<(core_store::Webhook, String), ApiError> {
+        self.webhooks.check_url(url).map_err(|e| ApiError::bad("bad_url", e.0))?;
+        let w = core_store::Webhook { user_id: c.user_id.clone(), url: url.to_string(), create_date: now_ms() };
+        self.store.set_webhook(&w).await?;
+        let secret = self.webhooks.secret(&w).to_string();
+        self.webhooks.wake();
+        Ok((w, secret))
+    }
+
+    /// The caller's webhook, if any (never its secret).
+    pub async fn webhook(&self, c: &Caller) -> Result<core_store::Webhook, ApiError> {
+        let all = self.store.webhooks().await?;
+        all.into_iter().find(|w| w.user_id == c.user_id).ok_or_else(|| ApiError::not_found("webhook (you have none)"))
+    }
+
+    /// Removes the caller's webhook.
+    pub async fn delete_webhook(&self, c: &Caller) -> Result<(), ApiError> {
+        if self.store.delete_webhook(&c.user_id).await? {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("webhook (you have none)"))
         }
     }
 
