@@ -163,13 +163,13 @@ pub fn run(cmd: ClientCommand, dir: Option<&Path>, out: Out) -> anyhow::Result<(
 }
 
 #[derive(serde::Deserialize)]
-struct Discovery {
-    token_endpoint: String,
+pub(crate) struct Discovery {
+    pub(crate) token_endpoint: String,
     #[serde(default)]
     device_authorization_endpoint: Option<String>,
 }
 
-async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<Discovery> {
+pub(crate) async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<Discovery> {
     let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
     let r = http.get(&url).send().await.with_context(|| format!("the identity provider at {issuer} is unreachable"))?;
     if !r.status().is_success() {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod audit_cmd;
+mod bot_cmd;
 mod client_cmd;
 mod compliance_cmd;
 mod demo;
@@ -85,6 +86,11 @@ enum Command {
     Core {
         #[command(subcommand)]
         command: CoreCommand,
+    },
+    /// Bots (the example poll bot).
+    Bot {
+        #[command(subcommand)]
+        command: bot_cmd::BotCommand,
     },
 }
 
@@ -277,6 +283,7 @@ fn main() -> ExitCode {
         Command::Sdk { command: SdkCommand::Bench { spaces, rate, seconds } } => {
             sdk_bench::run(sdk_bench::BenchOptions { spaces, rate, seconds })
         }
+        Command::Bot { command } => bot_cmd::run(command),
         Command::Client(cmd) => client_cmd::run(cmd, cli.config_dir.as_deref(), client_cmd::Out { json: cli.json }),
         Command::Compliance { command } => {
             match compliance_cmd::run(command, cli.config_dir.as_deref(), client_cmd::Out { json: cli.json }) {

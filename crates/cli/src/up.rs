@@ -237,7 +237,7 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
     let mut kmses = Vec::new();
     let mut ready = Ready { data_dir: data.clone(), core_url: core_url.clone(), orgs: Vec::new() };
     let mut core_cfg = format!(
-        "# Written by `custos up`.\nlisten = \"127.0.0.1:{base}\"\ndata_dir = \"core\"\n\n[identity]\naudience = {}\n",
+        "# Written by `custos up`.\nlisten = \"127.0.0.1:{base}\"\ndata_dir = \"core\"\n\n# Bots on loopback may take webhooks over plain HTTP (development only).\n[webhooks]\nallow_http = true\n\n[identity]\naudience = {}\n",
         toml_str(CORE_AUDIENCE)
     );
     let mut core_orgs = String::new();
@@ -401,6 +401,11 @@ fn print_ready(r: &Ready) {
         }
         for (b, secret) in &o.bots {
             println!("  bot {b}@{}: client_credentials at {}, client_id {b}, secret {secret}", o.domain, o.issuer);
+            println!(
+                "    run it: CUSTOS_BOT_SECRET={secret} custos bot poll --org {}   # then: custos space add <space> {b}@{}",
+                o.profile.display(),
+                o.domain
+            );
         }
     }
     println!(

@@ -287,6 +287,17 @@ impl CoreApi {
         self.json(self.http.post(self.url(&format!("/v1/spaces/{}/events", seg(space)))).json(body)).await
     }
 
+    /// `PUT /v1/webhook`: where the core POSTs your spaces' events. The answer's
+    /// `secret` (shown only now) verifies each request.
+    pub async fn set_webhook(&self, url: &str) -> Result<Value> {
+        self.json(self.http.put(self.url("/v1/webhook")).json(&serde_json::json!({ "url": url }))).await
+    }
+
+    /// `DELETE /v1/webhook`.
+    pub async fn delete_webhook(&self) -> Result<()> {
+        self.send(self.http.delete(self.url("/v1/webhook"))).await.map(drop)
+    }
+
     /// `GET /v1/spaces/{id}/events` (or `/v1/compliance/…`, see [`CoreApi::for_compliance`]).
     pub async fn events(
         &self,

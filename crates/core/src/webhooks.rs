@@ -17,8 +17,9 @@
 //!   id), starting with the event that added the bot. A 2xx answer moves the
 //!   position (kept in the database, so a restart resumes); anything else
 //!   (an error status, a timeout, a refused connection) is retried with
-//!   backoff (1 s, 2 s, 4 s … at most 60 s) without skipping: nothing is lost,
-//!   and a removed bot gets nothing sent after its removal.
+//!   backoff (1 s, 2 s, 4 s … at most 60 s) without skipping: nothing is lost.
+//!   A removed bot gets nothing more of that space (its removal included:
+//!   deliveries follow the spaces it is in).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
