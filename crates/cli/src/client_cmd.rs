@@ -66,6 +66,18 @@ pub enum ClientCommand {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Search your spaces (or one): words and a word being typed ("launch pl").
+    /// The core sees only blinded tokens; results are decrypted and ranked here.
+    Search {
+        /// The query.
+        query: String,
+        /// Only this space.
+        #[arg(long)]
+        space: Option<String>,
+        /// At most this many results (per space).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// Upload a file (encrypted on this machine, streamed).
     Upload {
         /// Space id.
@@ -507,6 +519,35 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
                 None => s.send(&space, &text).await?,
             };
             out.print(|| format!("Sent #{} ({})", m.seq, m.id), json!({"space": space, "seq": m.seq, "id": m.id}));
+        }
+        ClientCommand::Search { query, space, limit } => {
+            let spaces = match space {
+                Some(sp) => vec![sp],
+                None => s.spaces().await?.into_iter().map(|(id, ..)| id).collect(),
+            };
+            let mut hits = Vec::new();
+            for sp in &spaces {
+                hits.extend(s.search(sp, &query, limit).await?);
+            }
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+            hits.truncate(limit as usize);
+            if out.json {
+                let v: Vec<Value> = hits
+                    .iter()
+                    .map(|h| {
+                        let mut m = message_json(&h.message);
+                        m["score"] = json!(h.score);
+                        m
+                    })
+                    .collect();
+                println!("{}", json!({"results": v}));
+            } else if hits.is_empty() {
+                println!("no results");
+            } else {
+                for h in &hits {
+                    println!("{}", message_line(&h.message));
+                }
+            }
         }
         ClientCommand::Read { space, limit } => {
             let msgs = s.history(&space, None, limit).await?;

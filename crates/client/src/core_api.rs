@@ -287,6 +287,35 @@ impl CoreApi {
         self.json(self.http.post(self.url(&format!("/v1/spaces/{}/events", seg(space)))).json(body)).await
     }
 
+    /// `PUT /v1/spaces/{id}/events/{event}/index`: a message's blinded search tokens.
+    pub async fn index_event(&self, space: &str, event: &str, key_uri: &str, tokens: &[String]) -> Result<()> {
+        let url = self.url(&format!("/v1/spaces/{}/events/{}/index", seg(space), seg(event)));
+        self.send(self.http.put(url).json(&serde_json::json!({"key_uri": key_uri, "tokens": tokens}))).await.map(drop)
+    }
+
+    /// `POST /v1/spaces/{id}/search`: candidate events for blinded queries (one per key version).
+    pub async fn search(&self, space: &str, queries: &Value, limit: u32) -> Result<Vec<CoreEvent>> {
+        #[derive(Deserialize)]
+        struct Page {
+            events: Vec<CoreEvent>,
+        }
+        let url = self.url(&format!("/v1/spaces/{}/search", seg(space)));
+        let page: Page =
+            self.json(self.http.post(url).json(&serde_json::json!({"queries": queries, "limit": limit}))).await?;
+        Ok(page.events)
+    }
+
+    /// `GET /v1/spaces/{id}/search/keys`: the key versions a space's tokens are under.
+    pub async fn search_keys(&self, space: &str) -> Result<Vec<String>> {
+        let v: Value = self.json(self.http.get(self.url(&format!("/v1/spaces/{}/search/keys", seg(space))))).await?;
+        Ok(v["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k["key_uri"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// `PUT /v1/webhook`: where the core POSTs your spaces' events. The answer's
     /// `secret` (shown only now) verifies each request.
     pub async fn set_webhook(&self, url: &str) -> Result<Value> {

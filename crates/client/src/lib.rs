@@ -37,6 +37,7 @@ mod events;
 mod files;
 pub mod kms;
 mod live;
+mod search;
 mod session;
 pub mod tokens;
 
@@ -45,6 +46,7 @@ pub use error::{Error, Result};
 pub use files::{FileInfo, Progress, UPLOAD_CHUNK};
 pub use kms::{KmsPin, Route};
 pub use live::Live;
+pub use search::SearchHit;
 pub use session::{Content, Message, Session, SessionConfig, Space};
 
 /// The HTTP client every part of the SDK uses.

@@ -412,6 +412,7 @@ impl Session {
         if let Some(t) = target {
             req["target"] = json!(t);
         }
+        let mut searchable = None;
         if let Some(body) = body {
             if let Body::Text { text } = &body {
                 if text.len() > content::MAX_TEXT {
@@ -442,8 +443,17 @@ impl Session {
                 )));
             }
             req["sealed"] = json!({"ciphertext": sealed, "key_uri": key.uri.to_string()});
+            if let (Body::Text { text }, "message" | "edit") = (&env.body, kind) {
+                searchable = Some((key.clone(), text.clone()));
+            }
         }
         let e = self.post_retrying(space, &req).await?;
+        if let Some((key, text)) = searchable {
+            // Search is a convenience: a failure here loses no message (the indexer backfills).
+            if let Err(err) = self.index_text(space, &e.id, &key, &text).await {
+                tracing::warn!(error = %err, "indexing a message for search failed");
+            }
+        }
         Ok(self.decrypt(&e).await)
     }
 

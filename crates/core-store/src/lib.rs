@@ -458,6 +458,23 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- files (metadata; the bytes live in the blob store)
 
+    // ---- search postings (blinded tokens; see the `search` crate)
+
+    /// Replaces the postings of event `seq` with `tokens` (16 bytes each), under `key_uri`.
+    async fn set_postings(&self, space_id: &str, seq: i64, key_uri: &str, tokens: &[[u8; 16]]) -> Result<()>;
+    /// Events of the space (newest first, below `before`, at most `limit`) whose
+    /// postings under `key_uri` hold every one of `tokens`.
+    async fn search_postings(
+        &self,
+        space_id: &str,
+        key_uri: &str,
+        tokens: &[[u8; 16]],
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<i64>>;
+    /// The key URIs the space's postings are under, with how many events each.
+    async fn posting_keys(&self, space_id: &str) -> Result<Vec<(String, i64)>>;
+
     // ---- webhooks
 
     /// Registers (or replaces) `w.user_id`'s webhook; a replaced one's delivery positions are forgotten.

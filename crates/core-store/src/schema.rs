@@ -73,6 +73,14 @@ const SQLITE_SCHEMA: &[&str] = &[
         updated INTEGER NOT NULL,
         PRIMARY KEY (space_id, user_id)
     ) STRICT",
+    "CREATE TABLE IF NOT EXISTS core_postings (
+        space_id TEXT NOT NULL,
+        token BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        key_uri TEXT NOT NULL,
+        PRIMARY KEY (space_id, token, seq)
+    ) STRICT",
+    "CREATE INDEX IF NOT EXISTS core_postings_seq ON core_postings (space_id, seq)",
     "CREATE TABLE IF NOT EXISTS core_webhooks (
         user_id TEXT PRIMARY KEY NOT NULL,
         url TEXT NOT NULL,
@@ -160,6 +168,14 @@ const POSTGRES_SCHEMA: &[&str] = &[
         updated BIGINT NOT NULL,
         PRIMARY KEY (space_id, user_id)
     )"#,
+    r#"CREATE TABLE IF NOT EXISTS core_postings (
+        space_id TEXT COLLATE "C" NOT NULL,
+        token BYTEA NOT NULL,
+        seq BIGINT NOT NULL,
+        key_uri TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (space_id, token, seq)
+    )"#,
+    "CREATE INDEX IF NOT EXISTS core_postings_seq ON core_postings (space_id, seq)",
     r#"CREATE TABLE IF NOT EXISTS core_webhooks (
         user_id TEXT COLLATE "C" PRIMARY KEY,
         url TEXT NOT NULL,

@@ -595,6 +595,82 @@ impl Store for SqlStore {
 
     // ---- read markers
 
+    async fn set_postings(&self, space_id: &str, seq: i64, key_uri: &str, tokens: &[[u8; 16]]) -> Result<()> {
+        let _turn = self.turn(false).await;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        sqlx::query("DELETE FROM core_postings WHERE space_id = $1 AND seq = $2")
+            .bind(space_id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        let mut sorted: Vec<&[u8; 16]> = tokens.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        // Multi-row inserts: one statement per 200 tokens.
+        for chunk in sorted.chunks(200) {
+            let mut sql = String::from("INSERT INTO core_postings (space_id, token, seq, key_uri) VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("($1, ${}, $2, $3)", i + 4));
+            }
+            // Only placeholders are interpolated: safe.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(space_id).bind(seq).bind(key_uri);
+            for t in chunk {
+                q = q.bind(t.to_vec());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn search_postings(
+        &self,
+        space_id: &str,
+        key_uri: &str,
+        tokens: &[[u8; 16]],
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<i64>> {
+        let mut sorted: Vec<&[u8; 16]> = tokens.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (0..sorted.len()).map(|i| format!("${}", i + 6)).collect();
+        let sql = format!(
+            "SELECT seq FROM core_postings WHERE space_id = $1 AND key_uri = $2 AND seq < $3 AND token IN ({}) \
+             GROUP BY seq HAVING COUNT(*) = $4 ORDER BY seq DESC LIMIT $5",
+            marks.join(", ")
+        );
+        // Only placeholders are interpolated: safe.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(space_id)
+            .bind(key_uri)
+            .bind(before)
+            .bind(sorted.len() as i64)
+            .bind(i64::from(limit));
+        for t in &sorted {
+            q = q.bind(t.to_vec());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(|r| col(r, "seq", "core_postings")).collect()
+    }
+
+    async fn posting_keys(&self, space_id: &str) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT key_uri, COUNT(DISTINCT seq) AS n FROM core_postings WHERE space_id = $1 \
+             GROUP BY key_uri ORDER BY key_uri",
+        )
+        .bind(space_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((col(r, "key_uri", "core_postings")?, col(r, "n", "core_postings")?))).collect()
+    }
+
     async fn set_webhook(&self, w: &Webhook) -> Result<()> {
         let _turn = self.turn(false).await;
         let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;

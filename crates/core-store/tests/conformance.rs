@@ -69,6 +69,7 @@ impl Open for Ctx {
 sqlstore::conformance! {
     crate::HARNESS;
     webhooks_and_their_cursors,
+    postings_intersect_per_key_and_replace,
     create_space_writes_space_membership_and_first_event,
     create_space_exists_writes_nothing,
     unknown_space_reads,
@@ -1427,4 +1428,38 @@ async fn webhooks_and_their_cursors(ctx: Ctx) {
     assert!(!store.delete_webhook("bot@a.test").await.unwrap());
     assert!(store.webhooks().await.unwrap().is_empty());
     assert_eq!(store.webhook_cursor("bot@a.test", "s1").await.unwrap(), None);
+}
+
+async fn postings_intersect_per_key_and_replace(ctx: Ctx) {
+    let store = ctx.open().await;
+    let t = |b: u8| [b; 16];
+    store.set_postings("s1", 1, "k1", &[t(1), t(2), t(3)]).await.unwrap();
+    store.set_postings("s1", 2, "k1", &[t(2), t(3), t(3)]).await.unwrap();
+    store.set_postings("s1", 3, "k1", &[t(2)]).await.unwrap();
+    store.set_postings("s1", 4, "k2", &[t(2), t(3)]).await.unwrap();
+    store.set_postings("s2", 5, "k1", &[t(2), t(3)]).await.unwrap();
+    // Every token, under that key, in that space; newest first; below `before`; at most `limit`.
+    assert_eq!(store.search_postings("s1", "k1", &[t(2), t(3)], i64::MAX, 10).await.unwrap(), [2, 1]);
+    assert_eq!(store.search_postings("s1", "k1", &[t(3), t(2), t(2)], i64::MAX, 10).await.unwrap(), [2, 1]);
+    assert_eq!(store.search_postings("s1", "k1", &[t(2)], i64::MAX, 2).await.unwrap(), [3, 2]);
+    assert_eq!(store.search_postings("s1", "k1", &[t(2)], 3, 10).await.unwrap(), [2, 1]);
+    assert_eq!(store.search_postings("s1", "k2", &[t(2), t(3)], i64::MAX, 10).await.unwrap(), [4]);
+    assert!(store.search_postings("s1", "k1", &[t(1), t(9)], i64::MAX, 10).await.unwrap().is_empty());
+    assert!(store.search_postings("s1", "k1", &[], i64::MAX, 10).await.unwrap().is_empty());
+    // Re-indexing an event replaces its postings (a new key, new tokens).
+    store.set_postings("s1", 1, "k2", &[t(7)]).await.unwrap();
+    assert_eq!(store.search_postings("s1", "k1", &[t(2), t(3)], i64::MAX, 10).await.unwrap(), [2]);
+    assert_eq!(store.search_postings("s1", "k2", &[t(7)], i64::MAX, 10).await.unwrap(), [1]);
+    assert_eq!(store.posting_keys("s1").await.unwrap(), [("k1".to_string(), 2), ("k2".to_string(), 2)]);
+    assert!(store.posting_keys("nope").await.unwrap().is_empty());
+    // A large posting list goes in several statements.
+    let many: Vec<[u8; 16]> = (0..1000u32)
+        .map(|i| {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&i.to_be_bytes());
+            a
+        })
+        .collect();
+    store.set_postings("s3", 1, "k", &many).await.unwrap();
+    assert_eq!(store.search_postings("s3", "k", &many[990..], i64::MAX, 10).await.unwrap(), [1]);
 }

@@ -47,6 +47,9 @@ pub type AppState = Arc<Core>;
         compliance_events,
         compliance_file,
         compliance_chunk,
+        index_event,
+        search,
+        search_keys,
         put_webhook,
         get_webhook,
         delete_webhook,
@@ -61,6 +64,9 @@ pub type AppState = Arc<Core>;
         Sealed,
         ReadMarker,
         SetWebhook,
+        crate::service::IndexEvent,
+        crate::service::KeyQuery,
+        crate::service::SearchRequest,
         crate::compliance::ComplianceSpace
     ))
 )]
@@ -80,6 +86,9 @@ pub fn router(core: AppState) -> Router {
         .route("/v1/spaces/{id}/events", post(post_event).get(list_events))
         .route("/v1/spaces/{id}/read-marker", put(set_read_marker))
         .route("/v1/webhook", put(put_webhook).get(get_webhook).delete(delete_webhook))
+        .route("/v1/spaces/{id}/events/{event}/index", put(index_event))
+        .route("/v1/spaces/{id}/search", post(search))
+        .route("/v1/spaces/{id}/search/keys", get(search_keys))
         .route("/v1/spaces/{id}/files", post(create_file))
         .route("/v1/files/{id}", get(get_file))
         .route("/v1/files/{id}/chunks", get(list_chunks))
@@ -239,6 +248,43 @@ async fn set_read_marker(
     let c = caller(&core, &headers).await?;
     let m: ReadMarker = json_body(&body)?;
     Ok(Json(json!({"seq": core.read_marker(&c, &id, m.seq).await?})).into_response())
+}
+
+#[utoipa::path(put, path = "/v1/spaces/{id}/events/{event}/index", params(("id" = String, Path), ("event" = String, Path)), request_body = crate::service::IndexEvent, description = "Stores a message's blinded search tokens (keyed hashes under a search key derived from the space's content key: the core cannot invert them). By the message's sender, or by one of the org's search indexers (re-indexing under a newer key). Replaces earlier tokens of that message.", responses((status = 204, description = "Stored"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn index_event(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path((id, event)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let req: crate::service::IndexEvent = json_body(&body)?;
+    core.index_event(&c, &id, &event, req).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(post, path = "/v1/spaces/{id}/search", params(("id" = String, Path)), request_body = crate::service::SearchRequest, description = "The events whose tokens hold every token of one of the queries (one per key version), newest first. Candidates only: clients decrypt and rank them, and drop any that do not match.", responses((status = 200, description = "`{events}`"), (status = 400, body = ErrorBody)))]
+async fn search(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let req: crate::service::SearchRequest = json_body(&body)?;
+    Ok(Json(json!({"events": core.search(&c, &id, req).await?})).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/spaces/{id}/search/keys", params(("id" = String, Path)), responses((status = 200, description = "`{keys: [{key_uri, events}]}`: the key versions the space's tokens are under")))]
+async fn search_keys(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let keys: Vec<_> =
+        core.search_keys(&c, &id).await?.into_iter().map(|(k, n)| json!({"key_uri": k, "events": n})).collect();
+    Ok(Json(json!({"keys": keys})).into_response())
 }
 
 /// `PUT /v1/webhook`.

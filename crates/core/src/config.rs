@@ -123,6 +123,11 @@ pub struct OrgConfig {
     /// (to its compliance officers, under its own policy).
     #[serde(default)]
     pub compliance_readers: Vec<String>,
+    /// Search indexing services of this org (`name@<domain>`): besides each
+    /// message's sender, they may (re-)index the messages of spaces they are
+    /// members of (blinded tokens only; reading takes the org's KMS).
+    #[serde(default)]
+    pub search_indexers: Vec<String>,
 }
 
 impl OrgConfig {
@@ -230,6 +235,16 @@ impl Config {
                 }
             }
             o.compliance_readers = readers;
+            let mut indexers = Vec::with_capacity(o.search_indexers.len());
+            for r in &o.search_indexers {
+                let id = org_user(r, &o.domain).map_err(|why| {
+                    anyhow::anyhow!("orgs `{}`: search_indexers entry {r:?} is refused: {why}", o.domain)
+                })?;
+                if !indexers.contains(&id) {
+                    indexers.push(id);
+                }
+            }
+            o.search_indexers = indexers;
         }
         for o in &mut c.orgs {
             if let Some(k) = &o.kms_key {

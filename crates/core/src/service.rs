@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use base64::Engine as _;
+
 use core_bus::{EventBus, Notice};
 use core_store::{
     Appended, Event, EventKind, FileRecord, Membership, NewEvent, ReadMarker, Role, Space, SpaceSummary, Store,
@@ -275,6 +277,67 @@ impl Core {
         if let Err(err) = self.bus.publish(Notice { space_id: MEMBERSHIP_CHANNEL.into(), seq: e.seq }).await {
             tracing::warn!(error = %err, "publishing a membership notice failed");
         }
+    }
+
+    /// Stores the blinded search tokens of a message: by its sender, or by
+    /// one of the org's search indexers (re-indexing under a newer key).
+    pub async fn index_event(&self, c: &Caller, space: &str, event_id: &str, req: IndexEvent) -> Result<(), ApiError> {
+        let (meta, _) = self.space_as(c, space).await?;
+        check_id(event_id, "event")?;
+        let e = self.store.event(space, event_id).await?.ok_or_else(|| ApiError::not_found("event"))?;
+        if !matches!(e.kind, EventKind::Message | EventKind::Edit) {
+            return Err(ApiError::bad("not_indexable", "only messages and edits are indexed"));
+        }
+        let indexer = self.cfg.org_of(&c.user_id).is_some_and(|o| o.search_indexers.contains(&c.user_id));
+        if e.sender != c.user_id && !indexer {
+            return Err(ApiError::forbidden(
+                "not_sender",
+                "only the sender or the org's search indexer indexes a message",
+            ));
+        }
+        let key = KmsUri::parse_absolute(&req.key_uri)
+            .ok()
+            .filter(|u| u.is_object(Kind::Keys) && u.domain() == meta.kms_domain)
+            .ok_or_else(|| ApiError::bad("bad_key_uri", "key_uri must name a key of the space's KMS"))?;
+        let tokens = decode_tokens(&req.tokens, MAX_INDEX_TOKENS)?;
+        self.store.set_postings(space, e.seq, &key.to_string(), &tokens).await?;
+        metrics::counter!("core_search_postings_total").increment(tokens.len() as u64);
+        Ok(())
+    }
+
+    /// The events whose blinded tokens hold every token of one of the queries
+    /// (one query per key version), newest first.
+    pub async fn search(&self, c: &Caller, space: &str, req: SearchRequest) -> Result<Vec<Event>, ApiError> {
+        self.space_as(c, space).await?;
+        if req.queries.is_empty() || req.queries.len() > 64 {
+            return Err(ApiError::bad("bad_query", "give 1 to 64 queries"));
+        }
+        let limit = req.limit.unwrap_or(50).clamp(1, 200);
+        let before = req.before.unwrap_or(i64::MAX);
+        let mut seqs = Vec::new();
+        for q in &req.queries {
+            let tokens = decode_tokens(&q.tokens, MAX_QUERY_TOKENS)?;
+            if tokens.is_empty() {
+                return Err(ApiError::bad("bad_query", "a query needs at least one token"));
+            }
+            seqs.extend(self.store.search_postings(space, &q.key_uri, &tokens, before, limit).await?);
+        }
+        seqs.sort_unstable_by(|a, b| b.cmp(a));
+        seqs.dedup();
+        seqs.truncate(limit as usize);
+        let mut out = Vec::with_capacity(seqs.len());
+        for s in seqs {
+            if let Some(e) = self.store.events_after(space, s - 1, 1).await?.into_iter().next() {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The key versions a space's search postings are under (for queries per key).
+    pub async fn search_keys(&self, c: &Caller, space: &str) -> Result<Vec<(String, i64)>, ApiError> {
+        self.space_as(c, space).await?;
+        Ok(self.store.posting_keys(space).await?)
     }
 
     /// Registers (or replaces) the caller's webhook; the answer holds its signing secret (shown once).
@@ -657,4 +720,57 @@ impl Core {
         let r = self.blobs.get(&Self::blob(file_id, index)).await.map_err(ApiError::internal)?;
         r.bytes().await.map_err(ApiError::internal)
     }
+}
+
+/// Most tokens one message may be indexed under (the `search` crate's cap).
+pub const MAX_INDEX_TOKENS: usize = 2048;
+/// Most tokens in one query.
+pub const MAX_QUERY_TOKENS: usize = 64;
+
+/// `PUT /v1/spaces/{id}/events/{event}/index`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IndexEvent {
+    /// The content key whose search key made the tokens (`kms://…/keys/…`).
+    pub key_uri: String,
+    /// Blinded tokens (16 bytes each, base64url); the core cannot invert them.
+    pub tokens: Vec<String>,
+}
+
+/// One query under one key version.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyQuery {
+    /// The key version.
+    pub key_uri: String,
+    /// Every one of these tokens must be in a result's postings.
+    pub tokens: Vec<String>,
+}
+
+/// `POST /v1/spaces/{id}/search`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// One query per key version (results are their union).
+    pub queries: Vec<KeyQuery>,
+    /// Only events below this sequence number (paging).
+    #[serde(default)]
+    pub before: Option<i64>,
+    /// At most this many (default 50, at most 200).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+fn decode_tokens(list: &[String], max: usize) -> Result<Vec<[u8; 16]>, ApiError> {
+    if list.len() > max {
+        return Err(ApiError::bad("too_many_tokens", format!("at most {max} tokens")));
+    }
+    list.iter()
+        .map(|t| {
+            let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .map_err(|_| ApiError::bad("bad_token", "tokens are base64url (no padding)"))?;
+            <[u8; 16]>::try_from(b.as_slice()).map_err(|_| ApiError::bad("bad_token", "tokens are 16 bytes"))
+        })
+        .collect()
 }

@@ -1,0 +1,85 @@
+//! Search over encrypted spaces, end to end (`custos up`, the CLI): words,
+//! stems, accents and type-ahead prefixes are found by members on any
+//! client; non-members get nothing; history stays searchable across a key
+//! rotation; the provider's files hold neither the words nor unkeyed hashes
+//! of them.
+
+mod common;
+
+use common::{free_base, Person, Up};
+use serde_json::Value;
+
+fn found(who: &Person, args: &[&str]) -> Vec<String> {
+    let mut a = vec!["search"];
+    a.extend_from_slice(args);
+    let v = who.ok(&a);
+    v["results"].as_array().unwrap().iter().map(|r| r["text"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn members_search_encrypted_spaces_and_the_provider_learns_no_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(&tmp.path().join("up"), free_base());
+    let people = tmp.path().join("people");
+    let alice = Person::login(&up, &people, "alice@acme.test");
+    let bob = Person::login(&up, &people, "bob@acme.test");
+    let carol = Person::login(&up, &people, "carol@acme.test");
+    let space =
+        alice.ok(&["space", "create", "Plans", "--member", "bob@acme.test"])["id"].as_str().unwrap().to_string();
+    let other = alice.ok(&["space", "create", "Other"])["id"].as_str().unwrap().to_string();
+    alice.ok(&["send", &space, "We launch the new Café menu on Monday"]);
+    alice.ok(&["send", &space, "Budget review on Friday"]);
+    bob.ok(&["send", &space, "Running late, sorry"]);
+    alice.ok(&["send", &other, "launch elsewhere"]);
+
+    // Bob (another client) finds by word, accent-insensitively, by stem and by prefix.
+    let cafe = "We launch the new Café menu on Monday";
+    assert_eq!(found(&bob, &["cafe"]), [cafe]);
+    assert_eq!(found(&bob, &["CAFÉ", "--space", &space]), [cafe]);
+    assert_eq!(found(&bob, &["laun"]), [cafe], "type-ahead; bob is not in the other space");
+    assert_eq!(found(&bob, &["run"]), ["Running late, sorry"]);
+    assert_eq!(found(&bob, &["budget frid"]), ["Budget review on Friday"]);
+    assert!(found(&bob, &["tuesday"]).is_empty());
+    let e = bob.fails(&["search", "a"]);
+    assert!(e.contains("no searchable word"), "{e}");
+    // Alice's search covers both her spaces.
+    let mut both = found(&alice, &["launch"]);
+    both.sort();
+    assert_eq!(both, ["We launch the new Café menu on Monday", "launch elsewhere"]);
+    // Carol, not a member, gets nothing of the space.
+    assert!(!carol.run(&["search", "cafe", "--space", &space]).status.success());
+
+    // A removal rotates the key; old and new messages stay searchable.
+    alice.ok(&["space", "add", &space, "carol@acme.test"]);
+    alice.ok(&["space", "remove", &space, "carol@acme.test"]);
+    alice.ok(&["send", &space, "Launch checklist is ready"]);
+    let mut launch = found(&bob, &["launch", "--space", &space]);
+    launch.sort();
+    assert_eq!(launch, ["Launch checklist is ready", cafe]);
+    let keys: Vec<Value> = bob.ok(&["read", &space])["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "message")
+        .map(|e| e["key"].clone())
+        .collect();
+    assert_ne!(keys.first(), keys.last(), "the key rotated");
+    assert!(!carol.run(&["search", "launch", "--space", &space]).status.success());
+
+    // The provider's files: ciphertext and blinded tokens, no words and no unkeyed hashes of them.
+    let core_dir = tmp.path().join("up").join("core");
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(&core_dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            bytes.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    assert!(bytes.len() > 10_000, "the core's database is there");
+    for word in ["launch", "Launch", "Café", "cafe", "Budget", "budget", "Monday", "monday", "Running", "checklist"] {
+        assert!(!bytes.windows(word.len()).any(|w| w == word.as_bytes()), "{word:?} is in the core's files");
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, word.to_lowercase().as_bytes());
+        let unkeyed = &digest.as_ref()[..16];
+        assert!(!bytes.windows(16).any(|w| w == unkeyed), "an unkeyed hash of {word:?} is in the core's files");
+    }
+}

@@ -1,0 +1,108 @@
+//! Search over encrypted spaces (crate `search`): a message's terms travel
+//! to the core only as blinded tokens under a search key derived from the
+//! message's content key; queries are blinded the same way, one per key
+//! version the space's tokens are under; the core returns candidates, which
+//! are decrypted and ranked here (and dropped if they do not match).
+
+use search::{index_tokens, rank, Query, SearchKey};
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::kms::ContentKey;
+use crate::session::{Content, Message, Session};
+
+/// Most key versions one search queries.
+const MAX_KEYS: usize = 64;
+
+/// One search result.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    /// The message, decrypted and checked.
+    pub message: Message,
+    /// Relevance (higher first).
+    pub score: f32,
+}
+
+fn search_key(key: &ContentKey) -> Result<SearchKey> {
+    let bytes: &[u8; 32] =
+        key.key.expose().try_into().map_err(|_| Error::Tampered("a content key is not 256 bits".into()))?;
+    Ok(SearchKey::derive(bytes, &key.uri.to_string()))
+}
+
+impl Session {
+    /// Sends the blinded tokens of `text` (event `event_id`) to the core, under `key`.
+    pub(crate) async fn index_text(&self, space: &str, event_id: &str, key: &ContentKey, text: &str) -> Result<()> {
+        let tokens: Vec<String> = index_tokens(&search_key(key)?, text).iter().map(|t| t.to_base64url()).collect();
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        self.core.index_event(space, event_id, &key.uri.to_string(), &tokens).await
+    }
+
+    /// Searches a space: at most `limit` messages, most relevant first.
+    pub async fn search(&self, space: &str, query: &str, limit: u32) -> Result<Vec<SearchHit>> {
+        let q = Query::parse(query);
+        if q.is_empty() {
+            return Err(Error::Invalid("the query has no searchable word (two letters at least)".into()));
+        }
+        let mut queries = Vec::new();
+        for uri in self.core.search_keys(space).await?.into_iter().take(MAX_KEYS) {
+            // A key we may not read is a part of the history we cannot search.
+            let key = match self.kms.key(&uri).await {
+                Ok(k) => k,
+                Err(Error::NotAuthorized { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let tokens: Vec<String> = q.tokens(&search_key(&key)?).iter().map(|t| t.to_base64url()).collect();
+            if !tokens.is_empty() {
+                queries.push(json!({"key_uri": uri, "tokens": tokens}));
+            }
+        }
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let candidates = self.core.search(space, &json!(queries), limit.clamp(1, 200)).await?;
+        let mut messages = Vec::with_capacity(candidates.len());
+        for e in &candidates {
+            messages.push(self.decrypt(e).await);
+        }
+        let docs: Vec<(usize, &str)> = messages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| match &m.content {
+                Content::Text(t) | Content::Edit(t) => Some((i, t.as_str())),
+                _ => None,
+            })
+            .collect();
+        Ok(rank(&q, &docs)
+            .into_iter()
+            .take(limit as usize)
+            .map(|(i, score)| SearchHit { message: messages[i].clone(), score })
+            .collect())
+    }
+
+    /// Re-indexes a space's messages and edits under its newest key (the
+    /// org's search indexer, after a rotation or to backfill history);
+    /// how many were indexed. Messages it cannot read are skipped.
+    pub async fn reindex(&self, space: &str) -> Result<u64> {
+        let resource = self.space(space).await?.resource;
+        let newest = self.kms.newest_key(&resource).await?;
+        let (mut after, mut n) = (0i64, 0u64);
+        loop {
+            let page = self.core.events(space, Some(after), None, Some(200)).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for e in &page {
+                if e.kind != "message" && e.kind != "edit" {
+                    continue;
+                }
+                let m = self.decrypt(e).await;
+                if let Content::Text(t) | Content::Edit(t) = &m.content {
+                    self.index_text(space, &e.id, &newest, t).await?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
