@@ -32,24 +32,102 @@ pub enum BotCommand {
         #[arg(long)]
         webhook_url: Option<String>,
     },
+    /// Run the org's search indexing service: for every space it is a
+    /// member of, (re-)indexes the history under the space's newest key when
+    /// it first sees the space and after every key rotation (the core must
+    /// list it in the org's `search_indexers`; the KMS policy, as a `search`
+    /// service).
+    Indexer {
+        /// The org profile.
+        #[arg(long)]
+        org: PathBuf,
+        /// Its OAuth client id.
+        #[arg(long, default_value = "indexer")]
+        client_id: String,
+        /// The environment variable holding its client secret.
+        #[arg(long, default_value = "CUSTOS_BOT_SECRET")]
+        secret_env: String,
+        /// Seconds between looks at its spaces.
+        #[arg(long, default_value_t = 30)]
+        every: u64,
+    },
+}
+
+/// A service identity's session from an org profile and its client credentials.
+async fn service_session(org: &std::path::Path, client_id: &str, secret_env: &str) -> anyhow::Result<client::Session> {
+    let secret = zeroize::Zeroizing::new(
+        std::env::var(secret_env).with_context(|| format!("no client secret: set {secret_env}"))?,
+    );
+    let prof = OrgProfile::load(org)?;
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let d = crate::client_cmd::discover(&http, &prof.issuer).await?;
+    let tokens: Arc<dyn client::tokens::TokenSource> =
+        Arc::new(client::tokens::OidcTokens::from_client_credentials(&d.token_endpoint, client_id, &secret));
+    client::Session::open(prof.session_config(&format!("bot-{client_id}"))?, tokens)
+        .await
+        .context("opening the service's session (is it allowed by the org's KMS policy?)")
+}
+
+/// The indexer's loop: re-index a space when its newest key is not the one it last indexed under.
+async fn indexer(session: client::Session, every: std::time::Duration) -> anyhow::Result<()> {
+    let mut done: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    loop {
+        for (space, ..) in session.spaces().await? {
+            let newest = match session.space(&space).await {
+                Ok(s) => match session.kms().newest_key(&s.resource).await {
+                    Ok(k) => k.uri.to_string(),
+                    Err(e) => {
+                        eprintln!(
+                            "{}",
+                            serde_json::json!({"space": space, "warning": format!("the newest key is out of reach: {e}")})
+                        );
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    eprintln!(
+                        "{}",
+                        serde_json::json!({"space": space, "warning": format!("the space could not be read: {e}")})
+                    );
+                    continue;
+                }
+            };
+            if done.get(&space) == Some(&newest) {
+                continue;
+            }
+            match session.reindex(&space).await {
+                Ok(n) => {
+                    eprintln!("{}", serde_json::json!({"reindexed": space, "messages": n, "key": newest}));
+                    done.insert(space, newest);
+                }
+                Err(e) => eprintln!(
+                    "{}",
+                    serde_json::json!({"space": space, "warning": format!("re-indexing failed, retrying later: {e}")})
+                ),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Runs a bot until interrupted.
 pub fn run(cmd: BotCommand) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
-        let BotCommand::Poll { org, client_id, secret_env, webhook_listen, webhook_url } = cmd;
-        let secret = zeroize::Zeroizing::new(
-            std::env::var(&secret_env).with_context(|| format!("no client secret: set {secret_env}"))?,
-        );
-        let prof = OrgProfile::load(&org)?;
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
-        let d = crate::client_cmd::discover(&http, &prof.issuer).await?;
-        let tokens: Arc<dyn client::tokens::TokenSource> =
-            Arc::new(client::tokens::OidcTokens::from_client_credentials(&d.token_endpoint, &client_id, &secret));
-        let session = client::Session::open(prof.session_config(&format!("bot-{client_id}"))?, tokens)
-            .await
-            .context("opening the bot's session (is it allowed by the org's KMS policy?)")?;
+        let (org, client_id, secret_env, webhook_listen, webhook_url) = match cmd {
+            BotCommand::Poll { org, client_id, secret_env, webhook_listen, webhook_url } => {
+                (org, client_id, secret_env, webhook_listen, webhook_url)
+            }
+            BotCommand::Indexer { org, client_id, secret_env, every } => {
+                let session = service_session(&org, &client_id, &secret_env).await?;
+                eprintln!("{}", serde_json::json!({"bot": session.user_id(), "mode": "indexer"}));
+                return tokio::select! {
+                    r = indexer(session, std::time::Duration::from_secs(every.max(1))) => r,
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                };
+            }
+        };
+        let session = service_session(&org, &client_id, &secret_env).await?;
         let user = session.user_id().to_string();
         let bot = Arc::new(bots::poll::poll_bot(bots::Bot::new(session)));
         match webhook_listen {

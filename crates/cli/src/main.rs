@@ -13,6 +13,7 @@ mod demo;
 mod kms_admin;
 mod profile;
 mod sdk_bench;
+mod search_bench;
 mod up;
 
 #[derive(Parser)]
@@ -114,6 +115,20 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum SdkCommand {
+    /// Search at scale: generates synthetic messages, indexes them (blinded
+    /// tokens into the core's store) and measures indexing throughput and
+    /// query latency (run outside CI; default one million messages).
+    SearchBench {
+        /// Messages to generate and index.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Queries to time.
+        #[arg(long, default_value_t = 2_000)]
+        queries: u64,
+        /// `sqlite://…` or `postgres://…` (default: SQLite in a temporary directory).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Load: senders and live receivers through the SDK on an in-process
     /// `up` deployment; send-to-decrypted-at-receiver latency p50/p99 with
     /// warm key caches.
@@ -279,6 +294,9 @@ fn main() -> ExitCode {
         }
         Command::Kms { command: KmsCommand::AuditExport { config, from, out } } => {
             audit_cmd::export(&config, from, out.as_deref())
+        }
+        Command::Sdk { command: SdkCommand::SearchBench { messages, queries, database_url } } => {
+            search_bench::run(search_bench::Options { messages, queries, database_url })
         }
         Command::Sdk { command: SdkCommand::Bench { spaces, rate, seconds } } => {
             sdk_bench::run(sdk_bench::BenchOptions { spaces, rate, seconds })

@@ -23,7 +23,8 @@ pub const CORE_AUDIENCE: &str = "https://core.custos.test";
 struct Org {
     domain: &'static str,
     users: &'static [&'static str],
-    bot: Option<&'static str>,
+    /// Service identities (client id, kind): the poll bot first.
+    bots: &'static [(&'static str, &'static str)],
     /// Users the core lets read (never write) the org's spaces, for compliance.
     compliance_readers: &'static [&'static str],
     idp_port: u16,
@@ -35,7 +36,7 @@ fn orgs(base: u16) -> [Org; 2] {
         Org {
             domain: "acme.test",
             users: &["alice", "bob", "carol"],
-            bot: Some("pollbot"),
+            bots: &[("pollbot", "bot"), ("indexer", "search")],
             compliance_readers: &["carol"],
             idp_port: base + 1,
             kms_port: base + 2,
@@ -43,7 +44,7 @@ fn orgs(base: u16) -> [Org; 2] {
         Org {
             domain: "globex.test",
             users: &["dave", "erin"],
-            bot: None,
+            bots: &[],
             compliance_readers: &[],
             idp_port: base + 3,
             kms_port: base + 4,
@@ -84,7 +85,7 @@ fn load_or_create_secrets(data: &Path) -> anyhow::Result<Secrets> {
         for u in org.users {
             s.passwords.entry(format!("{u}@{}", org.domain)).or_insert_with(|| random_secret(12));
         }
-        if let Some(bot) = org.bot {
+        for (bot, _) in org.bots {
             s.bots.entry(bot.to_string()).or_insert_with(|| random_secret(24));
         }
     }
@@ -266,8 +267,8 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
             users.push((id, pw.clone()));
         }
         let mut bots = Vec::new();
-        if let Some(bot) = org.bot {
-            let secret = &secrets.bots[bot];
+        for (bot, _) in org.bots {
+            let secret = &secrets.bots[*bot];
             write!(
                 idp_cfg,
                 "\n[[clients]]\nclient_id = {}\nclient_secret = {}\nsubject = {}\n",
@@ -301,9 +302,7 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
         let kcfg = kms::config::Config::load(&kms_path)?;
         let kms =
             kms::server::start(&kcfg, false).await.with_context(|| format!("starting the KMS of {}", org.domain))?;
-        if let Some(bot) = org.bot {
-            register_bot(&kms.engine, &kms_domain, org.domain, bot).await?;
-        }
+        register_bots(&kms.engine, &kms_domain, org.domain, org.bots).await?;
         kms_engines.push((
             kms_domain.clone(),
             org.domain,
@@ -322,14 +321,21 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
         )?;
         let readers: Vec<String> =
             org.compliance_readers.iter().map(|u| toml_str(&format!("{u}@{}", org.domain))).collect();
+        let indexers: Vec<String> = org
+            .bots
+            .iter()
+            .filter(|(_, kind)| *kind == "search")
+            .map(|(b, _)| toml_str(&format!("{b}@{}", org.domain)))
+            .collect();
         write!(
             core_orgs,
-            "\n[[orgs]]\ndomain = {}\nkms_uri = {}\nkms_url = {}\nkms_key = {}\ncompliance_readers = [{}]\n",
+            "\n[[orgs]]\ndomain = {}\nkms_uri = {}\nkms_url = {}\nkms_key = {}\ncompliance_readers = [{}]\nsearch_indexers = [{}]\n",
             toml_str(org.domain),
             toml_str(&kms_audience),
             toml_str(&format!("http://127.0.0.1:{}", org.kms_port)),
             toml_str(&pem_path.display().to_string()),
-            readers.join(", ")
+            readers.join(", "),
+            indexers.join(", ")
         )?;
 
         // What the org hands its users: where to log in, and the KMS key to pin.
@@ -473,25 +479,27 @@ async fn federate(kmss: &[(String, &str, String, std::sync::Arc<kms::Engine>)]) 
 /// On the first `up` (an org policy never set), lists the org's bot as an
 /// allowed service: services, token ones included, are denied unless the
 /// org's policy lists them. Later changes are the admin's (`custos kms admin`).
-async fn register_bot(engine: &kms::Engine, kms_domain: &str, org: &str, bot: &str) -> anyhow::Result<()> {
+async fn register_bots(engine: &kms::Engine, kms_domain: &str, org: &str, bots: &[(&str, &str)]) -> anyhow::Result<()> {
     use kms_protocol::policy::{OrgPolicy, ServicePolicy, ServiceState, SpaceScope, ROLE_PARTICIPANT};
-    if engine.policies().current().await?.version != 0 {
+    if bots.is_empty() || engine.policies().current().await?.version != 0 {
         return Ok(());
     }
     let mut p = OrgPolicy::default();
-    p.services.insert(
-        format!("{bot}@{org}"),
-        ServicePolicy {
-            kind: "bot".into(),
-            state: ServiceState::Allowed,
-            spaces: SpaceScope::All,
-            roles: vec![ROLE_PARTICIPANT.into()],
-            content_from: None,
-            content_until: None,
-            denials: Vec::new(),
-            revoked_at: None,
-        },
-    );
+    for (bot, kind) in bots {
+        p.services.insert(
+            format!("{bot}@{org}"),
+            ServicePolicy {
+                kind: kind.to_string(),
+                state: ServiceState::Allowed,
+                spaces: SpaceScope::All,
+                roles: vec![ROLE_PARTICIPANT.into()],
+                content_from: None,
+                content_until: None,
+                denials: Vec::new(),
+                revoked_at: None,
+            },
+        );
+    }
     let p = p.canonicalize(kms_domain, org)?;
     match engine.policies().update(p, 0, kms::now_ms()).await {
         Ok(_) | Err(kms::policy::UpdateError::Conflict(_)) => Ok(()),

@@ -6,58 +6,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_base, Person, Up, BIN};
+use common::{free_base, BotProcess, Person, Up};
 use serde_json::Value;
-
-struct BotProcess {
-    child: Child,
-    first_line: Value,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl BotProcess {
-    fn start(up: &Up, extra: &[&str]) -> BotProcess {
-        let secret = up.org("acme.test")["bots"][0][1].as_str().unwrap().to_string();
-        let mut child = Command::new(BIN)
-            .args(["bot", "poll", "--org"])
-            .arg(up.profile("acme.test"))
-            .args(extra)
-            .env("CUSTOS_BOT_SECRET", secret)
-            .env("CUSTOS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        err.read_line(&mut line).unwrap();
-        let first_line: Value =
-            serde_json::from_str(line.trim()).unwrap_or_else(|_| panic!("the bot did not start: {line}"));
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let l = log.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                l.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        BotProcess { child, first_line, log }
-    }
-}
-
-impl Drop for BotProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Waits until `who` sees a message with exactly `text` from the bot.
 fn bot_says(who: &Person, space: &str, text: &str) {
@@ -92,7 +44,7 @@ fn the_poll_bot_by_socket_and_webhook_until_the_org_revokes_it() {
     alice.ok(&["space", "add", &space, "pollbot@acme.test"]);
 
     // Socket mode.
-    let bot = BotProcess::start(&up, &[]);
+    let bot = BotProcess::start(&up, "poll", 0, &[]);
     assert_eq!(bot.first_line["mode"], "socket");
     assert_eq!(bot.first_line["bot"], "pollbot@acme.test");
     alice.ok(&["send", &space, "/poll Lunch? | pizza | sushi"]);
@@ -111,7 +63,7 @@ fn the_poll_bot_by_socket_and_webhook_until_the_org_revokes_it() {
     drop(bot);
 
     // Webhook mode: the core POSTs each event, signed; the bot verifies and answers.
-    let bot = BotProcess::start(&up, &["--webhook-listen", "127.0.0.1:0"]);
+    let bot = BotProcess::start(&up, "poll", 0, &["--webhook-listen", "127.0.0.1:0"]);
     assert_eq!(bot.first_line["mode"], "webhook");
     let url = bot.first_line["url"].as_str().unwrap().to_string();
     alice.ok(&["send", &space, "/poll Dinner? | tacos | ramen"]);

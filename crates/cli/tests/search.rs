@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{free_base, Person, Up};
+use std::time::{Duration, Instant};
+
+use common::{free_base, BotProcess, Person, Up};
 use serde_json::Value;
 
 fn found(who: &Person, args: &[&str]) -> Vec<String> {
@@ -82,4 +84,59 @@ fn members_search_encrypted_spaces_and_the_provider_learns_no_words() {
         let unkeyed = &digest.as_ref()[..16];
         assert!(!bytes.windows(16).any(|w| w == unkeyed), "an unkeyed hash of {word:?} is in the core's files");
     }
+}
+
+/// How many key versions a space's search tokens are under, read from the core's database.
+fn key_versions(up: &Up, space: &str) -> i64 {
+    let db = up.data.join("core").join("core.db");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use sqlx::{Connection, Row};
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", db.display())).await.unwrap();
+        let row = sqlx::query("SELECT COUNT(DISTINCT key_uri) AS n FROM core_postings WHERE space_id = ?")
+            .bind(space)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        row.get::<i64, _>("n")
+    })
+}
+
+#[test]
+fn the_org_indexer_reindexes_history_under_the_newest_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(&tmp.path().join("up"), free_base());
+    let people = tmp.path().join("people");
+    let alice = Person::login(&up, &people, "alice@acme.test");
+    let bob = Person::login(&up, &people, "bob@acme.test");
+    let space =
+        alice.ok(&["space", "create", "Plans", "--member", "bob@acme.test"])["id"].as_str().unwrap().to_string();
+    alice.ok(&["send", &space, "quarterly numbers attached"]);
+    bob.ok(&["send", &space, "numbers look good"]);
+    alice.ok(&["space", "add", &space, "carol@acme.test"]);
+    alice.ok(&["space", "remove", &space, "carol@acme.test"]);
+    alice.ok(&["send", &space, "new numbers after the rotation"]);
+    assert_eq!(key_versions(&up, &space), 2, "tokens under the old and the new key");
+
+    // The org's indexer, added like any member, re-indexes everything under the newest key.
+    alice.ok(&["space", "add", &space, "indexer@acme.test"]);
+    let indexer = BotProcess::start(&up, "indexer", 1, &["--every", "1"]);
+    assert_eq!(indexer.first_line["bot"], "indexer@acme.test");
+    let t = Instant::now();
+    loop {
+        let log = indexer.log.lock().unwrap().clone();
+        let done = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| v["reindexed"].as_str() == Some(space.as_str()) && v["messages"].as_u64() == Some(3));
+        if done {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "the indexer did not re-index: {log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(key_versions(&up, &space), 1, "one key version after re-indexing");
+    let mut got = found(&bob, &["numbers", "--space", &space]);
+    got.sort();
+    assert_eq!(got, ["new numbers after the rotation", "numbers look good", "quarterly numbers attached"]);
 }

@@ -378,6 +378,36 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
     assert!(live >= 8, "bob's socket delivered the workload ({live} events)");
     drop(ws);
 
+    // Search: a message indexed as the SDK does it (blinded tokens under a key derived from the space key).
+    let words: Vec<String> = (0..4).map(|i| format!("searchword{i}x{}", random_text(10).to_lowercase())).collect();
+    let searchable = words.join(" ");
+    plain.push(("searchable msg".into(), searchable.clone()));
+    let (st, se) = alice.post(&ev(&s1), json!({"kind": "message", "sealed": sealed(&k1, &ku1, &searchable)})).await;
+    assert_eq!(st, StatusCode::CREATED, "{se}");
+    let k1_bytes: [u8; 32] = k1.expose().try_into().unwrap();
+    let search_key = search::SearchKey::derive(&k1_bytes, &ku1);
+    let tokens: Vec<String> = search::index_tokens(&search_key, &searchable).iter().map(|t| t.to_base64url()).collect();
+    assert!(tokens.len() > 20, "words and their prefixes");
+    let (st, b) = alice
+        .req(
+            reqwest::Method::PUT,
+            &format!("/v1/spaces/{s1}/events/{}/index", se["id"].as_str().unwrap()),
+            Some(json!({"key_uri": ku1, "tokens": tokens})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{b}");
+    let query = search::Query::parse(&words[2]).tokens(&search_key);
+    let (st, found) =
+        bob.post(&format!("/v1/spaces/{s1}/search"), json!({"queries": [{"key_uri": ku1, "tokens": query.iter().map(|t| t.to_base64url()).collect::<Vec<_>>()}]})).await;
+    assert_eq!((st, found["events"][0]["id"].clone()), (StatusCode::OK, se["id"].clone()), "the message is found");
+    // Each word, and an unkeyed hash of it (what a naive index would store), must be absent.
+    let mut word_needles = Vec::new();
+    for w in &words {
+        word_needles.push(Needle::new(format!("search word {w}"), w.as_bytes()));
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, w.as_bytes());
+        word_needles.push(Needle::new(format!("unkeyed hash of {w}"), &d.as_ref()[..16]));
+    }
+
     // Secrets planted below, registered now: before planting they must not be found either.
     let planted_cid = secret("planted-client-event-id");
     let planted_blob = secret("planted-blob");
@@ -393,6 +423,7 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
     ));
     needles.push(Needle::new("file content", &content[..200]));
     needles.extend(keys.iter().map(|(n, k)| Needle::new(format!("key {n}"), k)));
+    needles.extend(word_needles);
     for (n, p) in [
         ("planted cid", &planted_cid),
         ("planted blob", &planted_blob),
@@ -409,7 +440,7 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
     let held = Holdings::take(core.dir.path(), &logs).await;
     let tables: std::collections::HashSet<&str> =
         held.rows.iter().filter_map(|(p, _)| p.strip_prefix("table ")?.split('.').next()).collect();
-    for t in ["core_spaces", "core_events", "core_members", "core_files"] {
+    for t in ["core_spaces", "core_events", "core_members", "core_files", "core_postings"] {
         assert!(tables.contains(t), "the scan read table {t} (read {tables:?})");
     }
     assert!(held.rows.len() > 50, "the scan read the rows ({})", held.rows.len());

@@ -201,3 +201,52 @@ impl Person {
         child
     }
 }
+
+/// `custos bot <kind>` as its own process, for acme's service `bots[index]` of `up`.
+pub struct BotProcess {
+    pub child: Child,
+    /// The JSON line it printed on starting.
+    pub first_line: Value,
+    /// Everything it printed to stderr since.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl BotProcess {
+    pub fn start(up: &Up, kind: &str, index: usize, extra: &[&str]) -> BotProcess {
+        let secret = up.org("acme.test")["bots"][index][1].as_str().unwrap().to_string();
+        let mut child = Command::new(BIN)
+            .args(["bot", kind, "--org"])
+            .arg(up.profile("acme.test"))
+            .args(extra)
+            .env("CUSTOS_BOT_SECRET", secret)
+            .env("CUSTOS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        let first_line: Value =
+            serde_json::from_str(line.trim()).unwrap_or_else(|_| panic!("the bot did not start: {line}"));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let l = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                l.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        BotProcess { child, first_line, log }
+    }
+}
+
+impl Drop for BotProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
