@@ -22,6 +22,7 @@
 //! refused: messages reach it as [`client::Content::Unreadable`] (counted in
 //! [`Stats::unreadable`]), never as text, and it cannot answer.
 
+pub mod dlp;
 pub mod poll;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -75,6 +76,17 @@ impl Ctx {
     /// Says something in the space.
     pub async fn say(&self, text: &str) -> client::Result<Message> {
         self.session.send(self.space(), text).await
+    }
+
+    /// Hides the message (deletes it for everyone): the bot must be a
+    /// moderator of the space, or an org-level moderator at the core.
+    pub async fn hide(&self) -> client::Result<Message> {
+        self.session.delete(self.space(), &self.message.id).await
+    }
+
+    /// The bot's session (to act elsewhere, e.g. report to another space).
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
     }
 }
 

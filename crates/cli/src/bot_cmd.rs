@@ -32,6 +32,30 @@ pub enum BotCommand {
         #[arg(long)]
         webhook_url: Option<String>,
     },
+    /// Run the org's DLP service: scans new messages of the spaces it is in
+    /// for card numbers (Luhn-checked) and the org's patterns, hides them
+    /// where the core lists it as an org-level moderator, and reports each
+    /// finding (masked) to a compliance space.
+    Dlp {
+        /// The org profile.
+        #[arg(long)]
+        org: PathBuf,
+        /// Its OAuth client id.
+        #[arg(long, default_value = "dlp")]
+        client_id: String,
+        /// The environment variable holding its client secret.
+        #[arg(long, default_value = "CUSTOS_BOT_SECRET")]
+        secret_env: String,
+        /// The space findings are reported to (the org's compliance officers are its members).
+        #[arg(long)]
+        report_space: String,
+        /// An org pattern, `name=regex` (repeatable).
+        #[arg(long = "pattern")]
+        patterns: Vec<String>,
+        /// Do not look for card numbers.
+        #[arg(long)]
+        no_cards: bool,
+    },
     /// Run the org's search indexing service: for every space it is a
     /// member of, (re-)indexes the history under the space's newest key when
     /// it first sees the space and after every key rotation (the core must
@@ -117,6 +141,17 @@ pub fn run(cmd: BotCommand) -> anyhow::Result<()> {
         let (org, client_id, secret_env, webhook_listen, webhook_url) = match cmd {
             BotCommand::Poll { org, client_id, secret_env, webhook_listen, webhook_url } => {
                 (org, client_id, secret_env, webhook_listen, webhook_url)
+            }
+            BotCommand::Dlp { org, client_id, secret_env, report_space, patterns, no_cards } => {
+                let rules = bots::dlp::Rules::new(!no_cards, &patterns).map_err(anyhow::Error::msg)?;
+                let session = service_session(&org, &client_id, &secret_env).await?;
+                let user = session.user_id().to_string();
+                let bot = Arc::new(bots::dlp::dlp_bot(bots::Bot::new(session), rules, report_space));
+                eprintln!("{}", serde_json::json!({"bot": user, "mode": "dlp"}));
+                return tokio::select! {
+                    r = bot.run_socket_mode() => r.map_err(anyhow::Error::from),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                };
             }
             BotCommand::Indexer { org, client_id, secret_env, every } => {
                 let session = service_session(&org, &client_id, &secret_env).await?;

@@ -128,6 +128,11 @@ pub struct OrgConfig {
     /// members of (blinded tokens only; reading takes the org's KMS).
     #[serde(default)]
     pub search_indexers: Vec<String>,
+    /// Org-level moderators (e.g. the org's DLP service): besides a space's
+    /// own moderators, they may hide (delete) any message in the spaces of
+    /// this org they are members of.
+    #[serde(default)]
+    pub moderators: Vec<String>,
 }
 
 impl OrgConfig {
@@ -245,6 +250,15 @@ impl Config {
                 }
             }
             o.search_indexers = indexers;
+            let mut mods = Vec::with_capacity(o.moderators.len());
+            for r in &o.moderators {
+                let id = org_user(r, &o.domain)
+                    .map_err(|why| anyhow::anyhow!("orgs `{}`: moderators entry {r:?} is refused: {why}", o.domain))?;
+                if !mods.contains(&id) {
+                    mods.push(id);
+                }
+            }
+            o.moderators = mods;
         }
         for o in &mut c.orgs {
             if let Some(k) = &o.kms_key {

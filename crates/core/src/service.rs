@@ -279,6 +279,13 @@ impl Core {
         }
     }
 
+    /// Whether `c` is an org-level moderator of the org whose KMS holds the space's keys.
+    fn org_moderator(&self, c: &Caller, space_kms: &str) -> bool {
+        self.cfg
+            .org_of(&c.user_id)
+            .is_some_and(|o| o.moderators.contains(&c.user_id) && o.kms_uri.strip_prefix("kms://") == Some(space_kms))
+    }
+
     /// Stores the blinded search tokens of a message: by its sender, or by
     /// one of the org's search indexers (re-indexing under a newer key).
     pub async fn index_event(&self, c: &Caller, space: &str, event_id: &str, req: IndexEvent) -> Result<(), ApiError> {
@@ -495,10 +502,12 @@ impl Core {
                     EventKind::Edit if !own => {
                         return Err(ApiError::forbidden("not_sender", "only the sender edits a message"))
                     }
-                    EventKind::Delete if !own && role != Role::Moderator => {
+                    EventKind::Delete
+                        if !own && role != Role::Moderator && !self.org_moderator(c, &space.kms_domain) =>
+                    {
                         return Err(ApiError::forbidden(
                             "not_sender",
-                            "only the sender or a moderator deletes a message",
+                            "only the sender, a moderator of the space or of its org deletes a message",
                         ))
                     }
                     _ => {}
