@@ -24,6 +24,7 @@
 
 pub mod dlp;
 pub mod poll;
+pub mod preview;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -53,6 +54,8 @@ pub struct Ctx {
     pub command: Option<String>,
     /// What follows the command (or the whole text).
     pub args: String,
+    /// For a finished upload ([`Bot::on_file`]): the file id.
+    pub file: Option<String>,
     session: Arc<Session>,
 }
 
@@ -126,6 +129,7 @@ pub struct Bot {
     session: Arc<Session>,
     commands: HashMap<String, Arc<dyn Handler>>,
     fallback: Option<Arc<dyn Handler>>,
+    files: Option<Arc<dyn Handler>>,
     seen: Mutex<(HashSet<String>, VecDeque<String>)>,
     stats: Stats,
 }
@@ -137,6 +141,7 @@ impl Bot {
             session: Arc::new(session),
             commands: HashMap::new(),
             fallback: None,
+            files: None,
             seen: Mutex::new((HashSet::new(), VecDeque::new())),
             stats: Stats::default(),
         }
@@ -151,6 +156,12 @@ impl Bot {
     /// Handles every other message (not commands, not the bot's own).
     pub fn on_message(mut self, h: impl Handler) -> Self {
         self.fallback = Some(Arc::new(h));
+        self
+    }
+
+    /// Handles every finished upload (`ctx.file` is the file id).
+    pub fn on_file(mut self, h: impl Handler) -> Self {
+        self.files = Some(Arc::new(h));
         self
     }
 
@@ -172,6 +183,19 @@ impl Bot {
         }
         let text = match &m.content {
             Content::Text(t) => t.clone(),
+            Content::FileReady => {
+                let (Some(h), Some(file)) = (self.files.clone(), m.target.clone()) else { return };
+                let ctx = Ctx {
+                    message: m,
+                    text: String::new(),
+                    command: None,
+                    args: String::new(),
+                    file: Some(file),
+                    session: self.session.clone(),
+                };
+                self.run(h, ctx).await;
+                return;
+            }
             Content::Unreadable(why) => {
                 self.stats.unreadable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(space = %m.space_id, event = %m.id, why = %why, "a message the bot cannot read");
@@ -191,7 +215,11 @@ impl Bot {
             None => self.fallback.as_ref(),
         };
         let Some(h) = handler.cloned() else { return };
-        let ctx = Ctx { message: m, text, command, args, session: self.session.clone() };
+        let ctx = Ctx { message: m, text, command, args, file: None, session: self.session.clone() };
+        self.run(h, ctx).await;
+    }
+
+    async fn run(&self, h: Arc<dyn Handler>, ctx: Ctx) {
         self.stats.handled.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = h.call(ctx).await {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);

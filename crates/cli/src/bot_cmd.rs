@@ -56,6 +56,20 @@ pub enum BotCommand {
         #[arg(long)]
         no_cards: bool,
     },
+    /// Run the org's preview service: a thumbnail of each uploaded image, or
+    /// the beginning of each text file, sealed under the space's key and
+    /// stored beside the file (the core must list it in `preview_services`).
+    Preview {
+        /// The org profile.
+        #[arg(long)]
+        org: PathBuf,
+        /// Its OAuth client id.
+        #[arg(long, default_value = "previewer")]
+        client_id: String,
+        /// The environment variable holding its client secret.
+        #[arg(long, default_value = "CUSTOS_BOT_SECRET")]
+        secret_env: String,
+    },
     /// Run the org's search indexing service: for every space it is a
     /// member of, (re-)indexes the history under the space's newest key when
     /// it first sees the space and after every key rotation (the core must
@@ -148,6 +162,16 @@ pub fn run(cmd: BotCommand) -> anyhow::Result<()> {
                 let user = session.user_id().to_string();
                 let bot = Arc::new(bots::dlp::dlp_bot(bots::Bot::new(session), rules, report_space));
                 eprintln!("{}", serde_json::json!({"bot": user, "mode": "dlp"}));
+                return tokio::select! {
+                    r = bot.run_socket_mode() => r.map_err(anyhow::Error::from),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                };
+            }
+            BotCommand::Preview { org, client_id, secret_env } => {
+                let session = service_session(&org, &client_id, &secret_env).await?;
+                let user = session.user_id().to_string();
+                let bot = Arc::new(bots::preview::preview_bot(bots::Bot::new(session)));
+                eprintln!("{}", serde_json::json!({"bot": user, "mode": "preview"}));
                 return tokio::select! {
                     r = bot.run_socket_mode() => r.map_err(anyhow::Error::from),
                     _ = tokio::signal::ctrl_c() => Ok(()),

@@ -78,6 +78,14 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Show a file's preview: an excerpt is printed, a thumbnail written to `--out`.
+    Preview {
+        /// File id.
+        file: String,
+        /// Where to write a thumbnail (PNG).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Upload a file (encrypted on this machine, streamed).
     Upload {
         /// Space id.
@@ -520,6 +528,21 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
             };
             out.print(|| format!("Sent #{} ({})", m.seq, m.id), json!({"space": space, "seq": m.seq, "id": m.id}));
         }
+        ClientCommand::Preview { file, out: dest } => match s.preview(&file).await? {
+            client::Preview::Excerpt(t) => {
+                out.print(|| t.clone(), json!({"file": file, "kind": "excerpt", "text": t}));
+            }
+            client::Preview::Image { media_type, bytes } => {
+                let Some(dest) = dest else {
+                    anyhow::bail!("this preview is an image ({media_type}, {} bytes): give --out FILE", bytes.len())
+                };
+                std::fs::write(&dest, &bytes).with_context(|| format!("writing {}", dest.display()))?;
+                out.print(
+                    || format!("thumbnail ({media_type}, {} bytes) written to {}", bytes.len(), dest.display()),
+                    json!({"file": file, "kind": "image", "media_type": media_type, "bytes": bytes.len(), "out": dest}),
+                );
+            }
+        },
         ClientCommand::Search { query, space, limit } => {
             let spaces = match space {
                 Some(sp) => vec![sp],

@@ -36,7 +36,7 @@ fn orgs(base: u16) -> [Org; 2] {
         Org {
             domain: "acme.test",
             users: &["alice", "bob", "carol"],
-            bots: &[("pollbot", "bot"), ("indexer", "search"), ("dlp", "dlp")],
+            bots: &[("pollbot", "bot"), ("indexer", "search"), ("dlp", "dlp"), ("previewer", "preview")],
             compliance_readers: &["carol"],
             idp_port: base + 1,
             kms_port: base + 2,
@@ -327,6 +327,12 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
             .filter(|(_, kind)| *kind == "dlp")
             .map(|(b, _)| toml_str(&format!("{b}@{}", org.domain)))
             .collect();
+        let previewers: Vec<String> = org
+            .bots
+            .iter()
+            .filter(|(_, kind)| *kind == "preview")
+            .map(|(b, _)| toml_str(&format!("{b}@{}", org.domain)))
+            .collect();
         let indexers: Vec<String> = org
             .bots
             .iter()
@@ -335,14 +341,15 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
             .collect();
         write!(
             core_orgs,
-            "\n[[orgs]]\ndomain = {}\nkms_uri = {}\nkms_url = {}\nkms_key = {}\ncompliance_readers = [{}]\nsearch_indexers = [{}]\nmoderators = [{}]\n",
+            "\n[[orgs]]\ndomain = {}\nkms_uri = {}\nkms_url = {}\nkms_key = {}\ncompliance_readers = [{}]\nsearch_indexers = [{}]\nmoderators = [{}]\npreview_services = [{}]\n",
             toml_str(org.domain),
             toml_str(&kms_audience),
             toml_str(&format!("http://127.0.0.1:{}", org.kms_port)),
             toml_str(&pem_path.display().to_string()),
             readers.join(", "),
             indexers.join(", "),
-            moderators.join(", ")
+            moderators.join(", "),
+            previewers.join(", ")
         )?;
 
         // What the org hands its users: where to log in, and the KMS key to pin.

@@ -93,6 +93,15 @@ pub enum Body {
         /// Plaintext segment size of the stream.
         segment: u32,
     },
+    /// A file's preview: a thumbnail (base64 of the image) or a text excerpt.
+    Preview {
+        /// The file it previews (a preview cannot be moved to another file).
+        file: String,
+        /// `image/png`, or `text/plain` for an excerpt.
+        media_type: String,
+        /// The image (standard base64) or the excerpt itself.
+        data: String,
+    },
 }
 
 impl Drop for Body {
@@ -106,6 +115,7 @@ impl Drop for Body {
                 name.zeroize();
                 key.zeroize();
             }
+            Body::Preview { data, .. } => data.zeroize(),
         }
     }
 }

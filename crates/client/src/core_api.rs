@@ -287,6 +287,22 @@ impl CoreApi {
         self.json(self.http.post(self.url(&format!("/v1/spaces/{}/events", seg(space)))).json(body)).await
     }
 
+    /// `PUT /v1/files/{id}/preview`: a sealed preview (the org's preview services).
+    pub async fn put_preview(&self, file: &str, ciphertext: &str, key_uri: &str) -> Result<()> {
+        let url = self.url(&format!("/v1/files/{}/preview", seg(file)));
+        let body = serde_json::json!({"ciphertext": ciphertext, "key_uri": key_uri});
+        self.send_capped(self.http.put(url).json(&body), MAX_ANSWER).await.map(drop)
+    }
+
+    /// `GET /v1/files/{id}/preview`: (ciphertext, key URI, creator).
+    pub async fn preview(&self, file: &str) -> Result<(String, String, String)> {
+        let v: Value = self.json(self.http.get(self.url(&format!("/v1/files/{}/preview", seg(file))))).await?;
+        let field = |k: &str| {
+            v[k].as_str().map(str::to_string).ok_or_else(|| Error::Tampered(format!("the preview has no {k}")))
+        };
+        Ok((field("ciphertext")?, field("key_uri")?, field("creator")?))
+    }
+
     /// `PUT /v1/spaces/{id}/events/{event}/index`: a message's blinded search tokens.
     pub async fn index_event(&self, space: &str, event: &str, key_uri: &str, tokens: &[String]) -> Result<()> {
         let url = self.url(&format!("/v1/spaces/{}/events/{}/index", seg(space), seg(event)));

@@ -37,6 +37,7 @@ mod events;
 mod files;
 pub mod kms;
 mod live;
+mod previews;
 mod search;
 mod session;
 pub mod tokens;
@@ -46,6 +47,7 @@ pub use error::{Error, Result};
 pub use files::{FileInfo, Progress, UPLOAD_CHUNK};
 pub use kms::{KmsPin, Route};
 pub use live::Live;
+pub use previews::Preview;
 pub use search::SearchHit;
 pub use session::{Content, Message, Session, SessionConfig, Space};
 

@@ -205,7 +205,7 @@ impl Session {
         &self.core
     }
 
-    fn envelope(&self, resource: &KmsUri, body: Body) -> Envelope {
+    pub(crate) fn envelope(&self, resource: &KmsUri, body: Body) -> Envelope {
         Envelope {
             v: 1,
             space: resource.to_string(),

@@ -313,6 +313,21 @@ pub struct SpaceSummary {
     pub read_seq: i64,
 }
 
+/// A file's preview (a thumbnail or a text excerpt), sealed under a key of the file's space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    /// The file.
+    pub file_id: String,
+    /// Compact JWE; never plaintext.
+    pub ciphertext: String,
+    /// Its key's URI.
+    pub key_uri: String,
+    /// Who made it (the org's preview service).
+    pub creator: String,
+    /// When.
+    pub create_date: Millis,
+}
+
 /// Where the core POSTs the events of a user's spaces (a bot's webhook).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Webhook {
@@ -457,6 +472,13 @@ pub trait Store: Send + Sync + 'static {
     async fn read_markers(&self, space_id: &str) -> Result<Vec<ReadMarker>>;
 
     // ---- files (metadata; the bytes live in the blob store)
+
+    // ---- previews
+
+    /// Stores (or replaces) a file's preview.
+    async fn put_preview(&self, p: &Preview) -> Result<()>;
+    /// A file's preview, if any.
+    async fn preview(&self, file_id: &str) -> Result<Option<Preview>>;
 
     // ---- search postings (blinded tokens; see the `search` crate)
 

@@ -81,6 +81,13 @@ const SQLITE_SCHEMA: &[&str] = &[
         PRIMARY KEY (space_id, token, seq)
     ) STRICT",
     "CREATE INDEX IF NOT EXISTS core_postings_seq ON core_postings (space_id, seq)",
+    "CREATE TABLE IF NOT EXISTS core_previews (
+        file_id TEXT PRIMARY KEY NOT NULL,
+        ciphertext TEXT NOT NULL,
+        key_uri TEXT NOT NULL,
+        creator TEXT NOT NULL,
+        create_date INTEGER NOT NULL
+    ) STRICT",
     "CREATE TABLE IF NOT EXISTS core_webhooks (
         user_id TEXT PRIMARY KEY NOT NULL,
         url TEXT NOT NULL,
@@ -176,6 +183,13 @@ const POSTGRES_SCHEMA: &[&str] = &[
         PRIMARY KEY (space_id, token, seq)
     )"#,
     "CREATE INDEX IF NOT EXISTS core_postings_seq ON core_postings (space_id, seq)",
+    r#"CREATE TABLE IF NOT EXISTS core_previews (
+        file_id TEXT COLLATE "C" PRIMARY KEY,
+        ciphertext TEXT NOT NULL,
+        key_uri TEXT NOT NULL,
+        creator TEXT NOT NULL,
+        create_date BIGINT NOT NULL
+    )"#,
     r#"CREATE TABLE IF NOT EXISTS core_webhooks (
         user_id TEXT COLLATE "C" PRIMARY KEY,
         url TEXT NOT NULL,

@@ -36,8 +36,8 @@ use sqlx::{Decode, Type};
 
 use crate::batch::{Job, Writer};
 use crate::{
-    Appended, CommitListener, Event, EventKind, FileRecord, Membership, Millis, NewEvent, ReadMarker, Result, Role,
-    Space, SpaceSummary, Store, StoreError, Webhook,
+    Appended, CommitListener, Event, EventKind, FileRecord, Membership, Millis, NewEvent, Preview, ReadMarker, Result,
+    Role, Space, SpaceSummary, Store, StoreError, Webhook,
 };
 
 pub(crate) use sqlstore::Backend;
@@ -594,6 +594,42 @@ impl Store for SqlStore {
     }
 
     // ---- read markers
+
+    async fn put_preview(&self, p: &Preview) -> Result<()> {
+        let _turn = self.turn(false).await;
+        sqlx::query(
+            "INSERT INTO core_previews (file_id, ciphertext, key_uri, creator, create_date) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (file_id) DO UPDATE SET ciphertext = excluded.ciphertext, key_uri = excluded.key_uri, \
+             creator = excluded.creator, create_date = excluded.create_date",
+        )
+        .bind(&p.file_id)
+        .bind(&p.ciphertext)
+        .bind(&p.key_uri)
+        .bind(&p.creator)
+        .bind(p.create_date)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn preview(&self, file_id: &str) -> Result<Option<Preview>> {
+        let row = sqlx::query(
+            "SELECT file_id, ciphertext, key_uri, creator, create_date FROM core_previews WHERE file_id = $1",
+        )
+        .bind(file_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Preview {
+                file_id: col(&r, "file_id", "core_previews")?,
+                ciphertext: col(&r, "ciphertext", "core_previews")?,
+                key_uri: col(&r, "key_uri", "core_previews")?,
+                creator: col(&r, "creator", "core_previews")?,
+                create_date: col(&r, "create_date", "core_previews")?,
+            })
+        })
+        .transpose()
+    }
 
     async fn set_postings(&self, space_id: &str, seq: i64, key_uri: &str, tokens: &[[u8; 16]]) -> Result<()> {
         let _turn = self.turn(false).await;

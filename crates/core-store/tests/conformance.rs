@@ -15,7 +15,7 @@ use std::sync::Arc;
 use sqlstore::testing::{join_all, Ctx, Harness};
 
 use core_store::{
-    Appended, Event, EventKind, FileRecord, Membership, NewEvent, Role, Space, Store, StoreError, Webhook,
+    Appended, Event, EventKind, FileRecord, Membership, NewEvent, Preview, Role, Space, Store, StoreError, Webhook,
 };
 
 // ---------------------------------------------------------------- harness
@@ -70,6 +70,7 @@ sqlstore::conformance! {
     crate::HARNESS;
     webhooks_and_their_cursors,
     postings_intersect_per_key_and_replace,
+    previews_replace,
     create_space_writes_space_membership_and_first_event,
     create_space_exists_writes_nothing,
     unknown_space_reads,
@@ -1462,4 +1463,22 @@ async fn postings_intersect_per_key_and_replace(ctx: Ctx) {
         .collect();
     store.set_postings("s3", 1, "k", &many).await.unwrap();
     assert_eq!(store.search_postings("s3", "k", &many[990..], i64::MAX, 10).await.unwrap(), [1]);
+}
+
+async fn previews_replace(ctx: Ctx) {
+    let store = ctx.open().await;
+    assert_eq!(store.preview("f1").await.unwrap(), None);
+    let p = Preview {
+        file_id: "f1".into(),
+        ciphertext: "c1".into(),
+        key_uri: "k1".into(),
+        creator: "p@a".into(),
+        create_date: 1,
+    };
+    store.put_preview(&p).await.unwrap();
+    assert_eq!(store.preview("f1").await.unwrap(), Some(p.clone()));
+    let p2 = Preview { ciphertext: "c2".into(), key_uri: "k2".into(), create_date: 2, ..p };
+    store.put_preview(&p2).await.unwrap();
+    assert_eq!(store.preview("f1").await.unwrap(), Some(p2));
+    assert_eq!(store.preview("f2").await.unwrap(), None);
 }

@@ -47,6 +47,8 @@ pub type AppState = Arc<Core>;
         compliance_events,
         compliance_file,
         compliance_chunk,
+        put_preview,
+        get_preview,
         index_event,
         search,
         search_keys,
@@ -87,6 +89,7 @@ pub fn router(core: AppState) -> Router {
         .route("/v1/spaces/{id}/read-marker", put(set_read_marker))
         .route("/v1/webhook", put(put_webhook).get(get_webhook).delete(delete_webhook))
         .route("/v1/spaces/{id}/events/{event}/index", put(index_event))
+        .route("/v1/files/{id}/preview", put(put_preview).get(get_preview))
         .route("/v1/spaces/{id}/search", post(search))
         .route("/v1/spaces/{id}/search/keys", get(search_keys))
         .route("/v1/spaces/{id}/files", post(create_file))
@@ -248,6 +251,33 @@ async fn set_read_marker(
     let c = caller(&core, &headers).await?;
     let m: ReadMarker = json_body(&body)?;
     Ok(Json(json!({"seq": core.read_marker(&c, &id, m.seq).await?})).into_response())
+}
+
+#[utoipa::path(put, path = "/v1/files/{id}/preview", params(("id" = String, Path)), request_body = Sealed, description = "Stores a file's preview (thumbnail or excerpt), sealed under a key of the file's space; by the org's preview services only. Replaces an earlier one.", responses((status = 204, description = "Stored"), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn put_preview(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let sealed: Sealed = json_body(&body)?;
+    core.put_preview(&c, &id, sealed).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(get, path = "/v1/files/{id}/preview", params(("id" = String, Path)), responses((status = 200, description = "`{ciphertext, key_uri, creator, create_date}`"), (status = 404, body = ErrorBody)))]
+async fn get_preview(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let p = core.preview(&c, &id).await?;
+    Ok(Json(
+        json!({"ciphertext": p.ciphertext, "key_uri": p.key_uri, "creator": p.creator, "create_date": p.create_date}),
+    )
+    .into_response())
 }
 
 #[utoipa::path(put, path = "/v1/spaces/{id}/events/{event}/index", params(("id" = String, Path), ("event" = String, Path)), request_body = crate::service::IndexEvent, description = "Stores a message's blinded search tokens (keyed hashes under a search key derived from the space's content key: the core cannot invert them). By the message's sender, or by one of the org's search indexers (re-indexing under a newer key). Replaces earlier tokens of that message.", responses((status = 204, description = "Stored"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]

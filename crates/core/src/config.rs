@@ -133,6 +133,10 @@ pub struct OrgConfig {
     /// this org they are members of.
     #[serde(default)]
     pub moderators: Vec<String>,
+    /// Preview services of this org (`name@<domain>`): they may store a
+    /// sealed preview (thumbnail, excerpt) of files in spaces they are members of.
+    #[serde(default)]
+    pub preview_services: Vec<String>,
 }
 
 impl OrgConfig {
@@ -259,6 +263,16 @@ impl Config {
                 }
             }
             o.moderators = mods;
+            let mut previewers = Vec::with_capacity(o.preview_services.len());
+            for r in &o.preview_services {
+                let id = org_user(r, &o.domain).map_err(|why| {
+                    anyhow::anyhow!("orgs `{}`: preview_services entry {r:?} is refused: {why}", o.domain)
+                })?;
+                if !previewers.contains(&id) {
+                    previewers.push(id);
+                }
+            }
+            o.preview_services = previewers;
         }
         for o in &mut c.orgs {
             if let Some(k) = &o.kms_key {

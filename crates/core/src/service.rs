@@ -663,6 +663,38 @@ impl Core {
         Ok((f, role))
     }
 
+    /// Stores a file's sealed preview: by one of the org's preview services, a member of the file's space.
+    pub async fn put_preview(&self, c: &Caller, file_id: &str, sealed: Sealed) -> Result<(), ApiError> {
+        let (f, _) = self.file_as(c, file_id).await?;
+        let space = self.store.get_space(&f.space_id).await?.ok_or_else(|| ApiError::not_found("file"))?;
+        let kms = KmsUri::parse_absolute(&space.resource_uri).map(|u| u.domain().to_string()).unwrap_or_default();
+        let allowed = self.cfg.org_of(&c.user_id).is_some_and(|o| {
+            o.preview_services.contains(&c.user_id) && o.kms_uri.strip_prefix("kms://") == Some(kms.as_str())
+        });
+        if !allowed {
+            return Err(ApiError::forbidden("not_preview_service", "only the org's preview services store previews"));
+        }
+        if !f.ready {
+            return Err(ApiError::conflict("not_ready", "the file is not complete yet"));
+        }
+        envelope::check(&sealed.ciphertext, &sealed.key_uri, &kms, MAX_PREVIEW)?;
+        let p = core_store::Preview {
+            file_id: f.id.clone(),
+            ciphertext: sealed.ciphertext,
+            key_uri: sealed.key_uri,
+            creator: c.user_id.clone(),
+            create_date: now_ms(),
+        };
+        self.store.put_preview(&p).await?;
+        Ok(())
+    }
+
+    /// A file's preview (for members of its space).
+    pub async fn preview(&self, c: &Caller, file_id: &str) -> Result<core_store::Preview, ApiError> {
+        let (f, _) = self.file_as(c, file_id).await?;
+        self.store.preview(&f.id).await?.ok_or_else(|| ApiError::not_found("preview"))
+    }
+
     fn blob(file_id: &str, index: i64) -> BlobPath {
         BlobPath::from(format!("files/{file_id}/{index:08}"))
     }
@@ -783,3 +815,6 @@ fn decode_tokens(list: &[String], max: usize) -> Result<Vec<[u8; 16]>, ApiError>
         })
         .collect()
 }
+
+/// Largest sealed preview (a thumbnail of at most 256 pixels a side, or an excerpt).
+pub const MAX_PREVIEW: usize = 256 * 1024;

@@ -244,7 +244,16 @@ fn decrypt_chunk(file_key: &[u8; 32], index: u32, cipher: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_holds_no_plaintext_and_no_key() {
     let logs = capture_logs();
-    let core = start_core("[limits]\nmax_chunk_bytes = 2048\n").await;
+    // Alice doubles as the org's preview service, to store a preview.
+    let core = start_with(
+        Arc::new(testkit::Idp::start()),
+        Opts {
+            org: "preview_services = [\"alice@acme.example\"]",
+            tail: "[limits]\nmax_chunk_bytes = 2048\n",
+            ..Opts::default()
+        },
+    )
+    .await;
     tracing::info!("provider blindness workload starts");
     let alice = User::new(&core, "alice").await;
     let bob = User::new(&core, "bob").await;
@@ -337,6 +346,14 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
         assert_eq!(alice.put_chunk(&fid, i as i64, c.clone()).await.0, StatusCode::NO_CONTENT);
     }
     assert_eq!(alice.post(&format!("/v1/files/{fid}/complete"), json!({})).await.0, StatusCode::OK);
+    // Its preview (an excerpt), sealed under the space key like everything else.
+    let excerpt = named(&mut plain, "preview-excerpt");
+    let (st, b) =
+        alice.req(reqwest::Method::PUT, &format!("/v1/files/{fid}/preview"), Some(sealed(&k1, &ku1, &excerpt))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{b}");
+    let (st, pv) = bob.get(&format!("/v1/files/{fid}/preview")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(String::from_utf8(open(&k1, pv["ciphertext"].as_str().unwrap())).unwrap(), excerpt);
     assert_eq!(
         bob.req(reqwest::Method::PUT, &format!("/v1/spaces/{s1}/read-marker"), Some(json!({"seq": 3}))).await.0,
         StatusCode::OK
@@ -440,7 +457,7 @@ async fn the_provider_holds_no_plaintext_and_no_key() {
     let held = Holdings::take(core.dir.path(), &logs).await;
     let tables: std::collections::HashSet<&str> =
         held.rows.iter().filter_map(|(p, _)| p.strip_prefix("table ")?.split('.').next()).collect();
-    for t in ["core_spaces", "core_events", "core_members", "core_files", "core_postings"] {
+    for t in ["core_spaces", "core_events", "core_members", "core_files", "core_postings", "core_previews"] {
         assert!(tables.contains(t), "the scan read table {t} (read {tables:?})");
     }
     assert!(held.rows.len() > 50, "the scan read the rows ({})", held.rows.len());
