@@ -421,8 +421,14 @@ fn print_ready(r: &Ready) {
         }
         for (b, secret) in &o.bots {
             println!("  bot {b}@{}: client_credentials at {}, client_id {b}, secret {secret}", o.domain, o.issuer);
+            let cmd = match b.as_str() {
+                "indexer" => "indexer",
+                "dlp" => "dlp --report-space <space>",
+                "previewer" => "preview",
+                _ => "poll",
+            };
             println!(
-                "    run it: CUSTOS_BOT_SECRET={secret} custos bot poll --org {}   # then: custos space add <space> {b}@{}",
+                "    run it: CUSTOS_BOT_SECRET={secret} custos bot {cmd} --org {}   # then: custos space add <space> {b}@{}",
                 o.profile.display(),
                 o.domain
             );
