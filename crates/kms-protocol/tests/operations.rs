@@ -169,10 +169,13 @@ fn administrative_api() {
     );
 }
 
+/// A refusal case: its name, the request, and what the error must be.
+type Case = (&'static str, serde_json::Value, fn(&ProtocolError) -> bool);
+
 #[test]
 fn refusals() {
     use ProtocolError as E;
-    let cases: Vec<(&str, serde_json::Value, fn(&ProtocolError) -> bool)> = vec![
+    let cases: Vec<Case> = vec![
         ("unknown method", json!({"method": "patch", "uri": "/keys"}), |e| {
             matches!(e, E::Jose(jose::Error::Json { .. }))
         }),
