@@ -14,8 +14,8 @@ use regex::Regex;
 
 use crate::{Bot, Ctx};
 
-/// Longest text scanned per message (the SDK caps messages well below this).
-const MAX_SCAN: usize = 64 * 1024;
+/// Longest text scanned (what `search::extract_text` gives of a file at most; messages are far shorter).
+const MAX_SCAN: usize = 1024 * 1024;
 
 /// What to look for.
 #[derive(Debug, Clone)]
@@ -102,9 +102,45 @@ pub fn scan(rules: &Rules, text: &str) -> Vec<Finding> {
     out
 }
 
-/// The DLP service's handler on `bot`: scan every message, hide and report findings to `report_space`.
+/// Largest file scanned.
+pub const MAX_FILE: u64 = 20 * 1024 * 1024;
+
+/// The DLP service's handlers on `bot`: scan every message (hide and report
+/// findings to `report_space`) and every text file uploaded (report findings:
+/// the core hides messages, not files).
 pub fn dlp_bot(bot: Bot, rules: Rules, report_space: String) -> Bot {
     let rules = Arc::new(rules);
+    let (file_rules, file_report) = (rules.clone(), report_space.clone());
+    let bot = bot.on_file(move |ctx: Ctx| {
+        let (rules, report_space) = (file_rules.clone(), file_report.clone());
+        async move {
+            let Some(file) = ctx.file.clone() else { return Ok(()) };
+            let session = ctx.session();
+            let info = session.file_info(&file).await?;
+            if info.size > MAX_FILE {
+                return Ok(());
+            }
+            let tmp = std::env::temp_dir().join(format!("custos-dlp-{}", uuid::Uuid::new_v4()));
+            let got = session.download_to(&file, &tmp, false, &|_, _| {}).await;
+            let bytes = got.map(|_| std::fs::read(&tmp));
+            let _ = std::fs::remove_file(&tmp);
+            let Some(text) = search::extract_text(&bytes??, None) else { return Ok(()) };
+            let findings = scan(&rules, &text);
+            if findings.is_empty() {
+                return Ok(());
+            }
+            let what: Vec<String> = findings.iter().map(|f| format!("{} {}", f.rule, f.masked)).collect();
+            let report = format!(
+                "DLP: {} in space {} file {} from {}: reported (files are not hidden)",
+                what.join(", "),
+                ctx.space(),
+                file,
+                info.uploader
+            );
+            session.send(&report_space, &report).await?;
+            Ok(())
+        }
+    });
     bot.on_message(move |ctx: Ctx| {
         let (rules, report_space) = (rules.clone(), report_space.clone());
         async move {

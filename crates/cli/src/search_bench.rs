@@ -71,8 +71,12 @@ const MAX_WORDS: u64 = 30;
 const TOKENIZE_SAMPLE: u64 = 50_000;
 /// Threads that generate and tokenize messages while indexing.
 const TOKENIZERS: usize = 2;
-/// Tasks calling `set_postings` concurrently.
-const WRITERS: usize = 4;
+/// Tasks calling `set_postings` concurrently on PostgreSQL. On SQLite the
+/// store serializes writes (one write lock), so one task, whose call latency
+/// is then the store's own.
+const PG_WRITERS: usize = 4;
+/// Progress lines every 10% of the messages, and at least this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 /// Tokenized messages waiting for a writer, at most.
 const QUEUE: usize = 512;
 /// Results asked of each query.
@@ -377,8 +381,10 @@ struct IndexReport {
 }
 
 /// Generates, tokenizes and stores every message.
-async fn index_all(corpus: &Arc<Corpus>, store: &Arc<dyn Store>) -> anyhow::Result<IndexReport> {
+async fn index_all(corpus: &Arc<Corpus>, store: &Arc<dyn Store>, writers_n: usize) -> anyhow::Result<IndexReport> {
     let n = corpus.messages;
+    // Milliseconds since `start` of the last progress line.
+    let last_line = Arc::new(AtomicU64::new(0));
     let (tx, rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let done = Arc::new(AtomicU64::new(0));
@@ -409,8 +415,9 @@ async fn index_all(corpus: &Arc<Corpus>, store: &Arc<dyn Store>) -> anyhow::Resu
     drop(tx);
 
     let mut writers = Vec::new();
-    for _ in 0..WRITERS {
-        let (corpus, store, rx, done, rows) = (corpus.clone(), store.clone(), rx.clone(), done.clone(), rows.clone());
+    for _ in 0..writers_n {
+        let (corpus, store, rx, done, rows, last_line) =
+            (corpus.clone(), store.clone(), rx.clone(), done.clone(), rows.clone(), last_line.clone());
         writers.push(tokio::spawn(async move {
             let mut micros = Vec::new();
             loop {
@@ -424,7 +431,10 @@ async fn index_all(corpus: &Arc<Corpus>, store: &Arc<dyn Store>) -> anyhow::Resu
                 micros.push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
                 rows.fetch_add(job.tokens.len() as u64, Relaxed);
                 let d = done.fetch_add(1, Relaxed) + 1;
-                if d * 10 / n != (d - 1) * 10 / n {
+                let now_ms = start.elapsed().as_millis() as u64;
+                let due = now_ms.saturating_sub(last_line.load(Relaxed)) >= PROGRESS_EVERY.as_millis() as u64;
+                if d * 10 / n != (d - 1) * 10 / n || due {
+                    last_line.store(now_ms, Relaxed);
                     let secs = start.elapsed().as_secs_f64();
                     let r = d as f64 / secs;
                     eprintln!(
@@ -586,11 +596,12 @@ async fn bench(opts: &Options, db: &Database) -> anyhow::Result<()> {
     let (tok_msgs, tok_tokens, tok_time) = tokio::task::spawn_blocking(move || tokenize_sample(&c, sample)).await?;
     let tok_rate = rate(tok_tokens, tok_time);
 
+    let writers = if store.backend() == "sqlite" { 1 } else { PG_WRITERS };
     eprintln!(
-        "search-bench: indexing {} messages into {} ({TOKENIZERS} tokenizer threads, {WRITERS} writer tasks)…",
+        "search-bench: indexing {} messages into {} ({TOKENIZERS} tokenizer threads, {writers} writer task(s))…",
         opts.messages, db.label
     );
-    let index = index_all(&corpus, store).await?;
+    let index = index_all(&corpus, store, writers).await?;
     let db_bytes = db.sqlite_path.as_deref().map(sqlite_bytes);
 
     let stats = if opts.queries > 0 {
@@ -608,8 +619,11 @@ async fn bench(opts: &Options, db: &Database) -> anyhow::Result<()> {
     println!("  baseline      raw HMAC-SHA256 of 16-byte inputs, one thread: the least a blinded token costs.");
     println!("  tokenization  search::index_tokens (normalize, split, stem, one HMAC per stem and per 2..12-letter");
     println!("                prefix), one thread, over the first {sample} messages; text generation not timed.");
-    println!("  indexing      generate + tokenize ({TOKENIZERS} threads) + Store::set_postings ({WRITERS} tasks; one");
-    println!("                call = one transaction per message), wall clock from the first message to the last.");
+    println!(
+        "  indexing      generate + tokenize ({TOKENIZERS} threads) + Store::set_postings ({writers} task(s); one"
+    );
+    println!("                call = one transaction per message), wall clock from the first message to the last;");
+    println!("                one writer on SQLite, whose store serializes writes anyway.");
     println!("  queries       Store::search_postings(space, key_uri, tokens, i64::MAX, {LIMIT}), one at a time,");
     println!("                after {WARMUP_QUERIES} untimed warm-up queries; only the store call is timed (query");
     println!("                parsing and blinding are microseconds). Ratios are to the rare-word query, a single");
@@ -655,7 +669,8 @@ async fn bench(opts: &Options, db: &Database) -> anyhow::Result<()> {
     let calls = &index.call_micros;
     let us = |v: u32| format!("{:.3}", f64::from(v) / 1e3);
     println!(
-        "  set_postings per call (ms, includes waiting for the write lock): p50 {}  p90 {}  p99 {}  max {}",
+        "  set_postings per call (ms{}): p50 {}  p90 {}  p99 {}  max {}",
+        if writers > 1 { ", with concurrent writers" } else { "" },
         us(pct(calls, 50.0)),
         us(pct(calls, 90.0)),
         us(pct(calls, 99.0)),

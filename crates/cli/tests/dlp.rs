@@ -73,12 +73,22 @@ fn dlp_hides_and_reports_until_the_org_revokes_it() {
         .collect();
     assert_eq!(hidden, [card.clone(), falcon.clone()]);
 
+    // A text file with a card number: reported (the core hides messages, not files).
+    let sheet = tmp.path().join("customers.csv");
+    std::fs::write(&sheet, "name,card\nann,5555 5555 5555 4444\n").unwrap();
+    let fid = alice.ok(&["upload", &sales, sheet.to_str().unwrap()])["file"].as_str().unwrap().to_string();
+    let got = wait_reports(&carol, &reports_space, 3);
+    assert_eq!(
+        got[2],
+        format!("DLP: card number …4444 in space {sales} file {fid} from alice@acme.test: reported (files are not hidden)")
+    );
+
     // The org revokes it: it can no longer read, so it neither hides nor reports.
     alice.ok(&["kms", "admin", "service", "revoke", "dlp@acme.test"]);
     std::thread::sleep(Duration::from_millis(1500));
     bob.ok(&["send", &sales, "another card 4111 1111 1111 1111"]);
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(reports(&carol, &reports_space).len(), 2);
+    assert_eq!(reports(&carol, &reports_space).len(), 3);
     let deletions = events(&alice, &sales).iter().filter(|e| e["kind"] == "delete").count();
     assert_eq!(deletions, 2);
     let log = dlp.log.lock().unwrap().clone();
