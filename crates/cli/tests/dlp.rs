@@ -80,7 +80,9 @@ fn dlp_hides_and_reports_until_the_org_revokes_it() {
     let got = wait_reports(&carol, &reports_space, 3);
     assert_eq!(
         got[2],
-        format!("DLP: card number …4444 in space {sales} file {fid} from alice@acme.test: reported (files are not hidden)")
+        format!(
+            "DLP: card number …4444 in space {sales} file {fid} from alice@acme.test: reported (files are not hidden)"
+        )
     );
 
     // The org revokes it: it can no longer read, so it neither hides nor reports.

@@ -117,6 +117,10 @@ fn the_org_indexer_reindexes_history_under_the_newest_key() {
     alice.ok(&["space", "remove", &space, "carol@acme.test"]);
     alice.ok(&["send", &space, "new numbers after the rotation"]);
     assert_eq!(key_versions(&up, &space), 2, "tokens under the old and the new key");
+    // A text file: its text is indexed by the org's indexer (clients index only what they type).
+    let notes = tmp.path().join("notes.txt");
+    std::fs::write(&notes, "the zeppelin schedule for the offsite\n").unwrap();
+    let file = alice.ok(&["upload", &space, notes.to_str().unwrap()])["file"].as_str().unwrap().to_string();
 
     // The org's indexer, added like any member, re-indexes everything under the newest key.
     alice.ok(&["space", "add", &space, "indexer@acme.test"]);
@@ -128,7 +132,7 @@ fn the_org_indexer_reindexes_history_under_the_newest_key() {
         let done = log
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .any(|v| v["reindexed"].as_str() == Some(space.as_str()) && v["messages"].as_u64() == Some(3));
+            .any(|v| v["reindexed"].as_str() == Some(space.as_str()) && v["messages"].as_u64() == Some(4));
         if done {
             break;
         }
@@ -139,4 +143,21 @@ fn the_org_indexer_reindexes_history_under_the_newest_key() {
     let mut got = found(&bob, &["numbers", "--space", &space]);
     got.sort();
     assert_eq!(got, ["new numbers after the rotation", "numbers look good", "quarterly numbers attached"]);
+    let v = bob.ok(&["search", "zeppelin", "--space", &space]);
+    let hits = v["results"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{v}");
+    assert_eq!((hits[0]["kind"].as_str(), hits[0]["target"].as_str()), (Some("file_ready"), Some(file.as_str())));
+
+    // The org revokes the indexer: after the next rotation it can no longer re-index.
+    alice.ok(&["kms", "admin", "service", "revoke", "indexer@acme.test"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    alice.ok(&["space", "add", &space, "carol@acme.test"]);
+    alice.ok(&["space", "remove", &space, "carol@acme.test"]);
+    alice.ok(&["send", &space, "numbers after the indexer was revoked"]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(key_versions(&up, &space), 2, "nothing re-indexed after the revocation");
+    let log = indexer.log.lock().unwrap().clone();
+    assert!(log.contains("warning"), "the indexer says it failed: {log}");
+    // Members' own indexing goes on: the new message is found.
+    assert!(found(&bob, &["revoked", "--space", &space]).contains(&"numbers after the indexer was revoked".to_string()));
 }

@@ -29,7 +29,29 @@ fn search_key(key: &ContentKey) -> Result<SearchKey> {
     Ok(SearchKey::derive(bytes, &key.uri.to_string()))
 }
 
+/// Largest file whose text is indexed.
+pub const MAX_INDEXED_FILE: u64 = 20 * 1024 * 1024;
+
 impl Session {
+    /// The text of the file a `file_ready` event announces, if it is a text
+    /// file small enough (downloaded to a private temporary file, then removed).
+    async fn file_text(&self, e: &crate::core_api::CoreEvent) -> Result<Option<String>> {
+        let Some(file) = e.target.as_deref() else { return Ok(None) };
+        let info = match self.file_info(file).await {
+            Ok(i) => i,
+            Err(Error::NotAuthorized { .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if info.size > MAX_INDEXED_FILE {
+            return Ok(None);
+        }
+        let tmp = std::env::temp_dir().join(format!("custos-index-{}", uuid::Uuid::new_v4()));
+        let got = self.download_to(file, &tmp, false, &|_, _| {}).await;
+        let bytes = got.and_then(|_| std::fs::read(&tmp).map_err(Error::from));
+        let _ = std::fs::remove_file(&tmp);
+        Ok(search::extract_text(&bytes?, None))
+    }
+
     /// Sends the blinded tokens of `text` (event `event_id`) to the core, under `key`.
     pub(crate) async fn index_text(&self, space: &str, event_id: &str, key: &ContentKey, text: &str) -> Result<()> {
         let tokens: Vec<String> = index_tokens(&search_key(key)?, text).iter().map(|t| t.to_base64url()).collect();
@@ -74,11 +96,18 @@ impl Session {
                 _ => None,
             })
             .collect();
-        Ok(rank(&q, &docs)
-            .into_iter()
-            .take(limit as usize)
-            .map(|(i, score)| SearchHit { message: messages[i].clone(), score })
-            .collect())
+        let mut hits: Vec<SearchHit> =
+            rank(&q, &docs).into_iter().map(|(i, score)| SearchHit { message: messages[i].clone(), score }).collect();
+        // Files matched on their text (indexed by the org's indexer): not re-checked
+        // here without downloading them, so listed after the messages, unscored.
+        hits.extend(
+            messages
+                .iter()
+                .filter(|m| matches!(m.content, Content::FileReady))
+                .map(|m| SearchHit { message: m.clone(), score: 0.0 }),
+        );
+        hits.truncate(limit as usize);
+        Ok(hits)
     }
 
     /// Re-indexes a space's messages and edits under its newest key (the
@@ -93,6 +122,13 @@ impl Session {
             let Some(last) = page.last() else { break };
             after = last.seq;
             for e in &page {
+                if e.kind == "file_ready" {
+                    if let Some(text) = self.file_text(e).await? {
+                        self.index_text(space, &e.id, &newest, &text).await?;
+                        n += 1;
+                    }
+                    continue;
+                }
                 if e.kind != "message" && e.kind != "edit" {
                     continue;
                 }

@@ -292,8 +292,8 @@ impl Core {
         let (meta, _) = self.space_as(c, space).await?;
         check_id(event_id, "event")?;
         let e = self.store.event(space, event_id).await?.ok_or_else(|| ApiError::not_found("event"))?;
-        if !matches!(e.kind, EventKind::Message | EventKind::Edit) {
-            return Err(ApiError::bad("not_indexable", "only messages and edits are indexed"));
+        if !matches!(e.kind, EventKind::Message | EventKind::Edit | EventKind::FileReady) {
+            return Err(ApiError::bad("not_indexable", "only messages, edits and finished files are indexed"));
         }
         let indexer = self.cfg.org_of(&c.user_id).is_some_and(|o| o.search_indexers.contains(&c.user_id));
         if e.sender != c.user_id && !indexer {
