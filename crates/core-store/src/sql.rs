@@ -676,19 +676,21 @@ impl Store for SqlStore {
         if sorted.is_empty() {
             return Ok(Vec::new());
         }
-        let marks: Vec<String> = (0..sorted.len()).map(|i| format!("${}", i + 6)).collect();
-        let sql = format!(
-            "SELECT seq FROM core_postings WHERE space_id = $1 AND key_uri = $2 AND seq < $3 AND token IN ({}) \
-             GROUP BY seq HAVING COUNT(*) = $4 ORDER BY seq DESC LIMIT $5",
-            marks.join(", ")
-        );
+        // One arm per token, intersected: each arm is an equality lookup on the
+        // primary key (space_id, token, seq), which both planners pick without
+        // statistics (a GROUP BY over IN (…) made SQLite scan the space by seq).
+        let arms: Vec<String> = (0..sorted.len())
+            .map(|i| {
+                format!(
+                    "SELECT seq FROM core_postings WHERE space_id = $1 AND key_uri = $2 AND seq < $3 AND token = ${}",
+                    i + 5
+                )
+            })
+            .collect();
+        let sql = format!("{} ORDER BY seq DESC LIMIT $4", arms.join(" INTERSECT "));
         // Only placeholders are interpolated: safe.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(space_id)
-            .bind(key_uri)
-            .bind(before)
-            .bind(sorted.len() as i64)
-            .bind(i64::from(limit));
+        let mut q =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(space_id).bind(key_uri).bind(before).bind(i64::from(limit));
         for t in &sorted {
             q = q.bind(t.to_vec());
         }
