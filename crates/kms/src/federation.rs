@@ -208,7 +208,8 @@ impl Federation {
 
     /// Asks the peer KMS `domain` for `uri` (a retrieval), for our user
     /// `on_behalf_of`. A recent identical answer is reused (at most
-    /// [`ANSWER_CACHE`] old). Only successful answers come back as `Ok`.
+    /// [`ANSWER_CACHE`] old) unless `fresh`. Only successful answers come back as `Ok`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn retrieve(
         &self,
         me: &ServerKey,
@@ -217,6 +218,7 @@ impl Federation {
         uri: &str,
         body: RequestBody,
         on_behalf_of: &str,
+        fresh: bool,
     ) -> Result<Arc<Response>, FedError> {
         let cache_key = format!(
             "{domain}\n{}\n{uri}\n{}",
@@ -226,7 +228,7 @@ impl Federation {
         {
             let mut c = self.answers.lock().expect("not poisoned");
             match c.get(&cache_key) {
-                Some((at, r)) if at.elapsed() < ANSWER_CACHE => return Ok(r.clone()),
+                Some((at, r)) if !fresh && at.elapsed() < ANSWER_CACHE => return Ok(r.clone()),
                 Some(_) => {
                     c.remove(&cache_key);
                 }

@@ -196,6 +196,17 @@ async fn a_b_user_reads_what_a_authorizes_until_either_side_says_no() {
     // Erin (B, not authorized at A) is refused; so is anything but reading.
     let r = erin.req(Method::Retrieve, &key, json!({})).await;
     assert_eq!(r.status, Status::FORBIDDEN, "{}", reason(&r));
+    // Authorized now, she is served at once, although B holds a second-old answer without her.
+    assert_eq!(dave.req(Method::Retrieve, &key, json!({})).await.status, Status::OK);
+    let r = alice
+        .req(Method::Create, "/authorizations", json!({"resourceUri": res, "authIds": ["erin@globex.example"]}))
+        .await;
+    assert_eq!(r.status, Status::CREATED);
+    let r = erin.req(Method::Retrieve, &key, json!({})).await;
+    assert_eq!(r.status, Status::OK, "{}", reason(&r));
+    let r = alice.req(Method::Delete, &format!("{res}/authorizations?authId=erin%40globex.example"), json!({})).await;
+    assert_eq!(r.status, Status::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let r = dave
         .req(Method::Create, "/authorizations", json!({"resourceUri": res, "authIds": ["erin@globex.example"]}))
         .await;

@@ -103,13 +103,21 @@ impl Engine {
             return Ok(err(Status::UNAVAILABLE, rid, "this KMS is not set up to ask other KMSs (no certificate)"));
         };
         let compliance = matches!(p, Principal::Compliance { .. });
-        let answer = match fed.retrieve(&self.server, domain, peer, &uri, body, &subject).await {
-            Ok(resp) => self.release_federated(policy, p, op, domain, &subject, &resp, now, rid).await?,
-            Err(e) => {
-                tracing::warn!(peer = domain, error = %e, "federated request failed");
-                err(e.status(), rid, &e.to_string())
+        let mut answer = Response::new(Status::INTERNAL_ERROR, rid);
+        // A cached answer serves grants for up to a second; a refusal is
+        // checked afresh (the user may have been authorized since).
+        for fresh in [false, true] {
+            answer = match fed.retrieve(&self.server, domain, peer, &uri, body.clone(), &subject, fresh).await {
+                Ok(resp) => self.release_federated(policy, p, op, domain, &subject, &resp, now, rid).await?,
+                Err(e) => {
+                    tracing::warn!(peer = domain, error = %e, "federated request failed");
+                    err(e.status(), rid, &e.to_string())
+                }
+            };
+            if answer.status != Status::FORBIDDEN {
+                break;
             }
-        };
+        }
         // Compliance: what our users could read stays reachable from our copy.
         if compliance && !answer.status.is_success() {
             if let Some(r) = self.recover_federated_copy(policy, p, op, domain, &subject, now, rid).await? {
