@@ -377,12 +377,16 @@ impl Fanout {
     }
 
     fn account(&self, delta: isize) {
+        // An eviction on another thread may subtract a frame's bytes before its
+        // addition is counted: the counter then wraps below zero for a moment
+        // (the atomics wrap; so must this arithmetic) and comes back. Read such
+        // a transient value as "under budget".
         let total = if delta >= 0 {
-            self.bytes.fetch_add(delta as usize, Ordering::Relaxed) + delta as usize
+            self.bytes.fetch_add(delta as usize, Ordering::Relaxed).wrapping_add(delta as usize)
         } else {
-            self.bytes.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed) - delta.unsigned_abs()
+            self.bytes.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed).wrapping_sub(delta.unsigned_abs())
         };
-        if total > RING_BUDGET {
+        if total <= isize::MAX as usize && total > RING_BUDGET {
             self.evict();
         }
     }
