@@ -803,7 +803,7 @@ impl Engine {
         // Another org's KMS reads for its users, and does nothing else.
         if let Principal::Peer { .. } = p {
             if !matches!(op, Operation::Ping | Operation::DeleteEphemeralKey { .. }) {
-                return self.serve_peer(&policy, p, op, now, rid).await;
+                return Box::pin(self.serve_peer(&policy, p, op, now, rid)).await;
             }
         }
         if matches!(p, Principal::Compliance { .. })
@@ -848,7 +848,8 @@ impl Engine {
         }
         // Another org's object: ask its KMS (federation), for this user.
         if let Some(domain) = self.foreign_domain(op) {
-            return self.federated(&policy, p, op, &domain, now, rid).await;
+            // Boxed: the federation path's future is large, and the request path runs on small stacks.
+            return Box::pin(self.federated(&policy, p, op, &domain, now, rid)).await;
         }
         // Admins are users; a service certificate never is one.
         let admin = self.is_admin(&policy, p);
