@@ -5,8 +5,9 @@
 //! 1. **Tokenization** (the client's half): [`search::index_tokens`] over
 //!    generated messages, single-threaded, in messages/s and tokens/s.
 //! 2. **Indexing** end to end: generated messages tokenized by a few threads
-//!    and written with [`core_store::Store::set_postings`] (one call, hence
-//!    one transaction, per message, as the core does) by a few writer tasks;
+//!    and written with [`core_store::Store::set_postings_batch`] (one call,
+//!    hence one transaction, per batch of up to 500 queued messages, as a
+//!    backfill writes; live sends index one message per call) by writer tasks;
 //!    messages/s and postings rows/s, with where the time went.
 //! 3. **Queries**: [`search::Query::tokens`] answered by
 //!    [`core_store::Store::search_postings`] (newest 50), for four kinds of
@@ -42,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aws_lc_rs::hmac;
-use core_store::Store;
+use core_store::{PostingSet, Store};
 use search::{index_tokens, Query, SearchKey};
 
 /// Options.
@@ -71,14 +72,17 @@ const MAX_WORDS: u64 = 30;
 const TOKENIZE_SAMPLE: u64 = 50_000;
 /// Threads that generate and tokenize messages while indexing.
 const TOKENIZERS: usize = 2;
-/// Tasks calling `set_postings` concurrently on PostgreSQL. On SQLite the
+/// Tasks calling `set_postings_batch` concurrently on PostgreSQL. On SQLite the
 /// store serializes writes (one write lock), so one task, whose call latency
 /// is then the store's own.
 const PG_WRITERS: usize = 4;
 /// Progress lines every 10% of the messages, and at least this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 /// Tokenized messages waiting for a writer, at most.
-const QUEUE: usize = 512;
+const QUEUE: usize = 4096;
+/// Most messages one `set_postings_batch` call (one transaction) writes, as
+/// a backfill does; live sends index one message per call.
+const BATCH: usize = 500;
 /// Results asked of each query.
 const LIMIT: u32 = 50;
 /// "Common word" queries pick a word among the most frequent ones.
@@ -420,20 +424,41 @@ async fn index_all(corpus: &Arc<Corpus>, store: &Arc<dyn Store>, writers_n: usiz
             (corpus.clone(), store.clone(), rx.clone(), done.clone(), rows.clone(), last_line.clone());
         writers.push(tokio::spawn(async move {
             let mut micros = Vec::new();
+            let mut jobs = Vec::with_capacity(BATCH);
             loop {
-                let job = rx.lock().await.recv().await;
-                let Some(job) = job else { break };
+                // One batch: whatever is queued, up to BATCH messages, at least one.
+                {
+                    let mut rx = rx.lock().await;
+                    let Some(job) = rx.recv().await else { break };
+                    jobs.push(job);
+                    while jobs.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                let sets: Vec<PostingSet<'_>> = jobs
+                    .iter()
+                    .map(|job| PostingSet {
+                        space_id: &corpus.space_ids[job.space],
+                        seq: job.seq,
+                        key_uri: corpus.keys[job.space].key_uri(),
+                        tokens: &job.tokens,
+                    })
+                    .collect();
                 let t0 = Instant::now();
-                store
-                    .set_postings(&corpus.space_ids[job.space], job.seq, corpus.keys[job.space].key_uri(), &job.tokens)
-                    .await
-                    .context("set_postings")?;
+                store.set_postings_batch(&sets).await.context("set_postings_batch")?;
                 micros.push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
-                rows.fetch_add(job.tokens.len() as u64, Relaxed);
-                let d = done.fetch_add(1, Relaxed) + 1;
+                drop(sets);
+                let batch_rows: usize = jobs.iter().map(|j| j.tokens.len()).sum();
+                rows.fetch_add(batch_rows as u64, Relaxed);
+                let k = jobs.len() as u64;
+                jobs.clear();
+                let d = done.fetch_add(k, Relaxed) + k;
                 let now_ms = start.elapsed().as_millis() as u64;
                 let due = now_ms.saturating_sub(last_line.load(Relaxed)) >= PROGRESS_EVERY.as_millis() as u64;
-                if d * 10 / n != (d - 1) * 10 / n || due {
+                if d * 10 / n != (d - k) * 10 / n || due {
                     last_line.store(now_ms, Relaxed);
                     let secs = start.elapsed().as_secs_f64();
                     let r = d as f64 / secs;
@@ -620,9 +645,10 @@ async fn bench(opts: &Options, db: &Database) -> anyhow::Result<()> {
     println!("  tokenization  search::index_tokens (normalize, split, stem, one HMAC per stem and per 2..12-letter");
     println!("                prefix), one thread, over the first {sample} messages; text generation not timed.");
     println!(
-        "  indexing      generate + tokenize ({TOKENIZERS} threads) + Store::set_postings ({writers} task(s); one"
+        "  indexing      generate + tokenize ({TOKENIZERS} threads) + Store::set_postings_batch ({writers} task(s);"
     );
-    println!("                call = one transaction per message), wall clock from the first message to the last;");
+    println!("                one call = one transaction of up to {BATCH} messages, whatever is queued, as a backfill");
+    println!("                writes), wall clock from the first message to the last;");
     println!("                one writer on SQLite, whose store serializes writes anyway.");
     println!("  queries       Store::search_postings(space, key_uri, tokens, i64::MAX, {LIMIT}), one at a time,");
     println!("                after {WARMUP_QUERIES} untimed warm-up queries; only the store call is timed (query");
@@ -669,7 +695,7 @@ async fn bench(opts: &Options, db: &Database) -> anyhow::Result<()> {
     let calls = &index.call_micros;
     let us = |v: u32| format!("{:.3}", f64::from(v) / 1e3);
     println!(
-        "  set_postings per call (ms{}): p50 {}  p90 {}  p99 {}  max {}",
+        "  set_postings_batch per call of <= {BATCH} messages (ms{}): p50 {}  p90 {}  p99 {}  max {}",
         if writers > 1 { ", with concurrent writers" } else { "" },
         us(pct(calls, 50.0)),
         us(pct(calls, 90.0)),
@@ -684,7 +710,7 @@ async fn bench(opts: &Options, db: &Database) -> anyhow::Result<()> {
         100.0 * busy / wall,
         100.0 * blocked / wall
     );
-    let bottleneck = if blocked > busy { "the store (set_postings)" } else { "tokenization" };
+    let bottleneck = if blocked > busy { "the store (set_postings_batch)" } else { "tokenization" };
     println!("  bottleneck: {bottleneck}");
     if let Some(bytes) = db_bytes {
         println!(

@@ -309,6 +309,13 @@ impl CoreApi {
         self.send(self.http.put(url).json(&serde_json::json!({"key_uri": key_uri, "tokens": tokens}))).await.map(drop)
     }
 
+    /// `POST /v1/spaces/{id}/index`: several messages' tokens in one
+    /// transaction, as `{event, key_uri, tokens}` items (at most 200).
+    pub async fn index_events(&self, space: &str, items: &[Value]) -> Result<()> {
+        let url = self.url(&format!("/v1/spaces/{}/index", seg(space)));
+        self.send(self.http.post(url).json(&serde_json::json!({"items": items}))).await.map(drop)
+    }
+
     /// `POST /v1/spaces/{id}/search`: candidate events for blinded queries (one per key version).
     pub async fn search(&self, space: &str, queries: &Value, limit: u32) -> Result<Vec<CoreEvent>> {
         #[derive(Deserialize)]

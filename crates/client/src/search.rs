@@ -32,6 +32,11 @@ fn search_key(key: &ContentKey) -> Result<SearchKey> {
 /// Largest file whose text is indexed.
 pub const MAX_INDEXED_FILE: u64 = 20 * 1024 * 1024;
 
+/// Events per page when re-indexing: one core request each (its batch limit is 200).
+const REINDEX_PAGE: u32 = 200;
+/// Most tokens in one re-index request (about 25 bytes each as JSON).
+const REINDEX_TOKENS: usize = 40_000;
+
 impl Session {
     /// The text of the file a `file_ready` event announces, if it is a text
     /// file small enough (downloaded to a private temporary file, then removed).
@@ -116,27 +121,39 @@ impl Session {
     pub async fn reindex(&self, space: &str) -> Result<u64> {
         let resource = self.space(space).await?.resource;
         let newest = self.kms.newest_key(&resource).await?;
+        let search = search_key(&newest)?;
+        let key_uri = newest.uri.to_string();
         let (mut after, mut n) = (0i64, 0u64);
         loop {
-            let page = self.core.events(space, Some(after), None, Some(200)).await?;
+            // A page of history, indexed in one request (one transaction at the core).
+            let page = self.core.events(space, Some(after), None, Some(REINDEX_PAGE)).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
+            let (mut items, mut batch_tokens) = (Vec::new(), 0usize);
             for e in &page {
-                if e.kind == "file_ready" {
-                    if let Some(text) = self.file_text(e).await? {
-                        self.index_text(space, &e.id, &newest, &text).await?;
-                        n += 1;
+                let text = match e.kind.as_str() {
+                    "file_ready" => self.file_text(e).await?,
+                    "message" | "edit" => match self.decrypt(e).await.content {
+                        Content::Text(t) | Content::Edit(t) => Some(t),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let Some(text) = text else { continue };
+                n += 1;
+                let tokens: Vec<String> = index_tokens(&search, &text).iter().map(|t| t.to_base64url()).collect();
+                if !tokens.is_empty() {
+                    // Requests stay well under the core's body limit (about 1 MB).
+                    if batch_tokens + tokens.len() > REINDEX_TOKENS && !items.is_empty() {
+                        self.core.index_events(space, &std::mem::take(&mut items)).await?;
+                        batch_tokens = 0;
                     }
-                    continue;
+                    batch_tokens += tokens.len();
+                    items.push(json!({"event": e.id, "key_uri": key_uri, "tokens": tokens}));
                 }
-                if e.kind != "message" && e.kind != "edit" {
-                    continue;
-                }
-                let m = self.decrypt(e).await;
-                if let Content::Text(t) | Content::Edit(t) = &m.content {
-                    self.index_text(space, &e.id, &newest, t).await?;
-                    n += 1;
-                }
+            }
+            if !items.is_empty() {
+                self.core.index_events(space, &items).await?;
             }
         }
         Ok(n)

@@ -313,6 +313,19 @@ pub struct SpaceSummary {
     pub read_seq: i64,
 }
 
+/// One event's postings, for [`Store::set_postings_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct PostingSet<'a> {
+    /// The space.
+    pub space_id: &'a str,
+    /// The event's seq in the space.
+    pub seq: i64,
+    /// The search key the tokens are under.
+    pub key_uri: &'a str,
+    /// Blinded tokens, 16 bytes each (duplicates are stored once).
+    pub tokens: &'a [[u8; 16]],
+}
+
 /// A file's preview (a thumbnail or a text excerpt), sealed under a key of the file's space.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Preview {
@@ -483,7 +496,13 @@ pub trait Store: Send + Sync + 'static {
     // ---- search postings (blinded tokens; see the `search` crate)
 
     /// Replaces the postings of event `seq` with `tokens` (16 bytes each), under `key_uri`.
-    async fn set_postings(&self, space_id: &str, seq: i64, key_uri: &str, tokens: &[[u8; 16]]) -> Result<()>;
+    async fn set_postings(&self, space_id: &str, seq: i64, key_uri: &str, tokens: &[[u8; 16]]) -> Result<()> {
+        self.set_postings_batch(&[PostingSet { space_id, seq, key_uri, tokens }]).await
+    }
+    /// Replaces the postings of several events in one transaction: all of
+    /// them or, on error, none. Backfills use it (one commit per batch, not
+    /// per event). An event named twice keeps the later set.
+    async fn set_postings_batch(&self, sets: &[PostingSet<'_>]) -> Result<()>;
     /// Events of the space (newest first, below `before`, at most `limit`) whose
     /// postings under `key_uri` hold every one of `tokens`.
     async fn search_postings(

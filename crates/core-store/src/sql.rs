@@ -36,8 +36,8 @@ use sqlx::{Decode, Type};
 
 use crate::batch::{Job, Writer};
 use crate::{
-    Appended, CommitListener, Event, EventKind, FileRecord, Membership, Millis, NewEvent, Preview, ReadMarker, Result,
-    Role, Space, SpaceSummary, Store, StoreError, Webhook,
+    Appended, CommitListener, Event, EventKind, FileRecord, Membership, Millis, NewEvent, PostingSet, Preview,
+    ReadMarker, Result, Role, Space, SpaceSummary, Store, StoreError, Webhook,
 };
 
 pub(crate) use sqlstore::Backend;
@@ -631,32 +631,37 @@ impl Store for SqlStore {
         .transpose()
     }
 
-    async fn set_postings(&self, space_id: &str, seq: i64, key_uri: &str, tokens: &[[u8; 16]]) -> Result<()> {
+    async fn set_postings_batch(&self, sets: &[PostingSet<'_>]) -> Result<()> {
+        if sets.is_empty() {
+            return Ok(());
+        }
         let _turn = self.turn(false).await;
         let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
-        sqlx::query("DELETE FROM core_postings WHERE space_id = $1 AND seq = $2")
-            .bind(space_id)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-        let mut sorted: Vec<&[u8; 16]> = tokens.iter().collect();
-        sorted.sort();
-        sorted.dedup();
-        // Multi-row inserts: one statement per 200 tokens.
-        for chunk in sorted.chunks(200) {
-            let mut sql = String::from("INSERT INTO core_postings (space_id, token, seq, key_uri) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
+        for set in sets {
+            sqlx::query("DELETE FROM core_postings WHERE space_id = $1 AND seq = $2")
+                .bind(set.space_id)
+                .bind(set.seq)
+                .execute(&mut *tx)
+                .await?;
+            let mut sorted: Vec<&[u8; 16]> = set.tokens.iter().collect();
+            sorted.sort();
+            sorted.dedup();
+            // Multi-row inserts: one statement per 200 tokens.
+            for chunk in sorted.chunks(200) {
+                let mut sql = String::from("INSERT INTO core_postings (space_id, token, seq, key_uri) VALUES ");
+                for i in 0..chunk.len() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("($1, ${}, $2, $3)", i + 4));
                 }
-                sql.push_str(&format!("($1, ${}, $2, $3)", i + 4));
+                // Only placeholders are interpolated: safe.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(set.space_id).bind(set.seq).bind(set.key_uri);
+                for t in chunk {
+                    q = q.bind(t.to_vec());
+                }
+                q.execute(&mut *tx).await?;
             }
-            // Only placeholders are interpolated: safe.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(space_id).bind(seq).bind(key_uri);
-            for t in chunk {
-                q = q.bind(t.to_vec());
-            }
-            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

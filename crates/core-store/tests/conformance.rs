@@ -15,7 +15,8 @@ use std::sync::Arc;
 use sqlstore::testing::{join_all, Ctx, Harness};
 
 use core_store::{
-    Appended, Event, EventKind, FileRecord, Membership, NewEvent, Preview, Role, Space, Store, StoreError, Webhook,
+    Appended, Event, EventKind, FileRecord, Membership, NewEvent, PostingSet, Preview, Role, Space, Store, StoreError,
+    Webhook,
 };
 
 // ---------------------------------------------------------------- harness
@@ -70,6 +71,7 @@ sqlstore::conformance! {
     crate::HARNESS;
     webhooks_and_their_cursors,
     postings_intersect_per_key_and_replace,
+    postings_batch_replaces_each_event,
     previews_replace,
     create_space_writes_space_membership_and_first_event,
     create_space_exists_writes_nothing,
@@ -1463,6 +1465,34 @@ async fn postings_intersect_per_key_and_replace(ctx: Ctx) {
         .collect();
     store.set_postings("s3", 1, "k", &many).await.unwrap();
     assert_eq!(store.search_postings("s3", "k", &many[990..], i64::MAX, 10).await.unwrap(), [1]);
+}
+
+async fn postings_batch_replaces_each_event(ctx: Ctx) {
+    let store = ctx.open().await;
+    let t = |b: u8| [b; 16];
+    store.set_postings("s1", 1, "k1", &[t(1), t(9)]).await.unwrap();
+    store.set_postings_batch(&[]).await.unwrap();
+    let (a, b, c) = ([t(1), t(2)], [t(2), t(3), t(2)], [t(4)]);
+    store
+        .set_postings_batch(&[
+            PostingSet { space_id: "s1", seq: 1, key_uri: "k2", tokens: &a },
+            PostingSet { space_id: "s1", seq: 2, key_uri: "k2", tokens: &b },
+            PostingSet { space_id: "s2", seq: 1, key_uri: "k2", tokens: &a },
+            // Named twice: the later set wins.
+            PostingSet { space_id: "s1", seq: 3, key_uri: "k2", tokens: &a },
+            PostingSet { space_id: "s1", seq: 3, key_uri: "k2", tokens: &c },
+        ])
+        .await
+        .unwrap();
+    // Event 1's old postings (under k1, with t(9)) are gone.
+    assert!(store.search_postings("s1", "k1", &[t(1)], i64::MAX, 10).await.unwrap().is_empty());
+    assert!(store.search_postings("s1", "k2", &[t(9)], i64::MAX, 10).await.unwrap().is_empty());
+    assert_eq!(store.search_postings("s1", "k2", &[t(2)], i64::MAX, 10).await.unwrap(), [2, 1]);
+    assert_eq!(store.search_postings("s1", "k2", &[t(2), t(3)], i64::MAX, 10).await.unwrap(), [2]);
+    assert_eq!(store.search_postings("s1", "k2", &[t(4)], i64::MAX, 10).await.unwrap(), [3]);
+    assert!(store.search_postings("s1", "k2", &[t(1), t(2), t(4)], i64::MAX, 10).await.unwrap().is_empty());
+    assert_eq!(store.search_postings("s2", "k2", &[t(1), t(2)], i64::MAX, 10).await.unwrap(), [1]);
+    assert_eq!(store.posting_keys("s1").await.unwrap(), [("k2".to_string(), 3)]);
 }
 
 async fn previews_replace(ctx: Ctx) {

@@ -50,6 +50,7 @@ pub type AppState = Arc<Core>;
         put_preview,
         get_preview,
         index_event,
+        index_events,
         search,
         search_keys,
         put_webhook,
@@ -67,6 +68,8 @@ pub type AppState = Arc<Core>;
         ReadMarker,
         SetWebhook,
         crate::service::IndexEvent,
+        crate::service::IndexEvents,
+        crate::service::IndexItem,
         crate::service::KeyQuery,
         crate::service::SearchRequest,
         crate::compliance::ComplianceSpace
@@ -89,6 +92,7 @@ pub fn router(core: AppState) -> Router {
         .route("/v1/spaces/{id}/read-marker", put(set_read_marker))
         .route("/v1/webhook", put(put_webhook).get(get_webhook).delete(delete_webhook))
         .route("/v1/spaces/{id}/events/{event}/index", put(index_event))
+        .route("/v1/spaces/{id}/index", post(index_events))
         .route("/v1/files/{id}/preview", put(put_preview).get(get_preview))
         .route("/v1/spaces/{id}/search", post(search))
         .route("/v1/spaces/{id}/search/keys", get(search_keys))
@@ -291,6 +295,19 @@ async fn index_event(
     let req: crate::service::IndexEvent = json_body(&body)?;
     core.index_event(&c, &id, &event, req).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(post, path = "/v1/spaces/{id}/index", params(("id" = String, Path)), request_body = crate::service::IndexEvents, description = "Stores the blinded search tokens of 1 to 200 messages in one transaction (a backfill or a re-index after rotation). Each item is checked as `PUT /v1/spaces/{id}/events/{event}/index` checks one; if any is refused, nothing is stored and the message names the item (`items[i]: ...`).", responses((status = 200, description = "`{indexed}`: how many messages"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn index_events(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = caller(&core, &headers).await?;
+    let req: crate::service::IndexEvents = json_body(&body)?;
+    let n = core.index_events(&c, &id, req).await?;
+    Ok(Json(json!({"indexed": n})).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/spaces/{id}/search", params(("id" = String, Path)), request_body = crate::service::SearchRequest, description = "The events whose tokens hold every token of one of the queries (one per key version), newest first. Candidates only: clients decrypt and rank them, and drop any that do not match.", responses((status = 200, description = "`{events}`"), (status = 400, body = ErrorBody)))]

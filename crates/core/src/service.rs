@@ -290,6 +290,51 @@ impl Core {
     /// one of the org's search indexers (re-indexing under a newer key).
     pub async fn index_event(&self, c: &Caller, space: &str, event_id: &str, req: IndexEvent) -> Result<(), ApiError> {
         let (meta, _) = self.space_as(c, space).await?;
+        let (seq, key, tokens) = self.checked_postings(c, space, &meta.kms_domain, event_id, &req).await?;
+        self.store.set_postings(space, seq, &key, &tokens).await?;
+        metrics::counter!("core_search_postings_total").increment(tokens.len() as u64);
+        Ok(())
+    }
+
+    /// Stores the blinded tokens of up to [`MAX_INDEX_BATCH`] messages in one
+    /// transaction (a backfill or re-index): every item is checked as
+    /// [`Self::index_event`] checks one, and if any is refused nothing is
+    /// stored and the error names the item.
+    pub async fn index_events(&self, c: &Caller, space: &str, req: IndexEvents) -> Result<usize, ApiError> {
+        let (meta, _) = self.space_as(c, space).await?;
+        if req.items.is_empty() || req.items.len() > MAX_INDEX_BATCH {
+            return Err(ApiError::bad("bad_batch", format!("give 1 to {MAX_INDEX_BATCH} items")));
+        }
+        let mut checked = Vec::with_capacity(req.items.len());
+        for (i, item) in req.items.iter().enumerate() {
+            let one = IndexEvent { key_uri: item.key_uri.clone(), tokens: item.tokens.clone() };
+            let c = self.checked_postings(c, space, &meta.kms_domain, &item.event, &one).await.map_err(|mut e| {
+                e.message = format!("items[{i}]: {}", e.message);
+                e
+            })?;
+            checked.push(c);
+        }
+        let sets: Vec<core_store::PostingSet<'_>> = checked
+            .iter()
+            .map(|(seq, key, tokens)| core_store::PostingSet { space_id: space, seq: *seq, key_uri: key, tokens })
+            .collect();
+        self.store.set_postings_batch(&sets).await?;
+        let n: usize = checked.iter().map(|(_, _, t)| t.len()).sum();
+        metrics::counter!("core_search_postings_total").increment(n as u64);
+        Ok(checked.len())
+    }
+
+    /// Checks one message's postings: an indexable event of the space, indexed
+    /// by its sender or the caller's org's indexer, under a key of the space's
+    /// KMS, with well-formed tokens. Returns its seq, the key URI and the tokens.
+    async fn checked_postings(
+        &self,
+        c: &Caller,
+        space: &str,
+        kms_domain: &str,
+        event_id: &str,
+        req: &IndexEvent,
+    ) -> Result<(i64, String, Vec<[u8; 16]>), ApiError> {
         check_id(event_id, "event")?;
         let e = self.store.event(space, event_id).await?.ok_or_else(|| ApiError::not_found("event"))?;
         if !matches!(e.kind, EventKind::Message | EventKind::Edit | EventKind::FileReady) {
@@ -304,12 +349,10 @@ impl Core {
         }
         let key = KmsUri::parse_absolute(&req.key_uri)
             .ok()
-            .filter(|u| u.is_object(Kind::Keys) && u.domain() == meta.kms_domain)
+            .filter(|u| u.is_object(Kind::Keys) && u.domain() == kms_domain)
             .ok_or_else(|| ApiError::bad("bad_key_uri", "key_uri must name a key of the space's KMS"))?;
         let tokens = decode_tokens(&req.tokens, MAX_INDEX_TOKENS)?;
-        self.store.set_postings(space, e.seq, &key.to_string(), &tokens).await?;
-        metrics::counter!("core_search_postings_total").increment(tokens.len() as u64);
-        Ok(())
+        Ok((e.seq, key.to_string(), tokens))
     }
 
     /// The events whose blinded tokens hold every token of one of the queries
@@ -767,6 +810,8 @@ impl Core {
 pub const MAX_INDEX_TOKENS: usize = 2048;
 /// Most tokens in one query.
 pub const MAX_QUERY_TOKENS: usize = 64;
+/// Most messages one `POST /v1/spaces/{id}/index` indexes.
+pub const MAX_INDEX_BATCH: usize = 200;
 
 /// `PUT /v1/spaces/{id}/events/{event}/index`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -775,6 +820,26 @@ pub struct IndexEvent {
     /// The content key whose search key made the tokens (`kms://…/keys/…`).
     pub key_uri: String,
     /// Blinded tokens (16 bytes each, base64url); the core cannot invert them.
+    pub tokens: Vec<String>,
+}
+
+/// `POST /v1/spaces/{id}/index`: several messages' tokens at once.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IndexEvents {
+    /// 1 to 200 messages; all are stored, or none.
+    pub items: Vec<IndexItem>,
+}
+
+/// One message of an [`IndexEvents`] batch.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IndexItem {
+    /// The event id.
+    pub event: String,
+    /// The content key whose search key made the tokens (`kms://…/keys/…`).
+    pub key_uri: String,
+    /// Blinded tokens (16 bytes each, base64url).
     pub tokens: Vec<String>,
 }
 

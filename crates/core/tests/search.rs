@@ -112,3 +112,72 @@ async fn indexing_is_for_the_sender_and_the_orgs_indexer_and_search_intersects()
     assert!(bytes.windows(16).any(|w| w == [7u8; 16]), "the postings are in the database");
     assert!(!bytes.windows(8).any(|w| w == b"zanzibar"), "no plaintext");
 }
+
+#[tokio::test]
+async fn a_batch_is_indexed_whole_or_not_at_all() {
+    let core = start_with(
+        Arc::new(Idp::start()),
+        Opts { org: "search_indexers = [\"indexer@acme.example\"]", ..Opts::default() },
+    )
+    .await;
+    let alice = User::new(&core, "alice").await;
+    let bob = User::new(&core, "bob").await;
+    let indexer = User::new(&core, "indexer").await;
+    let eve = User::new(&core, "eve").await;
+    let (k, uri) = key();
+    let space = alice.space().await;
+    alice.add(&space, "bob@acme.example").await;
+    alice.add(&space, "indexer@acme.example").await;
+    let a1 = alice.say(&space, &k, &uri, "one").await["id"].as_str().unwrap().to_string();
+    let a2 = alice.say(&space, &k, &uri, "two").await["id"].as_str().unwrap().to_string();
+    let b1 = bob.say(&space, &k, &uri, "three").await["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/spaces/{space}/index");
+    let item = |id: &str, t: u8| json!({"event": id, "key_uri": uri, "tokens": [tok(t), tok(100)]});
+    let found = |t: u8| {
+        let (bob, path) = (&bob, format!("/v1/spaces/{space}/search"));
+        let body = json!({"queries": [{"key_uri": uri, "tokens": [tok(t)]}]});
+        async move {
+            let (st, v) = bob.req(Method::POST, &path, Some(body)).await;
+            assert_eq!(st, StatusCode::OK);
+            v["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        }
+    };
+
+    // Refused as a whole: bob's message among alice's (she is not its sender), an
+    // unknown event, a bad token in the last item, too many items, none, unknown fields.
+    let (st, v) = alice.req(Method::POST, &path, Some(json!({"items": [item(&a1, 1), item(&b1, 3)]}))).await;
+    assert_eq!((st, v["error"].as_str()), (StatusCode::FORBIDDEN, Some("not_sender")));
+    assert!(v["message"].as_str().unwrap().starts_with("items[1]: "), "{v}");
+    let (st, v) =
+        alice.req(Method::POST, &path, Some(json!({"items": [item(&a1, 1), item("no-such-event", 2)]}))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let bad_token = json!({"event": a2, "key_uri": uri, "tokens": ["short"]});
+    let (st, v) = alice.req(Method::POST, &path, Some(json!({"items": [item(&a1, 1), bad_token]}))).await;
+    assert_eq!((st, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_token")));
+    let many: Vec<Value> = (0..201).map(|_| item(&a1, 1)).collect();
+    for bad in [json!({"items": many}), json!({"items": []}), json!({"items": [item(&a1, 1)], "extra": 1})] {
+        assert_eq!(alice.req(Method::POST, &path, Some(bad)).await.0, StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(eve.req(Method::POST, &path, Some(json!({"items": [item(&a1, 1)]}))).await.0, StatusCode::NOT_FOUND);
+    assert!(found(1).await.is_empty(), "nothing of a refused batch is stored");
+
+    // Accepted: alice's two messages at once; then the org's indexer re-indexes all three.
+    let (st, v) = alice.req(Method::POST, &path, Some(json!({"items": [item(&a1, 1), item(&a2, 2)]}))).await;
+    assert_eq!((st, v["indexed"].as_u64()), (StatusCode::OK, Some(2)));
+    assert_eq!(found(1).await, [a1.clone()]);
+    assert_eq!(found(100).await, [a2.clone(), a1.clone()]);
+    let (_, uri2) = key();
+    let items: Vec<Value> =
+        [&a1, &a2, &b1].iter().map(|id| json!({"event": id, "key_uri": uri2, "tokens": [tok(7)]})).collect();
+    let (st, v) = indexer.req(Method::POST, &path, Some(json!({"items": items}))).await;
+    assert_eq!((st, v["indexed"].as_u64()), (StatusCode::OK, Some(3)));
+    assert!(found(100).await.is_empty(), "replaced under the newer key");
+    let (_, v) = bob
+        .req(
+            Method::POST,
+            &format!("/v1/spaces/{space}/search"),
+            Some(json!({"queries": [{"key_uri": uri2, "tokens": [tok(7)]}]})),
+        )
+        .await;
+    assert_eq!(v["events"].as_array().unwrap().len(), 3);
+}
