@@ -247,6 +247,10 @@ enum KmsCommand {
         /// Only the in-process figures.
         #[arg(long)]
         in_process_only: bool,
+        /// For comparison only: the engine without its audit log (to show
+        /// what auditing costs; production always audits).
+        #[arg(long)]
+        no_audit: bool,
     },
 }
 
@@ -333,13 +337,14 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Kms {
-            command: KmsCommand::Bench { seconds, clients, keys_per_request, database_url, in_process_only },
+            command: KmsCommand::Bench { seconds, clients, keys_per_request, database_url, in_process_only, no_audit },
         } => kms::bench::run(kms::bench::BenchOptions {
             seconds,
             clients,
             keys_per_request,
             database_url,
             in_process_only,
+            no_audit,
         }),
         Command::Kms { command: KmsCommand::Serve { config } } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");

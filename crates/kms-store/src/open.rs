@@ -35,13 +35,13 @@ impl SqlStore {
     /// Opens the store at `url` (see [`open`]) and brings its schema up to date.
     pub async fn connect(url: &str) -> Result<SqlStore> {
         let (pool, backend) = sqlstore::connect(url, &schema::SCHEMA).await.map_err(StoreError::from_shared)?;
-        Ok(SqlStore { pool, backend })
+        Ok(SqlStore::new(pool, backend))
     }
 
     /// Opens a PostgreSQL store in `schema` (see [`open_postgres_schema`]).
     pub async fn connect_postgres_schema(url: &str, schema: &str) -> Result<SqlStore> {
         let (pool, backend) =
             sqlstore::connect_postgres_schema(url, schema, &schema::SCHEMA).await.map_err(StoreError::from_shared)?;
-        Ok(SqlStore { pool, backend })
+        Ok(SqlStore::new(pool, backend))
     }
 }
