@@ -18,7 +18,6 @@
 //!   Reads spanning several statements run in `REPEATABLE READ READ ONLY`.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -42,26 +41,11 @@ pub(crate) use sqlstore::Backend;
 pub struct SqlStore {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
-    /// SQLite: this process's writers take turns here rather than in
-    /// SQLite's busy handler, which polls with sleeps of up to 100 ms (under
-    /// 16 concurrent writers it made p99 latencies of half a second).
-    pub(crate) write_turn: Arc<tokio::sync::Mutex<()>>,
 }
-
-/// This process's write turn on SQLite (held until dropped: after the commit).
-type Turn<'a> = Option<tokio::sync::MutexGuard<'a, ()>>;
 
 impl SqlStore {
     pub(crate) fn new(pool: AnyPool, backend: Backend) -> SqlStore {
-        SqlStore { pool, backend, write_turn: Arc::default() }
-    }
-
-    /// Begins a write transaction (`BEGIN IMMEDIATE` on SQLite, after taking
-    /// the process's write turn).
-    async fn write_tx(&self) -> Result<(Turn<'_>, sqlx::Transaction<'static, sqlx::Any>)> {
-        let turn = if self.backend == Backend::Sqlite { Some(self.write_turn.lock().await) } else { None };
-        let tx = self.pool.begin_with(self.backend.write_begin()).await?;
-        Ok((turn, tx))
+        SqlStore { pool, backend }
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
@@ -335,7 +319,7 @@ impl Store for SqlStore {
         authorizations: &[AuthorizationRecord],
         keys: &[KeyRecord],
     ) -> Result<()> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         sqlx::query(
             "INSERT INTO kms_resources (id, creator, create_date, expiration_date, ttl) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
@@ -392,7 +376,7 @@ impl Store for SqlStore {
         if keys.is_empty() {
             return Ok(());
         }
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         // Multi-row inserts (each statement is a round trip): 64 rows, 9 columns each.
         for chunk in keys.chunks(64) {
             let mut sql = String::from(concat!("INSERT INTO kms_keys (", key_cols!(), ") VALUES "));
@@ -451,7 +435,7 @@ impl Store for SqlStore {
         // statements: a key committed by a concurrent insert in between looks
         // bindable, so try again (SQLite serializes writers; never loops).
         for _ in 0..3 {
-            let (_turn, mut tx) = self.write_tx().await?;
+            let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
             if let Some(key) = try_bind(&mut tx, id, resource_id, user_id, bind_date, new_expiration).await? {
                 tx.commit().await?;
                 return Ok(BindOutcome::Bound(key));
@@ -509,7 +493,7 @@ impl Store for SqlStore {
         key_ids: &[String],
         key_expiration: Millis,
     ) -> Result<CreateResourceOutcome> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         let inserted = sqlx::query(
             "INSERT INTO kms_resources (id, creator, create_date, expiration_date, ttl) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
@@ -564,7 +548,7 @@ impl Store for SqlStore {
         if authorizations.is_empty() {
             return Ok(Vec::new());
         }
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         let mut out: Vec<Option<AuthorizationRecord>> = vec![None; authorizations.len()];
         for i in lock_order(authorizations) {
             let auth = &authorizations[i];
@@ -615,7 +599,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         let row = sqlx::query(concat!("DELETE FROM kms_authorizations WHERE id = $1 RETURNING ", auth_cols!()))
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -631,7 +615,7 @@ impl Store for SqlStore {
         if sorted.is_empty() {
             return Ok(Vec::new());
         }
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         let mut deleted = Vec::new();
         for auth_id in sorted {
             let row = sqlx::query(concat!(
@@ -654,7 +638,7 @@ impl Store for SqlStore {
     // ---- idempotency log
 
     async fn claim_request(&self, session: &str, request_id: &str, expires: Millis) -> Result<Option<Option<String>>> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         let claimed = sqlx::query(
             "INSERT INTO kms_requests (session, request_id, response, expires) VALUES ($1, $2, NULL, $3) \
              ON CONFLICT (session, request_id) DO NOTHING",
@@ -683,7 +667,7 @@ impl Store for SqlStore {
     }
 
     async fn complete_request(&self, session: &str, request_id: &str, response: &str) -> Result<()> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         sqlx::query("UPDATE kms_requests SET response = $3 WHERE session = $1 AND request_id = $2")
             .bind(session)
             .bind(request_id)
@@ -695,7 +679,7 @@ impl Store for SqlStore {
     }
 
     async fn release_request(&self, session: &str, request_id: &str) -> Result<()> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         sqlx::query("DELETE FROM kms_requests WHERE session = $1 AND request_id = $2 AND response IS NULL")
             .bind(session)
             .bind(request_id)
@@ -708,7 +692,7 @@ impl Store for SqlStore {
     // ---- sessions
 
     async fn revoke_session(&self, session: &str, expires: Millis) -> Result<()> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         // Sequence numbers must become visible in order, or a poller that saw
         // n+1 would skip an n committed later: serialize the writers.
         self.pg_serialize_writers(&mut tx, LOCK_REVOCATIONS).await?;
@@ -743,7 +727,7 @@ impl Store for SqlStore {
     // ---- key hierarchy
 
     async fn insert_kek(&self, kek: &KekRecord) -> Result<()> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         if kek.state == MasterKeyState::Active {
             self.pg_serialize_writers(&mut tx, LOCK_KEKS).await?;
             Self::demote_active(&mut tx, &kek.org, &kek.id, kek.update_date).await?;
@@ -791,7 +775,7 @@ impl Store for SqlStore {
     }
 
     async fn set_kek_state(&self, id: &str, state: MasterKeyState, now: Millis) -> Result<bool> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         if state == MasterKeyState::Active {
             self.pg_serialize_writers(&mut tx, LOCK_KEKS).await?;
             let org = sqlx::query("SELECT org FROM kms_keks WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
@@ -814,7 +798,7 @@ impl Store for SqlStore {
     }
 
     async fn rewrap_kek(&self, id: &str, expected_cmk_id: &str, wrapped: &[u8], cmk_id: &str) -> Result<bool> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         // One conditional UPDATE: on PostgreSQL it re-checks cmk_id against the
         // latest committed row, so two nodes re-wrapping the same KEK do not both win.
         let n = sqlx::query("UPDATE kms_keks SET wrapped = $1, cmk_id = $2 WHERE id = $3 AND cmk_id = $4")
@@ -846,7 +830,7 @@ impl Store for SqlStore {
     }
 
     async fn rewrap_key(&self, id: &str, expected_kek: &str, wrapped: &[u8], kek_id: &str) -> Result<bool> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         let n = sqlx::query("UPDATE kms_keys SET wrapped = $1, kek_id = $2 WHERE id = $3 AND kek_id = $4")
             .bind(wrapped)
             .bind(kek_id)
@@ -860,7 +844,7 @@ impl Store for SqlStore {
     }
 
     async fn destroy_kek(&self, kek_id: &str) -> Result<u64> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         let n =
             sqlx::query("DELETE FROM kms_keys WHERE kek_id = $1").bind(kek_id).execute(&mut *tx).await?.rows_affected();
         sqlx::query("DELETE FROM kms_keks WHERE id = $1").bind(kek_id).execute(&mut *tx).await?;
@@ -886,7 +870,7 @@ impl Store for SqlStore {
     }
 
     async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         // On PostgreSQL the insert waits for a concurrent inserter of the same
         // name to finish; the read that follows sees whichever value won.
         sqlx::query("INSERT INTO kms_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
@@ -900,7 +884,7 @@ impl Store for SqlStore {
     }
 
     async fn swap_meta(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         let n = sqlx::query("UPDATE kms_meta SET value = $1 WHERE name = $2 AND value = $3")
             .bind(value)
             .bind(name)
@@ -913,7 +897,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_meta_before(&self, prefix: &str, before: &str) -> Result<u64> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         // Names compare bytewise on both backends (COLLATE "C" on PostgreSQL).
         let deleted =
             sqlx::query("DELETE FROM kms_meta WHERE name >= $1 AND name < $2 AND substr(name, 1, length($1)) = $1")
@@ -938,7 +922,7 @@ impl Store for SqlStore {
     }
 
     async fn put_document(&self, kind: &str, id: &str, expected: i64, body: &str, now: Millis) -> Result<bool> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         let changed = if expected == 0 {
             sqlx::query(
                 "INSERT INTO kms_documents (kind, id, version, body, update_date) VALUES ($1, $2, 1, $3, $4)
@@ -980,7 +964,7 @@ impl Store for SqlStore {
     // ---- housekeeping
 
     async fn purge_expired(&self, now: Millis) -> Result<u64> {
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
         let mut total = 0;
         for sql in [
             "DELETE FROM kms_keys WHERE resource_id IS NULL AND expiration_date <= $1",
