@@ -18,6 +18,7 @@
 //!   Reads spanning several statements run in `REPEATABLE READ READ ONLY`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -41,11 +42,30 @@ pub(crate) use sqlstore::Backend;
 pub struct SqlStore {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
+    /// Key insertions waiting to be committed together (group commit).
+    key_batch: Arc<KeyBatch>,
+}
+
+/// Group commit of [`Store::insert_keys`] without a task of its own (flat
+/// combining): each call queues its keys, then takes `commit`; whoever holds
+/// it commits everything queued in one transaction and answers each call. A
+/// commit costs a disk flush, whatever it holds, so concurrent requests for
+/// keys no longer pay one flush each.
+#[derive(Debug, Default)]
+struct KeyBatch {
+    pending: std::sync::Mutex<Vec<KeyJob>>,
+    commit: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct KeyJob {
+    keys: Vec<KeyRecord>,
+    reply: tokio::sync::oneshot::Sender<Result<()>>,
 }
 
 impl SqlStore {
     pub(crate) fn new(pool: AnyPool, backend: Backend) -> SqlStore {
-        SqlStore { pool, backend }
+        SqlStore { pool, backend, key_batch: Arc::default() }
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
@@ -71,6 +91,52 @@ macro_rules! kek_cols {
     () => {
         "id, org, wrapped, cmk_id, state, create_date, update_date"
     };
+}
+
+impl SqlStore {
+    /// Inserts `keys` in one transaction, all or none.
+    async fn insert_keys_tx(&self, keys: &[&KeyRecord]) -> Result<()> {
+        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
+        // Multi-row inserts (each statement is a round trip): 64 rows, 9 columns each.
+        for chunk in keys.chunks(64) {
+            let mut sql = String::from(concat!("INSERT INTO kms_keys (", key_cols!(), ") VALUES "));
+            for i in 0..chunk.len() {
+                let b = i * 9;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9
+                ));
+            }
+            // Only placeholders are interpolated: safe.
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for key in chunk {
+                q = q
+                    .bind(&key.id)
+                    .bind(key.wrapped.as_slice())
+                    .bind(&key.kek_id)
+                    .bind(&key.user_id)
+                    .bind(&key.client_id)
+                    .bind(key.create_date)
+                    .bind(key.expiration_date)
+                    .bind(key.resource_id.as_deref())
+                    .bind(key.bind_date);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// Reads a column, reporting a value that does not decode as a corrupt row.
@@ -376,46 +442,43 @@ impl Store for SqlStore {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin_with(self.backend.write_begin()).await?;
-        // Multi-row inserts (each statement is a round trip): 64 rows, 9 columns each.
-        for chunk in keys.chunks(64) {
-            let mut sql = String::from(concat!("INSERT INTO kms_keys (", key_cols!(), ") VALUES "));
-            for i in 0..chunk.len() {
-                let b = i * 9;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9
-                ));
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        let batch = &self.key_batch;
+        batch.pending.lock().unwrap_or_else(|p| p.into_inner()).push(KeyJob { keys: keys.to_vec(), reply });
+        let turn = batch.commit.lock().await;
+        match answer.try_recv() {
+            // Committed (or refused) by the call that held the turn before us.
+            Ok(result) => return result,
+            // That call was dropped mid-commit: the outcome is unknown.
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                return Err(StoreError::Database(sqlx::Error::Protocol(
+                    "the transaction holding these keys was abandoned".into(),
+                )))
             }
-            // Only placeholders are interpolated: safe.
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for key in chunk {
-                q = q
-                    .bind(&key.id)
-                    .bind(key.wrapped.as_slice())
-                    .bind(&key.kek_id)
-                    .bind(&key.user_id)
-                    .bind(&key.client_id)
-                    .bind(key.create_date)
-                    .bind(key.expiration_date)
-                    .bind(key.resource_id.as_deref())
-                    .bind(key.bind_date);
-            }
-            q.execute(&mut *tx).await?;
+            // Still queued: this call commits the queue.
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
         }
-        tx.commit().await?;
-        Ok(())
+        let jobs = std::mem::take(&mut *batch.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let all: Vec<&KeyRecord> = jobs.iter().flat_map(|j| &j.keys).collect();
+        match self.insert_keys_tx(&all).await {
+            Ok(()) => jobs.into_iter().for_each(|j| drop(j.reply.send(Ok(())))),
+            // One call's failure (a taken id) must not fail the others: each alone.
+            Err(_) if jobs.len() > 1 => {
+                for j in jobs {
+                    let r = self.insert_keys_tx(&j.keys.iter().collect::<Vec<_>>()).await;
+                    let _ = j.reply.send(r);
+                }
+            }
+            Err(e) => {
+                if let Some(j) = jobs.into_iter().next() {
+                    let _ = j.reply.send(Err(e));
+                }
+            }
+        }
+        drop(turn);
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Database(sqlx::Error::Protocol("the key batch was dropped unanswered".into())))
+        })
     }
 
     async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>> {

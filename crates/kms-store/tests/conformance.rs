@@ -45,6 +45,7 @@ impl Open for Ctx {
 sqlstore::conformance! {
     crate::HARNESS;
     keys_insert_get_all_or_none,
+    concurrent_key_inserts_commit_together_and_fail_alone,
     bind_key_outcomes,
     bind_key_expiry_boundary,
     list_resource_keys_ranges_order_limit,
@@ -162,6 +163,40 @@ async fn keys_insert_get_all_or_none(ctx: Ctx) {
     // Debug never shows the wrapped key.
     let shown = format!("{k1:?}");
     assert!(!shown.contains("wrapped"), "{shown}");
+}
+
+/// Concurrent insertions are committed together (group commit), yet each
+/// call is still all or none on its own: one call with a taken id fails
+/// alone, and nothing of it is written.
+async fn concurrent_key_inserts_commit_together_and_fail_alone(ctx: Ctx) {
+    let store = ctx.open().await;
+    store.insert_keys(&[key("taken", ALICE, 10_000)]).await.unwrap();
+    let calls: Vec<_> = (0..48)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut keys: Vec<KeyRecord> = (0..5).map(|j| key(&format!("c{i}-{j}"), ALICE, 10_000)).collect();
+                if i == 17 {
+                    keys.push(key("taken", BOB, 1));
+                }
+                store.insert_keys(&keys).await
+            })
+        })
+        .collect();
+    for (i, r) in join_all(calls).await.into_iter().enumerate() {
+        if i == 17 {
+            assert!(matches!(r, Err(StoreError::Database(_))), "{r:?}");
+        } else {
+            r.unwrap();
+        }
+    }
+    for i in 0..48 {
+        for j in 0..5 {
+            let got = store.get_key(&format!("c{i}-{j}")).await.unwrap();
+            assert_eq!(got.is_some(), i != 17, "key c{i}-{j}");
+        }
+    }
+    assert_eq!(store.get_key("taken").await.unwrap().unwrap().user_id, ALICE);
 }
 
 async fn bind_key_outcomes(ctx: Ctx) {
