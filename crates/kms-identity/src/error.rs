@@ -55,4 +55,10 @@ pub enum IdentityError {
     /// control characters, several `@`, too long).
     #[error("access token user claim is not a valid user id")]
     InvalidUserId,
+    /// The user claim falls in a namespace the KMS keeps for other
+    /// principals: `service:…` (services that authenticate with a
+    /// certificate) or a `…://…` URI (peer KMSs, anonymous bearers). A token
+    /// must never become one of them.
+    #[error("access token user claim falls in a namespace reserved for services and KMSs")]
+    ReservedUserId,
 }

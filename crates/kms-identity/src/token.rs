@@ -231,6 +231,9 @@ pub(crate) fn qualify_user(value: &str, org_domain: &str) -> Result<String, Iden
     if value.is_empty() || value.len() > MAX_USER_LEN || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(IdentityError::InvalidUserId);
     }
+    if is_reserved(value) {
+        return Err(IdentityError::ReservedUserId);
+    }
     match value.split_once('@') {
         None => Ok(format!("{value}@{org_domain}")),
         Some((name, domain)) => {
@@ -245,6 +248,14 @@ pub(crate) fn qualify_user(value: &str, org_domain: &str) -> Result<String, Iden
     }
 }
 
+/// Whether a user claim names a principal a token may never be: a
+/// certificate service (`service:<id>`, the engine's id for them) or a URI
+/// (`kms://<peer>`, `kms://…/authorizations/<id>` for anonymous bearers).
+fn is_reserved(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    lower.starts_with("service:") || lower.contains("://")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +268,22 @@ mod tests {
         for bad in ["", "a b", "a@b@example.com", "@example.com", "alice@", "a\u{0}b"] {
             assert_eq!(qualify_user(bad, "example.com"), Err(IdentityError::InvalidUserId), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn reserved_namespaces_are_refused() {
+        for bad in [
+            "service:indexer@example.com",
+            "service:indexer",
+            "SERVICE:Indexer@example.com",
+            "kms://kms.example.com",
+            "kms://kms.example.com/authorizations/1@example.com",
+        ] {
+            assert_eq!(qualify_user(bad, "example.com"), Err(IdentityError::ReservedUserId), "{bad:?}");
+        }
+        // Names that merely contain the words stay valid.
+        assert_eq!(qualify_user("service-desk", "example.com").unwrap(), "service-desk@example.com");
+        assert_eq!(qualify_user("auth0|kms", "example.com").unwrap(), "auth0|kms@example.com");
     }
 
     #[test]

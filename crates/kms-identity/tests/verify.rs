@@ -240,6 +240,10 @@ async fn user_claim_domains_cannot_cross_orgs() {
     assert_rejected(&v, &RS.sign(&idp.claims("eve@example.com.evil.org")), IdentityError::ForeignUserDomain).await;
     assert_rejected(&v, &RS.sign(&idp.claims("eve@other.org@example.com")), IdentityError::InvalidUserId).await;
     assert_rejected(&v, &RS.sign(&idp.claims("eve smith")), IdentityError::InvalidUserId).await;
+    // A token never becomes a certificate service or a KMS: those namespaces are reserved.
+    for reserved in ["service:indexer@example.com", "service:indexer", "kms://kms.example.com"] {
+        assert_rejected(&v, &RS.sign(&idp.claims(reserved)), IdentityError::ReservedUserId).await;
+    }
 
     let mut c = idp.claims("x");
     c.as_object_mut().unwrap().remove("sub");

@@ -509,6 +509,43 @@ pub fn open_request(shared: &OctKey, session_uri: &KmsUri, jwe: &Jwe) -> Result<
     Request::from_json(&plain)
 }
 
+/// A session request that decrypted but is not a request the KMS can read
+/// (unknown method, members of the wrong type…): answered with an ordinary
+/// 400 that carries its requestId when it has a usable one, so that clients
+/// that match answers by requestId (node-kms) see the refusal.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// The requestId member, if it is a string of 1 to 256 printable characters.
+    pub request_id: Option<String>,
+    /// Why it could not be read.
+    pub error: ProtocolError,
+}
+
+/// Decrypts a session request. `Err`: it did not decrypt under the session
+/// (answer with a signed reset). `Ok(Err)`: it decrypted but does not parse.
+pub fn open_session_request(
+    shared: &OctKey,
+    session_uri: &KmsUri,
+    jwe: &Jwe,
+) -> Result<Result<Request, Unreadable>, ProtocolError> {
+    check_kid(jwe, session_uri)?;
+    let plain = jwe.decrypt(DecryptKey::Dir(shared))?;
+    Ok(Request::from_json(&plain).map_err(|error| Unreadable { request_id: loose_request_id(&plain), error }))
+}
+
+/// The `requestId` of a payload that is JSON but not a valid request.
+fn loose_request_id(plain: &[u8]) -> Option<String> {
+    // Only this member is read: the others (a bearer token among them) are
+    // skipped without being copied into memory that is not zeroized.
+    #[derive(serde::Deserialize)]
+    struct OnlyId {
+        #[serde(rename = "requestId")]
+        request_id: Option<String>,
+    }
+    let id = serde_json::from_slice::<OnlyId>(plain).ok()?.request_id?;
+    (!id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)).then_some(id)
+}
+
 /// Encrypts a response under the session's shared key.
 pub fn seal_response(shared: &OctKey, session_uri: &KmsUri, resp: &Response) -> Result<String, ProtocolError> {
     Ok(seal(shared, session_uri, &resp.to_json())?)

@@ -24,12 +24,13 @@ pub mod status;
 pub mod uri;
 
 pub use channel::{
-    begin_handshake, classify, open_request, seal_response, Incoming, KmsInfo, PendingHandshake, ServerKey, Session,
-    SigningContext,
+    begin_handshake, classify, open_request, open_session_request, seal_response, Incoming, KmsInfo, PendingHandshake,
+    ServerKey, Session, SigningContext, Unreadable,
 };
 pub use error::ProtocolError;
 pub use message::{
-    AccessObject, AuthId, ClientInfo, Credential, KeyObject, Method, Operation, Realm, Request, Response,
+    AccessExplanation, AccessObject, AuthId, ClientInfo, Credential, KeyObject, Method, OpClass, Operation, Realm,
+    Request, Response,
 };
 pub use status::Status;
 pub use uri::{Kind, KmsUri, Target, UriError};

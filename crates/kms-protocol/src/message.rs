@@ -344,6 +344,29 @@ pub struct AccessObject {
     /// The keys concerned.
     #[serde(rename = "keyUris", default)]
     pub key_uris: Vec<String>,
+    /// How the KMS granted the release (`member`, `resource <uri>`,
+    /// `org_agent`, `anonymous`, `compliance`, `peer`, `creator`); absent on
+    /// entries written before it was recorded, and on denials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+/// `retrieve /resources/<id>/explain?authId=`: the authorization rule applied to one authId.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessExplanation {
+    /// Whose access (canonical authId).
+    #[serde(rename = "authId")]
+    pub auth_id: String,
+    /// Whether it may read the resource's keys now.
+    pub authorized: bool,
+    /// How: `member` (its own authorization), `resource <uri>` (authorized
+    /// there, and that resource is authorized here), `org_agent` (an org-wide
+    /// service in scope); absent when not authorized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Why not, in words (when not authorized), or what still limits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A CMK or KEK, as the administrative API lists it.
@@ -394,6 +417,9 @@ pub struct Response {
     /// Key-access transparency: who received a resource's keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accesses: Option<Vec<AccessObject>>,
+    /// `…/explain`: one authId's access, explained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessExplanation>,
     /// `/publicKey`: the key (PEM) a customer wraps its CMK to.
     #[serde(rename = "publicKey", default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
@@ -435,6 +461,7 @@ impl Response {
             authorization: None,
             authorizations: None,
             accesses: None,
+            access: None,
             public_key: None,
             master_keys: None,
             timestamp: None,
@@ -610,6 +637,15 @@ pub enum Operation {
         /// Only this authId.
         auth_id: Option<AuthId>,
     },
+    /// `retrieve /resources/<id>/explain?authId=` (a Custos extension):
+    /// whether `auth_id` may read the resource's keys, and through what
+    /// (the KMS's one authorization rule, applied and explained).
+    ExplainAccess {
+        /// The resource.
+        resource: KmsUri,
+        /// Whose access.
+        auth_id: AuthId,
+    },
     /// `delete /authorizations/<id>`.
     DeleteAuthorization {
         /// The authorization.
@@ -694,6 +730,107 @@ pub enum Operation {
     },
 }
 
+/// What an operation is, for the KMS's authorization rule: every operation
+/// belongs to exactly one class, and the rule decides per class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpClass {
+    /// Ping, deleting one's own ephemeral key: the session itself.
+    Session,
+    /// `create /ecdhe` sent inside a session (refused: it belongs in a handshake).
+    Handshake,
+    /// Create unbound keys.
+    CreateKeys,
+    /// Create a resource (the creator is authorized on it).
+    CreateResource,
+    /// Bind an unbound key to a resource.
+    BindKey,
+    /// Read one key (unbound: its creator; bound: those authorized on its resource).
+    ReadKey,
+    /// Read a resource's bound keys.
+    ReadResourceKeys,
+    /// Read a resource or its authorizations (no key material).
+    ReadResource,
+    /// Key-access transparency and access explanations (audit-derived, no key material).
+    Transparency,
+    /// Create or delete authorizations on a resource.
+    ChangeAuthorizations,
+    /// The org policy, CMKs, KEKs and BYOK: org admins only.
+    Admin,
+    /// Open a compliance case (officers).
+    OpenCase,
+    /// List or read compliance cases (officers, approvers, admins).
+    ReadCases,
+    /// Approve, deny or close a case.
+    DecideCase,
+}
+
+impl Operation {
+    /// The operation's class (see [`OpClass`]).
+    pub fn class(&self) -> OpClass {
+        match self {
+            Operation::Ping | Operation::DeleteEphemeralKey { .. } => OpClass::Session,
+            Operation::CreateEphemeralKey { .. } => OpClass::Handshake,
+            Operation::CreateKeys { .. } => OpClass::CreateKeys,
+            Operation::CreateResource { .. } => OpClass::CreateResource,
+            Operation::BindKey { .. } => OpClass::BindKey,
+            Operation::RetrieveKey { .. } => OpClass::ReadKey,
+            Operation::RetrieveResourceKeys { .. } => OpClass::ReadResourceKeys,
+            Operation::RetrieveResource { .. } | Operation::RetrieveAuthorizations { .. } => OpClass::ReadResource,
+            Operation::RetrieveResourceAccesses { .. } | Operation::ExplainAccess { .. } => OpClass::Transparency,
+            Operation::CreateAuthorizations { .. }
+            | Operation::DeleteAuthorization { .. }
+            | Operation::DeleteAuthorizationByAuthId { .. }
+            | Operation::DeleteAuthorizations { .. } => OpClass::ChangeAuthorizations,
+            Operation::RetrievePublicKey
+            | Operation::CreateCmk { .. }
+            | Operation::ListMasterKeys { .. }
+            | Operation::CreateKek { .. }
+            | Operation::UpdateMasterKey { .. }
+            | Operation::RetrievePolicy
+            | Operation::UpdatePolicy { .. } => OpClass::Admin,
+            Operation::CreateCase { .. } => OpClass::OpenCase,
+            Operation::ListCases | Operation::RetrieveCase { .. } => OpClass::ReadCases,
+            Operation::UpdateCase { .. } => OpClass::DecideCase,
+        }
+    }
+
+    /// Whether the operation changes state (and so runs at most once per
+    /// session and requestId; reads are re-evaluated on a repeat).
+    pub fn mutates(&self) -> bool {
+        !matches!(
+            self,
+            Operation::RetrieveResource { .. }
+                | Operation::RetrieveKey { .. }
+                | Operation::RetrieveResourceKeys { .. }
+                | Operation::RetrieveResourceAccesses { .. }
+                | Operation::ExplainAccess { .. }
+                | Operation::RetrieveAuthorizations { .. }
+                | Operation::Ping
+                | Operation::RetrievePublicKey
+                | Operation::ListMasterKeys { .. }
+                | Operation::RetrievePolicy
+                | Operation::ListCases
+                | Operation::RetrieveCase { .. }
+        )
+    }
+
+    /// The resource the operation acts on, when it names one.
+    pub fn resource(&self) -> Option<&KmsUri> {
+        match self {
+            Operation::BindKey { resource, .. }
+            | Operation::RetrieveResourceKeys { resource, .. }
+            | Operation::RetrieveResourceAccesses { resource, .. }
+            | Operation::ExplainAccess { resource, .. }
+            | Operation::CreateAuthorizations { resource, .. }
+            | Operation::RetrieveAuthorizations { resource, .. }
+            | Operation::DeleteAuthorizationByAuthId { resource, .. }
+            | Operation::DeleteAuthorizations { resource, .. } => Some(resource),
+            Operation::RetrieveResource { uri } => Some(uri),
+            _ => None,
+        }
+    }
+}
+
 /// Where this KMS stands, for resolving and checking URIs and user ids.
 #[derive(Debug, Clone, Copy)]
 pub struct Realm<'a> {
@@ -740,6 +877,7 @@ impl Request {
                 | Target::ResourceKeys(_)
                 | Target::ResourceAuthorizations(..)
                 | Target::ResourceAccesses(_)
+                | Target::ResourceExplain(..)
         );
         if !federable && uri.domain() != crate::uri::canonical_domain(realm.kms_domain).unwrap_or_default() {
             return Err(ProtocolError::ForeignDomain(uri.domain().to_string()));
@@ -871,6 +1009,14 @@ impl Request {
                 resource: uri.parent_resource().expect("sub-collection has a parent"),
                 auth_id: q.as_deref().map(|a| AuthId::parse(a, realm.kms_domain, realm.org_domain)).transpose()?,
             },
+            (Method::Retrieve, Target::ResourceExplain(_, q)) => Operation::ExplainAccess {
+                resource: uri.parent_resource().expect("sub-collection has a parent"),
+                auth_id: AuthId::parse(
+                    q.as_deref().ok_or(ProtocolError::MissingField("authId"))?,
+                    realm.kms_domain,
+                    realm.org_domain,
+                )?,
+            },
             (Method::Delete, Target::Object(Kind::Authorizations, _)) => Operation::DeleteAuthorization { uri },
             (Method::Delete, Target::ResourceAuthorizations(_, Some(a))) => Operation::DeleteAuthorizationByAuthId {
                 resource: uri.parent_resource().expect("sub-collection has a parent"),
@@ -988,6 +1134,7 @@ fn target_name(t: &Target) -> &'static str {
         Target::ResourceKeys(_) => "a resource's keys",
         Target::ResourceAccesses(_) => "a resource's key accesses",
         Target::ResourceAuthorizations(..) => "a resource's authorizations",
+        Target::ResourceExplain(..) => "a resource's access explanation",
         Target::Ping => "/ping",
         Target::PublicKey => "/publicKey",
         Target::Policy => "/policy",

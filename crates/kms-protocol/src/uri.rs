@@ -84,6 +84,10 @@ pub enum Target {
     /// A resource's authorizations, optionally narrowed to one authId:
     /// `/resources/<id>/authorizations[?authId=<value>]`.
     ResourceAuthorizations(String, Option<String>),
+    /// Whether, and how, one authId may read a resource (the KMS's
+    /// authorization rule applied and explained, a Custos extension):
+    /// `/resources/<id>/explain?authId=<value>`.
+    ResourceExplain(String, Option<String>),
     /// `/ping`.
     Ping,
     /// `/publicKey` (bring your own key).
@@ -181,6 +185,19 @@ fn id(s: &str) -> Result<String, UriError> {
     }
 }
 
+/// The value of an `authId=<percent-encoded>` query, the only query the KMS knows.
+fn auth_id_query(q: &str) -> Result<String, UriError> {
+    let v = q.strip_prefix("authId=").ok_or(UriError::Query)?;
+    if v.contains('&') || v.contains('=') {
+        return Err(UriError::Query);
+    }
+    let v = percent_decode_str(v).decode_utf8().map_err(|_| UriError::Query)?;
+    if v.is_empty() || v.len() > MAX_URI_LEN {
+        return Err(UriError::Query);
+    }
+    Ok(v.into_owned())
+}
+
 impl KmsUri {
     /// Builds a URI from parts. The domain is canonicalized; ids are checked.
     pub fn new(domain: &str, target: Target) -> Result<Self, UriError> {
@@ -190,6 +207,7 @@ impl KmsUri {
             | Target::ResourceKeys(i)
             | Target::ResourceAccesses(i)
             | Target::ResourceAuthorizations(i, _)
+            | Target::ResourceExplain(i, _)
                 if !valid_id(i) =>
             {
                 return Err(UriError::Id);
@@ -243,21 +261,15 @@ impl KmsUri {
             ["resources", i, "keys"] => Target::ResourceKeys(id(i)?),
             ["resources", i, "accesses"] => Target::ResourceAccesses(id(i)?),
             ["resources", i, "authorizations"] => Target::ResourceAuthorizations(id(i)?, None),
+            ["resources", i, "explain"] => Target::ResourceExplain(id(i)?, None),
             _ => return Err(UriError::Path),
         };
         let target = match (target, query) {
             (t, None) => t,
             (Target::ResourceAuthorizations(i, None), Some(q)) => {
-                let v = q.strip_prefix("authId=").ok_or(UriError::Query)?;
-                if v.contains('&') || v.contains('=') {
-                    return Err(UriError::Query);
-                }
-                let v = percent_decode_str(v).decode_utf8().map_err(|_| UriError::Query)?;
-                if v.is_empty() || v.len() > MAX_URI_LEN {
-                    return Err(UriError::Query);
-                }
-                Target::ResourceAuthorizations(i, Some(v.into_owned()))
+                Target::ResourceAuthorizations(i, Some(auth_id_query(q)?))
             }
+            (Target::ResourceExplain(i, None), Some(q)) => Target::ResourceExplain(i, Some(auth_id_query(q)?)),
             _ => return Err(UriError::Query),
         };
         Ok(Self { domain, target })
@@ -279,7 +291,8 @@ impl KmsUri {
             Target::Object(_, i)
             | Target::ResourceKeys(i)
             | Target::ResourceAccesses(i)
-            | Target::ResourceAuthorizations(i, _) => Some(i),
+            | Target::ResourceAuthorizations(i, _)
+            | Target::ResourceExplain(i, _) => Some(i),
             _ => None,
         }
     }
@@ -300,7 +313,10 @@ impl KmsUri {
     /// The URI of the resource whose sub-collection this is.
     pub fn parent_resource(&self) -> Option<KmsUri> {
         match &self.target {
-            Target::ResourceKeys(i) | Target::ResourceAccesses(i) | Target::ResourceAuthorizations(i, _) => {
+            Target::ResourceKeys(i)
+            | Target::ResourceAccesses(i)
+            | Target::ResourceAuthorizations(i, _)
+            | Target::ResourceExplain(i, _) => {
                 Some(KmsUri { domain: self.domain.clone(), target: Target::Object(Kind::Resources, i.clone()) })
             }
             _ => None,
@@ -325,6 +341,10 @@ impl fmt::Display for KmsUri {
             Target::ResourceAuthorizations(i, None) => write!(f, "/resources/{i}/authorizations"),
             Target::ResourceAuthorizations(i, Some(a)) => {
                 write!(f, "/resources/{i}/authorizations?authId={}", utf8_percent_encode(a, QUERY_VALUE))
+            }
+            Target::ResourceExplain(i, None) => write!(f, "/resources/{i}/explain"),
+            Target::ResourceExplain(i, Some(a)) => {
+                write!(f, "/resources/{i}/explain?authId={}", utf8_percent_encode(a, QUERY_VALUE))
             }
             Target::Ping => f.write_str("/ping"),
             Target::PublicKey => f.write_str("/publicKey"),
@@ -380,6 +400,11 @@ mod tests {
         assert_eq!(u("/cases/c1").unwrap(), Target::Object(Kind::Cases, "c1".into()));
         assert_eq!(u("/resources/r1/keys").unwrap(), Target::ResourceKeys("r1".into()));
         assert_eq!(u("/resources/r1/accesses").unwrap(), Target::ResourceAccesses("r1".into()));
+        assert_eq!(
+            u("/resources/r1/explain?authId=carol%40a.test").unwrap(),
+            Target::ResourceExplain("r1".into(), Some("carol@a.test".into()))
+        );
+        assert!(u("/resources/r1/explain?who=carol").is_err());
         assert_eq!(
             u("/resources/r1/authorizations?authId=alice%40acme.com").unwrap(),
             Target::ResourceAuthorizations("r1".into(), Some("alice@acme.com".into()))

@@ -15,8 +15,23 @@ const KEYS_PER_ENTRY: usize = 64;
 /// operations that change and reveal nothing (ping, listing authorizations,
 /// reading a resource without keys, handshakes); several when more keys were
 /// released or created than one entry holds.
-pub fn entries_for(p: &Principal, principal_id: &str, admin: bool, op: &Operation, resp: &Response) -> Vec<NewEntry> {
-    let Some(entry) = entry_for(p, principal_id, admin, op, resp) else { return Vec::new() };
+///
+/// `via` says how the authorization rule granted the request (`member`,
+/// `resource <uri>`, …); it is recorded with every key release, so that
+/// key-access transparency can tell a member reading for herself from
+/// anyone else.
+pub fn entries_for(
+    p: &Principal,
+    principal_id: &str,
+    admin: bool,
+    op: &Operation,
+    resp: &Response,
+    via: Option<&str>,
+) -> Vec<NewEntry> {
+    let Some(mut entry) = entry_for(p, principal_id, admin, op, resp) else { return Vec::new() };
+    if let (Some(v), true) = (via, matches!(entry.action, audit::Action::KeyRelease)) {
+        entry = entry.detail("via", v.to_string());
+    }
     if entry.keys.len() <= KEYS_PER_ENTRY {
         return vec![entry];
     }

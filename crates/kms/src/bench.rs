@@ -348,14 +348,14 @@ async fn engine(opts: &BenchOptions, issuer_url: &str, dir: &std::path::Path) ->
     let audit_url =
         if url.starts_with("sqlite:") { format!("sqlite://{}", dir.join("audit.db").display()) } else { url.clone() };
     let engine = Engine::open(
-            EngineConfig::new(DOMAIN, ORG),
-            store,
-            key,
-            cmk,
-            Arc::new(IdentityAuth(verifier)),
-            RateLimiter::unlimited(),
-        )
-        .await?;
+        EngineConfig::new(DOMAIN, ORG),
+        store,
+        key,
+        cmk,
+        Arc::new(IdentityAuth(verifier)),
+        RateLimiter::unlimited(),
+    )
+    .await?;
     if opts.no_audit {
         return Ok(Arc::new(engine));
     }

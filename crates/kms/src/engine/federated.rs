@@ -23,6 +23,7 @@ use kms_protocol::message::{AuthorizationObject, KeyObject, Operation, RequestBo
 use kms_protocol::{Kind, KmsUri, Response, Status};
 use kms_store::{AuthorizationRecord, KeyRecord, ResourceRecord};
 
+use super::authz::Refusal;
 use super::{err, forbidden, not_found, Answer, Engine};
 use crate::auth::Principal;
 use crate::crypto::SecretKey;
@@ -63,6 +64,7 @@ impl Engine {
         now: i64,
         rid: &str,
     ) -> Answer {
+        // The rule (`check_foreign`) let only reads by our users and officers, to listed peers, through.
         let (uri, body) = match op {
             Operation::RetrieveKey { uri } | Operation::RetrieveResource { uri } => {
                 (uri.to_string(), RequestBody::default())
@@ -79,29 +81,18 @@ impl Engine {
             Operation::RetrieveAuthorizations { resource, .. } => {
                 (format!("{resource}/authorizations"), RequestBody::default())
             }
-            _ => {
-                return Ok(err(
-                    Status::FORBIDDEN,
-                    rid,
-                    &format!(
-                        "{domain} is another organization's KMS: its resources are managed by its own members; \
-                         this KMS only reads from it (federation)"
-                    ),
-                ))
-            }
+            _ => return Ok(Refusal::ForeignWrite(domain.to_string()).response(rid)),
         };
         // Whose authorizations apply: a user (or a service with a token), or a compliance subject.
         let subject = match p {
             Principal::User { user_id, .. } => user_id.clone(),
             Principal::Compliance { subject, .. } => subject.clone(),
-            _ => return Ok(err(Status::FORBIDDEN, rid, "only this org's users reach other organizations' KMSs")),
+            _ => return Ok(Refusal::ForeignNotUser.response(rid)),
         };
         let Some(peer) = policy.policy.peer(domain) else {
-            return Ok(err(Status::FORBIDDEN, rid, &format!("this org does not federate with {domain}")));
+            return Ok(Refusal::NotFederated(domain.to_string()).response(rid));
         };
-        let Some(fed) = &self.federation else {
-            return Ok(err(Status::UNAVAILABLE, rid, "this KMS is not set up to ask other KMSs (no certificate)"));
-        };
+        let Some(fed) = &self.federation else { return Ok(Refusal::FederationNotSetUp.response(rid)) };
         let compliance = matches!(p, Principal::Compliance { .. });
         let mut answer = Response::new(Status::INTERNAL_ERROR, rid);
         // A cached answer serves grants for up to a second; a refusal is
@@ -169,29 +160,8 @@ impl Engine {
             .filter(|a| a.resource_uri == resource)
             .filter(|a| a.auth_id.as_deref().is_some_and(|id| self.speaks_for_own(id)))
             .collect();
-        let mut allowed = false;
-        for a in &ours {
-            let id = a.auth_id.as_deref().unwrap_or_default();
-            if id == subject {
-                allowed = true;
-                break;
-            }
-            // One of our resources as authId: everyone authorized there here.
-            if let Some(own) = KmsUri::parse_absolute(id).ok().filter(|u| u.is_object(Kind::Resources)) {
-                if let Some(own_id) = self.own_id(&own) {
-                    if self.authorized(p, own_id, now).await? {
-                        allowed = true;
-                        break;
-                    }
-                }
-            }
-        }
-        if !allowed {
-            return Ok(err(
-                Status::FORBIDDEN,
-                rid,
-                &format!("not authorized: the KMS {domain} lists no authorization for you on this resource"),
-            ));
+        if !self.federated_access(p, subject, &ours, now).await? {
+            return Ok(Refusal::NotListedByPeer(domain.to_string()).response(rid));
         }
         let res_str = resource.to_string();
         let keys: Vec<&KeyObject> = match op {
@@ -204,9 +174,9 @@ impl Engine {
             if k.resource_uri.as_ref() != Some(&resource) || k.uri.domain() != domain || !k.uri.is_object(Kind::Keys) {
                 return bad("a key of another resource");
             }
-            if let Some(reason) = self.release_refusal(policy, p, &res_str, k.bind_date.map(|d| to_ms(&d))).await? {
+            if let Some(refusal) = self.release_check(policy, p, &res_str, k.bind_date.map(|d| to_ms(&d))).await? {
                 if matches!(op, Operation::RetrieveKey { .. }) {
-                    return Ok(err(Status::FORBIDDEN, rid, reason));
+                    return Ok(refusal.response(rid));
                 }
                 continue;
             }
@@ -354,7 +324,7 @@ impl Engine {
         let res_uri = KmsUri::object(domain, Kind::Resources, res).map_err(|_| EngineError::Internal("cached id"))?;
         let mut keys = Vec::new();
         for r in &recs {
-            if self.release_refusal(policy, p, &res_uri.to_string(), r.bind_date).await?.is_some() {
+            if self.release_check(policy, p, &res_uri.to_string(), r.bind_date).await?.is_some() {
                 continue;
             }
             let Some((_, kid)) = crate::federation::origin_of(&r.id) else { continue };
@@ -385,65 +355,34 @@ impl Engine {
         Ok(Some(resp))
     }
 
-    /// Answers a peer KMS: a read of one of our resources on which a user of
-    /// its org is authorized, with its org's authorizations there.
+    /// Answers a peer KMS (the rule, `check_peer`, found `theirs`: its org's
+    /// authorizations on the resource, and loaded the key asked for).
     pub(super) async fn serve_peer(
         &self,
         policy: &Loaded,
-        p: &Principal,
         op: &Operation,
-        now: i64,
+        key: Option<KeyRecord>,
+        theirs: &[AuthorizationRecord],
         rid: &str,
     ) -> Answer {
-        let Principal::Peer { kms_domain, org_domain, .. } = p else { return Ok(forbidden(rid)) };
-        let mut key = None;
         let res_id = match op {
-            Operation::RetrieveKey { uri } => {
-                let Some(kid) = self.own_id(uri) else { return Ok(not_found(rid)) };
-                let Some(rec) = self.store.get_key(kid).await? else { return Ok(not_found(rid)) };
-                // Unbound keys belong to their creator alone.
-                let Some(res) = rec.resource_id.clone() else { return Ok(forbidden(rid)) };
-                key = Some(rec);
-                res
-            }
+            Operation::RetrieveKey { .. } => match key.as_ref().and_then(|k| k.resource_id.clone()) {
+                Some(r) => r,
+                None => return Err(EngineError::Internal("peer key not loaded")),
+            },
             Operation::RetrieveResource { uri: r }
             | Operation::RetrieveResourceKeys { resource: r, .. }
             | Operation::RetrieveAuthorizations { resource: r, .. } => match self.own_id(r) {
                 Some(id) => id.to_string(),
                 None => return Ok(not_found(rid)),
             },
-            _ => {
-                return Ok(err(
-                    Status::FORBIDDEN,
-                    rid,
-                    "a federated KMS may only read keys, resources and authorizations",
-                ))
-            }
+            _ => return Ok(Refusal::PeerReadsOnly.response(rid)),
         };
-        match self.resource_expiry(&res_id).await? {
-            None => return Ok(not_found(rid)),
-            Some(Some(e)) if e <= now => return Ok(not_found(rid)),
-            _ => {}
-        }
-        let speaks_for = |id: &str| match id.rsplit_once('@') {
-            Some((_, d)) if !id.starts_with("kms://") => d.eq_ignore_ascii_case(org_domain),
-            _ => KmsUri::parse_absolute(id).is_ok_and(|u| u.domain() == kms_domain.as_str()),
-        };
-        let theirs: Vec<AuthorizationRecord> = self
-            .store
-            .list_authorizations(&res_id, None)
-            .await?
-            .into_iter()
-            .filter(|a| a.auth_id.as_deref().is_some_and(speaks_for))
-            .collect();
-        if theirs.is_empty() {
-            return Ok(err(Status::FORBIDDEN, rid, "no user of your org is authorized on this resource"));
-        }
         let res_uri = self.uri(Kind::Resources, &res_id);
         let mut resp = Response::new(Status::OK, rid);
         match op {
             Operation::RetrieveKey { .. } => {
-                let rec = key.expect("set above");
+                let rec = key.expect("checked above");
                 resp.key = Some(self.key_object(&rec, true).await?);
             }
             Operation::RetrieveResourceKeys { bound_after, bound_before, count, .. } => {
