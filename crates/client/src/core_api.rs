@@ -39,6 +39,9 @@ pub struct CoreMember {
     pub user_id: String,
     /// `member` or `moderator`.
     pub role: String,
+    /// When they were added (ms since the epoch; the core's word).
+    #[serde(default)]
+    pub added_at: Option<i64>,
 }
 
 /// An event as the core stores it.

@@ -68,6 +68,11 @@ pub enum Error {
     /// truncated or reordered.
     #[error("content failed verification: {0}")]
     Tampered(String),
+    /// A removal could not be made complete: the removed person (or
+    /// something set up while they were a member) still has a way to the
+    /// space's keys. The key was not rotated: a new key would reach them too.
+    #[error("the removal is not complete: {0}; the space's key was not rotated")]
+    RemovalIncomplete(String),
     /// The caller asked for something impossible (bad id, oversize text).
     #[error("{0}")]
     Invalid(String),

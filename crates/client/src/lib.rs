@@ -38,6 +38,7 @@ mod files;
 pub mod kms;
 mod live;
 mod previews;
+mod removal;
 mod search;
 mod session;
 pub mod tokens;

@@ -295,7 +295,7 @@ impl Session {
         Ok(out)
     }
 
-    async fn resource_of(&self, space: &str) -> Result<KmsUri> {
+    pub(crate) async fn resource_of(&self, space: &str) -> Result<KmsUri> {
         if let Some(st) = self.spaces.lock().expect("not poisoned").get(space) {
             return Ok(st.resource.clone());
         }
@@ -356,7 +356,7 @@ impl Session {
     }
 
     /// Refuses what only the space's own org may do (its KMS holds the resource).
-    fn own_space(&self, resource: &KmsUri) -> Result<()> {
+    pub(crate) fn own_space(&self, resource: &KmsUri) -> Result<()> {
         if self.kms.is_own(resource) {
             Ok(())
         } else {
@@ -369,30 +369,22 @@ impl Session {
         let resource = self.resource_of(space).await?;
         self.own_space(&resource)?;
         self.kms.authorize(&resource, &[user.to_string()]).await?;
-        self.core.add_member(space, user, role).await
-    }
-
-    /// Removes `user`: de-authorizes them at the KMS, removes them on the
-    /// core, and binds a fresh key so nothing sent afterwards is readable
-    /// with keys they held.
-    pub async fn remove_member(&self, space: &str, user: &str) -> Result<()> {
-        let resource = self.resource_of(space).await?;
-        self.own_space(&resource)?;
-        match self.kms.deauthorize(&resource, user).await {
-            Ok(()) => {}
-            // Not (or no longer) authorized: fine if we still are (a retry of
-            // a removal that failed half-way must still rotate the key).
-            Err(Error::NotAuthorized { .. }) => {
-                self.kms.call(kms_protocol::Method::Retrieve, &resource.to_string(), Default::default()).await?;
+        match self.core.add_member(space, user, role).await {
+            Ok(()) => Ok(()),
+            // The core refused (not a moderator, say): leave no authorization
+            // the member list does not show (unless they were a member already).
+            Err(e) => {
+                let listed = match self.core.space(space).await {
+                    Ok((_, _, members)) => members.iter().any(|m| m.user_id == user),
+                    Err(_) => true, // unknown: never take access on a guess
+                };
+                if !listed {
+                    if let Err(undo) = self.kms.deauthorize(&resource, user).await {
+                        tracing::warn!(error = %undo, "undoing a KMS authorization the core refused failed");
+                    }
+                }
+                Err(e)
             }
-            Err(e) => return Err(e),
-        }
-        let core = self.core.remove_member(space, user).await;
-        // Rotate whatever the core said: the KMS has already cut them off.
-        self.rotate(space).await?;
-        match core {
-            Err(Error::Core { status: 404, .. }) | Ok(()) => Ok(()),
-            Err(e) => Err(e),
         }
     }
 
@@ -539,27 +531,6 @@ impl Session {
             out.push(self.decrypt(e).await);
         }
         Ok(out)
-    }
-
-    /// Key-access transparency: who other than members reading for
-    /// themselves (services, compliance officers, other KMSes, anonymous
-    /// bearers, admins) received this space's keys, from the KMS's audit log.
-    pub async fn key_accesses(&self, space: &str) -> Result<Vec<kms_protocol::AccessObject>> {
-        let resource = self.resource_of(space).await?;
-        let mut out = Vec::new();
-        let mut after = 0u64;
-        loop {
-            let body =
-                kms_protocol::message::RequestBody { after: Some(after), count: Some(500), ..Default::default() };
-            let resp = self.kms.call(kms_protocol::Method::Retrieve, &format!("{resource}/accesses"), body).await?;
-            let page = resp.accesses.unwrap_or_default();
-            let done = page.len() < 500;
-            after = page.last().map_or(after, |a| a.seq);
-            out.extend(page);
-            if done || out.len() >= 100_000 {
-                return Ok(out);
-            }
-        }
     }
 
     /// Moves your read marker.

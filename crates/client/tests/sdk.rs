@@ -26,7 +26,7 @@ impl World {
     async fn start() -> World {
         let tmp = tempfile::tempdir().unwrap();
         let idp_cfg = idp::Config::from_toml(&format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\naudiences = [{CORE_AUD:?}, {KMS_AUD:?}]\n[[users]]\nid = \"alice@acme.test\"\npassword = \"alice-pw\"\n[[users]]\nid = \"bob@acme.test\"\npassword = \"bob-pw\"\n[[users]]\nid = \"mallory@acme.test\"\npassword = \"mallory-pw\"\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\naudiences = [{CORE_AUD:?}, {KMS_AUD:?}]\n[[users]]\nid = \"alice@acme.test\"\npassword = \"alice-pw\"\n[[users]]\nid = \"bob@acme.test\"\npassword = \"bob-pw\"\n[[users]]\nid = \"mallory@acme.test\"\npassword = \"mallory-pw\"\n[[users]]\nid = \"carol@acme.test\"\npassword = \"carol-pw\"\n[[users]]\nid = \"carol2@acme.test\"\npassword = \"carol2-pw\"\n",
             tmp.path().join("idp").display().to_string()
         ))
         .unwrap();
@@ -382,4 +382,98 @@ async fn members_see_who_else_received_their_spaces_keys() {
         .await
         .unwrap_err();
     assert!(e.is_not_authorized(), "{e:?}");
+}
+
+/// KMS requests as a session's own user (what node-kms or a modified client could send).
+async fn kms_create_authorizations(s: &Session, resource: &str, body: serde_json::Value) -> kms_protocol::Response {
+    let mut b: RequestBody = serde_json::from_value(body).unwrap();
+    b.resource_uri = Some(resource.to_string());
+    s.kms().call(Method::Create, "/authorizations", b).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_keeps_no_way_back_in() {
+    let w = World::start().await;
+    let alice = w.session("alice@acme.test", w.config()).await;
+    let bob = w.session("bob@acme.test", w.config()).await;
+    let carol = w.session("carol@acme.test", w.config()).await;
+    let carol2 = w.session("carol2@acme.test", w.config()).await;
+    let space = alice.create_space("Board", &["carol@acme.test".into()]).await.unwrap();
+    let res = space.resource.to_string();
+    // While a member, carol sets up every way back in she can at the KMS:
+    // her own resource (with her second account in it), a second account
+    // directly, an account of another org, an anonymous link; and, through
+    // the SDK, a colleague everyone sees (bob).
+    let own = carol
+        .kms()
+        .call(
+            Method::Create,
+            "/resources",
+            serde_json::from_value(serde_json::json!({"authIds": ["carol2@acme.test"]})).unwrap(),
+        )
+        .await
+        .unwrap()
+        .resource
+        .unwrap()
+        .uri
+        .to_string();
+    kms_create_authorizations(&carol, &res, serde_json::json!({"authIds": [own]})).await;
+    kms_create_authorizations(&carol, &res, serde_json::json!({"authIds": ["carol2@acme.test", "dave@globex.test"]}))
+        .await;
+    let link = kms_create_authorizations(&carol, &res, serde_json::json!({"anonymous": 1})).await;
+    assert!(link.authorizations.unwrap()[0].bearer.is_some());
+    // The colleague: carol authorizes bob at the KMS; a moderator adds him to the member list.
+    kms_create_authorizations(&carol, &res, serde_json::json!({"authIds": ["bob@acme.test"]})).await;
+    alice.add_member(&space.id, "bob@acme.test", "member").await.unwrap();
+    let before = alice.explain_access(&space.id, "carol2@acme.test").await.unwrap();
+    assert!(before.authorized, "carol2 is in, directly");
+
+    // Removed in another case than she was added: the real id goes all the same.
+    alice.remove_member(&space.id, "Carol@acme.test").await.unwrap();
+    let m = alice.send(&space.id, "after carol").await.unwrap();
+    let k = m.key_uri.unwrap();
+    for (who, s) in [("carol", &carol), ("carol2", &carol2)] {
+        let e = s.kms().key(&k).await.unwrap_err();
+        assert!(e.is_not_authorized(), "{who}: {e:?}");
+    }
+    // What is left at the KMS is exactly the member list: alice and bob.
+    let left = alice
+        .kms()
+        .call(Method::Retrieve, &format!("{res}/authorizations"), RequestBody::default())
+        .await
+        .unwrap()
+        .authorizations
+        .unwrap();
+    let mut ids: Vec<Option<String>> = left.into_iter().map(|a| a.auth_id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![Some("alice@acme.test".to_string()), Some("bob@acme.test".to_string())]);
+    assert!(bob.kms().key(&k).await.is_ok(), "the colleague stays");
+    for who in ["carol@acme.test", "carol2@acme.test", "dave@globex.test"] {
+        assert!(!alice.explain_access(&space.id, who).await.unwrap().authorized, "{who}");
+    }
+
+    // Someone who may not change the space's authorizations gets an error, and nothing rotates.
+    let mallory = w.session("mallory@acme.test", w.config()).await;
+    let e = mallory.remove_member(&space.id, "bob@acme.test").await.unwrap_err();
+    assert!(e.is_not_authorized() || matches!(e, Error::Core { .. }), "{e:?}");
+    assert!(bob.kms().key(&k).await.is_ok());
+    assert_eq!(alice.send(&space.id, "same key").await.unwrap().key_uri.as_deref(), Some(k.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparency_shows_reads_by_anyone_the_member_list_does_not_show() {
+    let w = World::start().await;
+    let alice = w.session("alice@acme.test", w.config()).await;
+    let bob = w.session("bob@acme.test", w.config()).await;
+    let carol2 = w.session("carol2@acme.test", w.config()).await;
+    let space = alice.create_space("Seen", &["bob@acme.test".into()]).await.unwrap();
+    let res = space.resource.to_string();
+    let k = alice.send(&space.id, "hello").await.unwrap().key_uri.unwrap();
+    bob.kms().key(&k).await.unwrap();
+    // carol2 authorized at the KMS only, without being a member: her read shows.
+    kms_create_authorizations(&bob, &res, serde_json::json!({"authIds": ["carol2@acme.test"]})).await;
+    carol2.kms().key(&k).await.unwrap();
+    let seen = alice.key_accesses(&space.id).await.unwrap();
+    assert!(seen.iter().any(|a| a.actor == "carol2@acme.test" && a.action == "key_release"), "{seen:?}");
+    assert!(!seen.iter().any(|a| a.actor == "bob@acme.test"), "a member reading for himself is left out: {seen:?}");
 }

@@ -51,12 +51,22 @@ fn rsa(c: &mut Criterion) {
     let mut g = c.benchmark_group("rsa");
     // RSA private operations take around a millisecond: fewer samples keep the run short.
     g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(30);
-    let compact = jwe::encrypt(EncryptKey::RsaOaep(sk.public_key()), ContentEnc::A256Gcm, &HeaderParams::kid("bench"), &[7u8; 16]).unwrap();
+    let compact = jwe::encrypt(
+        EncryptKey::RsaOaep(sk.public_key()),
+        ContentEnc::A256Gcm,
+        &HeaderParams::kid("bench"),
+        &[7u8; 16],
+    )
+    .unwrap();
     g.bench_function("oaep_unwrap_2048", |b| {
-        b.iter(|| Jwe::parse(black_box(&compact), &JwePolicy::RSA_OAEP).unwrap().decrypt(DecryptKey::RsaOaep(&sk)).unwrap())
+        b.iter(|| {
+            Jwe::parse(black_box(&compact), &JwePolicy::RSA_OAEP).unwrap().decrypt(DecryptKey::RsaOaep(&sk)).unwrap()
+        })
     });
     let params = HeaderParams::kid("bench");
-    g.bench_function("ps256_sign_2048", |b| b.iter(|| jws::sign(SigAlg::PS256, SignKey::Rsa(&sk), &params, black_box(b"{\"op\":\"unwrap\"}")).unwrap()));
+    g.bench_function("ps256_sign_2048", |b| {
+        b.iter(|| jws::sign(SigAlg::PS256, SignKey::Rsa(&sk), &params, black_box(b"{\"op\":\"unwrap\"}")).unwrap())
+    });
     g.finish();
 }
 

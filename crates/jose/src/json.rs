@@ -23,8 +23,7 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8], part: Part) -> Result<T, Er
 pub fn check_duplicates(bytes: &[u8], part: Part) -> Result<(), Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let mut dup = None;
-    let res = de::Deserializer::deserialize_any(&mut de, Walker { depth: 0, dup: &mut dup })
-        .and_then(|()| de.end());
+    let res = de::Deserializer::deserialize_any(&mut de, Walker { depth: 0, dup: &mut dup }).and_then(|()| de.end());
     if let Some(name) = dup {
         return Err(Error::DuplicateMember { part, name });
     }
@@ -71,10 +70,7 @@ impl<'de> Visitor<'de> for Walker<'_> {
         if self.depth >= MAX_DEPTH {
             return Err(de::Error::custom("nested too deeply"));
         }
-        while seq
-            .next_element_seed(Walker { depth: self.depth + 1, dup: &mut *self.dup })?
-            .is_some()
-        {}
+        while seq.next_element_seed(Walker { depth: self.depth + 1, dup: &mut *self.dup })?.is_some() {}
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {

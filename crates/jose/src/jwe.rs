@@ -28,7 +28,8 @@ pub struct JwePolicy<'a> {
 
 impl JwePolicy<'static> {
     /// `dir` + `A256GCM` only.
-    pub const DIR: JwePolicy<'static> = JwePolicy { algs: &[KeyAlg::Dir], encs: &[ContentEnc::A256Gcm], max_len: crate::DEFAULT_MAX_LEN };
+    pub const DIR: JwePolicy<'static> =
+        JwePolicy { algs: &[KeyAlg::Dir], encs: &[ContentEnc::A256Gcm], max_len: crate::DEFAULT_MAX_LEN };
     /// `RSA-OAEP` + `A256GCM` only.
     pub const RSA_OAEP: JwePolicy<'static> =
         JwePolicy { algs: &[KeyAlg::RsaOaep], encs: &[ContentEnc::A256Gcm], max_len: crate::DEFAULT_MAX_LEN };
@@ -116,12 +117,18 @@ impl Jwe {
             _ => {}
         }
         let iv = b64::decode(parts[2], Part::Iv)?;
-        let iv: [u8; IV_LEN] =
-            iv.as_slice().try_into().map_err(|_| Error::Length { part: Part::Iv, expected: IV_LEN, found: iv.len() })?;
+        let iv: [u8; IV_LEN] = iv.as_slice().try_into().map_err(|_| Error::Length {
+            part: Part::Iv,
+            expected: IV_LEN,
+            found: iv.len(),
+        })?;
         let ciphertext = b64::decode(parts[3], Part::Ciphertext)?;
         let tag = b64::decode(parts[4], Part::Tag)?;
-        let tag: [u8; TAG_LEN] =
-            tag.as_slice().try_into().map_err(|_| Error::Length { part: Part::Tag, expected: TAG_LEN, found: tag.len() })?;
+        let tag: [u8; TAG_LEN] = tag.as_slice().try_into().map_err(|_| Error::Length {
+            part: Part::Tag,
+            expected: TAG_LEN,
+            found: tag.len(),
+        })?;
         Ok(Self {
             header: JweHeader { alg, enc, kid: raw.kid, typ: raw.typ, cty: raw.cty },
             aad: parts[0].to_string(),
@@ -143,7 +150,11 @@ impl Jwe {
         let cek: Zeroizing<Vec<u8>> = match (self.header.alg, key) {
             (KeyAlg::Dir, DecryptKey::Dir(k)) => {
                 if k.expose().len() != CEK_LEN {
-                    return Err(Error::KeySize { kind: "oct", bits: k.expose().len() * 8, allowed: "A256GCM needs a 256-bit key" });
+                    return Err(Error::KeySize {
+                        kind: "oct",
+                        bits: k.expose().len() * 8,
+                        allowed: "A256GCM needs a 256-bit key",
+                    });
                 }
                 Zeroizing::new(k.expose().to_vec())
             }
@@ -183,7 +194,11 @@ pub fn encrypt(key: EncryptKey<'_>, enc: ContentEnc, params: &HeaderParams, plai
     let (alg, cek, encrypted_key) = match key {
         EncryptKey::Dir(k) => {
             if k.expose().len() != CEK_LEN {
-                return Err(Error::KeySize { kind: "oct", bits: k.expose().len() * 8, allowed: "A256GCM needs a 256-bit key" });
+                return Err(Error::KeySize {
+                    kind: "oct",
+                    bits: k.expose().len() * 8,
+                    allowed: "A256GCM needs a 256-bit key",
+                });
             }
             (KeyAlg::Dir, Zeroizing::new(k.expose().to_vec()), Vec::new())
         }

@@ -19,7 +19,8 @@ pub struct JwsPolicy<'a> {
 
 impl JwsPolicy<'static> {
     /// RSA signatures (`PS256`, `RS256`).
-    pub const RSA: JwsPolicy<'static> = JwsPolicy { algs: &[SigAlg::PS256, SigAlg::RS256], max_len: crate::DEFAULT_MAX_LEN };
+    pub const RSA: JwsPolicy<'static> =
+        JwsPolicy { algs: &[SigAlg::PS256, SigAlg::RS256], max_len: crate::DEFAULT_MAX_LEN };
     /// `PS256` only.
     pub const PS256: JwsPolicy<'static> = JwsPolicy { algs: &[SigAlg::PS256], max_len: crate::DEFAULT_MAX_LEN };
     /// `ES256` only.
@@ -51,7 +52,10 @@ pub struct Jws {
 impl std::fmt::Debug for Jws {
     // A JWS may be a bearer credential (e.g. an anonymous authorization): never print it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Jws").field("header", &self.header).field("payload_len", &self.payload.len()).finish_non_exhaustive()
+        f.debug_struct("Jws")
+            .field("header", &self.header)
+            .field("payload_len", &self.payload.len())
+            .finish_non_exhaustive()
     }
 }
 

@@ -154,7 +154,11 @@ impl RsaPublicKey {
     /// From DER: SubjectPublicKeyInfo or PKCS#1 RSAPublicKey.
     pub fn from_der(der: &[u8], kid: Option<String>) -> Result<Self> {
         let pk = rsa::PublicKey::from_der(der).map_err(|_| Error::InvalidKey("RSA"))?;
-        Self::from_components(pk.modulus().big_endian_without_leading_zero(), pk.exponent().big_endian_without_leading_zero(), kid)
+        Self::from_components(
+            pk.modulus().big_endian_without_leading_zero(),
+            pk.exponent().big_endian_without_leading_zero(),
+            kid,
+        )
     }
 
     /// From PEM (`PUBLIC KEY` or `RSA PUBLIC KEY`).
@@ -162,7 +166,10 @@ impl RsaPublicKey {
         let (label, der) = pem_decode(pem)?;
         match label.as_str() {
             PEM_PUBLIC | "RSA PUBLIC KEY" => Self::from_der(&der, kid),
-            other => Err(Error::Pem(format!("expected an RSA public key, found `{}`", other.chars().take(32).collect::<String>()))),
+            other => Err(Error::Pem(format!(
+                "expected an RSA public key, found `{}`",
+                other.chars().take(32).collect::<String>()
+            ))),
         }
     }
 
@@ -296,7 +303,10 @@ impl RsaPrivateKey {
         match label.as_str() {
             PEM_PRIVATE => Self::from_pkcs8_der(&der, kid),
             "RSA PRIVATE KEY" => Self::from_pkcs1_der(&der, kid),
-            other => Err(Error::Pem(format!("expected an RSA private key, found `{}`", other.chars().take(32).collect::<String>()))),
+            other => Err(Error::Pem(format!(
+                "expected an RSA private key, found `{}`",
+                other.chars().take(32).collect::<String>()
+            ))),
         }
     }
 
@@ -381,7 +391,10 @@ impl RsaPrivateKey {
 
 impl fmt::Debug for RsaPrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RsaPrivateKey").field("bits", &self.public.bits()).field("kid", &self.public.kid).finish_non_exhaustive()
+        f.debug_struct("RsaPrivateKey")
+            .field("bits", &self.public.bits())
+            .field("kid", &self.public.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -439,7 +452,10 @@ impl EcPublicKey {
     pub fn from_pem(pem: &str, kid: Option<String>) -> Result<Self> {
         let (label, der) = pem_decode(pem)?;
         if label != PEM_PUBLIC {
-            return Err(Error::Pem(format!("expected an EC public key, found `{}`", label.chars().take(32).collect::<String>())));
+            return Err(Error::Pem(format!(
+                "expected an EC public key, found `{}`",
+                label.chars().take(32).collect::<String>()
+            )));
         }
         Self::from_spki_der(&der, kid)
     }
@@ -447,7 +463,10 @@ impl EcPublicKey {
     /// SubjectPublicKeyInfo DER.
     pub fn to_spki_der(&self) -> Vec<u8> {
         let spki = spki::SubjectPublicKeyInfoRef {
-            algorithm: spki::AlgorithmIdentifier { oid: OID_EC_PUBLIC_KEY, parameters: Some(der::asn1::AnyRef::from(&OID_P256)) },
+            algorithm: spki::AlgorithmIdentifier {
+                oid: OID_EC_PUBLIC_KEY,
+                parameters: Some(der::asn1::AnyRef::from(&OID_P256)),
+            },
             subject_public_key: der::asn1::BitStringRef::from_bytes(&self.point).expect("65-byte bit string"),
         };
         spki.to_der().expect("SPKI encodes")
@@ -489,7 +508,11 @@ impl EcPublicKey {
     /// RFC 7638 thumbprint.
     pub fn thumbprint(&self) -> String {
         let j = self.to_jwk();
-        thumbprint(&format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, j.x.unwrap_or_default(), j.y.unwrap_or_default()))
+        thumbprint(&format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            j.x.unwrap_or_default(),
+            j.y.unwrap_or_default()
+        ))
     }
 
     pub(crate) fn verify_es256(&self, msg: &[u8], sig: &[u8]) -> Result<()> {
@@ -520,7 +543,8 @@ impl EcPrivateKey {
     }
 
     fn from_agreement_key(sk: &agreement::PrivateKey, kid: Option<String>) -> Result<Self> {
-        let bin: aws_lc_rs::encoding::EcPrivateKeyBin<'_> = sk.as_be_bytes().map_err(|_| Error::Crypto("P-256 export"))?;
+        let bin: aws_lc_rs::encoding::EcPrivateKeyBin<'_> =
+            sk.as_be_bytes().map_err(|_| Error::Crypto("P-256 export"))?;
         let mut d = Zeroizing::new([0u8; 32]);
         d.copy_from_slice(bin.as_ref());
         let pk = sk.compute_public_key().map_err(|_| Error::Crypto("P-256 public"))?;
@@ -533,7 +557,8 @@ impl EcPrivateKey {
         if d.len() != 32 {
             return Err(Error::InvalidKey("P-256 (private scalar must be 32 bytes)"));
         }
-        let sk = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, d).map_err(|_| Error::InvalidKey("P-256"))?;
+        let sk = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, d)
+            .map_err(|_| Error::InvalidKey("P-256"))?;
         let key = Self::from_agreement_key(&sk, kid)?;
         if let Some(exp) = expected {
             if exp.point != key.public.point {
@@ -547,7 +572,8 @@ impl EcPrivateKey {
     pub fn from_der(der: &[u8], kid: Option<String>) -> Result<Self> {
         let kp = EcdsaKeyPair::from_private_key_der(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
             .map_err(|_| Error::InvalidKey("P-256"))?;
-        let bin: aws_lc_rs::encoding::EcPrivateKeyBin<'_> = kp.private_key().as_be_bytes().map_err(|_| Error::Crypto("P-256 export"))?;
+        let bin: aws_lc_rs::encoding::EcPrivateKeyBin<'_> =
+            kp.private_key().as_be_bytes().map_err(|_| Error::Crypto("P-256 export"))?;
         Self::from_scalar(bin.as_ref(), None, kid)
     }
 
@@ -556,18 +582,31 @@ impl EcPrivateKey {
         let (label, der) = pem_decode(pem)?;
         match label.as_str() {
             PEM_PRIVATE | "EC PRIVATE KEY" => Self::from_der(&der, kid),
-            other => Err(Error::Pem(format!("expected an EC private key, found `{}`", other.chars().take(32).collect::<String>()))),
+            other => Err(Error::Pem(format!(
+                "expected an EC private key, found `{}`",
+                other.chars().take(32).collect::<String>()
+            ))),
         }
     }
 
     fn ecdsa(&self) -> Result<EcdsaKeyPair> {
-        EcdsaKeyPair::from_private_key_and_public_key(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &*self.d, &self.public.point)
-            .map_err(|_| Error::Crypto("P-256 key"))
+        EcdsaKeyPair::from_private_key_and_public_key(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &*self.d,
+            &self.public.point,
+        )
+        .map_err(|_| Error::Crypto("P-256 key"))
     }
 
     /// PKCS#8 DER. Handle with care.
     pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(self.ecdsa().and_then(|k| k.to_pkcs8v1().map_err(|_| Error::Crypto("PKCS#8"))).expect("valid key encodes").as_ref().to_vec())
+        Zeroizing::new(
+            self.ecdsa()
+                .and_then(|k| k.to_pkcs8v1().map_err(|_| Error::Crypto("PKCS#8")))
+                .expect("valid key encodes")
+                .as_ref()
+                .to_vec(),
+        )
     }
 
     /// PEM (`PRIVATE KEY`, PKCS#8), zeroized on drop. Handle with care.
@@ -597,7 +636,8 @@ impl EcPrivateKey {
 
     /// Raw ECDH: the x coordinate of `d · peer` (32 bytes, zeroized on drop).
     pub fn ecdh(&self, peer: &EcPublicKey) -> Result<Zeroizing<[u8; 32]>> {
-        let sk = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, &*self.d).map_err(|_| Error::Crypto("P-256"))?;
+        let sk = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, &*self.d)
+            .map_err(|_| Error::Crypto("P-256"))?;
         let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &peer.point[..]);
         agreement::agree(&sk, peer, Error::Crypto("ECDH"), |z| {
             let mut out = Zeroizing::new([0u8; 32]);

@@ -14,8 +14,8 @@ use common::*;
 use jose::jwe::{self, DecryptKey, EncryptKey};
 use jose::jws::{self, SignKey, VerifyKey};
 use jose::{
-    ContentEnc, EcPrivateKey, EcPublicKey, Error, HeaderParams, Jwe, JwePolicy, Jwk, Jws, JwsPolicy, KeyAlg, OctKey, Part,
-    RsaPrivateKey, RsaPublicKey, SigAlg, DEFAULT_MAX_LEN,
+    ContentEnc, EcPrivateKey, EcPublicKey, Error, HeaderParams, Jwe, JwePolicy, Jwk, Jws, JwsPolicy, KeyAlg, OctKey,
+    Part, RsaPrivateKey, RsaPublicKey, SigAlg, DEFAULT_MAX_LEN,
 };
 
 /// Planted in inputs; must never come back in an error's `Display` or `Debug`.
@@ -619,7 +619,8 @@ fn bad_inputs_give_the_expected_errors() {
         assert!(names.insert(row.name), "duplicate row name {:?}", row.name);
         match catch_unwind(AssertUnwindSafe(|| (row.run)(&fx))) {
             Err(p) => {
-                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                let msg =
+                    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
                 failures.push(format!("[{}] PANICKED: {}", row.name, msg.unwrap_or_default()));
             }
             Ok(Ok(())) => failures.push(format!("[{}] succeeded, expected {}", row.name, row.expect)),

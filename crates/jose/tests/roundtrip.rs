@@ -11,8 +11,8 @@ use common::*;
 use jose::jwe::{self, DecryptKey, EncryptKey};
 use jose::jws::{self, SignKey, VerifyKey};
 use jose::{
-    ecdh_hkdf, ContentEnc, EcPrivateKey, EcPublicKey, HeaderParams, Jwe, JwePolicy, Jwk, Jws, JwsPolicy, Key, KeyAlg, OctKey,
-    RsaPrivateKey, RsaPublicKey, SigAlg,
+    ecdh_hkdf, ContentEnc, EcPrivateKey, EcPublicKey, HeaderParams, Jwe, JwePolicy, Jwk, Jws, JwsPolicy, Key, KeyAlg,
+    OctKey, RsaPrivateKey, RsaPublicKey, SigAlg,
 };
 use proptest::prelude::*;
 
@@ -49,7 +49,11 @@ fn jwe_dir_roundtrip_sizes() {
 #[test]
 fn jwe_dir_header_params_preserved() {
     let key = oct();
-    let params = HeaderParams { kid: Some("key-7".into()), typ: Some("custos-req+jwe".into()), cty: Some("application/json".into()) };
+    let params = HeaderParams {
+        kid: Some("key-7".into()),
+        typ: Some("custos-req+jwe".into()),
+        cty: Some("application/json".into()),
+    };
     let c = jwe::encrypt(EncryptKey::Dir(&key), ContentEnc::A256Gcm, &params, b"{}").unwrap();
     assert_eq!(
         header_json(&c),
@@ -62,7 +66,8 @@ fn jwe_dir_header_params_preserved() {
     assert_eq!(h.cty.as_deref(), Some("application/json"));
 
     // HeaderParams::kid + with_typ, and absent members stay absent.
-    let c = jwe::encrypt(EncryptKey::Dir(&key), ContentEnc::A256Gcm, &HeaderParams::kid("k").with_typ("t"), b"").unwrap();
+    let c =
+        jwe::encrypt(EncryptKey::Dir(&key), ContentEnc::A256Gcm, &HeaderParams::kid("k").with_typ("t"), b"").unwrap();
     assert_eq!(header_json(&c), serde_json::json!({"alg":"dir","enc":"A256GCM","kid":"k","typ":"t"}));
     let c = jwe::encrypt(EncryptKey::Dir(&key), ContentEnc::A256Gcm, &HeaderParams::default(), b"").unwrap();
     assert_eq!(header_json(&c), serde_json::json!({"alg":"dir","enc":"A256GCM"}));
@@ -96,7 +101,9 @@ fn jwe_dir_matches_independent_aes_gcm() {
     let header = b64(br#"{"enc":"A256GCM","kid":"hand","alg":"dir"}"#);
     let iv = [7u8; 12];
     let mut buf = b"made by hand".to_vec();
-    let tag = lc.seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(header.as_bytes()), &mut buf).unwrap();
+    let tag = lc
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(header.as_bytes()), &mut buf)
+        .unwrap();
     let compact = join(&[header, String::new(), b64(iv), b64(&buf), b64(tag.as_ref())]);
     let parsed = Jwe::parse(&compact, &JwePolicy::DIR).unwrap();
     assert_eq!(parsed.header().kid.as_deref(), Some("hand"));
@@ -120,7 +127,8 @@ fn jwe_rsa_oaep_roundtrip_sizes() {
     }
     // A policy allowing both algorithms accepts both.
     let both = JwePolicy { algs: &[KeyAlg::Dir, KeyAlg::RsaOaep], encs: &[ContentEnc::A256Gcm], max_len: 1 << 20 };
-    let c = jwe::encrypt(EncryptKey::RsaOaep(sk.public_key()), ContentEnc::A256Gcm, &HeaderParams::default(), b"x").unwrap();
+    let c = jwe::encrypt(EncryptKey::RsaOaep(sk.public_key()), ContentEnc::A256Gcm, &HeaderParams::default(), b"x")
+        .unwrap();
     assert_eq!(&Jwe::parse(&c, &both).unwrap().decrypt(DecryptKey::RsaOaep(&sk)).unwrap()[..], b"x");
 }
 
@@ -137,9 +145,13 @@ fn jwe_rsa_oaep_fresh_cek_every_time() {
 #[test]
 fn jwe_rsa_oaep_matches_independent_unwrap() {
     let sk = rsa();
-    let c = jwe::encrypt(EncryptKey::RsaOaep(sk.public_key()), ContentEnc::A256Gcm, &HeaderParams::default(), b"interop").unwrap();
+    let c =
+        jwe::encrypt(EncryptKey::RsaOaep(sk.public_key()), ContentEnc::A256Gcm, &HeaderParams::default(), b"interop")
+            .unwrap();
     let s = segments(&c);
-    let dk = lc_rsa::OaepPrivateDecryptingKey::new(lc_rsa::PrivateDecryptingKey::from_pkcs8(&sk.to_pkcs8_der()).unwrap()).unwrap();
+    let dk =
+        lc_rsa::OaepPrivateDecryptingKey::new(lc_rsa::PrivateDecryptingKey::from_pkcs8(&sk.to_pkcs8_der()).unwrap())
+            .unwrap();
     let mut cek = vec![0u8; dk.min_output_size()];
     let cek = dk.decrypt(&lc_rsa::OAEP_SHA1_MGF1SHA1, &unb64(&s[1]), &mut cek, None).unwrap().to_vec();
     assert_eq!(cek.len(), 32, "A256GCM CEK");
@@ -147,7 +159,10 @@ fn jwe_rsa_oaep_matches_independent_unwrap() {
     let mut buf = unb64(&s[3]);
     buf.extend(unb64(&s[4]));
     let iv: [u8; 12] = unb64(&s[2]).try_into().unwrap();
-    assert_eq!(lc.open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(s[0].as_bytes()), &mut buf).unwrap(), b"interop");
+    assert_eq!(
+        lc.open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(s[0].as_bytes()), &mut buf).unwrap(),
+        b"interop"
+    );
 }
 
 // ================================================================ JWS
@@ -185,9 +200,18 @@ fn jws_determinism() {
     let ec = ec_a();
     let p = HeaderParams::default();
     // PKCS#1 v1.5 is deterministic; PSS and ECDSA are randomized.
-    assert_eq!(jws::sign(SigAlg::RS256, SignKey::Rsa(&rsa), &p, b"m").unwrap(), jws::sign(SigAlg::RS256, SignKey::Rsa(&rsa), &p, b"m").unwrap());
-    assert_ne!(jws::sign(SigAlg::PS256, SignKey::Rsa(&rsa), &p, b"m").unwrap(), jws::sign(SigAlg::PS256, SignKey::Rsa(&rsa), &p, b"m").unwrap());
-    assert_ne!(jws::sign(SigAlg::ES256, SignKey::Ec(&ec), &p, b"m").unwrap(), jws::sign(SigAlg::ES256, SignKey::Ec(&ec), &p, b"m").unwrap());
+    assert_eq!(
+        jws::sign(SigAlg::RS256, SignKey::Rsa(&rsa), &p, b"m").unwrap(),
+        jws::sign(SigAlg::RS256, SignKey::Rsa(&rsa), &p, b"m").unwrap()
+    );
+    assert_ne!(
+        jws::sign(SigAlg::PS256, SignKey::Rsa(&rsa), &p, b"m").unwrap(),
+        jws::sign(SigAlg::PS256, SignKey::Rsa(&rsa), &p, b"m").unwrap()
+    );
+    assert_ne!(
+        jws::sign(SigAlg::ES256, SignKey::Ec(&ec), &p, b"m").unwrap(),
+        jws::sign(SigAlg::ES256, SignKey::Ec(&ec), &p, b"m").unwrap()
+    );
 }
 
 /// Our signatures verify with aws-lc used directly (PSS salt = 32 bytes, ECDSA fixed r||s).
@@ -198,10 +222,9 @@ fn jws_signatures_verify_independently() {
     let spki_rsa = rsa.public_key().to_spki_der();
     let n = unb64(rsa.public_key().to_jwk().n.as_deref().unwrap());
     let e = unb64(rsa.public_key().to_jwk().e.as_deref().unwrap());
-    for (alg, params) in [
-        (SigAlg::PS256, &lc_sig::RSA_PSS_2048_8192_SHA256),
-        (SigAlg::RS256, &lc_sig::RSA_PKCS1_2048_8192_SHA256),
-    ] {
+    for (alg, params) in
+        [(SigAlg::PS256, &lc_sig::RSA_PSS_2048_8192_SHA256), (SigAlg::RS256, &lc_sig::RSA_PKCS1_2048_8192_SHA256)]
+    {
         let t = jws::sign(alg, SignKey::Rsa(&rsa), &HeaderParams::kid("x"), b"payload").unwrap();
         let (input, sig) = t.rsplit_once('.').unwrap();
         lc_sig::RsaPublicKeyComponents { n: &n[..], e: &e[..] }.verify(params, input.as_bytes(), &unb64(sig)).unwrap();
@@ -226,7 +249,10 @@ fn rfc7515_a2_rs256_known_answer() {
     // RS256 is deterministic and our header for {"alg":"RS256"} is byte-identical
     // to the RFC's, so signing the RFC payload with the RFC key reproduces it exactly.
     let private = jwk.to_rsa_private().unwrap();
-    assert_eq!(jws::sign(SigAlg::RS256, SignKey::Rsa(&private), &HeaderParams::default(), RFC7515_PAYLOAD).unwrap(), RFC7515_A2_JWS);
+    assert_eq!(
+        jws::sign(SigAlg::RS256, SignKey::Rsa(&private), &HeaderParams::default(), RFC7515_PAYLOAD).unwrap(),
+        RFC7515_A2_JWS
+    );
     // Not accepted as PS256, nor under a PS256-only policy.
     assert!(Jws::parse(RFC7515_A2_JWS, &JwsPolicy::PS256).is_err());
 }
@@ -378,7 +404,10 @@ fn thumbprints_are_rfc7638_shaped() {
     let ec = ec_a();
     let jwk = ec.public_key().to_jwk();
     let canon = format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, jwk.x.unwrap(), jwk.y.unwrap());
-    assert_eq!(ec.public_key().thumbprint(), b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canon.as_bytes())));
+    assert_eq!(
+        ec.public_key().thumbprint(),
+        b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canon.as_bytes()))
+    );
 }
 
 // ================================================================ PEM
@@ -400,7 +429,10 @@ fn pem_rsa_pkcs1_and_pkcs8_are_the_same_key() {
     let pk = RsaPublicKey::from_pem(RSA_SPKI_PEM, None).unwrap();
     assert_eq!(from_p1.public_key(), &pk);
     let c = jwe::encrypt(EncryptKey::RsaOaep(&pk), ContentEnc::A256Gcm, &HeaderParams::default(), b"pem").unwrap();
-    assert_eq!(&Jwe::parse(&c, &JwePolicy::RSA_OAEP).unwrap().decrypt(DecryptKey::RsaOaep(&from_p1)).unwrap()[..], b"pem");
+    assert_eq!(
+        &Jwe::parse(&c, &JwePolicy::RSA_OAEP).unwrap().decrypt(DecryptKey::RsaOaep(&from_p1)).unwrap()[..],
+        b"pem"
+    );
     let t = jws::sign(SigAlg::PS256, SignKey::Rsa(&from_p1), &HeaderParams::default(), b"pem").unwrap();
     assert_eq!(Jws::parse(&t, &JwsPolicy::PS256).unwrap().verify(VerifyKey::Rsa(&pk)).unwrap(), b"pem");
 }
@@ -509,8 +541,12 @@ fn ecdh_hkdf_agreement_and_known_answer() {
     assert_eq!(ac.expose(), ecdh_hkdf(&c, a.public_key(), None).unwrap().expose());
     assert_eq!(ac.expose(), &manual_hkdf(&c.ecdh(a.public_key()).unwrap()[..], 32)[..]);
     // The derived key is usable for dir JWE in both directions.
-    let msg = jwe::encrypt(EncryptKey::Dir(&ab), ContentEnc::A256Gcm, &HeaderParams::kid("chan"), b"over the channel").unwrap();
-    assert_eq!(&Jwe::parse(&msg, &JwePolicy::DIR).unwrap().decrypt(DecryptKey::Dir(&ba)).unwrap()[..], b"over the channel");
+    let msg = jwe::encrypt(EncryptKey::Dir(&ab), ContentEnc::A256Gcm, &HeaderParams::kid("chan"), b"over the channel")
+        .unwrap();
+    assert_eq!(
+        &Jwe::parse(&msg, &JwePolicy::DIR).unwrap().decrypt(DecryptKey::Dir(&ba)).unwrap()[..],
+        b"over the channel"
+    );
 }
 
 // ================================================================ Debug redaction
@@ -528,7 +564,8 @@ fn assert_hidden(what: &str, shown: &str, secrets: &[String]) {
 fn debug_never_shows_secrets() {
     let rsa = rsa();
     let rj = rsa.to_jwk();
-    let rsa_secrets: Vec<String> = [&rj.d, &rj.p, &rj.q, &rj.dp, &rj.dq, &rj.qi].iter().map(|m| m.as_ref().unwrap().expose().to_owned()).collect();
+    let rsa_secrets: Vec<String> =
+        [&rj.d, &rj.p, &rj.q, &rj.dp, &rj.dq, &rj.qi].iter().map(|m| m.as_ref().unwrap().expose().to_owned()).collect();
     let mut rsa_all = rsa_secrets.clone();
     rsa_all.push(hex(&rsa.to_pkcs8_der()[100..140]));
     assert_hidden("RsaPrivateKey", &format!("{rsa:?} {rsa:#?}"), &rsa_all);
@@ -548,7 +585,8 @@ fn debug_never_shows_secrets() {
 
     let k = OctKey::new(b"\x13\x37supersecretkeybytes0123456789ab".to_vec(), Some("o".into())).unwrap();
     let kj = k.to_jwk();
-    let oct_secrets = vec![kj.k.as_ref().unwrap().expose().to_owned(), hex(k.expose()), "supersecret".into(), "19, 55, 115".into()];
+    let oct_secrets =
+        vec![kj.k.as_ref().unwrap().expose().to_owned(), hex(k.expose()), "supersecret".into(), "19, 55, 115".into()];
     assert_hidden("OctKey", &format!("{k:?} {k:#?}"), &oct_secrets);
     assert_hidden("oct Jwk", &format!("{kj:?}"), &oct_secrets);
     assert_hidden("Key::Oct", &format!("{:?}", kj.to_key().unwrap()), &oct_secrets);

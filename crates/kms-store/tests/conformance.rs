@@ -730,7 +730,10 @@ async fn federated_cache_adds_never_changes(ctx: Ctx) {
         ..key(id, "dave@b.test", 90_000)
     };
     let k1 = bound("fed:kms.a.test/k1", b"one");
-    store.cache_federated(&res, &[auth("fa1", &res.id, Some("dave@b.test"), 1_000)], std::slice::from_ref(&k1)).await.unwrap();
+    store
+        .cache_federated(&res, &[auth("fa1", &res.id, Some("dave@b.test"), 1_000)], std::slice::from_ref(&k1))
+        .await
+        .unwrap();
     assert_eq!(store.get_key(&k1.id).await.unwrap(), Some(k1.clone()));
     assert!(store.has_authorization(&res.id, &["dave@b.test"], 2_000).await.unwrap());
     // Again, with a changed copy of k1, a new key and another user: only what is new is added.

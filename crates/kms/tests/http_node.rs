@@ -259,3 +259,67 @@ fn transport_edges() {
             .unwrap();
     assert_eq!(batch["kmsMessages"].as_array().unwrap().len(), 2);
 }
+
+/// The way back in a hostile review found with node-kms: carol, a member of
+/// V, authorizes a resource of her own (and an anonymous link) on V; alice
+/// removes carol and binds a fresh key. Removal takes what carol set up; the
+/// colleague she added stays.
+#[test]
+fn removal_through_node_kms_leaves_no_way_back_in() {
+    let mut w = World::new("");
+    let alice = w.connect("alice");
+    let carol = w.connect("carol");
+    let bob = w.connect("bob");
+    let keys = w.req(alice, json!({"method": "create", "uri": "/keys", "count": 2}));
+    let k0 = keys["keys"][0]["uri"].as_str().unwrap().to_string();
+    let k1 = keys["keys"][1]["uri"].as_str().unwrap().to_string();
+    let v = w.req(alice, json!({"method": "create", "uri": "/resources", "userIds": ["carol"], "keyUris": [k0]}))
+        ["resource"]["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m =
+        w.req(carol, json!({"method": "create", "uri": "/resources"}))["resource"]["uri"].as_str().unwrap().to_string();
+    let add = |w: &mut World, body: Value| w.req(carol, body)["status"].as_i64().unwrap();
+    assert_eq!(
+        add(&mut w, json!({"method": "create", "uri": "/authorizations", "resourceUri": v, "authIds": [m]})),
+        201
+    );
+    let link = w.req(carol, json!({"method": "create", "uri": "/authorizations", "resourceUri": v, "anonymous": 1}));
+    let bearer = link["authorizations"][0]["bearer"].as_str().unwrap().to_string();
+    assert_eq!(
+        add(&mut w, json!({"method": "create", "uri": "/authorizations", "resourceUri": v, "userIds": ["bob"]})),
+        201
+    );
+
+    let removed =
+        w.req(alice, json!({"method": "delete", "uri": format!("{v}/authorizations?authId=carol%40acme.example")}));
+    assert_eq!(removed["status"], 200);
+    assert_eq!(removed["authorizations"].as_array().unwrap().len(), 3, "carol, M and the link: {removed}");
+    assert_eq!(w.status(alice, json!({"method": "update", "uri": k1, "resourceUri": v})), 200);
+
+    assert_eq!(w.status(carol, json!({"method": "retrieve", "uri": k1})), 403, "not through M");
+    let (_, status) = w.connect_token(&bearer, "link");
+    assert_eq!(status, 401, "the link died with its authorization");
+    assert_eq!(w.status(bob, json!({"method": "retrieve", "uri": k1})), 200, "the colleague stays");
+    let why = w.req(alice, json!({"method": "retrieve", "uri": format!("{v}/explain?authId=carol%40acme.example")}));
+    assert_eq!((why["status"].as_i64(), why["access"]["authorized"].as_bool()), (Some(200), Some(false)));
+}
+
+/// node-kms matches answers by requestId: a request the KMS can decrypt but
+/// not read is answered with it.
+#[test]
+fn unreadable_requests_are_answered_with_their_request_id() {
+    let mut w = World::new("");
+    let alice = w.connect("alice");
+    for request in [
+        json!({"method": "frobnicate", "uri": "/keys"}),
+        json!({"method": "create", "uri": "/keys", "count": "three"}),
+        json!({"method": "retrieve", "uri": {"not": "a string"}}),
+    ] {
+        let r = w.node.call(json!({"op": "kms_http_request", "url": w.kms.url, "ctx": alice, "request": request}));
+        assert_eq!(r["body"]["status"], 400, "{request}: {r}");
+        assert_eq!(r["body"]["requestId"], r["requestId"], "{request}");
+    }
+    assert_eq!(w.status(alice, json!({"method": "update", "uri": "/ping"})), 200, "the session survives");
+}

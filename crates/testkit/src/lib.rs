@@ -94,7 +94,8 @@ pub fn b64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..4 {
             if i <= c.len() {
                 s.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -160,7 +161,8 @@ impl Idp {
             .expect("Node.js must be installed to run the interop tests (`node` on PATH)");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("idp.js reports its address");
-        let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("idp.js printed {line:?} instead of its address"));
+        let info: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("idp.js printed {line:?} instead of its address"));
         Idp {
             child,
             issuer: info["issuer"].as_str().expect("issuer").to_string(),
@@ -231,7 +233,9 @@ pub mod pg {
             };
             let name = format!("custos_{tag}_{}", std::process::id());
             rt.block_on(async {
-                let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+                let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&mut conn)
+                    .await;
                 sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
             });
             let (base, _) = admin.rsplit_once('/').expect("URL with a database");
@@ -244,7 +248,9 @@ pub mod pg {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
                 if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))).execute(&mut conn).await;
+                    let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         }

@@ -49,7 +49,8 @@ pub const RFC7515_A2_JWK: &str = r#"{"kty":"RSA",
 pub const RFC7515_PAYLOAD_B64: &str =
     "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ";
 /// The decoded payload.
-pub const RFC7515_PAYLOAD: &[u8] = b"{\"iss\":\"joe\",\r\n \"exp\":1300819380,\r\n \"http://example.com/is_root\":true}";
+pub const RFC7515_PAYLOAD: &[u8] =
+    b"{\"iss\":\"joe\",\r\n \"exp\":1300819380,\r\n \"http://example.com/is_root\":true}";
 
 /// RFC 7515 A.2.2: the published RS256 JWS.
 pub const RFC7515_A2_JWS: &str = concat!(
