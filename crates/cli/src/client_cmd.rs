@@ -138,11 +138,21 @@ pub enum SpaceCommand {
         /// Space id.
         space: String,
     },
-    /// Who other than members (services, compliance, other KMSes, anonymous
-    /// links, admins) received this space's keys, from the KMS's audit log.
+    /// Who other than members reading for themselves (services, compliance,
+    /// other KMSes, anonymous links, admins, people through another resource
+    /// or authorized without being listed) received this space's keys, from
+    /// the KMS's audit log.
     Accesses {
         /// Space id.
         space: String,
+    },
+    /// Whether, and how, the KMS lets a user read this space's keys (the
+    /// KMS's authorization rule, applied now).
+    Explain {
+        /// Space id.
+        space: String,
+        /// User (or service) id.
+        user: String,
     },
 }
 
@@ -482,7 +492,7 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
                 if out.json {
                     println!(
                         "{}",
-                        json!({"space": space, "accesses": list.iter().map(|a| json!({"seq": a.seq, "time": a.time, "actor": a.actor, "actor_kind": a.actor_kind, "on_behalf_of": a.on_behalf_of, "case": a.case, "action": a.action, "keys": a.key_uris})).collect::<Vec<_>>()})
+                        json!({"space": space, "accesses": list.iter().map(|a| json!({"seq": a.seq, "time": a.time, "actor": a.actor, "actor_kind": a.actor_kind, "via": a.via, "on_behalf_of": a.on_behalf_of, "case": a.case, "action": a.action, "keys": a.key_uris})).collect::<Vec<_>>()})
                     );
                 } else if list.is_empty() {
                     println!("Nobody but members reading for themselves has received this space's keys.");
@@ -493,8 +503,9 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
                             .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
                             .unwrap_or_default();
                         let case = a.case.as_deref().map(|c| format!(" case {}", safe(c))).unwrap_or_default();
+                        let via = a.via.as_deref().map(|v| format!(" via {}", safe(v))).unwrap_or_default();
                         println!(
-                            "{when}  {} ({}){case}: {} of {} key(s)",
+                            "{when}  {} ({}){case}{via}: {} of {} key(s)",
                             safe(&a.actor),
                             a.actor_kind,
                             a.action,
@@ -502,6 +513,25 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
                         );
                     }
                 }
+            }
+            SpaceCommand::Explain { space, user } => {
+                let a = s.explain_access(&space, &user).await?;
+                out.print(
+                    || match (a.authorized, a.via.as_deref(), a.reason.as_deref()) {
+                        (true, via, note) => format!(
+                            "{} may read this space's keys ({}){}",
+                            safe(&a.auth_id),
+                            safe(via.unwrap_or("how: not said")),
+                            note.map(|n| format!("; {}", safe(n))).unwrap_or_default()
+                        ),
+                        (false, _, why) => format!(
+                            "{} may not read this space's keys: {}",
+                            safe(&a.auth_id),
+                            safe(why.unwrap_or("not authorized"))
+                        ),
+                    },
+                    json!({"space": space, "auth_id": a.auth_id, "authorized": a.authorized, "via": a.via, "reason": a.reason}),
+                );
             }
             SpaceCommand::Show { space } => {
                 let sp = s.space(&space).await?;

@@ -163,7 +163,12 @@ fn chat_invite_tail_files_tampering_and_removal() {
         .find(|e| e["kind"] == "message")
         .unwrap()["key"]
         .clone();
+    let why = alice.ok(&["space", "explain", &space, "carol@acme.test"]);
+    assert_eq!((why["authorized"].as_bool(), why["via"].as_str()), (Some(true), Some("member")), "{why}");
     alice.ok(&["space", "remove", &space, "carol@acme.test"]);
+    let why = alice.ok(&["space", "explain", &space, "carol@acme.test"]);
+    assert_eq!(why["authorized"], false, "{why}");
+    assert!(why["reason"].as_str().unwrap().contains("no authorization"), "{why}");
     alice.ok(&["send", &space, "carol is gone: budget 2.4M"]);
     let events = alice.ok(&["read", &space])["events"].as_array().unwrap().clone();
     let after = events.iter().rev().find(|e| e["kind"] == "message").unwrap();
