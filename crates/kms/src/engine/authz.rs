@@ -346,13 +346,7 @@ impl Engine {
                 }
                 self.check_resource(p, id, now).await
             }
-            Operation::RetrievePublicKey
-            | Operation::CreateCmk { .. }
-            | Operation::ListMasterKeys { .. }
-            | Operation::CreateKek { .. }
-            | Operation::UpdateMasterKey { .. }
-            | Operation::RetrievePolicy
-            | Operation::UpdatePolicy { .. } => {
+            _ if class == OpClass::Admin => {
                 if admin {
                     return allow(Grant::Admin);
                 }
