@@ -21,8 +21,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, RwLock};
 
+use crate::config::OrgConfig;
 use crate::error::ApiError;
-use crate::service::Core;
+use crate::service::{Caller, Core};
 
 /// A frame on a KMS link.
 #[derive(Debug, Serialize, Deserialize)]
@@ -227,20 +228,49 @@ fn client() -> &'static reqwest::Client {
     })
 }
 
-/// Forwards one relay body (a compact message or a `kmsMessages` batch) to the KMS at `domain`.
+/// Checks that `caller` may relay `body` to the KMS at `domain`. Returns the
+/// canonical KMS domain, its org and the body as text.
+fn admit<'c, 'b>(
+    core: &'c Core,
+    caller: &Caller,
+    domain: &str,
+    body: &'b [u8],
+) -> Result<(String, &'c OrgConfig, &'b str), ApiError> {
+    let domain = kms_protocol::uri::canonical_domain(domain).map_err(|_| ApiError::not_found("KMS"))?;
+    let org = core.cfg.org_by_kms(&domain).ok_or_else(|| ApiError::not_found("KMS"))?;
+    // A KMS serves its own org's users; another org's users reach it only
+    // through their own KMS, which federates. Relaying for anyone would let
+    // any org's user spend this KMS's per-source budget (it sees one source:
+    // the core) and lock its org out.
+    if core.cfg.org_of(&caller.user_id).is_none_or(|o| o.kms_uri != org.kms_uri) {
+        metrics::counter!("core_kms_relay_refused_total", "reason" => "not_your_org").increment(1);
+        tracing::debug!(user = %caller.user_id, kms = %domain, "relay refused: the KMS does not serve the caller's org");
+        return Err(ApiError::forbidden(
+            "kms_not_your_org",
+            format!(
+                "KMS {domain} does not serve your organization: the core relays only to your own org's KMS; \
+                 other organizations' keys are reached through your own KMS, which federates with theirs"
+            ),
+        ));
+    }
+    if body.len() > kms_protocol::channel::MAX_MESSAGE_LEN * 16 {
+        return Err(ApiError::too_large("the KMS message is too large"));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad("bad_body", "KMS messages are text"))?;
+    Ok((domain, org, text))
+}
+
+/// Forwards one relay body (a compact message or a `kmsMessages` batch) from
+/// `caller` to the KMS at `domain`, if that KMS serves the caller's org.
 pub async fn forward(
     core: &Core,
+    caller: &Caller,
     domain: &str,
     content_type: &str,
     body: Bytes,
 ) -> Result<(StatusCode, String, Bytes), ApiError> {
-    let domain = kms_protocol::uri::canonical_domain(domain).map_err(|_| ApiError::not_found("KMS"))?;
-    let org = core.cfg.org_by_kms(&domain).ok_or_else(|| ApiError::not_found("KMS"))?;
-    if body.len() > kms_protocol::channel::MAX_MESSAGE_LEN * 16 {
-        return Err(ApiError::too_large("the KMS message is too large"));
-    }
+    let (domain, org, text) = admit(core, caller, domain, &body)?;
     // A KMS that connected out is preferred: it may have no public address at all.
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad("bad_body", "KMS messages are text"))?;
     if let Some(r) = core.links.request(&domain, content_type, text.to_string()).await {
         let (status, ctype, answer) = r?;
         metrics::counter!("core_kms_relayed_total").increment(1);

@@ -4,12 +4,15 @@
 //! core token authorizes the relay call; the KMS token travels inside the
 //! encrypted KMS message. A core that tampers with or replays answers is
 //! caught by the client; an unreachable or unknown KMS gets a clear error, fast.
+//! The core relays only for the KMS's own org, so that another org's users
+//! cannot spend the org's budget at its KMS and lock the org out.
 
 mod common;
 
 #[path = "../../kms/tests/common/server.rs"]
 mod kms_server;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -350,4 +353,117 @@ async fn unreachable_unknown_and_unauthenticated() {
         "{took:?}"
     );
     held.abort();
+}
+
+// ---- who may relay, and how much: nobody can lock an org out of its KMS.
+
+/// A stand-in KMS that counts the requests reaching it and answers each with `stub`.
+struct StubKms {
+    url: String,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StubKms {
+    async fn start() -> StubKms {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let app = axum::Router::new().route(
+            "/kms/messages",
+            axum::routing::post(move || {
+                h.fetch_add(1, Ordering::SeqCst);
+                async { ([("content-type", "application/jose")], "stub") }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        StubKms { url, hits, task }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StubKms {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A core whose acme KMS is `stub`, with globex as a second org; `limits` goes into the tail.
+async fn stub_world(stub: &StubKms, globex: &Idp, limits: &str) -> Core {
+    let org = format!("kms_url = \"{}\"", stub.url);
+    let tail = globex_tail(&globex.issuer, limits);
+    start_with(Arc::new(Idp::start()), Opts { org: &org, tail: &tail, ..Opts::default() }).await
+}
+
+/// A `kmsMessages` batch of `n` garbage messages over HTTP: status, `Retry-After`, body.
+async fn relay_batch(user: &User, domain: &str, n: usize) -> (StatusCode, Option<String>, String) {
+    let batch: Vec<String> = (0..n).map(|i| format!("garbage-{i}")).collect();
+    relay_raw(user, domain, "application/json", json!({ "kmsMessages": batch }).to_string()).await
+}
+
+/// One relay request over HTTP: status, `Retry-After`, body.
+async fn relay_raw(user: &User, domain: &str, ctype: &str, body: String) -> (StatusCode, Option<String>, String) {
+    let r = user
+        .http
+        .post(format!("{}/kms/{domain}/messages", user.url))
+        .bearer_auth(&user.token)
+        .header("content-type", ctype)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    (status, retry, r.text().await.unwrap())
+}
+
+fn error_code(body: &str) -> String {
+    serde_json::from_str::<Value>(body).ok().and_then(|v| v["error"].as_str().map(str::to_string)).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_orgs_user_is_refused_and_nothing_reaches_the_kms() {
+    let stub = StubKms::start().await;
+    let globex = Idp::start();
+    let core = stub_world(&stub, &globex, "").await;
+    let mallory = User::of_org(&core, &globex, "mallory", GLOBEX).await;
+
+    // One message, a batch, the KMS domain spelled in capitals: 403, with a clear reason.
+    let (st, _, answer) = relay(&mallory, KMS, "garbage").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{answer}");
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["error"], "kms_not_your_org", "{v}");
+    let why = v["message"].as_str().unwrap();
+    assert!(why.contains(KMS) && why.contains("your organization") && why.contains("federates"), "{why}");
+    let (st, retry, answer) = relay_batch(&mallory, KMS, 10).await;
+    assert_eq!((st, error_code(&answer).as_str(), retry), (StatusCode::FORBIDDEN, "kms_not_your_org", None));
+    let (st, _, answer) = relay(&mallory, "KMS.Acme.Example", "garbage").await;
+    assert_eq!((st, error_code(&answer).as_str()), (StatusCode::FORBIDDEN, "kms_not_your_org"));
+    // Over the WebSocket too.
+    let mut ws = Ws::connect(&core.url, &mallory.token, json!({})).await;
+    let f = ws_relay(&mut ws, "m1", KMS, "garbage").await;
+    assert_eq!(f["status"], 403, "{f}");
+    assert_eq!(f["error"], "kms_not_your_org");
+    assert!(f["reason"].as_str().unwrap().contains("federates"), "{f}");
+    // Refusals change nothing: the KMS saw none of it.
+    for _ in 0..150 {
+        assert_eq!(relay(&mallory, KMS, "garbage").await.0, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(stub.hits(), 0, "nothing reached acme's KMS");
+    // Her own org's KMS is hers to use (this one has no address: 502, not 403).
+    let (st, _, answer) = relay(&mallory, &format!("kms.{GLOBEX}"), "garbage").await;
+    assert_eq!((st, error_code(&answer).as_str()), (StatusCode::BAD_GATEWAY, "kms_unreachable"), "{answer}");
+
+    // acme's own users get through, over HTTP and the WebSocket.
+    let bob = User::new(&core, "bob").await;
+    let (st, _, answer) = relay(&bob, KMS, "garbage").await;
+    assert_eq!((st, answer.as_str()), (StatusCode::OK, "stub"));
+    let mut ws = Ws::connect(&core.url, &bob.token, json!({})).await;
+    let f = ws_relay(&mut ws, "b1", KMS, "garbage").await;
+    assert_eq!((f["status"].as_u64(), f["message"].as_str()), (Some(200), Some("stub")), "{f}");
+    assert_eq!(stub.hits(), 2);
 }
