@@ -18,10 +18,12 @@
 //!   several moves of one marker may arrive as the last one only. The
 //!   markers as they stand are in `GET /v1/spaces/{id}` (`read_markers`).
 //! - `{"type":"kms","id":…,"domain":…,"message":…}` relays a KMS message to
-//!   the user's own org's KMS; the answer comes back as
+//!   the user's own org's KMS, within the same per-caller limits as
+//!   `POST /kms/<domain>/messages`; the answer comes back as
 //!   `{"type":"kms","id":…,"status":…,"message":…}`, or
 //!   `{"type":"kms","id":…,"status":…,"error":…,"reason":…}` when the core
-//!   refuses it (`kms_not_your_org`).
+//!   refuses it (`kms_not_your_org`; `relay_throttled` with `retry_after`
+//!   in seconds).
 //!
 //! Delivery (see [`crate::fanout`]): a socket is woken with "space X has
 //! events up to N" and sends the frames the node serialized once for all
@@ -445,7 +447,11 @@ impl Socket {
                             json!({"type": "kms", "id": id, "status": status.as_u16(), "message": String::from_utf8_lossy(&body)})
                         }
                         Err(e) => {
-                            json!({"type": "kms", "id": id, "status": e.status.as_u16(), "error": e.code, "reason": e.message})
+                            let mut f = json!({"type": "kms", "id": id, "status": e.status.as_u16(), "error": e.code, "reason": e.message});
+                            if let Some(secs) = e.retry_after {
+                                f["retry_after"] = secs.into();
+                            }
+                            f
                         }
                     };
                     let _ = replies.send(text(reply)).await;
