@@ -478,16 +478,16 @@ async fn compliance_chunk(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], b).into_response())
 }
 
-#[utoipa::path(post, path = "/kms/{domain}/messages", params(("domain" = String, Path, description = "The KMS domain")), request_body(content = String, content_type = "application/jose"), responses((status = 200, description = "The KMS's answer, unread"), (status = 502, body = ErrorBody, description = "The KMS is unreachable")))]
+#[utoipa::path(post, path = "/kms/{domain}/messages", params(("domain" = String, Path, description = "The KMS domain")), request_body(content = String, content_type = "application/jose"), description = "Relays a compact KMS message (`application/jose`) or a `{\"kmsMessages\": [...]}` batch (`application/json`) to the caller's own org's KMS. Per caller, at most `relay_burst` messages at once and `relay_per_second` sustained (a batch counts as its number of messages).", responses((status = 200, description = "The KMS's answer, unread"), (status = 403, body = ErrorBody, description = "`kms_not_your_org`: that KMS does not serve the caller's org (other orgs reach it through their own KMS, by federation)"), (status = 404, body = ErrorBody, description = "No such KMS"), (status = 413, body = ErrorBody, description = "Too large, or `relay_batch_too_large`: more messages than `relay_burst`"), (status = 429, body = ErrorBody, description = "`relay_throttled`: over the caller's relay limit; `Retry-After` says when to retry (the KMS's own 429, passed through, has none)"), (status = 502, body = ErrorBody, description = "The KMS is unreachable")))]
 async fn relay(
     State(core): State<AppState>,
     headers: HeaderMap,
     Path(domain): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller(&core, &headers).await?;
+    let c = caller(&core, &headers).await?;
     let ctype =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/jose").to_string();
-    let (status, ctype, answer) = crate::relay::forward(&core, &domain, &ctype, body).await?;
+    let (status, ctype, answer) = crate::relay::forward(&core, &c, &domain, &ctype, body).await?;
     Ok((status, [(header::CONTENT_TYPE, ctype)], answer).into_response())
 }

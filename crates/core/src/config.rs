@@ -175,11 +175,28 @@ pub struct Limits {
     /// Events per history or sync page, at most.
     #[serde(default = "d_page")]
     pub max_page: u32,
+    /// KMS messages relayed per second per caller, sustained (see [`crate::limit`]).
+    #[serde(default = "d_relay_rate")]
+    pub relay_per_second: f64,
+    /// KMS messages relayed per caller at once (a batch counts as its number of messages).
+    #[serde(default = "d_relay_burst")]
+    pub relay_burst: u32,
+    /// Callers whose relay budget is tracked at a time (memory bound).
+    #[serde(default = "d_relay_callers")]
+    pub relay_max_callers: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_ciphertext_bytes: d_msg(), max_file_bytes: d_file(), max_chunk_bytes: d_chunk(), max_page: d_page() }
+        Self {
+            max_ciphertext_bytes: d_msg(),
+            max_file_bytes: d_file(),
+            max_chunk_bytes: d_chunk(),
+            max_page: d_page(),
+            relay_per_second: d_relay_rate(),
+            relay_burst: d_relay_burst(),
+            relay_max_callers: d_relay_callers(),
+        }
     }
 }
 
@@ -203,6 +220,38 @@ fn d_chunk() -> i64 {
 }
 fn d_page() -> u32 {
     500
+}
+
+// The relay's per-caller defaults, against a KMS's defaults (crates/kms:
+// `handshakes_per_second` 50 and `handshake_burst` 200 per source address, and
+// every relayed message has the core's address). A KMS charges that budget
+// for handshakes and for the signed 499 it answers to anything it cannot read;
+// the core cannot tell those apart from cheap session requests, so it counts
+// every message.
+//
+// - Burst 150: a client opening a session and syncing 50 spaces (one
+//   handshake, then per space the metadata key and a couple of content keys:
+//   100 to 150 messages) passes at once, and so does the largest batch a KMS
+//   accepts (100). One caller's whole burst still leaves 50 of the KMS's 200.
+// - 20 per second: two fifths of the KMS's refill. A caller flooding without
+//   pause leaves the KMS's bucket refilling at 30 per second for everyone
+//   else, so it never runs dry. Not less: the SDK asks for a space's newest
+//   key again when the one it holds is a second old (so that rotations and
+//   revocations apply within a second), so a sender active in 10 spaces makes
+//   about 10 KMS calls a second with every key cached.
+//
+// Several callers of one org flooding at once add up: two bursts can empty
+// the KMS's bucket for a moment, three sustained floods keep it empty. The
+// per-caller limit bounds what each account can do; bounding what several
+// accounts do together needs the KMS to know who each relayed message is for.
+fn d_relay_rate() -> f64 {
+    20.0
+}
+fn d_relay_burst() -> u32 {
+    150
+}
+fn d_relay_callers() -> usize {
+    100_000
 }
 
 impl Config {
@@ -296,6 +345,13 @@ impl Config {
         if c.limits.max_chunk_bytes < 1024 || c.limits.max_ciphertext_bytes < 1024 || c.limits.max_page < 1 {
             anyhow::bail!("limits are too small (chunks and ciphertext at least 1024 bytes, pages at least 1 event)");
         }
+        let l = &c.limits;
+        if !(l.relay_per_second.is_finite() && l.relay_per_second > 0.0) || l.relay_burst < 1 || l.relay_max_callers < 1
+        {
+            anyhow::bail!(
+                "relay limits must be positive (relay_per_second a finite number above 0, relay_burst and relay_max_callers at least 1)"
+            );
+        }
         kms_protocol::uri::canonical_domain(&c.nats_prefix.replace('.', "-"))
             .map_err(|_| anyhow::anyhow!("nats_prefix must be letters, digits and dashes"))?;
         Ok(c)
@@ -320,5 +376,40 @@ impl Config {
     /// The org whose KMS has this domain.
     pub fn org_by_kms(&self, kms_domain: &str) -> Option<&OrgConfig> {
         self.orgs.iter().find(|o| o.kms_uri.strip_prefix("kms://") == Some(kms_domain))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[identity]\naudience = \"https://core.example\"\n[[identity.issuers]]\nissuer = \"https://login.acme.example\"\norg_domain = \"acme.example\"\n";
+
+    #[test]
+    fn the_example_config_parses_and_documents_the_defaults() {
+        let c = Config::parse(include_str!("../core.example.toml"), Path::new("/srv/core")).unwrap();
+        let (l, d) = (&c.limits, Limits::default());
+        assert_eq!(
+            (l.relay_per_second, l.relay_burst, l.relay_max_callers),
+            (d.relay_per_second, d.relay_burst, d.relay_max_callers),
+            "the example shows the defaults"
+        );
+    }
+
+    #[test]
+    fn relay_limits_must_be_positive() {
+        for bad in [
+            "relay_per_second = 0.0",
+            "relay_per_second = -1.0",
+            "relay_per_second = inf",
+            "relay_per_second = nan",
+            "relay_burst = 0",
+            "relay_max_callers = 0",
+        ] {
+            let e = Config::parse(&format!("{BASE}[limits]\n{bad}\n"), Path::new("/")).unwrap_err();
+            assert!(e.to_string().contains("relay limits must be positive"), "{bad}: {e}");
+        }
+        let c = Config::parse(&format!("{BASE}[limits]\nrelay_per_second = 0.5\nrelay_burst = 1\n"), Path::new("/"));
+        assert_eq!(c.unwrap().limits.relay_burst, 1);
     }
 }

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// Seconds after which a retry may pass (429): sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 /// The JSON body of an error.
@@ -28,7 +30,7 @@ pub struct ErrorBody {
 impl ApiError {
     /// Builds an error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
     }
     /// 400.
     pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
@@ -54,6 +56,10 @@ impl ApiError {
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }
+    /// 429, with `Retry-After`.
+    pub fn throttled(code: &'static str, message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self { retry_after: Some(retry_after_secs), ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message) }
+    }
     /// 500, logged; the client learns nothing of the cause.
     pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "internal error");
@@ -73,6 +79,11 @@ impl From<core_store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(ErrorBody { error: self.code.into(), message: self.message })).into_response()
+        let mut r =
+            (self.status, axum::Json(ErrorBody { error: self.code.into(), message: self.message })).into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        r
     }
 }

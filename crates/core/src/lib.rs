@@ -12,6 +12,7 @@
 //!   delivery on one node, frames serialized once for all its sockets.
 //! - [`envelope`]: shape checks on ciphertext (JWE structure, key URI, size).
 //! - [`compliance`]: read-only access for an org's compliance readers.
+//! - [`limit`]: per-caller budgets on the KMS relay.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,6 +25,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod fanout;
+pub mod limit;
 pub mod relay;
 pub mod server;
 pub mod service;

@@ -21,8 +21,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, RwLock};
 
+use crate::config::OrgConfig;
 use crate::error::ApiError;
-use crate::service::Core;
+use crate::limit::Refused;
+use crate::service::{Caller, Core};
 
 /// A frame on a KMS link.
 #[derive(Debug, Serialize, Deserialize)]
@@ -227,20 +229,99 @@ fn client() -> &'static reqwest::Client {
     })
 }
 
-/// Forwards one relay body (a compact message or a `kmsMessages` batch) to the KMS at `domain`.
+/// How many KMS messages a relay body holds, counted as the KMS will count
+/// them: the entries of a `{"kmsMessages": [...]}` batch when the content type
+/// is JSON, else one. A body the KMS will refuse unread still counts as one.
+pub fn message_count(content_type: &str, body: &[u8]) -> u32 {
+    #[derive(Deserialize)]
+    struct Batch {
+        #[serde(rename = "kmsMessages")]
+        kms_messages: Vec<serde::de::IgnoredAny>,
+    }
+    let ctype = content_type.split(';').next().unwrap_or("").trim();
+    if !ctype.eq_ignore_ascii_case("application/json") {
+        return 1;
+    }
+    match serde_json::from_slice::<Batch>(body) {
+        Ok(b) => u32::try_from(b.kms_messages.len()).unwrap_or(u32::MAX).max(1),
+        Err(_) => 1,
+    }
+}
+
+/// Checks that `caller` may relay `body` to the KMS at `domain`, and takes
+/// its cost from the caller's budget. Returns the canonical KMS domain, its
+/// org and the body as text. A refusal here takes nothing from the budget.
+fn admit<'c, 'b>(
+    core: &'c Core,
+    caller: &Caller,
+    domain: &str,
+    content_type: &str,
+    body: &'b [u8],
+) -> Result<(String, &'c OrgConfig, &'b str), ApiError> {
+    let domain = kms_protocol::uri::canonical_domain(domain).map_err(|_| ApiError::not_found("KMS"))?;
+    let org = core.cfg.org_by_kms(&domain).ok_or_else(|| ApiError::not_found("KMS"))?;
+    // A KMS serves its own org's users; another org's users reach it only
+    // through their own KMS, which federates. Relaying for anyone would let
+    // any org's user spend this KMS's per-source budget (it sees one source:
+    // the core) and lock its org out.
+    if core.cfg.org_of(&caller.user_id).is_none_or(|o| o.kms_uri != org.kms_uri) {
+        metrics::counter!("core_kms_relay_refused_total", "reason" => "not_your_org").increment(1);
+        tracing::debug!(user = %caller.user_id, kms = %domain, "relay refused: the KMS does not serve the caller's org");
+        return Err(ApiError::forbidden(
+            "kms_not_your_org",
+            format!(
+                "KMS {domain} does not serve your organization: the core relays only to your own org's KMS; \
+                 other organizations' keys are reached through your own KMS, which federates with theirs"
+            ),
+        ));
+    }
+    if body.len() > kms_protocol::channel::MAX_MESSAGE_LEN * 16 {
+        return Err(ApiError::too_large("the KMS message is too large"));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad("bad_body", "KMS messages are text"))?;
+    let n = message_count(content_type, body);
+    core.relay_limiter.take(&caller.user_id, n).map_err(|refused| {
+        let l = &core.relay_limiter;
+        match refused {
+            Refused::TooLarge { burst } => {
+                metrics::counter!("core_kms_relay_refused_total", "reason" => "batch_too_large").increment(1);
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "relay_batch_too_large",
+                    format!("a batch of {n} KMS messages is more than the relay takes from one caller at once ({burst}); send smaller batches"),
+                )
+            }
+            Refused::Throttled { retry_after } => {
+                metrics::counter!("core_kms_relay_refused_total", "reason" => "throttled").increment(1);
+                tracing::debug!(user = %caller.user_id, kms = %domain, messages = n, "relay refused: caller over its limit");
+                let secs = retry_after.as_secs();
+                ApiError::throttled(
+                    "relay_throttled",
+                    format!(
+                        "too many KMS messages relayed for you (at most {} at once and {} per second); retry in {secs} s",
+                        l.burst(),
+                        l.per_second()
+                    ),
+                    secs,
+                )
+            }
+        }
+    })?;
+    Ok((domain, org, text))
+}
+
+/// Forwards one relay body (a compact message or a `kmsMessages` batch) from
+/// `caller` to the KMS at `domain`, if that KMS serves the caller's org and
+/// the caller is within its relay limits.
 pub async fn forward(
     core: &Core,
+    caller: &Caller,
     domain: &str,
     content_type: &str,
     body: Bytes,
 ) -> Result<(StatusCode, String, Bytes), ApiError> {
-    let domain = kms_protocol::uri::canonical_domain(domain).map_err(|_| ApiError::not_found("KMS"))?;
-    let org = core.cfg.org_by_kms(&domain).ok_or_else(|| ApiError::not_found("KMS"))?;
-    if body.len() > kms_protocol::channel::MAX_MESSAGE_LEN * 16 {
-        return Err(ApiError::too_large("the KMS message is too large"));
-    }
+    let (domain, org, text) = admit(core, caller, domain, content_type, &body)?;
     // A KMS that connected out is preferred: it may have no public address at all.
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad("bad_body", "KMS messages are text"))?;
     if let Some(r) = core.links.request(&domain, content_type, text.to_string()).await {
         let (status, ctype, answer) = r?;
         metrics::counter!("core_kms_relayed_total").increment(1);
@@ -280,4 +361,21 @@ pub async fn forward(
     })?;
     metrics::counter!("core_kms_relayed_total").increment(1);
     Ok((status, ctype, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_count;
+
+    #[test]
+    fn a_batch_counts_as_its_messages_anything_else_as_one() {
+        let batch = br#"{"kmsMessages": ["a", "b", "c"]}"#;
+        assert_eq!(message_count("application/json", batch), 3);
+        assert_eq!(message_count("Application/JSON; charset=utf-8", batch), 3);
+        assert_eq!(message_count("application/jose", batch), 1, "the KMS reads it as one compact message");
+        assert_eq!(message_count("text/plain", b"x.y.z"), 1);
+        assert_eq!(message_count("application/json", br#"{"kmsMessages": []}"#), 1);
+        assert_eq!(message_count("application/json", b"not json"), 1);
+        assert_eq!(message_count("application/json", br#"{"kmsMessages": [1, {}, null]}"#), 3, "counted, not judged");
+    }
 }

@@ -121,6 +121,8 @@ pub struct Core {
     pub blobs: Arc<dyn ObjectStore>,
     /// KMSes that connected out to this core.
     pub links: crate::relay::Links,
+    /// Per-caller budgets on the KMS relay (see [`crate::limit`]).
+    pub relay_limiter: crate::limit::CallerLimiter,
     /// Real-time fan-out of this node (see [`crate::fanout`]).
     pub fanout: Arc<Fanout>,
     /// Remembered spaces and roles (see [`crate::access`]).
@@ -175,7 +177,21 @@ impl Core {
                 w.wake();
             }
         }));
-        Ok(Self { cfg, store, bus, blobs, links, fanout, access, webhooks, verifier, touched: Default::default() })
+        let l = &cfg.limits;
+        let relay_limiter = crate::limit::CallerLimiter::new(l.relay_per_second, l.relay_burst, l.relay_max_callers);
+        Ok(Self {
+            cfg,
+            store,
+            bus,
+            blobs,
+            links,
+            relay_limiter,
+            fanout,
+            access,
+            webhooks,
+            verifier,
+            touched: Default::default(),
+        })
     }
 
     /// Follows the membership changes other nodes announce, forgetting the

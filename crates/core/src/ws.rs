@@ -17,8 +17,13 @@
 //!   history): it comes after the event it points at, never before, and
 //!   several moves of one marker may arrive as the last one only. The
 //!   markers as they stand are in `GET /v1/spaces/{id}` (`read_markers`).
-//! - `{"type":"kms","id":…,"domain":…,"message":…}` relays a KMS message;
-//!   the answer comes back as `{"type":"kms","id":…,"status":…,"message":…}`.
+//! - `{"type":"kms","id":…,"domain":…,"message":…}` relays a KMS message to
+//!   the user's own org's KMS, within the same per-caller limits as
+//!   `POST /kms/<domain>/messages`; the answer comes back as
+//!   `{"type":"kms","id":…,"status":…,"message":…}`, or
+//!   `{"type":"kms","id":…,"status":…,"error":…,"reason":…}` when the core
+//!   refuses it (`kms_not_your_org`; `relay_throttled` with `retry_after`
+//!   in seconds).
 //!
 //! Delivery (see [`crate::fanout`]): a socket is woken with "space X has
 //! events up to N" and sends the frames the node serialized once for all
@@ -433,15 +438,20 @@ impl Socket {
                     let f = json!({"type": "kms", "id": id, "status": 429, "error": "too_many_in_flight", "reason": "too many KMS messages in flight on this socket"});
                     return self.send(text(f)).await;
                 };
-                let (core, replies) = (self.core.clone(), self.replies.clone());
+                let (core, caller, replies) = (self.core.clone(), self.caller.clone(), self.replies.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let reply = match crate::relay::forward(&core, &domain, "application/jose", message.into()).await {
+                    let relayed = crate::relay::forward(&core, &caller, &domain, "application/jose", message.into());
+                    let reply = match relayed.await {
                         Ok((status, _, body)) => {
                             json!({"type": "kms", "id": id, "status": status.as_u16(), "message": String::from_utf8_lossy(&body)})
                         }
                         Err(e) => {
-                            json!({"type": "kms", "id": id, "status": e.status.as_u16(), "error": e.code, "reason": e.message})
+                            let mut f = json!({"type": "kms", "id": id, "status": e.status.as_u16(), "error": e.code, "reason": e.message});
+                            if let Some(secs) = e.retry_after {
+                                f["retry_after"] = secs.into();
+                            }
+                            f
                         }
                     };
                     let _ = replies.send(text(reply)).await;

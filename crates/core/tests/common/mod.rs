@@ -17,6 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 pub const AUD: &str = "https://core.acme.example";
 pub const KMS: &str = "kms.acme.example";
 pub const ORG: &str = "acme.example";
+/// A second org, in tests that need one (see [`globex_tail`]).
+pub const GLOBEX: &str = "globex.example";
 
 /// A core running in this process.
 pub struct Core {
@@ -59,6 +61,15 @@ pub async fn start_with(idp: Arc<Idp>, o: Opts<'_>) -> Core {
     Core { url: format!("http://{}", r.addr), idp, dir, core: r.core, task: r.task }
 }
 
+/// The `tail` that adds a second org, globex (`globex.example`, KMS
+/// `kms.globex.example`), whose users' tokens come from `issuer`; `more` follows.
+pub fn globex_tail(issuer: &str, more: &str) -> String {
+    format!(
+        "[[orgs]]\ndomain = \"{GLOBEX}\"\nkms_uri = \"kms://kms.{GLOBEX}\"\n\n\
+         [[identity.issuers]]\nissuer = \"{issuer}\"\norg_domain = \"{GLOBEX}\"\n\n{more}\n"
+    )
+}
+
 /// A core with its own IdP; `tail` is appended after the org table.
 pub async fn start_core(tail: &str) -> Core {
     start_with(Arc::new(Idp::start()), Opts { tail, ..Opts::default() }).await
@@ -75,6 +86,11 @@ impl User {
     pub async fn new(core: &Core, name: &str) -> User {
         let token = core.idp.token(&[("sub", name), ("aud", AUD)]).await;
         User { http: reqwest::Client::new(), url: core.url.clone(), token, id: format!("{name}@{ORG}") }
+    }
+    /// A user of `org`, whose tokens come from `idp` (that org's issuer in the core's config).
+    pub async fn of_org(core: &Core, idp: &Idp, name: &str, org: &str) -> User {
+        let token = idp.token(&[("sub", name), ("aud", AUD)]).await;
+        User { http: reqwest::Client::new(), url: core.url.clone(), token, id: format!("{name}@{org}") }
     }
     /// The same user (same token) talking to another node.
     pub fn on(&self, core: &Core) -> User {
