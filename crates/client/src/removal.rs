@@ -65,7 +65,7 @@ impl Session {
             }
         }
         // Rotate whatever the core said: the KMS has already cut them off.
-        self.rotate(space).await?;
+        self.rotate_past(space, &resource, removed.as_slice()).await?;
         core_result
     }
 
@@ -130,6 +130,29 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Binds a fresh key, and makes sure it is the newest: a bind the removed
+    /// person had started before their removal could land just after ours
+    /// (senders use the newest key), so one bound later by them, or by anyone
+    /// the member list does not show, is outrun.
+    async fn rotate_past(&self, space: &str, resource: &KmsUri, removed: &[String]) -> Result<()> {
+        for _ in 0..ROUNDS {
+            let ours = self.rotate(space).await?;
+            let body = RequestBody { count: Some(1), ..Default::default() };
+            let newest =
+                self.kms.call(Method::Retrieve, &format!("{resource}/keys"), body).await?.keys.unwrap_or_default();
+            let Some(k) = newest.first() else { return Ok(()) };
+            if k.uri == ours.uri {
+                return Ok(());
+            }
+            let (_, _, members) = self.core.space(space).await?;
+            let listed = members.iter().any(|m| m.user_id == k.user_id);
+            if listed && !removed.iter().any(|r| r == &k.user_id) {
+                return Ok(()); // a member rotated meanwhile: fine
+            }
+        }
+        Err(Error::RemovalIncomplete("keys bound by the removed person keep appearing after ours".into()))
     }
 
     async fn authorizations(&self, resource: &KmsUri) -> Result<Vec<AuthorizationObject>> {

@@ -57,7 +57,7 @@ pub enum IdentityError {
     InvalidUserId,
     /// The user claim falls in a namespace the KMS keeps for other
     /// principals: `service:…` (services that authenticate with a
-    /// certificate) or a `…://…` URI (peer KMSs, anonymous bearers). A token
+    /// certificate) or a `kms:` URI (peer KMSs, anonymous bearers). A token
     /// must never become one of them.
     #[error("access token user claim falls in a namespace reserved for services and KMSs")]
     ReservedUserId,

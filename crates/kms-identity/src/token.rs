@@ -250,10 +250,11 @@ pub(crate) fn qualify_user(value: &str, org_domain: &str) -> Result<String, Iden
 
 /// Whether a user claim names a principal a token may never be: a
 /// certificate service (`service:<id>`, the engine's id for them) or a URI
-/// (`kms://<peer>`, `kms://…/authorizations/<id>` for anonymous bearers).
+/// of the KMS's own (`kms://<peer>`, `kms://…/authorizations/<id>` for
+/// anonymous bearers). Other URL-shaped subjects (some IdPs use them) stay valid.
 fn is_reserved(value: &str) -> bool {
     let lower = value.to_ascii_lowercase();
-    lower.starts_with("service:") || lower.contains("://")
+    lower.starts_with("service:") || lower.starts_with("kms:")
 }
 
 #[cfg(test)]
@@ -284,6 +285,7 @@ mod tests {
         // Names that merely contain the words stay valid.
         assert_eq!(qualify_user("service-desk", "example.com").unwrap(), "service-desk@example.com");
         assert_eq!(qualify_user("auth0|kms", "example.com").unwrap(), "auth0|kms@example.com");
+        assert!(qualify_user("https://idp.example.com/u/1", "example.com").is_ok());
     }
 
     #[test]

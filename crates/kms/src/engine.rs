@@ -398,7 +398,9 @@ impl Engine {
             Operation::RetrieveResourceAccesses { resource, after, count } => {
                 self.accesses(resource, *after, *count, rid).await
             }
-            Operation::ExplainAccess { resource, auth_id } => self.explain(policy, resource, auth_id, now, rid).await,
+            Operation::ExplainAccess { resource, auth_id } => {
+                self.explain(policy, self.is_admin(policy, p), resource, auth_id, now, rid).await
+            }
             Operation::CreateResource { auth_ids, key_uris, anonymous, ttl } => {
                 self.create_resource(&pid, auth_ids, key_uris, *anonymous, *ttl, now, rid).await
             }
@@ -431,7 +433,7 @@ impl Engine {
             Operation::CreateCase { case } => self.create_case(policy, p, case, now, rid).await,
             Operation::ListCases => self.list_cases(rid).await,
             Operation::RetrieveCase { uri: c } => self.retrieve_case(c, rid).await,
-            Operation::UpdateCase { uri: c, decision } => self.decide_case(p, c, *decision, now, rid).await,
+            Operation::UpdateCase { uri: c, decision } => self.decide_case(policy, p, c, *decision, now, rid).await,
             Operation::CreateEphemeralKey { .. } => unreachable!("refused by the authorization rule"),
             _ => Ok(err(Status::BAD_REQUEST, rid, "unsupported operation")),
         }

@@ -297,3 +297,39 @@ async fn a_request_that_decrypts_but_cannot_be_read_gets_its_request_id_back() {
     // The session is still good afterwards (no reset).
     alice.ok(Method::Update, "/ping", json!({})).await;
 }
+
+#[tokio::test]
+async fn links_explanations_and_subjects_are_kept_to_those_entitled() {
+    let (h, _log) = harness_audited().await;
+    let e = &h.engine;
+    let alice = Client::connect(e, "alice").await;
+    let (v, _) = space(&alice, &["bob", "dana"]).await;
+    // Linking a resource one is not authorized on (to extend it, or to probe
+    // its members through `explain`) is refused, and changes nothing.
+    let mallory = Client::connect(e, "mallory").await;
+    let r = mallory.call(Method::Create, "/resources", json!({"authIds": [v]})).await;
+    assert_eq!(r.status, Status::FORBIDDEN, "{:?}", r.reason);
+    let (m, _) = space(&mallory, &[]).await;
+    let r = mallory.call(Method::Create, "/authorizations", json!({"resourceUri": m, "authIds": [v]})).await;
+    assert_eq!(r.status, Status::FORBIDDEN);
+    let listed = mallory.ok(Method::Retrieve, &format!("{m}/authorizations"), json!({})).await.authorizations.unwrap();
+    assert_eq!(listed.len(), 1, "only mallory herself");
+
+    // What the policy says about someone is for admins; a member learns only "no".
+    set_policy(e, json!({"disabledUsers": {"dana": {}}})).await;
+    let ask = format!("{v}/explain?authId={}", enc(&format!("dana@{ORG}")));
+    let bob = Client::connect(e, "bob").await;
+    let to_member = bob.ok(Method::Retrieve, &ask, json!({})).await.access.unwrap();
+    assert!(!to_member.authorized);
+    assert!(!to_member.reason.as_deref().unwrap().contains("disabled"), "{to_member:?}");
+    let admin = Client::connect(e, "admin").await;
+    let to_admin = admin.ok(Method::Retrieve, &ask, json!({})).await.access.unwrap();
+    assert!(to_admin.reason.as_deref().unwrap().contains("disabled"), "{to_admin:?}");
+
+    // A compliance officer acts for users only, never for a service or a KMS.
+    set_policy(e, json!({"complianceOfficers": ["olivia"]})).await;
+    for subject in [format!("service:indexer@{ORG}"), "kms://kms.acme.example".to_string()] {
+        let err = Client::try_connect(e, obo("olivia", &subject)).await.err().expect("refused");
+        assert!(reason_of(err).starts_with("403 "), "{subject}");
+    }
+}

@@ -130,6 +130,8 @@ pub(crate) enum Refusal {
     NotListedByPeer(String),
     /// The org policy forbids anonymous authorizations.
     AnonymousForbidden,
+    /// Linking a resource one is not authorized on.
+    LinkNotAuthorized,
     /// The admin API, by someone who is not an org admin (what was asked).
     AdminOnly(&'static str),
     /// Opening a case without being a compliance officer.
@@ -183,6 +185,9 @@ impl Refusal {
                 format!("not authorized: the KMS {d} lists no authorization for you on this resource").into()
             }
             Refusal::AnonymousForbidden => "org policy forbids anonymous authorizations".into(),
+            Refusal::LinkNotAuthorized => {
+                "an authId names a resource you are not authorized on: only its members may link it".into()
+            }
             Refusal::AdminOnly(what) => format!("only org admins may {what}").into(),
             Refusal::OfficersOnly => "only compliance officers may open compliance cases".into(),
             Refusal::ApproversOnly => "only the org's designated approvers may decide cases".into(),
@@ -285,9 +290,12 @@ impl Engine {
         let admin = self.is_admin(policy, p);
         match op {
             Operation::CreateKeys { .. } => allow(Grant::OrgPrincipal),
-            Operation::CreateResource { anonymous, .. } => {
+            Operation::CreateResource { anonymous, auth_ids, .. } => {
                 if *anonymous > 0 && !self.cfg.allow_anonymous {
                     return refuse(Refusal::AnonymousForbidden);
+                }
+                if let Some(r) = self.check_links(p, auth_ids, now).await? {
+                    return refuse(r);
                 }
                 allow(Grant::OrgPrincipal)
             }
@@ -297,7 +305,7 @@ impl Engine {
                 let (Some(kid), Some(res)) = (self.own_id(key), self.own_id(resource)) else {
                     return refuse(Refusal::NotFound);
                 };
-                let checked = match self.check_resource(p, res, now).await? {
+                let checked = match self.check_resource(p, res, now, true).await? {
                     Ok(c) => c,
                     Err(r) => return refuse(r),
                 };
@@ -307,12 +315,15 @@ impl Engine {
                     Some(_) => Ok(Ok(checked)),
                 }
             }
-            Operation::CreateAuthorizations { resource, anonymous, .. } => {
+            Operation::CreateAuthorizations { resource, anonymous, auth_ids, .. } => {
                 if *anonymous > 0 && !self.cfg.allow_anonymous {
                     return refuse(Refusal::AnonymousForbidden);
                 }
+                if let Some(r) = self.check_links(p, auth_ids, now).await? {
+                    return refuse(r);
+                }
                 match self.own_id(resource) {
-                    Some(id) => self.check_resource(p, id, now).await,
+                    Some(id) => self.check_resource(p, id, now, true).await,
                     None => refuse(Refusal::NotFound),
                 }
             }
@@ -321,13 +332,13 @@ impl Engine {
             | Operation::RetrieveAuthorizations { resource, .. }
             | Operation::DeleteAuthorizationByAuthId { resource, .. }
             | Operation::DeleteAuthorizations { resource, .. } => match self.own_id(resource) {
-                Some(id) => self.check_resource(p, id, now).await,
+                Some(id) => self.check_resource(p, id, now, op.mutates()).await,
                 None => refuse(Refusal::NotFound),
             },
             Operation::DeleteAuthorization { uri } => {
                 let Some(aid) = self.own_id(uri) else { return refuse(Refusal::NotFound) };
                 let Some(a) = self.store.get_authorization(aid).await? else { return refuse(Refusal::NotFound) };
-                match self.check_resource(p, &a.resource_id, now).await? {
+                match self.check_resource(p, &a.resource_id, now, true).await? {
                     Ok(mut c) => {
                         c.authorization = Some(a);
                         Ok(Ok(c))
@@ -344,7 +355,7 @@ impl Engine {
                 if admin {
                     return allow(Grant::Admin);
                 }
-                self.check_resource(p, id, now).await
+                self.check_resource(p, id, now, false).await
             }
             _ if class == OpClass::Admin => {
                 if admin {
@@ -397,9 +408,20 @@ impl Engine {
         }
     }
 
-    /// A resource of ours: those authorized on it.
-    async fn check_resource(&self, p: &Principal, resource_id: &str, now: i64) -> Decision {
-        match self.access(p, resource_id, now).await? {
+    /// A resource of ours: those authorized on it. Changes (binding a key,
+    /// authorizing, de-authorizing) are decided on the store's current state,
+    /// never on a cached grant: a removal on another node must stop a write
+    /// at once, not within the cache's second.
+    async fn check_resource(&self, p: &Principal, resource_id: &str, now: i64, write: bool) -> Decision {
+        let grant = if write {
+            match self.resource_expiry(resource_id).await? {
+                Some(e) if e.is_none_or(|e| e > now) => self.access_uncached(p, resource_id, now).await?,
+                _ => None,
+            }
+        } else {
+            self.access(p, resource_id, now).await?
+        };
+        match grant {
             Some(g) => allow(g),
             None => refuse(Refusal::NotAuthorized),
         }
@@ -718,7 +740,14 @@ impl Engine {
                     .get_authorization(authorization_id)
                     .await?
                     .is_some_and(|a| a.expiration_date.is_some_and(|e| e > now));
-                return Ok(live.then_some(Grant::Anonymous));
+                if !live {
+                    return Ok(None);
+                }
+                // A link counts only while its creator holds an authorization of their own.
+                return Ok(self
+                    .creator_still_member(authorization_id, resource_id, now)
+                    .await?
+                    .then_some(Grant::Anonymous));
             }
             // Peers are decided by `check_peer`, with their org's authorizations.
             Principal::Peer { .. } => return Ok(None),
@@ -768,6 +797,12 @@ impl Engine {
                     let Some(aid) = a.auth_id else { continue };
                     let Ok(u) = KmsUri::parse_absolute(&aid) else { continue };
                     if let (true, Some(id)) = (u.is_object(Kind::Resources), self.own_id(&u)) {
+                        // A resource link counts only while its creator holds an
+                        // authorization of their own here (the removal rule, at read
+                        // time too: a link made in a race with a removal leads nowhere).
+                        if !self.store.has_authorization(&res, &[a.creator.as_str()], now).await? {
+                            continue;
+                        }
                         if matches!(self.resource_expiry(id).await?, Some(e) if e.is_none_or(|e| e > now)) {
                             let first = via.clone().unwrap_or_else(|| u.to_string());
                             next.push((id.to_string(), Some(first)));
@@ -781,6 +816,35 @@ impl Engine {
             frontier = next;
         }
         Ok(None)
+    }
+
+    /// Linking a resource of ours as an authId (its members become readers
+    /// here) is for those authorized on it: nobody extends, or probes, what
+    /// they cannot read. Unknown resources are left to the operation (404).
+    async fn check_links(&self, p: &Principal, auth_ids: &[AuthId], now: i64) -> Result<Option<Refusal>, EngineError> {
+        for a in auth_ids {
+            let AuthId::Resource(r) = a else { continue };
+            let Some(id) = self.own_id(r) else { continue };
+            if self.resource_expiry(id).await?.is_none() {
+                continue;
+            }
+            if self.access_uncached(p, id, now).await?.is_none() {
+                return Ok(Some(Refusal::LinkNotAuthorized));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the creator of the (non-principal) authorization `authorization_id`
+    /// on `resource_id` still holds an authorization of their own there.
+    async fn creator_still_member(
+        &self,
+        authorization_id: &str,
+        resource_id: &str,
+        now: i64,
+    ) -> Result<bool, EngineError> {
+        let Some(a) = self.store.get_authorization(authorization_id).await? else { return Ok(false) };
+        Ok(self.store.has_authorization(resource_id, &[a.creator.as_str()], now).await?)
     }
 
     /// The principal an authId stands for when the rule is asked about it

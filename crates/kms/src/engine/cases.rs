@@ -84,6 +84,7 @@ impl Engine {
     /// `update /cases/<id>`: an approver's decision, or closing (the rule checked who).
     pub(super) async fn decide_case(
         &self,
+        policy: &Loaded,
         p: &Principal,
         uri: &KmsUri,
         decision: kms_protocol::policy::CaseDecision,
@@ -105,7 +106,16 @@ impl Engine {
                     } else if !case.approvals.contains(user_id) {
                         case.approvals.push(user_id.clone());
                     }
-                    if case.state == CaseState::Pending && case.approvals.len() as u32 >= case.required {
+                    // The rule in force decides (as it does at release): approvals by current approvers.
+                    let (required, valid) = match &policy.policy.approval {
+                        Some(rule) => (
+                            rule.required,
+                            case.approvals.iter().filter(|a| rule.approvers.contains(a) && **a != case.officer).count(),
+                        ),
+                        None => (0, case.approvals.len()),
+                    };
+                    case.required = required;
+                    if case.state == CaseState::Pending && valid as u32 >= required {
                         case.state = CaseState::Approved;
                     }
                 }

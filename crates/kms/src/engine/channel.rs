@@ -108,7 +108,12 @@ impl Engine {
                     // answer with its requestId (when it has one), not a reset.
                     Ok(Err(unreadable)) => {
                         let rid = unreadable.request_id.unwrap_or_default();
-                        let resp = err(Status::BAD_REQUEST, &rid, &unreadable.error.to_string());
+                        // A fixed reason: serde's words may quote what was sent.
+                        let resp = err(
+                            Status::BAD_REQUEST,
+                            &rid,
+                            "not a KMS request: unknown method, or a member missing or of the wrong type",
+                        );
                         return Ok(seal_response(&session.shared, &uri, &resp).unwrap_or_default());
                     }
                     Err(_) => {
@@ -226,6 +231,11 @@ impl Engine {
         // Authenticated, but not allowed to act for someone else: 403, not 401.
         let subject = kms_protocol::policy::own_user(obo, &self.cfg.org_domain, "onBehalfOf")
             .map_err(|_| Refused::Forbidden("onBehalfOf must name a user of this KMS's own org"))?;
+        // A service or a KMS is never a compliance subject (their ids share no namespace with users).
+        let lower = subject.to_ascii_lowercase();
+        if lower.starts_with("service:") || lower.starts_with("kms:") {
+            return Err(Refused::Forbidden("onBehalfOf must name a user of this KMS's own org"));
+        }
         let policy = self.policies.current().await.map_err(|_| Refused::Unavailable)?;
         if !policy.policy.compliance_officers.iter().any(|o| o == &user.user_id) {
             return Err(Refused::Forbidden("onBehalfOf is allowed only for the org's compliance officers"));

@@ -182,6 +182,7 @@ impl Engine {
     pub(super) async fn explain(
         &self,
         policy: &Loaded,
+        admin: bool,
         resource: &KmsUri,
         auth_id: &AuthId,
         now: i64,
@@ -200,16 +201,24 @@ impl Engine {
                     Some("a resource is not a principal: ask about a user or a service authorized through it".into())
             }
             Some(principal) => {
-                if let Some(r) = self.cut_off(policy, &principal, "") {
-                    answer.reason = Some(r.reason().into_owned());
-                } else if self.service_of(policy, &principal).is_some_and(|s| !s.spaces.covers(&resource.to_string())) {
-                    answer.reason = Some(super::authz::Refusal::ServiceOutOfScope.reason().into_owned());
+                // What the org policy says about someone is for org admins; members learn only yes or no.
+                let policy_refusal = self.cut_off(policy, &principal, "").or_else(|| {
+                    self.service_of(policy, &principal)
+                        .filter(|s| !s.spaces.covers(&resource.to_string()))
+                        .map(|_| super::authz::Refusal::ServiceOutOfScope)
+                });
+                if let Some(r) = policy_refusal {
+                    answer.reason = Some(if admin {
+                        r.reason().into_owned()
+                    } else {
+                        "the org's policy does not let them read it (an org admin can see why)".into()
+                    });
                 } else {
                     match self.access_uncached(&principal, id, now).await? {
                         Some(g) => {
                             answer.authorized = true;
                             answer.via = Some(g.via());
-                            if self.service_of(policy, &principal).is_some() {
+                            if admin && self.service_of(policy, &principal).is_some() {
                                 answer.reason =
                                     Some("a service reads only the content its time range and denials allow".into());
                             }
