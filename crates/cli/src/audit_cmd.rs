@@ -81,17 +81,17 @@ pub fn export(config: &Path, from_seq: u64, out: Option<&Path>) -> anyhow::Resul
         let log = audit::AuditLog::open_with(&url, "export", signer, options).await.context("opening the audit log")?;
         let summary = match out {
             Some(p) => {
-                let f = tokio::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(p)
-                    .await
-                    .with_context(|| format!("writing {}", p.display()))?;
-                let mut w = tokio::io::BufWriter::new(f);
+                // `--out` replaces a file already there, as it always did, but
+                // atomically: a failed export leaves the old file, not half a new one.
+                let file = secretfile::NewFile::create(p).with_context(|| format!("writing {}", p.display()))?;
+                let mut w = tokio::io::BufWriter::new(tokio::fs::File::from_std(file.as_file().try_clone()?));
                 let s = log.export_jsonl(&mut w, from_seq).await?;
                 tokio::io::AsyncWriteExt::flush(&mut w).await?;
+                drop(w);
+                tokio::task::spawn_blocking(move || file.publish_replacing())
+                    .await
+                    .context("writing the export")?
+                    .with_context(|| format!("writing {}", p.display()))?;
                 s
             }
             None => {

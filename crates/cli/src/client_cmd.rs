@@ -566,7 +566,9 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
                 let Some(dest) = dest else {
                     anyhow::bail!("this preview is an image ({media_type}, {} bytes): give --out FILE", bytes.len())
                 };
-                std::fs::write(&dest, &bytes).with_context(|| format!("writing {}", dest.display()))?;
+                // A decrypted thumbnail: private like a download. `--out` replaces a
+                // file already there, as it always did, but atomically.
+                secretfile::replace(&dest, &bytes).with_context(|| format!("writing {}", dest.display()))?;
                 out.print(
                     || format!("thumbnail ({media_type}, {} bytes) written to {}", bytes.len(), dest.display()),
                     json!({"file": file, "kind": "image", "media_type": media_type, "bytes": bytes.len(), "out": dest}),

@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -409,7 +409,6 @@ fn plain_id(s: &str) -> Option<&str> {
 
 /// Creates `out` (0700) if missing (then `true`); it must be an empty directory.
 fn prepare_out(out: &Path) -> anyhow::Result<bool> {
-    use std::os::unix::fs::DirBuilderExt;
     match std::fs::symlink_metadata(out) {
         Ok(m) if m.is_dir() => {
             let mut entries = std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?;
@@ -428,36 +427,29 @@ fn prepare_out(out: &Path) -> anyhow::Result<bool> {
             Ok(false)
         }
         Ok(_) => bail!("{} exists and is not a directory", out.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(out)
-            .map(|()| true)
-            .with_context(|| format!("creating {}", out.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            secretfile::create_dir(out).map(|()| true).with_context(|| format!("creating {}", out.display()))
+        }
         Err(e) => Err(e).with_context(|| format!("reading {}", out.display())),
     }
 }
 
+// An export is written into a private staging directory of its own, file by
+// file (created exclusively, 0600, each fsynced; the directory fsynced once),
+// moved into the export directory, and completed by the manifest: so the files
+// need no temporary names of their own, and nothing is ever overwritten.
+
 fn mkdir_private(p: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().mode(0o700).create(p).with_context(|| format!("creating {}", p.display()))
+    secretfile::create_dir(p).with_context(|| format!("creating {}", p.display()))
 }
 
 /// Writes a new file (never an existing one), mode 0600, synced.
 fn write_private(p: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(p)
-        .with_context(|| format!("creating {}", p.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", p.display()))?;
-    f.sync_all().with_context(|| format!("writing {}", p.display()))?;
-    Ok(())
+    secretfile::write_exclusive(p, bytes).with_context(|| format!("writing {}", p.display()))
 }
 
 fn sync_dir(p: &Path) -> anyhow::Result<()> {
-    std::fs::File::open(p).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", p.display()))
+    secretfile::sync_dir(p).with_context(|| format!("syncing {}", p.display()))
 }
 
 async fn export(dir: &Path, req: ExportRequest, out: Out) -> anyhow::Result<()> {

@@ -7,7 +7,6 @@
 //! - `credentials.json`: the refresh token and this device's client id,
 //!   mode 0600.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -98,7 +97,8 @@ impl OrgProfile {
 
     /// Writes it as `dir/config.toml`.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // The directory credentials.json goes in too: private when made here.
+        secretfile::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let text =
             format!("# Custos client profile for {} (written by `custos login`)\n{}", self.org, toml::to_string(self)?);
         std::fs::write(dir.join("config.toml"), text)
@@ -134,24 +134,14 @@ impl Credentials {
     }
 }
 
+/// Replaces `dir/credentials.json` atomically (see [`secretfile::replace`]).
+/// Replacing is meant: a login, and every refresh token rotation, supersedes
+/// the credentials before it.
 fn save_credentials(dir: &Path, c: &Credentials) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    secretfile::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("credentials.json");
-    let tmp = dir.join(format!(".credentials.json.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(&serde_json::to_vec_pretty(c)?)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    let text = zeroize::Zeroizing::new(serde_json::to_vec_pretty(c)?);
+    secretfile::replace(&path, &text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A hook that stores a rotated refresh token.

@@ -72,36 +72,43 @@ fn random_secret(len: usize) -> String {
 }
 
 fn load_or_create_secrets(data: &Path) -> anyhow::Result<Secrets> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = data.join("secrets.toml");
-    let mut s: Secrets = match std::fs::read_to_string(&path) {
-        Ok(t) => toml::from_str(&t).with_context(|| format!("{} is damaged", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Secrets::default(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let before = toml::to_string(&s)?;
-    for org in orgs(0) {
-        s.cmk.entry(org.domain.to_string()).or_insert_with(|| random_secret(32));
-        for u in org.users {
-            s.passwords.entry(format!("{u}@{}", org.domain)).or_insert_with(|| random_secret(12));
+    // Twice at most: a first `up` that finds the file made meanwhile by another
+    // (AlreadyExists) reads and completes that one instead of its own.
+    for _ in 0..2 {
+        let (mut s, existed): (Secrets, bool) = match std::fs::read_to_string(&path) {
+            Ok(t) => (toml::from_str(&t).with_context(|| format!("{} is damaged", path.display()))?, true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Secrets::default(), false),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let before = toml::to_string(&s)?;
+        for org in orgs(0) {
+            s.cmk.entry(org.domain.to_string()).or_insert_with(|| random_secret(32));
+            for u in org.users {
+                s.passwords.entry(format!("{u}@{}", org.domain)).or_insert_with(|| random_secret(12));
+            }
+            for (bot, _) in org.bots {
+                s.bots.entry(bot.to_string()).or_insert_with(|| random_secret(24));
+            }
         }
-        for (bot, _) in org.bots {
-            s.bots.entry(bot.to_string()).or_insert_with(|| random_secret(24));
+        let text = toml::to_string(&s)?;
+        if text == before {
+            return Ok(s);
+        }
+        let text = format!("# Development secrets of `custos up` (not for production).\n{text}");
+        if existed {
+            // Replacing is meant: the same secrets, with the ones missing added.
+            secretfile::replace(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            return Ok(s);
+        }
+        // A first write never replaces: the CMK passphrases in it seal the KMSes' CMKs.
+        match secretfile::create_new(&path, text.as_bytes()) {
+            Ok(()) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("writing {}", path.display())),
         }
     }
-    let text = toml::to_string(&s)?;
-    if text != before {
-        let tmp = data.join(".secrets.toml.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        std::io::Write::write_all(
-            &mut f,
-            format!("# Development secrets of `custos up` (not for production).\n{text}").as_bytes(),
-        )?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-    }
-    Ok(s)
+    anyhow::bail!("{} keeps changing: is another `custos up` starting on this directory?", path.display())
 }
 
 fn toml_str(s: &str) -> String {
@@ -455,12 +462,10 @@ fn ready_view(r: &Ready) -> DemoView {
     }
 }
 
+/// Writes a configuration holding secrets (0600, atomically). Replacing is
+/// meant: it is made anew from `secrets.toml` on every `up`.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    std::io::Write::write_all(&mut f, text.as_bytes())?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
+    secretfile::replace(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Federates each org's KMS with the others' (cross-organization spaces),

@@ -149,9 +149,9 @@ impl Session {
         Ok((info, file_key, segment, rec))
     }
 
-    /// Downloads file `id` to `dest`, verifying every segment. Writes to
-    /// `<dest>.part` and renames at the end: a failed download (tampered,
-    /// truncated, reordered) leaves nothing at `dest`.
+    /// Downloads file `id` to `dest`, verifying every segment. Writes to a
+    /// private temporary file beside it and gives it its name at the end: a
+    /// failed download (tampered, truncated, reordered) leaves nothing at `dest`.
     pub async fn download(&self, id: &str, dest: &Path, progress: Progress<'_>) -> Result<FileInfo> {
         self.download_to(id, dest, false, progress).await
     }
@@ -238,20 +238,20 @@ pub(crate) async fn download_verified(
     if !info.ready {
         return Err(Error::Invalid("the file is still being uploaded".into()));
     }
-    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("download");
-    let part = dest.with_file_name(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
-    let result = download_into(core, rec, file_key, segment, &part, progress).await;
-    let placed = match result {
-        Ok(()) if overwrite => tokio::fs::rename(&part, dest).await.map_err(Error::from),
-        // Without overwrite: a hard link fails if dest appeared meanwhile.
-        Ok(()) => tokio::fs::hard_link(&part, dest).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::Invalid(format!("{} already exists", dest.display())),
-            _ => Error::Io(e),
-        }),
-        Err(e) => Err(e),
-    };
-    let _ = tokio::fs::remove_file(&part).await;
-    placed.map(|()| info)
+    // Deleted when dropped unpublished (a failed download).
+    let part = secretfile::NewFile::create(dest)?;
+    let out = tokio::fs::File::from_std(part.as_file().try_clone()?);
+    download_into(core, rec, file_key, segment, out, progress).await?;
+    // Fsynced, named (never over an existing file without `overwrite`: the
+    // name may have been taken meanwhile), the directory fsynced.
+    let placed = tokio::task::spawn_blocking(move || if overwrite { part.publish_replacing() } else { part.publish() })
+        .await
+        .map_err(|_| Error::Io(std::io::Error::other("the task placing the download failed")))?;
+    placed.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::Invalid(format!("{} already exists", dest.display())),
+        _ => Error::Io(e),
+    })?;
+    Ok(info)
 }
 
 async fn download_into(
@@ -259,12 +259,11 @@ async fn download_into(
     rec: &CoreFile,
     file_key: &FileKey,
     segment: usize,
-    part: &Path,
+    mut out: tokio::fs::File,
     progress: Progress<'_>,
 ) -> Result<()> {
     let total = rec.size as u64;
     let chunks = if rec.size == 0 { 0 } else { (rec.size as u64 - 1) / rec.chunk_size as u64 + 1 };
-    let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(part).await?;
     let header_len = filecrypt::header_len();
     let unit = segment + filecrypt::TAG_LEN;
     let mut buf: Vec<u8> = Vec::with_capacity(unit * 2);

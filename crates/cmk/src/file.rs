@@ -155,15 +155,13 @@ impl FileBackend {
         let file = parse_cmk_file(path, &bytes)?;
         let key = unseal_cmk(path, &file, &self.passphrase)?;
         let dest = self.cmk_path(&file.id);
-        match write_new_private_file(&self.dir, &dest, &bytes) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let existing = fs::read(&dest).map_err(|e| CmkError::io("read", &dest, e))?;
-                if existing != bytes {
-                    return Err(CmkError::format(&dest, "a different file for this CMK id is already there"));
-                }
+        // Several nodes may adopt the same file at once: one copies it, the others find the copy.
+        match secretfile::create_or_read(&dest, &bytes).map_err(|e| CmkError::io("write", &dest, e))? {
+            secretfile::Outcome::Created => {}
+            secretfile::Outcome::Existing(existing) if *existing == bytes => {}
+            secretfile::Outcome::Existing(_) => {
+                return Err(CmkError::format(&dest, "a different file for this CMK id is already there"))
             }
-            Err(e) => return Err(CmkError::io("write", &dest, e)),
         }
         Ok(self.register(SoftwareKey::new(file.id, key)))
     }
@@ -216,7 +214,8 @@ impl FileBackend {
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|_| CmkError::Crypto("serializing a CMK file"))?;
         let path = self.cmk_path(&id);
-        write_new_private_file(&self.dir, &path, &bytes).map_err(|e| CmkError::io("write", &path, e))?;
+        // Never over an existing file: ids are unique, and a file under an id is that CMK.
+        secretfile::create_new(&path, &bytes).map_err(|e| CmkError::io("write", &path, e))?;
         Ok(self.register(SoftwareKey::new(id, key)))
     }
 
@@ -274,7 +273,7 @@ impl FileBackend {
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|_| CmkError::Crypto("serializing the import key"))?;
         let path = self.import_key_path();
-        match write_new_private_file(&self.dir, &path, &bytes) {
+        match secretfile::create_new(&path, &bytes) {
             Ok(()) => Ok(public),
             // Another process created it first: use theirs.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self
@@ -359,7 +358,7 @@ impl CmkBackend for FileBackend {
         }
         overwrite(&path, bytes.len()).map_err(|e| CmkError::io("overwrite", &path, e))?;
         fs::remove_file(&path).map_err(|e| CmkError::io("delete", &path, e))?;
-        sync_dir(&self.dir).map_err(|e| CmkError::io("fsync", &self.dir, e))?;
+        secretfile::sync_dir(&self.dir).map_err(|e| CmkError::io("fsync", &self.dir, e))?;
         Ok(())
     }
 
@@ -488,42 +487,7 @@ fn unseal_with_passphrase(
 // ---------------------------------------------------------------- durable files
 
 fn create_private_dir(dir: &Path) -> Result<(), CmkError> {
-    let mut b = fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir).map_err(|e| CmkError::io("create directory", dir, e))
-}
-
-/// Writes `bytes` to `path` (mode 0600), never replacing an existing file
-/// (`AlreadyExists` then): a temporary file in the same directory, fsynced,
-/// hard-linked into place, then the directory fsynced.
-fn write_new_private_file(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut suffix = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut suffix).map_err(|_| io::Error::other("random generation failed"))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("cmk");
-    let tmp = dir.join(format!(".{name}.{}.tmp", jose::b64::encode(suffix)));
-    let result = (|| {
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        match fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
-            // A file system without hard links: check, then rename (not atomic
-            // against a concurrent writer of the same name; ids are unique).
-            Err(_) if path.exists() => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
-            Err(_) => fs::rename(&tmp, path),
-        }
-    })();
-    let _ = fs::remove_file(&tmp);
-    result?;
-    sync_dir(dir)
+    secretfile::create_dir_all(dir).map_err(|e| CmkError::io("create directory", dir, e))
 }
 
 /// Overwrites a file's `len` bytes in place with random bytes and fsyncs it.
@@ -533,8 +497,4 @@ fn overwrite(path: &Path, len: usize) -> io::Result<()> {
     let mut f = fs::OpenOptions::new().write(true).open(path)?;
     f.write_all(&noise)?;
     f.sync_all()
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }

@@ -76,9 +76,14 @@ impl Webhooks {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut k = Zeroizing::new(vec![0u8; 32]);
                 aws_lc_rs::rand::fill(&mut k).map_err(|_| anyhow::anyhow!("no randomness"))?;
-                std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-                write_private(&path, &k).with_context(|| format!("writing {}", path.display()))?;
-                k
+                secretfile::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+                // Never replaced: core nodes sharing a data directory may start at
+                // once, and the one key whose file appears first is everyone's.
+                match secretfile::create_or_read(&path, &k).with_context(|| format!("writing {}", path.display()))? {
+                    secretfile::Outcome::Created => k,
+                    secretfile::Outcome::Existing(theirs) if theirs.len() == 32 => theirs,
+                    secretfile::Outcome::Existing(_) => anyhow::bail!("{} is not a 32-byte key", path.display()),
+                }
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
@@ -263,14 +268,6 @@ async fn join_position(store: &dyn Store, space: &str, user: &str, last_seq: i64
     Ok(last_seq)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +302,26 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(dir.path().join("webhook.key"), b"short").unwrap();
         assert!(Webhooks::open(dir.path(), false).is_err(), "a damaged key is an error, not a new key");
+    }
+
+    #[test]
+    fn nodes_opening_a_new_data_directory_at_once_share_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let barrier = std::sync::Barrier::new(6);
+        let w = Webhook { user_id: "bot@a.test".into(), url: "https://b/h".into(), create_date: 1 };
+        let secrets: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..6)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        Webhooks::open(dir.path(), false).unwrap().secret(&w).to_string()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(secrets.windows(2).all(|p| p[0] == p[1]), "every node signs with the same key");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["webhook.key"]);
     }
 }

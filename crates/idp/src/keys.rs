@@ -2,7 +2,6 @@
 //! file readable by its owner only, and reused on every later start so that
 //! tokens issued before a restart stay valid.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use jose::jws::{SignKey, VerifyKey};
@@ -78,29 +77,15 @@ impl SigningKey {
         create_dir_private(data_dir)?;
         let key = RsaPrivateKey::generate(2048, None).map_err(|e| KeyError::Crypto(e.to_string()))?;
         let pem = key.to_pem();
-        // Write a private temporary file, then link it into place: the key file
-        // is never seen half-written, and if another process created one
-        // meanwhile, theirs wins and is the one we use.
-        let tmp = data_dir.join(format!(".{KEY_FILE}.{}.tmp", crate::token::random_id()));
-        let result = (|| -> Result<bool, KeyError> {
-            let mut f = private_file(&tmp).map_err(io("creating", &tmp))?;
-            f.write_all(pem.as_bytes()).map_err(io("writing", &tmp))?;
-            f.sync_all().map_err(io("writing", &tmp))?;
-            match std::fs::hard_link(&tmp, &path) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                Err(source) => Err(KeyError::Io { action: "creating", path: path.clone(), source }),
+        // Published whole or not at all, never over another file: if another
+        // process created one meanwhile, theirs wins and is the one we use.
+        match secretfile::create_or_read(&path, pem.as_bytes()).map_err(io("creating", &path))? {
+            secretfile::Outcome::Created => Ok((Self::new(key), true)),
+            secretfile::Outcome::Existing(theirs) => {
+                let pem = std::str::from_utf8(&theirs)
+                    .map_err(|_| KeyError::BadKey { path: path.clone(), reason: "not UTF-8".into() })?;
+                Ok((Self::from_file(&path, pem)?, false))
             }
-        })();
-        let _ = std::fs::remove_file(&tmp);
-        if result? {
-            if let Ok(dir) = std::fs::File::open(data_dir) {
-                let _ = dir.sync_all();
-            }
-            Ok((Self::new(key), true))
-        } else {
-            let pem = std::fs::read_to_string(&path).map_err(io("reading", &path))?;
-            Ok((Self::from_file(&path, &pem)?, false))
         }
     }
 
@@ -146,19 +131,7 @@ impl SigningKey {
 }
 
 fn create_dir_private(dir: &Path) -> Result<(), KeyError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| KeyError::Io { action: "creating", path: dir.to_owned(), source })
-}
-
-fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)
+    secretfile::create_dir_all(dir).map_err(|source| KeyError::Io { action: "creating", path: dir.to_owned(), source })
 }
 
 fn warn_if_readable_by_others(path: &Path) {
@@ -179,4 +152,40 @@ fn warn_if_readable_by_others(path: &Path) {
 /// Maps an I/O error on `path` during `action`.
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> KeyError + 'a {
     move |source| KeyError::Io { action, path: path.to_owned(), source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_starting_at_once_share_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("idp");
+        let barrier = std::sync::Barrier::new(3);
+        let made: Vec<(String, bool)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        let (k, generated) = SigningKey::load_or_generate(&data).unwrap();
+                        (k.kid().to_owned(), generated)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(made.iter().filter(|(_, g)| *g).count(), 1, "one generates the key");
+        let (again, generated) = SigningKey::load_or_generate(&data).unwrap();
+        assert!(!generated);
+        assert!(made.iter().all(|(kid, _)| kid == again.kid()), "every process signs with the key on disk");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!((mode(&data), mode(&data.join(KEY_FILE))), (0o700, 0o600));
+        }
+        let names: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [KEY_FILE]);
+    }
 }

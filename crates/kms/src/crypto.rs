@@ -247,15 +247,29 @@ impl Cmk {
                 Ok((cmk, false))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // A new CMK in the original layout: made by the file backend in a
-                // directory of its own, moved into place (same format).
-                let dir = path.with_extension("new");
-                let backend = FileBackend::open(&dir, passphrase)?;
-                let key = backend.generate()?;
-                let made = dir.join(format!("{}.cmk.json", key.id()));
-                std::fs::rename(&made, path).map_err(|e| CryptoError::CmkFile(format!("{}: {e}", path.display())))?;
-                let _ = std::fs::remove_dir(&dir);
-                Ok((Self::from_key(key), true))
+                // A new CMK in the original layout (same format): made by the file
+                // backend in a directory of its own (unique: others may be doing
+                // this at once), then published at `path` unless another process
+                // got there first, whose CMK is then the one opened.
+                let file_err = |e: std::io::Error| CryptoError::CmkFile(format!("{}: {e}", path.display()));
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let dir = path.with_file_name(format!(".{name}.{}.new", uuid::Uuid::new_v4().simple()));
+                let made = (|| {
+                    let backend = FileBackend::open(&dir, passphrase)?;
+                    let key = backend.generate()?;
+                    let bytes = std::fs::read(dir.join(format!("{}.cmk.json", key.id()))).map_err(file_err)?;
+                    Ok::<_, CryptoError>((key, secretfile::create_new(path, &bytes)))
+                })();
+                // The copy in `dir` is the same sealed bytes as the published file, or unused.
+                let _ = std::fs::remove_dir_all(&dir);
+                match made? {
+                    (key, Ok(())) => Ok((Self::from_key(key), true)),
+                    (_, Err(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let (cmk, _) = Self::open_or_create(path, passphrase)?;
+                        Ok((cmk, false))
+                    }
+                    (_, Err(e)) => Err(file_err(e)),
+                }
             }
             Err(e) => Err(CryptoError::CmkFile(format!("{}: {e}", path.display()))),
         }
@@ -266,32 +280,6 @@ impl Cmk {
         let key = SecretKey::generate()?;
         Ok(Self::from_key(Arc::new(SoftwareKey::from_bytes(uuid::Uuid::new_v4().to_string(), key.expose())?)))
     }
-}
-
-/// Writes a file readable by its owner only, durably (fsync of file and directory).
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -327,6 +315,33 @@ mod tests {
         assert!(Cmk::open_or_create(&dir.path().join("other.json"), b"short").is_err());
         let text = std::fs::read_to_string(dir.path().join("cmk.json")).unwrap();
         assert_eq!(text, "{}");
+    }
+
+    #[test]
+    fn processes_creating_one_cmk_file_at_once_share_it() {
+        // Each used to make its own and rename it over the others': all but the
+        // last then held a CMK no file kept.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cmk.json");
+        let barrier = std::sync::Barrier::new(3);
+        let made: Vec<(Cmk, bool)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        Cmk::open_or_create(&path, b"correct horse battery").unwrap()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(made.iter().filter(|(_, created)| *created).count(), 1, "one creates it");
+        let (on_disk, _) = Cmk::open_or_create(&path, b"correct horse battery").unwrap();
+        for (cmk, _) in &made {
+            assert_eq!(cmk.id(), on_disk.id(), "every process holds the CMK of the file");
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["cmk.json"], "no working directories left behind");
     }
 
     #[test]

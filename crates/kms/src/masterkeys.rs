@@ -418,7 +418,10 @@ impl MasterKeys {
         let mut any = false;
         for f in guard.iter().filter(|f| stale.contains(&f.path)) {
             let sealed = seal_static_key(target.as_ref(), &f.pkcs8)?;
-            replace_private_file(&f.path, &sealed).map_err(|source| CryptoError::Io {
+            // Replacing is meant here: the same key, re-sealed under the active
+            // CMK. Every node sharing the file may do it at once; each writes
+            // the same key under the same CMK, so any rename landing last is right.
+            secretfile::replace(&f.path, &sealed).map_err(|source| CryptoError::Io {
                 op: "write",
                 path: f.path.clone(),
                 source,
@@ -854,34 +857,6 @@ pub fn sealed_static_key_cmk(bytes: &[u8]) -> Option<(&str, &[u8])> {
     let end = rest.iter().take(65).position(|b| *b == b'\n')?;
     let id = std::str::from_utf8(&rest[..end]).ok()?;
     Some((id, &rest[end + 1..]))
-}
-
-/// Writes a file readable by its owner only, replacing it atomically: a
-/// uniquely named temporary file (several nodes may share a data directory),
-/// fsynced, renamed over, the directory fsynced.
-pub fn replace_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let mut suffix = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut suffix).map_err(|_| std::io::Error::other("random generation failed"))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("sealed");
-    let tmp = dir.join(format!(".{name}.{}.tmp", jose::b64::encode(suffix)));
-    let result = (|| {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Overwrites a file with random bytes, fsyncs, deletes it, fsyncs its

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::{AuthError, AuthenticatedUser, Authenticator};
 use crate::config::{CmkBackendKind, Config};
-use crate::crypto::{write_private_file, Cmk, CMK_DIR};
+use crate::crypto::{Cmk, CMK_DIR};
 use crate::engine::{Engine, EngineConfig};
 use crate::http::{router, AppState};
 use crate::limit::RateLimiter;
@@ -230,27 +230,32 @@ fn pem_body(pem: &str, label: &str) -> anyhow::Result<Vec<u8>> {
 /// A generated key is written sealed under the CMK (AES-256-GCM), never in
 /// clear: with it and recorded traffic, anyone could open every handshake. A
 /// key file the operator provides as PEM is used as it is (protect it yourself).
+///
+/// Neither file is ever replaced: nodes sharing a data directory may start at
+/// once (and [`start`] serializes them only where file locks work), so a
+/// generated file is published only if the name is free, and a node that
+/// finds another's file there first uses that one instead of its own.
 pub fn load_or_create_static_key(cfg: &Config, cmk: &Cmk) -> anyhow::Result<StaticKey> {
     let key_path = cfg.static_key.path.as_deref().context("static_key.path is not set (Config::parse sets it)")?;
     let cert_path =
         cfg.static_key.cert_path.as_deref().context("static_key.cert_path is not set (Config::parse sets it)")?;
     let (key, created, sealed_under) = match std::fs::read(key_path) {
-        Ok(bytes) if bytes.starts_with(b"-----BEGIN") => {
-            let pem = String::from_utf8(bytes).context("the static key PEM is not UTF-8")?;
-            let key =
-                RsaPrivateKey::from_pem(&pem, None).with_context(|| format!("static key {}", key_path.display()))?;
-            (key, false, None)
-        }
         Ok(bytes) => {
-            let (der, under) = open_sealed_static_key(&bytes, cmk)
-                .with_context(|| format!("opening the sealed static key {} (wrong CMK?)", key_path.display()))?;
-            (RsaPrivateKey::from_pkcs8_der(&der, None)?, false, Some(under))
+            let (key, under) = open_static_key_file(key_path, &bytes, cmk)?;
+            (key, false, under)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let k = RsaPrivateKey::generate(2048, None)?;
             let sealed = seal_static_key(cmk.key().as_ref(), &k.to_pkcs8_der())?;
-            write_private_file(key_path, &sealed).with_context(|| format!("writing {}", key_path.display()))?;
-            (k, true, Some(cmk.id().to_string()))
+            let written = create_dir_of(key_path).and_then(|()| secretfile::create_or_read(key_path, &sealed));
+            match written.with_context(|| format!("writing {}", key_path.display()))? {
+                secretfile::Outcome::Created => (k, true, Some(cmk.id().to_string())),
+                // Another node's first start got there first: its key is this node's too.
+                secretfile::Outcome::Existing(bytes) => {
+                    let (key, under) = open_static_key_file(key_path, &bytes, cmk)?;
+                    (key, false, under)
+                }
+            }
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", key_path.display())),
     };
@@ -265,12 +270,76 @@ pub fn load_or_create_static_key(cfg: &Config, cmk: &Cmk) -> anyhow::Result<Stat
             params.distinguished_name.push(rcgen::DnType::CommonName, cfg.domain.clone());
             params.not_after = rcgen::date_time_ymd(2099, 12, 31);
             let cert = params.self_signed(&kp)?;
-            write_private_file(cert_path, cert.pem().as_bytes())?;
-            cert.der().to_vec()
+            let written =
+                create_dir_of(cert_path).and_then(|()| secretfile::create_or_read(cert_path, cert.pem().as_bytes()));
+            match written.with_context(|| format!("writing {}", cert_path.display()))? {
+                secretfile::Outcome::Created => cert.der().to_vec(),
+                // Another node's, for the same key (it read or wrote the same key file first).
+                secretfile::Outcome::Existing(pem) => {
+                    pem_body(std::str::from_utf8(&pem).context("the certificate PEM is not UTF-8")?, "CERTIFICATE")?
+                }
+            }
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", cert_path.display())),
     };
     Ok(StaticKey { key, cert_der, created, sealed_under })
+}
+
+/// The key in a static key file: a PEM the operator provides, or a key sealed
+/// under a CMK. Returns it and the CMK it is sealed under (`None` for PEM).
+fn open_static_key_file(path: &Path, bytes: &[u8], cmk: &Cmk) -> anyhow::Result<(RsaPrivateKey, Option<String>)> {
+    if bytes.starts_with(b"-----BEGIN") {
+        let pem = std::str::from_utf8(bytes).context("the static key PEM is not UTF-8")?;
+        let key = RsaPrivateKey::from_pem(pem, None).with_context(|| format!("static key {}", path.display()))?;
+        return Ok((key, None));
+    }
+    let (der, under) = open_sealed_static_key(bytes, cmk)
+        .with_context(|| format!("opening the sealed static key {} (wrong CMK?)", path.display()))?;
+    Ok((RsaPrivateKey::from_pkcs8_der(&der, None)?, Some(under)))
+}
+
+/// Creates the directory a file goes in, if missing (mode 0700).
+fn create_dir_of(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => secretfile::create_dir_all(dir),
+        _ => Ok(()),
+    }
+}
+
+/// The lock file in a data directory that nodes starting on it take in turn.
+const START_LOCK: &str = ".kms-start.lock";
+
+/// Takes the start lock of `data_dir` (an exclusive `flock` on
+/// [`START_LOCK`], released when the file returned is dropped), waiting for
+/// another node's start if need be.
+///
+/// Nodes sharing a data directory make their first-start decisions in turn
+/// under it, so that they end with one CMK and one static key: the second
+/// finds the first's CMK in the backend and its key on disk. Where the file
+/// system has no locks, the start goes on without it (and says so): the files
+/// are still never replaced, but two nodes starting at that very moment may
+/// each generate a CMK, of which the database's registry keeps one.
+async fn lock_data_dir(data_dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    let path = data_dir.join(START_LOCK);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let file = opts.open(&path).with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => return Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            println!("custos kms: another node is starting on {}: waiting for it", data_dir.display());
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(path = %path.display(), error = %e, "no file lock on the data directory: starting without one");
+            return Ok(None);
+        }
+    }
+    let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .context("waiting for the data directory's start lock")?
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(Some(locked))
 }
 
 /// SHA-256 of DER, as colon-separated hex (how certificate fingerprints are shown).
@@ -292,7 +361,9 @@ pub struct Running {
 /// Opens everything the config names and starts serving. `metrics` installs the
 /// Prometheus recorder (once per process).
 pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    secretfile::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    // Held until this node has its CMK and static keys (see `lock_data_dir`).
+    let start_lock = lock_data_dir(&cfg.data_dir).await?;
     let backend_cfg = cfg.clone();
     let opened = tokio::task::spawn_blocking(move || open_cmk_backend(&backend_cfg))
         .await
@@ -337,6 +408,9 @@ pub async fn start(cfg: &Config, metrics: bool) -> anyhow::Result<Running> {
             others.push((slot, k));
         }
     }
+    // The CMK is in the backend, the static key and certificate on disk: a node
+    // starting next on this data directory finds and uses them.
+    drop(start_lock);
 
     let verifier = kms_identity::Verifier::new(cfg.identity.clone()).context("identity configuration")?;
     let mut ec = EngineConfig::new(&cfg.domain, &cfg.org_domain);

@@ -90,8 +90,11 @@ pub fn stage(cfg: &Config, cmk: &Cmk) -> anyhow::Result<StaticKey> {
     if key.exists() || cert.exists() {
         bail!("a next static key is staged already ({}): promote it, or delete both files first", key.display());
     }
-    let k = load_or_create_static_key(&with_paths(cfg, key, cert), cmk)?;
-    debug_assert!(k.created);
+    let k = load_or_create_static_key(&with_paths(cfg, key.clone(), cert), cmk)?;
+    if !k.created {
+        // Another `stage` ran at the same moment; its key is the one staged.
+        bail!("a next static key was staged meanwhile ({}): promote it, or delete both files first", key.display());
+    }
     Ok(k)
 }
 
