@@ -25,6 +25,16 @@ use crate::session::Session;
 /// (someone still authorized could be adding ways in as fast as we remove them).
 const ROUNDS: usize = 3;
 
+/// A deletion answered 404 ("no such object"): gone meanwhile, as the KMS
+/// takes links and resources with their creator. Anything else is an error.
+fn gone_already_is_fine(r: Result<kms_protocol::Response>) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(Error::NotAuthorized { reason }) if reason.contains("no such") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Session {
     /// Removes `user`: de-authorizes them at the KMS and removes them on the
     /// core, then makes the space's authorizations match its member list
@@ -97,19 +107,12 @@ impl Session {
             if !ids.is_empty() {
                 let body =
                     RequestBody { resource_uri: Some(resource.to_string()), auth_ids: Some(ids), ..Default::default() };
-                match self.kms.call(Method::Delete, "/authorizations", body).await {
-                    // 404: gone meanwhile (the KMS takes links and resources with their creator).
-                    Ok(_) => {}
-                    Err(Error::NotAuthorized { reason }) if reason.contains("no such") => {}
-                    Err(e) => return Err(e),
-                }
+                gone_already_is_fine(self.kms.call(Method::Delete, "/authorizations", body).await)?;
             }
             for link in stray.iter().filter(|a| a.auth_id.is_none()) {
-                match self.kms.call(Method::Delete, &link.uri.to_string(), RequestBody::default()).await {
-                    Ok(_) => {}
-                    Err(Error::NotAuthorized { reason }) if reason.contains("no such") => {}
-                    Err(e) => return Err(e),
-                }
+                gone_already_is_fine(
+                    self.kms.call(Method::Delete, &link.uri.to_string(), RequestBody::default()).await,
+                )?;
             }
         }
         if !stray.is_empty() {

@@ -54,6 +54,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use config::{ConfigError, IdentityConfig, IssuerConfig};
 pub use error::IdentityError;
+pub use token::is_reserved as is_reserved_user_id;
 
 use cache::TokenCache;
 use jwks::{Http, IssuerKeys};

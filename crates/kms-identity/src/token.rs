@@ -252,7 +252,7 @@ pub(crate) fn qualify_user(value: &str, org_domain: &str) -> Result<String, Iden
 /// certificate service (`service:<id>`, the engine's id for them) or a URI
 /// of the KMS's own (`kms://<peer>`, `kms://…/authorizations/<id>` for
 /// anonymous bearers). Other URL-shaped subjects (some IdPs use them) stay valid.
-fn is_reserved(value: &str) -> bool {
+pub fn is_reserved(value: &str) -> bool {
     let lower = value.to_ascii_lowercase();
     lower.starts_with("service:") || lower.starts_with("kms:")
 }

@@ -222,6 +222,30 @@ impl Checked {
 
 type Decision = Result<Result<Checked, Refusal>, EngineError>;
 
+/// Whether a decision may come from (and go to) the one-second decision cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cache {
+    /// Reads: a grant at most [`AUTHZ_CACHE`] old will do.
+    Use,
+    /// Changes, links, explanations: the store's current state only.
+    Bypass,
+}
+
+/// How many of `case`'s approvals count under the org's approval rule in
+/// force now (approvers it names now, never the case's officer), and how
+/// many it requires: the same count decides case transitions and releases.
+pub(crate) fn approvals_in_force(
+    rule: Option<&kms_protocol::policy::ApprovalPolicy>,
+    case: &kms_protocol::policy::CaseObject,
+) -> (usize, u32) {
+    match rule {
+        Some(rule) => {
+            (case.approvals.iter().filter(|a| rule.approvers.contains(a) && **a != case.officer).count(), rule.required)
+        }
+        None => (case.approvals.len(), 0),
+    }
+}
+
 fn refuse(r: Refusal) -> Decision {
     Ok(Err(r))
 }
@@ -413,15 +437,8 @@ impl Engine {
     /// never on a cached grant: a removal on another node must stop a write
     /// at once, not within the cache's second.
     async fn check_resource(&self, p: &Principal, resource_id: &str, now: i64, write: bool) -> Decision {
-        let grant = if write {
-            match self.resource_expiry(resource_id).await? {
-                Some(e) if e.is_none_or(|e| e > now) => self.access_uncached(p, resource_id, now).await?,
-                _ => None,
-            }
-        } else {
-            self.access(p, resource_id, now).await?
-        };
-        match grant {
+        let cache = if write { Cache::Bypass } else { Cache::Use };
+        match self.access_with(p, resource_id, now, cache).await? {
             Some(g) => allow(g),
             None => refuse(Refusal::NotAuthorized),
         }
@@ -631,18 +648,15 @@ impl Engine {
         }
         // The approval rule in force now decides, not the one the case was opened under:
         // only approvals by people who are approvers now count.
-        if let Some(rule) = &policy.policy.approval {
-            let valid = c.approvals.iter().filter(|a| rule.approvers.contains(a) && *a != &c.officer).count();
-            if (valid as u32) < rule.required {
-                return Ok(Some(Refusal::Case(
-                    format!(
-                        "this compliance case has {valid} approval(s) by current approvers; \
-                         the org's rule now requires {}",
-                        rule.required
-                    )
-                    .into(),
-                )));
-            }
+        let (valid, required) = approvals_in_force(policy.policy.approval.as_ref(), &c);
+        if (valid as u32) < required {
+            return Ok(Some(Refusal::Case(
+                format!(
+                    "this compliance case has {valid} approval(s) by current approvers; \
+                     the org's rule now requires {required}"
+                )
+                .into(),
+            )));
         }
         if !c.covers(resource, bind.map(from_ms)) {
             return refusal("outside what this compliance case covers");
@@ -687,10 +701,25 @@ impl Engine {
         resource_id: &str,
         now: i64,
     ) -> Result<Option<Grant>, EngineError> {
+        self.access_with(p, resource_id, now, Cache::Use).await
+    }
+
+    /// [`Engine::access`], reading (and filling) the decision cache or not:
+    /// changes, links and explanations are decided on the store's current state.
+    pub(super) async fn access_with(
+        &self,
+        p: &Principal,
+        resource_id: &str,
+        now: i64,
+        cache: Cache,
+    ) -> Result<Option<Grant>, EngineError> {
         match self.resource_expiry(resource_id).await? {
             None => return Ok(None),
             Some(Some(e)) if e <= now => return Ok(None),
             _ => {}
+        }
+        if cache == Cache::Bypass {
+            return self.access_uncached(p, resource_id, now).await;
         }
         // Keyed by policy version too: a policy change (scopes, org agents) never reuses older decisions.
         let version = self.policies.current().await?.version;
@@ -724,30 +753,19 @@ impl Engine {
         }
     }
 
-    pub(super) async fn access_uncached(
-        &self,
-        p: &Principal,
-        resource_id: &str,
-        now: i64,
-    ) -> Result<Option<Grant>, EngineError> {
+    async fn access_uncached(&self, p: &Principal, resource_id: &str, now: i64) -> Result<Option<Grant>, EngineError> {
         let user_id = match p {
             Principal::Anonymous { authorization_id, resource_id: r } => {
                 if r != resource_id {
                     return Ok(None);
                 }
-                let live = self
-                    .store
-                    .get_authorization(authorization_id)
-                    .await?
-                    .is_some_and(|a| a.expiration_date.is_some_and(|e| e > now));
-                if !live {
+                let Some(a) = self.store.get_authorization(authorization_id).await? else { return Ok(None) };
+                if a.expiration_date.is_none_or(|e| e <= now) {
                     return Ok(None);
                 }
                 // A link counts only while its creator holds an authorization of their own.
-                return Ok(self
-                    .creator_still_member(authorization_id, resource_id, now)
-                    .await?
-                    .then_some(Grant::Anonymous));
+                let creator_member = self.store.has_authorization(resource_id, &[a.creator.as_str()], now).await?;
+                return Ok(creator_member.then_some(Grant::Anonymous));
             }
             // Peers are decided by `check_peer`, with their org's authorizations.
             Principal::Peer { .. } => return Ok(None),
@@ -828,23 +846,11 @@ impl Engine {
             if self.resource_expiry(id).await?.is_none() {
                 continue;
             }
-            if self.access_uncached(p, id, now).await?.is_none() {
+            if self.access_with(p, id, now, Cache::Bypass).await?.is_none() {
                 return Ok(Some(Refusal::LinkNotAuthorized));
             }
         }
         Ok(None)
-    }
-
-    /// Whether the creator of the (non-principal) authorization `authorization_id`
-    /// on `resource_id` still holds an authorization of their own there.
-    async fn creator_still_member(
-        &self,
-        authorization_id: &str,
-        resource_id: &str,
-        now: i64,
-    ) -> Result<bool, EngineError> {
-        let Some(a) = self.store.get_authorization(authorization_id).await? else { return Ok(false) };
-        Ok(self.store.has_authorization(resource_id, &[a.creator.as_str()], now).await?)
     }
 
     /// The principal an authId stands for when the rule is asked about it

@@ -107,13 +107,7 @@ impl Engine {
                         case.approvals.push(user_id.clone());
                     }
                     // The rule in force decides (as it does at release): approvals by current approvers.
-                    let (required, valid) = match &policy.policy.approval {
-                        Some(rule) => (
-                            rule.required,
-                            case.approvals.iter().filter(|a| rule.approvers.contains(a) && **a != case.officer).count(),
-                        ),
-                        None => (0, case.approvals.len()),
-                    };
+                    let (valid, required) = super::authz::approvals_in_force(policy.policy.approval.as_ref(), &case);
                     case.required = required;
                     if case.state == CaseState::Pending && valid as u32 >= required {
                         case.state = CaseState::Approved;

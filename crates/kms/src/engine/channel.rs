@@ -232,8 +232,7 @@ impl Engine {
         let subject = kms_protocol::policy::own_user(obo, &self.cfg.org_domain, "onBehalfOf")
             .map_err(|_| Refused::Forbidden("onBehalfOf must name a user of this KMS's own org"))?;
         // A service or a KMS is never a compliance subject (their ids share no namespace with users).
-        let lower = subject.to_ascii_lowercase();
-        if lower.starts_with("service:") || lower.starts_with("kms:") {
+        if kms_identity::is_reserved_user_id(&subject) {
             return Err(Refused::Forbidden("onBehalfOf must name a user of this KMS's own org"));
         }
         let policy = self.policies.current().await.map_err(|_| Refused::Unavailable)?;
