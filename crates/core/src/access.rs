@@ -12,8 +12,9 @@
 //!   changes:
 //!   - on this node, by the store's commit listener ([`Access::on_commit`]),
 //!     before the change is even acknowledged to whoever made it;
-//!   - on the other nodes, through a bus notice on [`MEMBERSHIP_CHANNEL`]
-//!     that makes them forget every role they hold (membership changes are
+//!   - on the other nodes, through a bus notice on
+//!     [`MEMBERSHIP_CHANNEL`](crate::notices::MEMBERSHIP_CHANNEL) that makes
+//!     them forget every role they hold (membership changes are
 //!     rare next to posts; a notice cannot say which space without putting
 //!     ids on the bus it does not carry);
 //!   - and if that notice is lost (the bus is best effort), by the TTL.
@@ -33,8 +34,6 @@ use core_store::{Event, EventKind, Role};
 
 /// Longest a remembered role is trusted without news from the bus.
 pub const ROLE_TTL: Duration = Duration::from_secs(5);
-/// Bus channel on which a node says "some membership changed".
-pub const MEMBERSHIP_CHANNEL: &str = "core-membership";
 /// Most (space, user) roles remembered before the cache starts afresh.
 const MAX_ROLES: usize = 200_000;
 /// Most spaces remembered.

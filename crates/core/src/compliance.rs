@@ -19,20 +19,16 @@
 //! ids (target `custos_core::compliance`), never content.
 
 use core_store::{Event, FileRecord, Membership, Space};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::service::{check_id, Caller, Core};
 
 /// A space as a compliance reader sees it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ComplianceSpace {
     /// The space (its title is sealed metadata: ciphertext).
-    #[schema(value_type = Object)]
     pub space: Space,
     /// Current members and their roles.
-    #[schema(value_type = Vec<Object>)]
     pub members: Vec<Membership>,
     /// Users who were members and are no longer.
     pub former_members: Vec<String>,

@@ -51,6 +51,8 @@ use core_store::{Event, EventKind, Store, StoreError};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::notices::{receipts_channel, space_channel};
+
 /// Frames kept per watched space.
 pub const RING_CAPACITY: usize = 256;
 /// Bytes of frames kept over all spaces of the node.
@@ -59,11 +61,6 @@ pub const RING_BUDGET: usize = 64 << 20;
 pub const PAGE: u32 = 200;
 /// A wake-up target meaning "read the database until it has nothing more".
 pub const CHECK_DB: i64 = i64::MAX;
-
-/// The bus channel of a space's read receipts ("some marker moved").
-pub fn receipts_channel(space_id: &str) -> String {
-    format!("r-{space_id}")
-}
 
 /// An event frame as sockets send it: `{"type":"event","event":{…}}`.
 #[derive(Debug)]
@@ -443,7 +440,7 @@ impl Fanout {
     /// The first watcher of a space: subscribe (events, receipts), read the
     /// markers as they stand, and follow both channels.
     async fn start(self: &Arc<Self>, entry: &Arc<Entry>) -> Result<Tasks, BusError> {
-        let events = self.bus.subscribe(&entry.id).await?;
+        let events = self.bus.subscribe(space_channel(&entry.id)).await?;
         let receipts = self.bus.subscribe(&receipts_channel(&entry.id)).await?;
         match self.store.read_markers(&entry.id).await {
             Ok(m) => entry.lock().receipts = m.into_iter().map(|m| (m.user_id, m.seq)).collect(),
@@ -485,7 +482,7 @@ async fn follow_events(bus: Arc<dyn EventBus>, entry: Weak<Entry>, space: String
             }
             None => {
                 // The transport dropped the subscription: notices were lost.
-                sub = resubscribe(&bus, &space).await;
+                sub = resubscribe(&bus, space_channel(&space)).await;
                 let Some(e) = entry.upgrade() else { return };
                 e.notify_check_db();
             }

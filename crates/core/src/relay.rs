@@ -6,6 +6,10 @@
 //! itself to `GET /kms/connect` (a KMS behind a firewall). A link is accepted
 //! only after the KMS signs the core's fresh challenge in the `kms-connect`
 //! context with the static key configured for that org (`kms_key`).
+//!
+//! [`Relay`] is the relay's state: the live links and the per-caller budgets
+//! ([`crate::limit`]). The engine ([`crate::service`]) knows nothing of it;
+//! the transports hold it next to the engine ([`crate::state::AppState`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,10 +25,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, RwLock};
 
-use crate::config::OrgConfig;
+use crate::config::{Config, OrgConfig};
 use crate::error::ApiError;
-use crate::limit::Refused;
-use crate::service::{Caller, Core};
+use crate::limit::{CallerLimiter, Refused};
+use crate::service::Caller;
 
 /// A frame on a KMS link.
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,17 +80,40 @@ struct Link {
     pending: Pending,
 }
 
+/// The relay: the KMSes linked to this core, the keys they must prove, and
+/// each caller's relay budget.
+pub struct Relay {
+    links: Links,
+    limiter: CallerLimiter,
+}
+
+impl Relay {
+    /// Loads each org's configured KMS key (`kms_key`) and sets the budgets
+    /// from `[limits]`.
+    pub fn new(cfg: &Config) -> anyhow::Result<Self> {
+        let l = &cfg.limits;
+        Ok(Self {
+            links: Links::from_config(cfg)?,
+            limiter: CallerLimiter::new(l.relay_per_second, l.relay_burst, l.relay_max_callers),
+        })
+    }
+
+    /// Whether the KMS at `domain` is linked now.
+    pub async fn is_linked(&self, domain: &str) -> bool {
+        self.links.live.read().await.contains_key(domain)
+    }
+}
+
 /// Connected KMS links, by KMS domain, and the keys they must prove.
 #[derive(Default)]
-pub struct Links {
+struct Links {
     keys: HashMap<String, jose::RsaPublicKey>,
     live: RwLock<HashMap<String, Arc<Link>>>,
     next: AtomicU64,
 }
 
 impl Links {
-    /// Loads each org's configured KMS key.
-    pub fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Self> {
+    fn from_config(cfg: &Config) -> anyhow::Result<Self> {
         let mut keys = HashMap::new();
         for o in &cfg.orgs {
             if let Some(path) = &o.kms_key {
@@ -98,11 +125,6 @@ impl Links {
             }
         }
         Ok(Self { keys, ..Self::default() })
-    }
-
-    /// Whether a KMS is linked now.
-    pub async fn is_linked(&self, domain: &str) -> bool {
-        self.live.read().await.contains_key(domain)
     }
 
     async fn request(
@@ -139,11 +161,12 @@ impl Links {
 }
 
 /// `GET /kms/connect`: a KMS opens its link here.
-pub async fn connect(State(core): State<Arc<Core>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(kms_protocol::channel::MAX_MESSAGE_LEN * 16).on_upgrade(move |s| serve_link(core, s))
+#[utoipa::path(get, path = "/kms/connect", security(()), description = "A KMS that cannot be reached directly opens its link here: it answers the core's challenge with a `kms-connect` proof by its static key (`kms_key` in the org's config), then serves relayed messages over the socket.", responses((status = 101, description = "Switching to the WebSocket protocol")))]
+pub async fn connect(State(relay): State<Arc<Relay>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(kms_protocol::channel::MAX_MESSAGE_LEN * 16).on_upgrade(move |s| serve_link(relay, s))
 }
 
-async fn serve_link(core: Arc<Core>, socket: WebSocket) {
+async fn serve_link(relay: Arc<Relay>, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
     let mut nonce = [0u8; 32];
     if aws_lc_rs::rand::fill(&mut nonce).is_err() {
@@ -161,7 +184,7 @@ async fn serve_link(core: Arc<Core>, socket: WebSocket) {
             Ok(LinkFrame::Hello { kms, proof }) => {
                 let domain = kms.trim_start_matches("kms://").to_string();
                 let now = crate::service::now_ms() / 1000;
-                match core.links.keys.get(&domain) {
+                match relay.links.keys.get(&domain) {
                     Some(key) if kms_protocol::connect::verify_connect(key, &proof, &kms, &challenge, now).is_ok() => {
                         domain
                     }
@@ -189,7 +212,7 @@ async fn serve_link(core: Arc<Core>, socket: WebSocket) {
     let pending: Pending = Arc::default();
     let link = Arc::new(Link { tx: out_tx, pending: pending.clone() });
     // A newer link replaces an older one (the KMS reconnected).
-    core.links.live.write().await.insert(domain.clone(), link.clone());
+    relay.links.live.write().await.insert(domain.clone(), link.clone());
     let writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
             if tx.send(Message::Text(m.into())).await.is_err() {
@@ -205,7 +228,7 @@ async fn serve_link(core: Arc<Core>, socket: WebSocket) {
             }
         }
     }
-    let mut live = core.links.live.write().await;
+    let mut live = relay.links.live.write().await;
     if live.get(&domain).is_some_and(|l| Arc::ptr_eq(l, &link)) {
         live.remove(&domain);
     }
@@ -252,19 +275,20 @@ pub fn message_count(content_type: &str, body: &[u8]) -> u32 {
 /// its cost from the caller's budget. Returns the canonical KMS domain, its
 /// org and the body as text. A refusal here takes nothing from the budget.
 fn admit<'c, 'b>(
-    core: &'c Core,
+    relay: &Relay,
+    cfg: &'c Config,
     caller: &Caller,
     domain: &str,
     content_type: &str,
     body: &'b [u8],
 ) -> Result<(String, &'c OrgConfig, &'b str), ApiError> {
     let domain = kms_protocol::uri::canonical_domain(domain).map_err(|_| ApiError::not_found("KMS"))?;
-    let org = core.cfg.org_by_kms(&domain).ok_or_else(|| ApiError::not_found("KMS"))?;
+    let org = cfg.org_by_kms(&domain).ok_or_else(|| ApiError::not_found("KMS"))?;
     // A KMS serves its own org's users; another org's users reach it only
     // through their own KMS, which federates. Relaying for anyone would let
     // any org's user spend this KMS's per-source budget (it sees one source:
     // the core) and lock its org out.
-    if core.cfg.org_of(&caller.user_id).is_none_or(|o| o.kms_uri != org.kms_uri) {
+    if cfg.org_of(&caller.user_id).is_none_or(|o| o.kms_uri != org.kms_uri) {
         metrics::counter!("core_kms_relay_refused_total", "reason" => "not_your_org").increment(1);
         tracing::debug!(user = %caller.user_id, kms = %domain, "relay refused: the KMS does not serve the caller's org");
         return Err(ApiError::forbidden(
@@ -280,8 +304,8 @@ fn admit<'c, 'b>(
     }
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad("bad_body", "KMS messages are text"))?;
     let n = message_count(content_type, body);
-    core.relay_limiter.take(&caller.user_id, n).map_err(|refused| {
-        let l = &core.relay_limiter;
+    let l = &relay.limiter;
+    l.take(&caller.user_id, n).map_err(|refused| {
         match refused {
             Refused::TooLarge { burst } => {
                 metrics::counter!("core_kms_relay_refused_total", "reason" => "batch_too_large").increment(1);
@@ -314,15 +338,16 @@ fn admit<'c, 'b>(
 /// `caller` to the KMS at `domain`, if that KMS serves the caller's org and
 /// the caller is within its relay limits.
 pub async fn forward(
-    core: &Core,
+    relay: &Relay,
+    cfg: &Config,
     caller: &Caller,
     domain: &str,
     content_type: &str,
     body: Bytes,
 ) -> Result<(StatusCode, String, Bytes), ApiError> {
-    let (domain, org, text) = admit(core, caller, domain, content_type, &body)?;
+    let (domain, org, text) = admit(relay, cfg, caller, domain, content_type, &body)?;
     // A KMS that connected out is preferred: it may have no public address at all.
-    if let Some(r) = core.links.request(&domain, content_type, text.to_string()).await {
+    if let Some(r) = relay.links.request(&domain, content_type, text.to_string()).await {
         let (status, ctype, answer) = r?;
         metrics::counter!("core_kms_relayed_total").increment(1);
         return Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), ctype, Bytes::from(answer)));

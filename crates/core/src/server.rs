@@ -6,15 +6,19 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::relay::Relay;
 use crate::service::Core;
+use crate::state::AppState;
 
 /// A started core.
 pub struct Running {
-    /// Where it listens.
+    /// Where it listens (the port the OS chose for `:0`).
     pub addr: SocketAddr,
-    /// The engine.
+    /// Its engine, to reach the store or the fan-out's counters in-process.
     pub core: Arc<Core>,
-    /// The server task.
+    /// Its KMS relay (whether a KMS is linked).
+    pub relay: Arc<Relay>,
+    /// Serves until aborted or dropped with its runtime.
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,6 +52,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         }
     };
     let listen = cfg.listen;
+    let relay = Arc::new(Relay::new(&cfg)?);
     let core = Arc::new(Core::new(cfg, store, bus, blobs)?);
     core.follow_membership().await.context("subscribing to membership notices")?;
     if core.cfg.webhooks.deliver {
@@ -55,13 +60,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
-    let app = crate::api::router(core.clone());
+    let app = crate::api::router(AppState { core: core.clone(), relay: relay.clone() });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "server failed");
         }
     });
-    Ok(Running { addr, core, task })
+    Ok(Running { addr, core, relay, task })
 }
 
 /// `custos core serve`: start, print where, run until SIGINT/SIGTERM.

@@ -17,11 +17,12 @@ use object_store::{path::Path as BlobPath, ObjectStore, ObjectStoreExt, PutPaylo
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::access::{Access, Cached, SpaceMeta, MEMBERSHIP_CHANNEL};
+use crate::access::{Access, Cached, SpaceMeta};
 use crate::config::Config;
 use crate::envelope;
 use crate::error::ApiError;
-use crate::fanout::{receipts_channel, Fanout};
+use crate::fanout::Fanout;
+use crate::notices::{receipts_channel, space_channel, user_channel, MEMBERSHIP_CHANNEL};
 
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -109,20 +110,30 @@ pub struct CreateFile {
     pub meta: Sealed,
 }
 
-/// The core.
+/// A space as a member sees it.
+#[derive(Debug, Clone)]
+pub struct SpaceView {
+    /// The space.
+    pub space: Space,
+    /// The caller's role in it.
+    pub role: Role,
+    /// Its current members.
+    pub members: Vec<Membership>,
+    /// The read markers of current members (former members' are theirs).
+    pub read_markers: Vec<ReadMarker>,
+}
+
+/// The engine: what a client can ask the core to do, each operation checked
+/// against the caller's membership and role. Every transport shares one.
 pub struct Core {
-    /// Configuration.
+    /// The orgs it serves, their identity providers, and the limits.
     pub cfg: Config,
-    /// Storage.
+    /// The truth: spaces, memberships, events, files, markers, webhooks.
     pub store: Arc<dyn Store>,
-    /// Event fan-out.
+    /// Hints to this and the other nodes (see [`crate::notices`]).
     pub bus: Arc<dyn EventBus>,
-    /// File chunks.
+    /// File chunks (ciphertext), at `files/<file id>/<index>`.
     pub blobs: Arc<dyn ObjectStore>,
-    /// KMSes that connected out to this core.
-    pub links: crate::relay::Links,
-    /// Per-caller budgets on the KMS relay (see [`crate::limit`]).
-    pub relay_limiter: crate::limit::CallerLimiter,
     /// Real-time fan-out of this node (see [`crate::fanout`]).
     pub fanout: Arc<Fanout>,
     /// Remembered spaces and roles (see [`crate::access`]).
@@ -160,7 +171,6 @@ impl Core {
         blobs: Arc<dyn ObjectStore>,
     ) -> anyhow::Result<Self> {
         let verifier = kms_identity::Verifier::new(cfg.identity.clone())?;
-        let links = crate::relay::Links::from_config(&cfg)?;
         let fanout = Fanout::new(bus.clone(), store.clone());
         let access = Arc::new(Access::default());
         let webhooks = Arc::new(crate::webhooks::Webhooks::open(&cfg.data_dir, cfg.webhooks.allow_http)?);
@@ -177,15 +187,11 @@ impl Core {
                 w.wake();
             }
         }));
-        let l = &cfg.limits;
-        let relay_limiter = crate::limit::CallerLimiter::new(l.relay_per_second, l.relay_burst, l.relay_max_callers);
         Ok(Self {
             cfg,
             store,
             bus,
             blobs,
-            links,
-            relay_limiter,
             fanout,
             access,
             webhooks,
@@ -281,7 +287,7 @@ impl Core {
     async fn publish(&self, e: &Event) {
         // The database is the truth; a lost notice only delays delivery until the next one.
         // (This node's sockets were woken by the commit listener already.)
-        if let Err(err) = self.bus.publish(Notice { space_id: e.space_id.clone(), seq: e.seq }).await {
+        if let Err(err) = self.bus.publish(Notice { space_id: space_channel(&e.space_id).into(), seq: e.seq }).await {
             tracing::warn!(error = %err, "publishing an event notice failed");
         }
         metrics::counter!("core_events_total").increment(1);
@@ -469,19 +475,15 @@ impl Core {
     }
 
     /// One space, with its members and where their read markers stand.
-    pub async fn space(
-        &self,
-        c: &Caller,
-        id: &str,
-    ) -> Result<(Space, Role, Vec<Membership>, Vec<ReadMarker>), ApiError> {
+    pub async fn space(&self, c: &Caller, id: &str) -> Result<SpaceView, ApiError> {
         let (_, r) = self.space_as(c, id).await?;
         let s = self.store.get_space(id).await?.ok_or_else(|| ApiError::not_found("space"))?;
         let members = self.store.members(id).await?;
         let markers = self.store.read_markers(id).await?;
         // Former members' markers are theirs: only current members' are shown.
         let current: std::collections::HashSet<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
-        let markers = markers.into_iter().filter(|m| current.contains(m.user_id.as_str())).collect();
-        Ok((s, r, members, markers))
+        let read_markers = markers.into_iter().filter(|m| current.contains(m.user_id.as_str())).collect();
+        Ok(SpaceView { space: s, role: r, members, read_markers })
     }
 
     /// Adds a member (moderators only).
@@ -510,7 +512,7 @@ impl Core {
             self.publish(e).await;
             self.publish_membership(e).await;
             // The new member's sockets start watching the space.
-            if let Err(err) = self.bus.publish(Notice { space_id: crate::ws::user_channel(&user), seq: e.seq }).await {
+            if let Err(err) = self.bus.publish(Notice { space_id: user_channel(&user), seq: e.seq }).await {
                 tracing::warn!(error = %err, "publishing a join notice failed");
             }
         }
@@ -669,7 +671,7 @@ impl Core {
         let marker = self.store.set_read_marker(id, &c.user_id, seq, now_ms()).await?;
         // The user's other sockets learn of it through the user's channel.
         if let Err(err) =
-            self.bus.publish(Notice { space_id: crate::ws::user_channel(&c.user_id), seq: marker.max(1) }).await
+            self.bus.publish(Notice { space_id: user_channel(&c.user_id), seq: marker.max(1) }).await
         {
             tracing::warn!(error = %err, "publishing a read-marker notice failed");
         }
