@@ -42,7 +42,7 @@ const MAX_SPACES: usize = 100_000;
 /// What routing needs of a space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpaceMeta {
-    /// Id.
+    /// The space's id.
     pub id: String,
     /// `kms://<domain>/resources/<id>`.
     pub resource_uri: String,
@@ -58,7 +58,7 @@ struct Inner {
     role_count: usize,
 }
 
-/// The cache.
+/// The remembered spaces and roles, for one node.
 #[derive(Default)]
 pub struct Access {
     inner: Mutex<Inner>,

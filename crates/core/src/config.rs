@@ -37,7 +37,7 @@ pub struct Config {
     /// Where file chunks go: a local directory by default, or S3-compatible storage.
     #[serde(default)]
     pub blobs: BlobConfig,
-    /// Limits.
+    /// Sizes, page lengths and relay budgets (`[limits]`).
     #[serde(default)]
     pub limits: Limits,
     /// Webhooks (bots receiving their spaces' events by HTTP POST).
@@ -83,9 +83,9 @@ pub struct BlobConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
-    /// Bucket name.
+    /// Holds the chunks, at `files/<file id>/<index>`.
     pub bucket: String,
-    /// Region.
+    /// Defaults to `us-east-1`, which S3-compatible services mostly ignore.
     #[serde(default = "default_region")]
     pub region: String,
     /// Endpoint for S3-compatible services (MinIO, Ceph…); absent: AWS.
@@ -159,7 +159,7 @@ fn org_user(id: &str, org: &str) -> Result<String, &'static str> {
     Ok(format!("{name}@{domain}"))
 }
 
-/// Limits.
+/// `[limits]`: what one request or one caller may ask of the core.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {

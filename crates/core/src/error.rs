@@ -8,11 +8,11 @@ use serde::Serialize;
 /// An error answered to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    /// HTTP status.
+    /// The HTTP status answered.
     pub status: StatusCode,
-    /// Stable code, e.g. `not_a_member`.
+    /// What clients match on (e.g. `not_a_member`); never changes for a given refusal.
     pub code: &'static str,
-    /// Human-readable explanation.
+    /// What was wrong, for a person; may change wording, never quotes the request.
     pub message: String,
     /// Seconds after which a retry may pass (429): sent as `Retry-After`.
     pub retry_after: Option<u64>,
@@ -20,39 +20,41 @@ pub struct ApiError {
 
 /// The JSON body of an error.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
-    /// Stable code.
+    /// A stable code to match on (`not_found`, `bad_json`, `relay_throttled`, …).
     pub error: String,
-    /// Explanation.
+    /// What was wrong, for a person.
     pub message: String,
 }
 
 impl ApiError {
-    /// Builds an error.
+    /// An error with any status; the helpers below cover the common ones.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into(), retry_after: None }
     }
-    /// 400.
+    /// 400: the request itself is wrong.
     pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
-    /// 401.
+    /// 401 `unauthenticated`: no usable bearer token.
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
     }
-    /// 403.
+    /// 403: the caller is known but may not do this.
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, code, message)
     }
-    /// 404.
+    /// 404 `not_found`, "no such <what>"; also what non-members get, so
+    /// that they learn nothing of what exists.
     pub fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
     }
-    /// 409.
+    /// 409: the request clashes with the state (e.g. a file not complete yet).
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
-    /// 413.
+    /// 413 `too_large`.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }

@@ -320,7 +320,7 @@ pub struct Fanout {
     pub stats: Stats,
 }
 
-/// Counters.
+/// Where sockets' frames came from: the ring (cheap) or the database.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Frames sockets took from rings.

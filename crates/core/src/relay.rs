@@ -36,7 +36,7 @@ use crate::service::Caller;
 pub enum LinkFrame {
     /// Core → KMS: prove who you are.
     Challenge {
-        /// Fresh random value.
+        /// 32 random bytes (base64url), never used twice: the proof signs it.
         challenge: String,
     },
     /// KMS → core: the `kms-connect` proof.
@@ -68,7 +68,7 @@ pub enum LinkFrame {
     },
     /// Core → KMS: the link is refused.
     Error {
-        /// Why.
+        /// Why, for the KMS's operator (no key material).
         message: String,
     },
 }

@@ -113,7 +113,7 @@ pub struct CreateFile {
 /// A space as a member sees it.
 #[derive(Debug, Clone)]
 pub struct SpaceView {
-    /// The space.
+    /// As stored (the title is ciphertext).
     pub space: Space,
     /// The caller's role in it.
     pub role: Role,

@@ -106,7 +106,7 @@ impl From<core_store::Space> for Space {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Membership {
-    /// The space.
+    /// The space's id.
     pub space_id: String,
     /// The member (`name@org`).
     pub user_id: String,
@@ -145,7 +145,7 @@ impl From<core_store::ReadMarker> for ReadMarker {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
-    /// The space.
+    /// The space's id.
     pub space_id: String,
     /// Its place in the space's stream: 1, 2, 3, … without gaps.
     pub seq: i64,
@@ -219,7 +219,7 @@ impl From<core_store::Event> for Event {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileRecord {
-    /// A UUID.
+    /// A UUID the core chose.
     pub id: String,
     /// The space it was shared in.
     pub space_id: String,
@@ -260,7 +260,7 @@ impl From<core_store::FileRecord> for FileRecord {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpaceSummary {
-    /// The space.
+    /// Its routing metadata and sealed title.
     pub space: Space,
     /// The caller's role in it.
     pub role: Role,
@@ -315,7 +315,7 @@ pub struct Spaces {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpaceDetail {
-    /// The space.
+    /// Its routing metadata and sealed title.
     pub space: Space,
     /// The caller's role in it.
     pub role: Role,
