@@ -13,7 +13,7 @@
 //!   bind date. It audits every release with officer, subject and case.
 //!
 //! What is read is checked exactly as a member's client checks it
-//! ([`crate::content`]): the space's sealed metadata binds it to its KMS
+//! (see [`crate::Session`]): the space's sealed metadata binds it to its KMS
 //! resource, every key must be bound to that resource, and every event's
 //! sealed sender, space, time, kind, parent and target must match what the
 //! core says; a replayed event is refused. Anything that fails shows as
@@ -25,13 +25,14 @@ use std::sync::{Arc, Mutex};
 
 use kms_protocol::uri::KmsUri;
 
-use crate::content;
 use crate::core_api::{CoreApi, CoreComplianceSpace, CoreEvent};
+use crate::engine::envelope::{self, Body};
 use crate::error::{Error, Result};
-use crate::files::{download_verified, open_file_meta, FileInfo, Progress};
+use crate::files::{download_verified, open_file_meta, Progress};
 use crate::kms::{KmsClient, KmsOptions};
-use crate::session::{Content, Message, SessionConfig};
+use crate::session::SessionConfig;
 use crate::tokens::TokenSource;
+use crate::types::{core_role, Content, FileId, FileInfo, Member, Message, SpaceId, UserId};
 
 /// Events asked of the core per page.
 const PAGE: u32 = 500;
@@ -43,15 +44,15 @@ pub const MAX_EVENTS: usize = 5_000_000;
 #[derive(Debug, Clone)]
 pub struct ComplianceSpace {
     /// Id.
-    pub id: String,
+    pub id: SpaceId,
     /// Its KMS resource (checked against the sealed metadata).
     pub resource: KmsUri,
     /// Decrypted title.
     pub title: String,
-    /// Current members (user id, role), as the core lists them.
-    pub members: Vec<(String, String)>,
+    /// Current members, as the core lists them.
+    pub members: Vec<Member>,
     /// Former members, as the core lists them.
-    pub former_members: Vec<String>,
+    pub former_members: Vec<UserId>,
     /// Latest sequence number.
     pub last_seq: i64,
 }
@@ -61,7 +62,7 @@ pub struct ComplianceReader {
     core: CoreApi,
     cfg: SessionConfig,
     tokens: Arc<dyn TokenSource>,
-    officer: String,
+    officer: UserId,
     kms: KmsClient,
     /// `(space, sender, sealed event id)` → the seq it was first seen at.
     seen: crate::events::Seen,
@@ -108,16 +109,15 @@ impl ComplianceReader {
     pub async fn open(cfg: SessionConfig, tokens: Arc<dyn TokenSource>) -> Result<Self> {
         let core = CoreApi::new(&cfg.core_url, &cfg.core_audience, tokens.clone()).for_compliance();
         let me = core.me().await?;
-        let officer = me["user_id"]
-            .as_str()
-            .ok_or_else(|| Error::Invalid("the core did not say who you are".into()))?
-            .to_string();
+        let officer = UserId::from(
+            me["user_id"].as_str().ok_or_else(|| Error::Invalid("the core did not say who you are".into()))?,
+        );
         let kms = kms_client(&cfg, tokens.clone(), None, None);
         Ok(Self { core, cfg, tokens, officer, kms, seen: Mutex::new(HashMap::new()) })
     }
 
     /// The officer (as the core knows her).
-    pub fn officer(&self) -> &str {
+    pub fn officer(&self) -> &UserId {
         &self.officer
     }
 
@@ -129,11 +129,6 @@ impl ComplianceReader {
     /// The compliance case key requests name.
     pub fn case_id(&self) -> Option<&str> {
         self.kms.case_id()
-    }
-
-    /// The core client (compliance reads).
-    pub fn core(&self) -> &CoreApi {
-        &self.core
     }
 
     /// The KMS client in force.
@@ -152,7 +147,7 @@ impl ComplianceReader {
         }
         let kms = kms_client(&self.cfg, self.tokens.clone(), Some(subject), case_id);
         let kms_user = kms.user_id().await?;
-        if kms_user != self.officer {
+        if self.officer != kms_user {
             return Err(Error::Tampered(format!(
                 "the core says you are {}, your KMS says {kms_user}: refusing to continue",
                 self.officer
@@ -165,7 +160,7 @@ impl ComplianceReader {
 
     /// A space as the core lists it for compliance readers (unverified:
     /// [`ComplianceReader::verify_space`] checks it).
-    pub async fn space_record(&self, id: &str) -> Result<CoreComplianceSpace> {
+    pub async fn space_record(&self, id: &SpaceId) -> Result<CoreComplianceSpace> {
         self.core.compliance_space(id).await
     }
 
@@ -173,7 +168,7 @@ impl ComplianceReader {
     /// [`ComplianceReader::act_for`]: a current member of the officer's org
     /// (in the order they joined), else a former one. `None` when the space
     /// never had one.
-    pub fn default_subject(&self, s: &CoreComplianceSpace) -> Option<String> {
+    pub fn default_subject(&self, s: &CoreComplianceSpace) -> Option<UserId> {
         let org = domain_of(&self.officer)?;
         let mine = |u: &&str| domain_of(u) == Some(org);
         s.members
@@ -181,7 +176,7 @@ impl ComplianceReader {
             .map(|m| m.user_id.as_str())
             .find(mine)
             .or_else(|| s.former_members.iter().map(String::as_str).find(mine))
-            .map(str::to_string)
+            .map(UserId::from)
     }
 
     /// Checks a space's sealed metadata against what the core says: the
@@ -192,29 +187,34 @@ impl ComplianceReader {
             .map_err(|e| Error::Tampered(format!("space resource: {e}")))?;
         let sealed =
             s.space.title.as_deref().ok_or_else(|| Error::Tampered("the space has no sealed metadata".into()))?;
-        let key_uri = content::key_uri_of(sealed)?;
+        let key_uri = envelope::key_uri_of(sealed)?;
         let key = self.kms.key(&key_uri).await?;
         if key.resource.as_ref() != Some(&claimed) {
             return Err(Error::Tampered(
                 "the space's metadata key is bound to another resource than the core claims".into(),
             ));
         }
-        let env = content::open(&key.key, sealed, &key_uri, &claimed.to_string(), None, None)?;
-        let content::Body::Space { title } = &env.body else {
+        let env = envelope::open(&key.key, sealed, &key_uri, &claimed.to_string(), None, None)?;
+        let Body::Space { title } = &env.body else {
             return Err(Error::Tampered("the space's metadata is not space metadata".into()));
         };
+        let members = s
+            .members
+            .iter()
+            .map(|m| Ok(Member { user: UserId::from(&m.user_id), role: core_role(&m.role)? }))
+            .collect::<Result<_>>()?;
         Ok(ComplianceSpace {
-            id: s.space.id.clone(),
+            id: SpaceId::from(&s.space.id),
             resource: claimed,
             title: title.clone(),
-            members: s.members.iter().map(|m| (m.user_id.clone(), m.role.clone())).collect(),
-            former_members: s.former_members.clone(),
+            members,
+            former_members: s.former_members.iter().map(UserId::from).collect(),
             last_seq: s.space.last_seq,
         })
     }
 
     /// Opens a space: its record from the core, checked with keys from the KMS.
-    pub async fn space(&self, id: &str) -> Result<ComplianceSpace> {
+    pub async fn space(&self, id: &SpaceId) -> Result<ComplianceSpace> {
         let s = self.space_record(id).await?;
         self.verify_space(&s).await
     }
@@ -235,7 +235,7 @@ impl ComplianceReader {
             let page = self.core.events(&space.id, Some(after), None, Some(PAGE)).await?;
             let n = page.len();
             for e in &page {
-                if e.space_id != space.id {
+                if space.id != e.space_id {
                     return Err(Error::Tampered("the core answered with events of another space".into()));
                 }
                 if e.seq <= after {
@@ -273,9 +273,9 @@ impl ComplianceReader {
 
     /// A file's metadata, decrypted and checked as a member's client checks
     /// it; the file must belong to `space`.
-    pub async fn file_info(&self, space: &ComplianceSpace, id: &str) -> Result<FileInfo> {
+    pub async fn file_info(&self, space: &ComplianceSpace, id: &FileId) -> Result<FileInfo> {
         let rec = self.core.file(id).await?;
-        if rec.space_id != space.id {
+        if space.id != rec.space_id {
             return Err(Error::Tampered("the core says this file belongs to another space".into()));
         }
         let key = self.kms.key(&rec.key_uri).await?;
@@ -288,7 +288,7 @@ impl ComplianceReader {
     pub async fn download(
         &self,
         space: &ComplianceSpace,
-        id: &str,
+        id: &FileId,
         dest: &Path,
         progress: Progress<'_>,
     ) -> Result<FileInfo> {
@@ -296,7 +296,7 @@ impl ComplianceReader {
             return Err(Error::Invalid(format!("{} already exists", dest.display())));
         }
         let rec = self.core.file(id).await?;
-        if rec.space_id != space.id {
+        if space.id != rec.space_id {
             return Err(Error::Tampered("the core says this file belongs to another space".into()));
         }
         let key = self.kms.key(&rec.key_uri).await?;

@@ -1,5 +1,10 @@
 //! A thin client of the core's HTTP API (see the core's `/openapi.json`).
 //! Everything it sends is ciphertext or routing metadata.
+//!
+//! Crate-private: what the core says is checked by the rest of the SDK
+//! before anyone sees it. Its records ([`CoreEvent`], [`CoreSpace`],
+//! [`CoreMember`], [`CoreComplianceSpace`]) are public, re-exported at the
+//! crate root, as what the core claims (unverified).
 
 use std::sync::Arc;
 
@@ -11,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::tokens::TokenSource;
 
 /// Largest JSON answer read from the core (pages of events are well under).
-pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 /// A space as the core describes it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -84,7 +89,7 @@ pub struct CoreEvent {
 
 /// A file as the core describes it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct CoreFile {
+pub(crate) struct CoreFile {
     /// Id.
     pub id: String,
     /// Its space.
@@ -105,7 +110,7 @@ pub struct CoreFile {
 
 /// The core's HTTP API with the caller's tokens.
 #[derive(Clone)]
-pub struct CoreApi {
+pub(crate) struct CoreApi {
     http: reqwest::Client,
     base: String,
     audience: String,
@@ -159,19 +164,9 @@ impl CoreApi {
         Self { reads: "/v1/compliance", ..self.clone() }
     }
 
-    /// Whether reads go through the compliance path.
-    pub fn is_compliance(&self) -> bool {
-        self.reads == "/v1/compliance"
-    }
-
     /// The core's base URL.
     pub fn base(&self) -> &str {
         &self.base
-    }
-
-    /// The core's token audience.
-    pub fn audience(&self) -> &str {
-        &self.audience
     }
 
     /// A fresh token for the core.

@@ -6,11 +6,11 @@ use std::sync::Mutex;
 
 use kms_protocol::KmsUri;
 
-use crate::content;
 use crate::core_api::CoreEvent;
+use crate::engine::envelope;
 use crate::error::{Error, Result};
 use crate::kms::KmsClient;
-use crate::session::{Content, Message};
+use crate::types::{Content, EventId, Message, SpaceId, UserId};
 
 /// First sequence number seen per (space, sender, sender's event id): a
 /// later event with the same triple is a replay by the core.
@@ -20,8 +20,8 @@ pub(crate) type Seen = Mutex<HashMap<(String, String, String), i64>>;
 pub(crate) fn plain_content(e: &CoreEvent) -> Option<Content> {
     match e.kind.as_str() {
         "delete" => Some(Content::Deleted),
-        "member_added" => Some(Content::MemberAdded { user: e.subject.clone().unwrap_or_default() }),
-        "member_removed" => Some(Content::MemberRemoved { user: e.subject.clone().unwrap_or_default() }),
+        "member_added" => Some(Content::MemberAdded { user: UserId::from(e.subject.clone().unwrap_or_default()) }),
+        "member_removed" => Some(Content::MemberRemoved { user: UserId::from(e.subject.clone().unwrap_or_default()) }),
         "file_ready" => Some(Content::FileReady),
         _ => None,
     }
@@ -37,9 +37,9 @@ pub(crate) async fn open_sealed(kms: &KmsClient, seen: &Seen, resource: &KmsUri,
     if key.resource.as_ref() != Some(resource) {
         return Err(Error::Tampered("the event's key is bound to another resource than its space".into()));
     }
-    let env = content::open(&key.key, sealed, key_uri, &resource.to_string(), Some(&e.sender), Some(e.create_date))?;
+    let env = envelope::open(&key.key, sealed, key_uri, &resource.to_string(), Some(&e.sender), Some(e.create_date))?;
     let b =
-        content::check_event(&env, &e.kind, e.client_event_id.as_deref(), e.parent.as_deref(), e.target.as_deref())?;
+        envelope::check_event(&env, &e.kind, e.client_event_id.as_deref(), e.parent.as_deref(), e.target.as_deref())?;
     {
         let mut seen = seen.lock().expect("not poisoned");
         let first = *seen.entry((e.space_id.clone(), e.sender.clone(), b.id.clone())).or_insert(e.seq);
@@ -47,19 +47,19 @@ pub(crate) async fn open_sealed(kms: &KmsClient, seen: &Seen, resource: &KmsUri,
             return Err(Error::Tampered(format!("a replay of event #{first}")));
         }
     }
-    content::event_content(&e.kind, &env.body)
+    envelope::event_content(&e.kind, &env.body)
 }
 
 /// The message an event is, with its content or why it is unreadable.
 pub(crate) fn message(e: &CoreEvent, content: Result<Content>) -> Message {
     Message {
-        space_id: e.space_id.clone(),
+        space_id: SpaceId::from(&e.space_id),
         seq: e.seq,
-        id: e.id.clone(),
-        sender: e.sender.clone(),
+        id: EventId::from(&e.id),
+        sender: UserId::from(&e.sender),
         stored_at: e.create_date,
-        parent: e.parent.clone(),
-        target: e.target.clone(),
+        parent: e.parent.as_ref().map(EventId::from),
+        target: e.target.as_ref().map(EventId::from),
         key_uri: e.key_uri.clone(),
         content: content.unwrap_or_else(|err| Content::Unreadable(err.to_string())),
     }

@@ -12,11 +12,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use kms_protocol::uri::KmsUri;
 
-use crate::content::{self, Body};
 use crate::core_api::{CoreApi, CoreFile};
+use crate::engine::envelope::{self, Body};
 use crate::error::{Error, Result};
 use crate::kms::ContentKey;
-use crate::session::Session;
+use crate::session::{now_ms, Session};
+use crate::types::{FileId, FileInfo, SpaceId, UserId};
 
 /// Ciphertext bytes per upload chunk (the core takes up to 4 MiB by
 /// default). Small enough that memory stays flat whatever the file size.
@@ -28,27 +29,10 @@ pub const MAX_DOWNLOAD_CHUNK: u64 = 64 * 1024 * 1024;
 /// Progress: `(bytes done, bytes in all)`.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
 
-/// A file's decrypted metadata.
-#[derive(Debug, Clone)]
-pub struct FileInfo {
-    /// Id.
-    pub id: String,
-    /// Its space.
-    pub space_id: String,
-    /// Who uploaded it (checked against the sealed sender).
-    pub uploader: String,
-    /// Name.
-    pub name: String,
-    /// Plaintext size.
-    pub size: u64,
-    /// Upload finished.
-    pub ready: bool,
-}
-
 impl Session {
     /// Uploads the file at `path` into `space`; returns its id. Memory stays
     /// around one upload chunk whatever the file's size.
-    pub async fn upload(&self, space: &str, path: &Path, progress: Progress<'_>) -> Result<FileInfo> {
+    pub async fn upload(&self, space: &SpaceId, path: &Path, progress: Progress<'_>) -> Result<FileInfo> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file").to_string();
         let mut file = tokio::fs::File::open(path).await?;
         let size = file.metadata().await?.len();
@@ -64,15 +48,15 @@ impl Session {
             key: URL_SAFE_NO_PAD.encode(file_key.as_bytes()),
             segment: segment as u32,
         };
-        let env = content::Envelope {
+        let env = envelope::Envelope {
             v: 1,
             space: resource.to_string(),
             sender: self.user_id().to_string(),
-            ts: content::now_ms(),
+            ts: now_ms(),
             event: None,
             body,
         };
-        let meta = content::seal(&key.key, &key.uri.to_string(), &env)?;
+        let meta = envelope::seal(&key.key, &key.uri.to_string(), &env)?;
         let rec = self.core.create_file(space, total, UPLOAD_CHUNK, &meta, &key.uri.to_string()).await?;
 
         let (mut enc, header) = Encryptor::new(&file_key, segment)?;
@@ -112,9 +96,9 @@ impl Session {
         }
         self.core.complete_file(&rec.id).await?;
         Ok(FileInfo {
-            id: rec.id,
-            space_id: space.to_string(),
-            uploader: self.user_id().to_string(),
+            id: FileId::from(rec.id),
+            space_id: space.clone(),
+            uploader: self.user_id().clone(),
             name,
             size,
             ready: true,
@@ -137,13 +121,13 @@ impl Session {
 
     /// A file's metadata, decrypted and checked (key bound to its space's
     /// resource, sender as the core claims).
-    pub async fn file_info(&self, id: &str) -> Result<FileInfo> {
+    pub async fn file_info(&self, id: &FileId) -> Result<FileInfo> {
         Ok(self.file_meta(id).await?.0)
     }
 
-    async fn file_meta(&self, id: &str) -> Result<(FileInfo, FileKey, usize, CoreFile)> {
+    async fn file_meta(&self, id: &FileId) -> Result<(FileInfo, FileKey, usize, CoreFile)> {
         let rec = self.core.file(id).await?;
-        let resource = self.space(&rec.space_id).await?.resource;
+        let resource = self.space(&SpaceId::from(&rec.space_id)).await?.resource;
         let key = self.kms().key(&rec.key_uri).await?;
         let (info, file_key, segment) = open_file_meta(&key, &resource, &rec)?;
         Ok((info, file_key, segment, rec))
@@ -152,7 +136,7 @@ impl Session {
     /// Downloads file `id` to `dest`, verifying every segment. Writes to a
     /// private temporary file beside it and gives it its name at the end: a
     /// failed download (tampered, truncated, reordered) leaves nothing at `dest`.
-    pub async fn download(&self, id: &str, dest: &Path, progress: Progress<'_>) -> Result<FileInfo> {
+    pub async fn download(&self, id: &FileId, dest: &Path, progress: Progress<'_>) -> Result<FileInfo> {
         self.download_to(id, dest, false, progress).await
     }
 
@@ -162,7 +146,7 @@ impl Session {
     /// reaches `dest` only after the final segment verified.
     pub async fn download_to(
         &self,
-        id: &str,
+        id: &FileId,
         dest: &Path,
         overwrite: bool,
         progress: Progress<'_>,
@@ -189,7 +173,7 @@ pub(crate) fn open_file_meta(
         return Err(Error::Tampered("the file's key is bound to another resource than its space".into()));
     }
     let env =
-        content::open(&key.key, &rec.meta_ciphertext, &rec.key_uri, &resource.to_string(), Some(&rec.uploader), None)?;
+        envelope::open(&key.key, &rec.meta_ciphertext, &rec.key_uri, &resource.to_string(), Some(&rec.uploader), None)?;
     let Body::File { name, size, key: fk, segment } = &env.body else {
         return Err(Error::Tampered("the file's metadata is not file metadata".into()));
     };
@@ -209,9 +193,9 @@ pub(crate) fn open_file_meta(
         return Err(Error::Tampered("the file's stored size does not match its sealed size".into()));
     }
     let info = FileInfo {
-        id: rec.id.clone(),
-        space_id: rec.space_id.clone(),
-        uploader: rec.uploader.clone(),
+        id: FileId::from(&rec.id),
+        space_id: SpaceId::from(&rec.space_id),
+        uploader: UserId::from(&rec.uploader),
         name: name.clone(),
         size: *size,
         ready: rec.ready,

@@ -11,14 +11,15 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::core_api::CoreEvent;
 use crate::error::{Error, Result};
-use crate::session::{Message, Session};
+use crate::session::Session;
+use crate::types::{Message, SpaceId};
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A live subscription to all of the user's spaces.
 pub struct Live<'a> {
     session: &'a Session,
-    since: HashMap<String, i64>,
+    since: HashMap<SpaceId, i64>,
     socket: Option<Socket>,
     /// Reconnect delays so far (reset on every frame received).
     failures: u32,
@@ -32,11 +33,11 @@ const IDLE: Duration = Duration::from_secs(30);
 impl Session {
     /// Subscribes to the events of every space you are in. Spaces in `since`
     /// resume after that sequence number; others start with their next event.
-    pub async fn live(&self, mut since: HashMap<String, i64>) -> Result<Live<'_>> {
+    pub async fn live(&self, mut since: HashMap<SpaceId, i64>) -> Result<Live<'_>> {
         // Every space starts from where it is now, so that a reconnect resumes
         // all of them (not only those that had an event).
         for (space, _, _) in self.core.spaces().await? {
-            since.entry(space.id).or_insert(space.last_seq);
+            since.entry(SpaceId::from(space.id)).or_insert(space.last_seq);
         }
         let mut l = Live { session: self, since, socket: None, failures: 0, queue: VecDeque::new() };
         l.connect().await?;
@@ -128,7 +129,7 @@ impl Live<'_> {
                         continue;
                     }
                     let Ok(e) = serde_json::from_value::<CoreEvent>(v["event"].clone()) else { continue };
-                    let seen = *self.since.get(&e.space_id).unwrap_or(&0);
+                    let seen = *self.since.get(e.space_id.as_str()).unwrap_or(&0);
                     if e.seq <= seen {
                         continue; // a resume may repeat what we had
                     }
@@ -144,7 +145,7 @@ impl Live<'_> {
                             self.queue.push_back(d);
                         }
                     }
-                    self.since.insert(e.space_id.clone(), e.seq);
+                    self.since.insert(SpaceId::from(&e.space_id), e.seq);
                     let d = self.session.decrypt(&e).await;
                     self.queue.push_back(d);
                 }
@@ -179,7 +180,7 @@ impl Live<'_> {
     }
 
     /// The last sequence number seen per space (to resume later).
-    pub fn positions(&self) -> &HashMap<String, i64> {
+    pub fn positions(&self) -> &HashMap<SpaceId, i64> {
         &self.since
     }
 }

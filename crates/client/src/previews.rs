@@ -4,9 +4,10 @@
 
 use base64::Engine as _;
 
-use crate::content::{self, Body};
+use crate::engine::envelope::{self, Body};
 use crate::error::{Error, Result};
 use crate::session::Session;
+use crate::types::{FileId, SpaceId};
 
 /// A preview, opened and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +26,9 @@ pub enum Preview {
 impl Session {
     /// Stores a preview of `file` (the org's preview service): sealed under
     /// the space's current key, bound to the file.
-    pub async fn put_preview(&self, file: &str, preview: &Preview) -> Result<()> {
+    pub async fn put_preview(&self, file: &FileId, preview: &Preview) -> Result<()> {
         let rec = self.core.file(file).await?;
-        let key = self.current_key(&rec.space_id).await?;
+        let key = self.current_key(&SpaceId::from(&rec.space_id)).await?;
         let resource = key.resource.clone().ok_or_else(|| Error::Tampered("an unbound space key".into()))?;
         let (media_type, data) = match preview {
             Preview::Image { media_type, bytes } => {
@@ -36,25 +37,25 @@ impl Session {
             Preview::Excerpt(t) => ("text/plain".to_string(), t.clone()),
         };
         let env = self.envelope(&resource, Body::Preview { file: file.to_string(), media_type, data });
-        let sealed = content::seal(&key.key, &key.uri.to_string(), &env)?;
+        let sealed = envelope::seal(&key.key, &key.uri.to_string(), &env)?;
         self.core.put_preview(file, &sealed, &key.uri.to_string()).await
     }
 
     /// The preview of `file`, opened and checked: sealed by the preview
     /// service the core names, under a key of the file's own space, for this file.
-    pub async fn preview(&self, file: &str) -> Result<Preview> {
+    pub async fn preview(&self, file: &FileId) -> Result<Preview> {
         let rec = self.core.file(file).await?;
         let (ciphertext, key_uri, creator) = self.core.preview(file).await?;
-        let resource = self.space(&rec.space_id).await?.resource;
+        let resource = self.space(&SpaceId::from(&rec.space_id)).await?.resource;
         let key = self.kms().key(&key_uri).await?;
         if key.resource.as_ref() != Some(&resource) {
             return Err(Error::Tampered("the preview's key belongs to another space".into()));
         }
-        let env = content::open(&key.key, &ciphertext, &key_uri, &resource.to_string(), Some(&creator), None)?;
+        let env = envelope::open(&key.key, &ciphertext, &key_uri, &resource.to_string(), Some(&creator), None)?;
         let Body::Preview { file: of, media_type, data } = &env.body else {
             return Err(Error::Tampered("the preview is not a preview".into()));
         };
-        if of != file {
+        if *file != *of {
             return Err(Error::Tampered("the preview belongs to another file".into()));
         }
         if media_type == "text/plain" {

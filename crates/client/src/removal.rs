@@ -20,6 +20,7 @@ use kms_protocol::{AccessObject, Method};
 
 use crate::error::{Error, Result};
 use crate::session::Session;
+use crate::types::{SpaceId, UserId};
 
 /// Rounds of "delete what the list does not account for" before giving up
 /// (someone still authorized could be adding ways in as fast as we remove them).
@@ -46,7 +47,7 @@ impl Session {
     /// Fails with [`Error::RemovalIncomplete`] (and rotates nothing) when a
     /// way in remains, and with [`Error::NotAuthorized`] when you may not
     /// change this space's authorizations.
-    pub async fn remove_member(&self, space: &str, user: &str) -> Result<()> {
+    pub async fn remove_member(&self, space: &SpaceId, user: &UserId) -> Result<()> {
         let resource = self.resource_of(space).await?;
         self.own_space(&resource)?;
         let me = self.kms.user_id().await?;
@@ -81,7 +82,7 @@ impl Session {
 
     /// Deletes every authorization the member list does not account for, then
     /// proves none is left and that `removed` has no way in.
-    async fn close_ways_in(&self, space: &str, resource: &KmsUri, me: &str, removed: &[String]) -> Result<()> {
+    async fn close_ways_in(&self, space: &SpaceId, resource: &KmsUri, me: &str, removed: &[String]) -> Result<()> {
         let is_removed = |id: &str| removed.iter().any(|r| r == id);
         let mut stray = Vec::new();
         for _ in 0..ROUNDS {
@@ -139,7 +140,7 @@ impl Session {
     /// person had started before their removal could land just after ours
     /// (senders use the newest key), so one bound later by them, or by anyone
     /// the member list does not show, is outrun.
-    async fn rotate_past(&self, space: &str, resource: &KmsUri, removed: &[String]) -> Result<()> {
+    async fn rotate_past(&self, space: &SpaceId, resource: &KmsUri, removed: &[String]) -> Result<()> {
         for _ in 0..ROUNDS {
             let ours = self.rotate(space).await?;
             let body = RequestBody { count: Some(1), ..Default::default() };
@@ -166,7 +167,7 @@ impl Session {
 
     /// Whether, and how, the KMS's authorization rule lets `auth_id` read
     /// the space's keys now (`…/explain`; members and org admins may ask).
-    pub async fn explain_access(&self, space: &str, auth_id: &str) -> Result<kms_protocol::AccessExplanation> {
+    pub async fn explain_access(&self, space: &SpaceId, auth_id: &str) -> Result<kms_protocol::AccessExplanation> {
         let resource = self.resource_of(space).await?;
         self.own_space(&resource)?;
         self.explain(&resource, auth_id).await
@@ -188,7 +189,7 @@ impl Session {
     /// member list shows them, since they were added): services, compliance
     /// officers, other KMSs, anonymous links, admins, people through a
     /// resource, and anyone authorized at the KMS without being a listed member.
-    pub async fn key_accesses(&self, space: &str) -> Result<Vec<AccessObject>> {
+    pub async fn key_accesses(&self, space: &SpaceId) -> Result<Vec<AccessObject>> {
         let resource = self.resource_of(space).await?;
         let (_, _, members) = self.core.space(space).await?;
         let member_since = |actor: &str| members.iter().find(|m| m.user_id == actor).map(|m| m.added_at.unwrap_or(0));

@@ -4,12 +4,13 @@
 //! version the space's tokens are under; the core returns candidates, which
 //! are decrypted and ranked here (and dropped if they do not match).
 
-use search::{index_tokens, rank, Query, SearchKey};
+use search::{rank, Query};
 use serde_json::json;
 
+use crate::engine::search::{query_tokens, search_key, text_tokens};
 use crate::error::{Error, Result};
-use crate::kms::ContentKey;
-use crate::session::{Content, Message, Session};
+use crate::session::Session;
+use crate::types::{Content, FileId, Message, SpaceId};
 
 /// Most key versions one search queries.
 const MAX_KEYS: usize = 64;
@@ -21,12 +22,6 @@ pub struct SearchHit {
     pub message: Message,
     /// Relevance (higher first).
     pub score: f32,
-}
-
-fn search_key(key: &ContentKey) -> Result<SearchKey> {
-    let bytes: &[u8; 32] =
-        key.key.expose().try_into().map_err(|_| Error::Tampered("a content key is not 256 bits".into()))?;
-    Ok(SearchKey::derive(bytes, &key.uri.to_string()))
 }
 
 /// Largest file whose text is indexed.
@@ -41,8 +36,8 @@ impl Session {
     /// The text of the file a `file_ready` event announces, if it is a text
     /// file small enough (downloaded to a private temporary file, then removed).
     async fn file_text(&self, e: &crate::core_api::CoreEvent) -> Result<Option<String>> {
-        let Some(file) = e.target.as_deref() else { return Ok(None) };
-        let info = match self.file_info(file).await {
+        let Some(file) = e.target.as_ref().map(FileId::from) else { return Ok(None) };
+        let info = match self.file_info(&file).await {
             Ok(i) => i,
             Err(Error::NotAuthorized { .. }) => return Ok(None),
             Err(err) => return Err(err),
@@ -51,23 +46,14 @@ impl Session {
             return Ok(None);
         }
         let tmp = std::env::temp_dir().join(format!("custos-index-{}", uuid::Uuid::new_v4()));
-        let got = self.download_to(file, &tmp, false, &|_, _| {}).await;
+        let got = self.download_to(&file, &tmp, false, &|_, _| {}).await;
         let bytes = got.and_then(|_| std::fs::read(&tmp).map_err(Error::from));
         let _ = std::fs::remove_file(&tmp);
         Ok(search::extract_text(&bytes?, None))
     }
 
-    /// Sends the blinded tokens of `text` (event `event_id`) to the core, under `key`.
-    pub(crate) async fn index_text(&self, space: &str, event_id: &str, key: &ContentKey, text: &str) -> Result<()> {
-        let tokens: Vec<String> = index_tokens(&search_key(key)?, text).iter().map(|t| t.to_base64url()).collect();
-        if tokens.is_empty() {
-            return Ok(());
-        }
-        self.core.index_event(space, event_id, &key.uri.to_string(), &tokens).await
-    }
-
     /// Searches a space: at most `limit` messages, most relevant first.
-    pub async fn search(&self, space: &str, query: &str, limit: u32) -> Result<Vec<SearchHit>> {
+    pub async fn search(&self, space: &SpaceId, query: &str, limit: u32) -> Result<Vec<SearchHit>> {
         let q = Query::parse(query);
         if q.is_empty() {
             return Err(Error::Invalid("the query has no searchable word (two letters at least)".into()));
@@ -80,7 +66,7 @@ impl Session {
                 Err(Error::NotAuthorized { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            let tokens: Vec<String> = q.tokens(&search_key(&key)?).iter().map(|t| t.to_base64url()).collect();
+            let tokens = query_tokens(&search_key(&key.key, &key.uri.to_string())?, &q);
             if !tokens.is_empty() {
                 queries.push(json!({"key_uri": uri, "tokens": tokens}));
             }
@@ -118,10 +104,10 @@ impl Session {
     /// Re-indexes a space's messages and edits under its newest key (the
     /// org's search indexer, after a rotation or to backfill history);
     /// how many were indexed. Messages it cannot read are skipped.
-    pub async fn reindex(&self, space: &str) -> Result<u64> {
+    pub async fn reindex(&self, space: &SpaceId) -> Result<u64> {
         let resource = self.space(space).await?.resource;
         let newest = self.kms.newest_key(&resource).await?;
-        let search = search_key(&newest)?;
+        let search = search_key(&newest.key, &newest.uri.to_string())?;
         let key_uri = newest.uri.to_string();
         let (mut after, mut n) = (0i64, 0u64);
         loop {
@@ -141,7 +127,7 @@ impl Session {
                 };
                 let Some(text) = text else { continue };
                 n += 1;
-                let tokens: Vec<String> = index_tokens(&search, &text).iter().map(|t| t.to_base64url()).collect();
+                let tokens = text_tokens(&search, &text);
                 if !tokens.is_empty() {
                     // Requests stay well under the core's body limit (about 1 MB).
                     if batch_tokens + tokens.len() > REINDEX_TOKENS && !items.is_empty() {

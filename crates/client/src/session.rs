@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 use kms_protocol::uri::KmsUri;
 use serde_json::{json, Value};
 
-use crate::content::{self, Body, Envelope};
 use crate::core_api::{CoreApi, CoreEvent, CoreSpace};
+use crate::engine::envelope::{self, Body, Envelope};
+use crate::engine::search::{search_key, text_tokens};
 use crate::error::{Error, Result};
 use crate::kms::{ContentKey, KmsClient, KmsOptions, KmsPin, Route};
 use crate::tokens::TokenSource;
+use crate::types::{core_role, Content, EventId, Member, Message, Role, Space, SpaceId, SpaceSummary, UserId};
 
 /// How long a space's current key is used before asking the KMS again:
 /// rotations by other members, and the KMS's `rekeyAfter` after the org
@@ -57,75 +59,6 @@ impl SessionConfig {
     }
 }
 
-/// A space as the client sees it, after checking its sealed metadata.
-#[derive(Debug, Clone)]
-pub struct Space {
-    /// Id.
-    pub id: String,
-    /// Its KMS resource (checked against the sealed metadata).
-    pub resource: KmsUri,
-    /// Decrypted title.
-    pub title: String,
-    /// Your role.
-    pub role: String,
-    /// Members (user id, role).
-    pub members: Vec<(String, String)>,
-    /// Latest sequence number.
-    pub last_seq: i64,
-}
-
-/// A decrypted event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// The space.
-    pub space_id: String,
-    /// Sequence number.
-    pub seq: i64,
-    /// Event id.
-    pub id: String,
-    /// Who sent it (checked against the sealed sender where there is content).
-    pub sender: String,
-    /// The core's storage time (ms).
-    pub stored_at: i64,
-    /// Thread parent.
-    pub parent: Option<String>,
-    /// The event acted on (edits, deletions, reactions, files).
-    pub target: Option<String>,
-    /// The KMS key its content is under, if it has content.
-    pub key_uri: Option<String>,
-    /// What it says.
-    pub content: Content,
-}
-
-/// What an event says, decrypted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Content {
-    /// A message (or a reply when `parent` is set).
-    Text(String),
-    /// A new version of `target`.
-    Edit(String),
-    /// `target` was deleted.
-    Deleted,
-    /// A reaction to `target`.
-    Reaction(String),
-    /// The title changed.
-    Title(String),
-    /// Someone joined.
-    MemberAdded {
-        /// Who.
-        user: String,
-    },
-    /// Someone left or was removed.
-    MemberRemoved {
-        /// Who.
-        user: String,
-    },
-    /// File `target` finished uploading.
-    FileReady,
-    /// Could not be read: why (not authorized for its key, tampered, …).
-    Unreadable(String),
-}
-
 struct SpaceState {
     resource: KmsUri,
     current: Option<(ContentKey, Instant)>,
@@ -135,9 +68,11 @@ struct SpaceState {
 pub struct Session {
     pub(crate) core: CoreApi,
     pub(crate) kms: Arc<KmsClient>,
-    user_id: String,
+    user_id: UserId,
+    /// The org the core says we belong to.
+    org: Option<String>,
     rotation: Duration,
-    spaces: Mutex<HashMap<String, SpaceState>>,
+    spaces: Mutex<HashMap<SpaceId, SpaceState>>,
     /// `(space, sender, client event id)` → the seq it was first seen at: a
     /// second event with the same sealed id is a replay.
     seen: crate::events::Seen,
@@ -157,10 +92,10 @@ impl Session {
     pub async fn open(cfg: SessionConfig, tokens: Arc<dyn TokenSource>) -> Result<Self> {
         let core = CoreApi::new(&cfg.core_url, &cfg.core_audience, tokens.clone());
         let me = core.me().await?;
-        let user_id = me["user_id"]
-            .as_str()
-            .ok_or_else(|| Error::Invalid("the core did not say who you are".into()))?
-            .to_string();
+        let user_id = UserId::from(
+            me["user_id"].as_str().ok_or_else(|| Error::Invalid("the core did not say who you are".into()))?,
+        );
+        let org = me["org"].as_str().map(str::to_string);
         let kms = Arc::new(KmsClient::new(
             KmsOptions {
                 pin: cfg.kms,
@@ -175,7 +110,7 @@ impl Session {
         // The sealed sender of everything we send: must be who the KMS (not
         // only the core) says we are.
         let kms_user = kms.user_id().await?;
-        if kms_user != user_id {
+        if user_id != kms_user {
             return Err(Error::Tampered(format!(
                 "the core says you are {user_id}, your KMS says {kms_user}: refusing to continue"
             )));
@@ -184,24 +119,35 @@ impl Session {
             core,
             kms,
             user_id,
+            org,
             rotation: cfg.rotation,
             spaces: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The user id (`name@org`) the core knows us by.
-    pub fn user_id(&self) -> &str {
+    /// The user id (`name@org`) the core knows us by (and the KMS agreed to).
+    pub fn user_id(&self) -> &UserId {
         &self.user_id
     }
 
-    /// The KMS client (keys, authorizations).
+    /// The org the core says we belong to, if it said.
+    pub fn org(&self) -> Option<&str> {
+        self.org.as_deref()
+    }
+
+    /// The core's base URL.
+    pub fn core_url(&self) -> &str {
+        self.core.base()
+    }
+
+    /// The KMS client (keys, authorizations, and raw KMS requests).
     pub fn kms(&self) -> &KmsClient {
         &self.kms
     }
 
-    /// The core client.
-    pub fn core(&self) -> &CoreApi {
+    /// The core's HTTP API.
+    pub(crate) fn core(&self) -> &CoreApi {
         &self.core
     }
 
@@ -209,8 +155,8 @@ impl Session {
         Envelope {
             v: 1,
             space: resource.to_string(),
-            sender: self.user_id.clone(),
-            ts: content::now_ms(),
+            sender: self.user_id.to_string(),
+            ts: now_ms(),
             event: None,
             body,
         }
@@ -219,27 +165,28 @@ impl Session {
     /// Creates a space titled `title` with `members` (user ids; you are
     /// added as moderator): one KMS resource with a fresh key and the members
     /// authorized, then the space on the core with the sealed metadata.
-    pub async fn create_space(&self, title: &str, members: &[String]) -> Result<Space> {
+    pub async fn create_space(&self, title: &str, members: &[UserId]) -> Result<Space> {
         let key = self.kms.create_keys(1).await?.remove(0);
-        let auth: Vec<String> = members.iter().filter(|m| **m != self.user_id).cloned().collect();
+        let auth: Vec<String> = members.iter().filter(|m| **m != self.user_id).map(|m| m.to_string()).collect();
         let resource = self.kms.create_resource(&auth, std::slice::from_ref(&key.uri)).await?;
         // Bound by the resource's creation (the KMS's date; ours if it gave none).
         let bound_at = resource.create_date.unwrap_or_else(time::OffsetDateTime::now_utc);
         let key = ContentKey { resource: Some(resource.uri.clone()), bind_date: Some(bound_at), ..key };
-        let meta = content::seal(
+        let meta = envelope::seal(
             &key.key,
             &key.uri.to_string(),
             &self.envelope(&resource.uri, Body::Space { title: title.to_string() }),
         )?;
         let s = self.core.create_space(&resource.uri.to_string(), &meta, &key.uri.to_string()).await?;
         for m in &auth {
-            self.core.add_member(&s.id, m, "member").await?;
+            self.core.add_member(&s.id, m, Role::Member.as_str()).await?;
         }
+        let id = SpaceId::from(s.id);
         self.spaces
             .lock()
             .expect("not poisoned")
-            .insert(s.id.clone(), SpaceState { resource: resource.uri.clone(), current: Some((key, Instant::now())) });
-        self.space(&s.id).await
+            .insert(id.clone(), SpaceState { resource: resource.uri.clone(), current: Some((key, Instant::now())) });
+        self.space(&id).await
     }
 
     /// Checks a space's sealed metadata against what the core says and
@@ -249,7 +196,7 @@ impl Session {
         let claimed =
             KmsUri::parse_absolute(&s.resource_uri).map_err(|e| Error::Tampered(format!("space resource: {e}")))?;
         let sealed = s.title.as_deref().ok_or_else(|| Error::Tampered("the space has no sealed metadata".into()))?;
-        let key_uri = content::key_uri_of(sealed)?;
+        let key_uri = envelope::key_uri_of(sealed)?;
         let key = self.kms.key(&key_uri).await?;
         if key.resource.as_ref() != Some(&claimed) {
             return Err(Error::Tampered(
@@ -257,13 +204,13 @@ impl Session {
             ));
         }
         // Whoever last retitled the space sealed this; the resource binding is what matters.
-        let env = content::open(&key.key, sealed, &key_uri, &claimed.to_string(), None, None)?;
+        let env = envelope::open(&key.key, sealed, &key_uri, &claimed.to_string(), None, None)?;
         let Body::Space { title } = &env.body else {
             return Err(Error::Tampered("the space's metadata is not space metadata".into()));
         };
         let title = title.clone();
         let mut spaces = self.spaces.lock().expect("not poisoned");
-        let st = spaces.entry(s.id.clone()).or_insert_with(|| SpaceState { resource: claimed.clone(), current: None });
+        let st = spaces.entry(SpaceId::from(&s.id)).or_insert_with(|| SpaceState { resource: claimed.clone(), current: None });
         if st.resource != claimed {
             return Err(Error::Tampered("the core moved the space to another resource".into()));
         }
@@ -271,31 +218,58 @@ impl Session {
     }
 
     /// A space, checked and with its title decrypted.
-    pub async fn space(&self, id: &str) -> Result<Space> {
+    pub async fn space(&self, id: &SpaceId) -> Result<Space> {
         let (s, role, members) = self.core.space(id).await?;
         let (resource, title) = self.verify_space(&s).await?;
-        Ok(Space {
-            id: s.id,
-            resource,
-            title,
-            role,
-            members: members.into_iter().map(|m| (m.user_id, m.role)).collect(),
-            last_seq: s.last_seq,
-        })
+        let members = members
+            .into_iter()
+            .map(|m| Ok(Member { role: core_role(&m.role)?, user: UserId::from(m.user_id) }))
+            .collect::<Result<_>>()?;
+        Ok(Space { id: SpaceId::from(s.id), resource, title, role: core_role(&role)?, members, last_seq: s.last_seq })
     }
 
-    /// Your spaces, most recently active first: `(id, title or why it is
-    /// unreadable, role, last seq, read seq)`.
-    pub async fn spaces(&self) -> Result<Vec<(String, Result<String>, String, i64, i64)>> {
+    /// Your spaces, most recently active first, each with its title (or why
+    /// it is unreadable), your role and your read marker.
+    pub async fn spaces(&self) -> Result<Vec<SpaceSummary>> {
         let mut out = Vec::new();
         for (s, role, read) in self.core.spaces().await? {
             let title = self.verify_space(&s).await.map(|(_, t)| t);
-            out.push((s.id.clone(), title, role, s.last_seq, read));
+            let role = core_role(&role)?;
+            out.push(SpaceSummary { id: SpaceId::from(s.id), title, role, last_seq: s.last_seq, read_seq: read });
         }
         Ok(out)
     }
 
-    pub(crate) async fn resource_of(&self, space: &str) -> Result<KmsUri> {
+    /// The core's records of a space's events as it stores them: ciphertext,
+    /// neither decrypted nor checked (to inspect what the provider holds;
+    /// [`Session::decrypt`] opens one). `after` and `before` bound the
+    /// sequence numbers, `limit` the count.
+    pub async fn stored_events(
+        &self,
+        space: &SpaceId,
+        after: Option<i64>,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<Vec<CoreEvent>> {
+        self.core.events(space, after, before, limit).await
+    }
+
+    /// Registers `url` as where the core POSTs your spaces' events (bots);
+    /// returns the secret (shown only now) that signs each request.
+    pub async fn set_webhook(&self, url: &str) -> Result<zeroize::Zeroizing<String>> {
+        let v = self.core.set_webhook(url).await?;
+        v["secret"]
+            .as_str()
+            .map(|s| zeroize::Zeroizing::new(s.to_string()))
+            .ok_or_else(|| Error::Invalid("the core answered without a webhook secret".into()))
+    }
+
+    /// Stops the core's webhook requests.
+    pub async fn delete_webhook(&self) -> Result<()> {
+        self.core.delete_webhook().await
+    }
+
+    pub(crate) async fn resource_of(&self, space: &SpaceId) -> Result<KmsUri> {
         if let Some(st) = self.spaces.lock().expect("not poisoned").get(space) {
             return Ok(st.resource.clone());
         }
@@ -304,7 +278,7 @@ impl Session {
 
     /// The key to send with: the newest bound to the space's resource,
     /// rotated first when older than the rotation period.
-    pub(crate) async fn current_key(&self, space: &str) -> Result<ContentKey> {
+    pub(crate) async fn current_key(&self, space: &SpaceId) -> Result<ContentKey> {
         let resource = self.resource_of(space).await?;
         if let Some(st) = self.spaces.lock().expect("not poisoned").get(space) {
             if let Some((k, at)) = &st.current {
@@ -346,7 +320,7 @@ impl Session {
     }
 
     /// Binds a fresh key to the space; new messages use it.
-    pub async fn rotate(&self, space: &str) -> Result<ContentKey> {
+    pub async fn rotate(&self, space: &SpaceId) -> Result<ContentKey> {
         let resource = self.resource_of(space).await?;
         let key = self.rotate_resource(&resource).await?;
         if let Some(st) = self.spaces.lock().expect("not poisoned").get_mut(space) {
@@ -364,18 +338,18 @@ impl Session {
         }
     }
 
-    /// Adds `user` (KMS authorization first, then the core's membership).
-    pub async fn add_member(&self, space: &str, user: &str, role: &str) -> Result<()> {
+    /// Adds `user` as `role` (KMS authorization first, then the core's membership).
+    pub async fn add_member(&self, space: &SpaceId, user: &UserId, role: Role) -> Result<()> {
         let resource = self.resource_of(space).await?;
         self.own_space(&resource)?;
         self.kms.authorize(&resource, &[user.to_string()]).await?;
-        match self.core.add_member(space, user, role).await {
+        match self.core.add_member(space, user, role.as_str()).await {
             Ok(()) => Ok(()),
             // The core refused (not a moderator, say): leave no authorization
             // the member list does not show (unless they were a member already).
             Err(e) => {
                 let listed = match self.core.space(space).await {
-                    Ok((_, _, members)) => members.iter().any(|m| m.user_id == user),
+                    Ok((_, _, members)) => members.iter().any(|m| *user == m.user_id),
                     Err(_) => true, // unknown: never take access on a guess
                 };
                 if !listed {
@@ -390,28 +364,28 @@ impl Session {
 
     async fn post(
         &self,
-        space: &str,
+        space: &SpaceId,
         kind: &str,
-        parent: Option<&str>,
-        target: Option<&str>,
+        parent: Option<&EventId>,
+        target: Option<&EventId>,
         body: Option<Body>,
     ) -> Result<Message> {
         let cid = uuid::Uuid::new_v4().to_string();
         let mut req = json!({"kind": kind, "client_event_id": cid});
         if let Some(p) = parent {
-            req["parent"] = json!(p);
+            req["parent"] = json!(p.as_str());
         }
         if let Some(t) = target {
-            req["target"] = json!(t);
+            req["target"] = json!(t.as_str());
         }
         let mut searchable = None;
         if let Some(body) = body {
             if let Body::Text { text } = &body {
-                if text.len() > content::MAX_TEXT {
+                if text.len() > envelope::MAX_TEXT {
                     return Err(Error::Invalid(format!(
                         "the text is {} bytes; at most {} fit in one message",
                         text.len(),
-                        content::MAX_TEXT
+                        envelope::MAX_TEXT
                     )));
                 }
             }
@@ -420,18 +394,18 @@ impl Session {
             let mut env = self.envelope(&resource, body);
             // What the event is, sealed: the core cannot re-post it, turn it
             // into another kind, or move it to another parent or target.
-            env.event = Some(content::EventBinding {
+            env.event = Some(envelope::EventBinding {
                 kind: kind.to_string(),
                 id: cid.clone(),
-                parent: parent.map(str::to_string),
-                target: target.map(str::to_string),
+                parent: parent.map(|p| p.to_string()),
+                target: target.map(|t| t.to_string()),
             });
-            let sealed = content::seal(&key.key, &key.uri.to_string(), &env)?;
-            if sealed.len() > content::MAX_SEALED {
+            let sealed = envelope::seal(&key.key, &key.uri.to_string(), &env)?;
+            if sealed.len() > envelope::MAX_SEALED {
                 return Err(Error::Invalid(format!(
                     "the message is too long: {} bytes sealed, at most {}",
                     sealed.len(),
-                    content::MAX_SEALED
+                    envelope::MAX_SEALED
                 )));
             }
             req["sealed"] = json!({"ciphertext": sealed, "key_uri": key.uri.to_string()});
@@ -451,7 +425,7 @@ impl Session {
 
     /// Posts, retrying transient failures with the same client_event_id (the
     /// core stores it once).
-    async fn post_retrying(&self, space: &str, req: &Value) -> Result<CoreEvent> {
+    async fn post_retrying(&self, space: &SpaceId, req: &Value) -> Result<CoreEvent> {
         let mut pause = Duration::from_millis(100);
         for attempt in 0.. {
             match self.core.post_event(space, req).await {
@@ -465,28 +439,37 @@ impl Session {
         unreachable!("the loop returns")
     }
 
+    /// Sends the blinded tokens of `text` (event `event_id`) to the core, under `key`.
+    async fn index_text(&self, space: &SpaceId, event_id: &str, key: &ContentKey, text: &str) -> Result<()> {
+        let tokens = text_tokens(&search_key(&key.key, &key.uri.to_string())?, text);
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        self.core.index_event(space, event_id, &key.uri.to_string(), &tokens).await
+    }
+
     /// Sends a message.
-    pub async fn send(&self, space: &str, text: &str) -> Result<Message> {
+    pub async fn send(&self, space: &SpaceId, text: &str) -> Result<Message> {
         self.post(space, "message", None, None, Some(Body::Text { text: text.to_string() })).await
     }
 
     /// Replies in the thread of `parent`.
-    pub async fn reply(&self, space: &str, parent: &str, text: &str) -> Result<Message> {
+    pub async fn reply(&self, space: &SpaceId, parent: &EventId, text: &str) -> Result<Message> {
         self.post(space, "message", Some(parent), None, Some(Body::Text { text: text.to_string() })).await
     }
 
     /// Edits message `target`.
-    pub async fn edit(&self, space: &str, target: &str, text: &str) -> Result<Message> {
+    pub async fn edit(&self, space: &SpaceId, target: &EventId, text: &str) -> Result<Message> {
         self.post(space, "edit", None, Some(target), Some(Body::Text { text: text.to_string() })).await
     }
 
     /// Deletes message `target`.
-    pub async fn delete(&self, space: &str, target: &str) -> Result<Message> {
+    pub async fn delete(&self, space: &SpaceId, target: &EventId) -> Result<Message> {
         self.post(space, "delete", None, Some(target), None).await
     }
 
     /// Reacts to message `target`.
-    pub async fn react(&self, space: &str, target: &str, emoji: &str) -> Result<Message> {
+    pub async fn react(&self, space: &SpaceId, target: &EventId, emoji: &str) -> Result<Message> {
         self.post(space, "reaction", None, Some(target), Some(Body::Reaction { emoji: emoji.to_string() })).await
     }
 
@@ -500,19 +483,19 @@ impl Session {
         if let Some(c) = crate::events::plain_content(e) {
             if matches!(c, Content::MemberRemoved { .. }) {
                 // Someone left: the key may have rotated; look again before the next send.
-                if let Some(st) = self.spaces.lock().expect("not poisoned").get_mut(&e.space_id) {
+                if let Some(st) = self.spaces.lock().expect("not poisoned").get_mut(e.space_id.as_str()) {
                     st.current = None;
                 }
             }
             return Ok(c);
         }
-        let resource = self.resource_of(&e.space_id).await?;
+        let resource = self.resource_of(&SpaceId::from(&e.space_id)).await?;
         crate::events::open_sealed(&self.kms, &self.seen, &resource, e).await
     }
 
     /// History: up to `limit` events before `before` (newest first from the
     /// core; returned oldest first), decrypted.
-    pub async fn history(&self, space: &str, before: Option<i64>, limit: u32) -> Result<Vec<Message>> {
+    pub async fn history(&self, space: &SpaceId, before: Option<i64>, limit: u32) -> Result<Vec<Message>> {
         // Without `before`, the newest events.
         let mut events = self.core.events(space, None, Some(before.unwrap_or(i64::MAX)), Some(limit)).await?;
         events.sort_by_key(|e| e.seq);
@@ -524,7 +507,7 @@ impl Session {
     }
 
     /// Events after `after`, oldest first, decrypted (incremental sync).
-    pub async fn sync(&self, space: &str, after: i64, limit: u32) -> Result<Vec<Message>> {
+    pub async fn sync(&self, space: &SpaceId, after: i64, limit: u32) -> Result<Vec<Message>> {
         let events = self.core.events(space, Some(after), None, Some(limit)).await?;
         let mut out = Vec::with_capacity(events.len());
         for e in &events {
@@ -534,7 +517,13 @@ impl Session {
     }
 
     /// Moves your read marker.
-    pub async fn mark_read(&self, space: &str, seq: i64) -> Result<()> {
+    pub async fn mark_read(&self, space: &SpaceId, seq: i64) -> Result<()> {
         self.core.set_read_marker(space, seq).await
     }
+}
+
+/// Milliseconds since the epoch, now: the send time sealed into what this
+/// client sends (the native side reads the clock; the engine never does).
+pub(crate) fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }

@@ -1,4 +1,6 @@
-//! What travels inside a ciphertext, and the checks a receiver makes.
+//! The sealed envelope: what travels inside a ciphertext (compact JWE,
+//! `dir` + `A256GCM`, `kid` = the key's `kms://` URI), and the checks a
+//! receiver makes when opening one.
 //!
 //! Every sealed item carries, inside the encryption, the space's KMS resource,
 //! the sender and the send time, so a receiver can check what the core claims
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::types::Content;
 
 /// Padded plaintext sizes; larger plaintexts round up to a multiple of the last.
 pub const BUCKETS: &[usize] = &[256, 1024, 4096, 16384];
@@ -156,7 +159,8 @@ pub fn key_uri_of(compact: &str) -> Result<String> {
 
 /// Opens a sealed item and checks it against what the core claims: the key
 /// named inside equals `claimed_key_uri`, the space and sender (if given) match, and the
-/// sender's time is plausible next to `stored_at` (the core's, ms).
+/// sender's time is plausible next to `stored_at` (the core's, ms). No clock
+/// is read: the core's `stored_at` is the time the sender's is checked against.
 pub fn open(
     key: &OctKey,
     compact: &str,
@@ -218,8 +222,7 @@ pub fn check_event<'a>(
 }
 
 /// What a sealed event of `kind` says, if its body is what that kind carries.
-pub(crate) fn event_content(kind: &str, body: &Body) -> Result<crate::session::Content> {
-    use crate::session::Content;
+pub fn event_content(kind: &str, body: &Body) -> Result<Content> {
     Ok(match (kind, body) {
         ("message", Body::Text { text }) => Content::Text(text.clone()),
         ("edit", Body::Text { text }) => Content::Edit(text.clone()),
@@ -229,14 +232,13 @@ pub(crate) fn event_content(kind: &str, body: &Body) -> Result<crate::session::C
     })
 }
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn now_ms() -> i64 {
+        (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    }
 
     fn env(sender: &str, ts: i64) -> Envelope {
         Envelope {
