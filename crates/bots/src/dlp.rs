@@ -109,6 +109,7 @@ pub const MAX_FILE: u64 = 20 * 1024 * 1024;
 /// findings to `report_space`) and every text file uploaded (report findings:
 /// the core hides messages, not files).
 pub fn dlp_bot(bot: Bot, rules: Rules, report_space: String) -> Bot {
+    let report_space = client::SpaceId::from(report_space);
     let rules = Arc::new(rules);
     let (file_rules, file_report) = (rules.clone(), report_space.clone());
     let bot = bot.on_file(move |ctx: Ctx| {
@@ -145,7 +146,7 @@ pub fn dlp_bot(bot: Bot, rules: Rules, report_space: String) -> Bot {
         let (rules, report_space) = (rules.clone(), report_space.clone());
         async move {
             // Its own reports are not scanned again.
-            if ctx.space() == report_space {
+            if *ctx.space() == report_space {
                 return Ok(());
             }
             let findings = scan(&rules, &ctx.text);

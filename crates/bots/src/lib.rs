@@ -34,8 +34,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use client::core_api::CoreEvent;
-use client::{Content, Message, Session};
+use client::{Content, CoreEvent, FileId, Message, Session, SpaceId, UserId};
 use zeroize::Zeroizing;
 
 /// How far a webhook request's timestamp may be from now (replays older than this are refused).
@@ -55,18 +54,18 @@ pub struct Ctx {
     /// What follows the command (or the whole text).
     pub args: String,
     /// For a finished upload ([`Bot::on_file`]): the file id.
-    pub file: Option<String>,
+    pub file: Option<FileId>,
     session: Arc<Session>,
 }
 
 impl Ctx {
     /// The space.
-    pub fn space(&self) -> &str {
+    pub fn space(&self) -> &SpaceId {
         &self.message.space_id
     }
 
     /// Who sent it (checked against the sealed sender).
-    pub fn sender(&self) -> &str {
+    pub fn sender(&self) -> &UserId {
         &self.message.sender
     }
 
@@ -178,7 +177,7 @@ impl Bot {
     /// Handles one decrypted event: the bot's own messages, non-text events and
     /// redeliveries are skipped; `/name args` goes to that command.
     pub async fn dispatch(&self, m: Message) {
-        if !self.first_time(&m.id) || m.sender == self.session.user_id() {
+        if !self.first_time(&m.id) || m.sender == *self.session.user_id() {
             return;
         }
         let text = match &m.content {
@@ -190,7 +189,7 @@ impl Bot {
                     text: String::new(),
                     command: None,
                     args: String::new(),
-                    file: Some(file),
+                    file: Some(FileId::from(file.into_string())),
                     session: self.session.clone(),
                 };
                 self.run(h, ctx).await;
@@ -255,11 +254,7 @@ impl Bot {
 
     /// Registers `url` as the bot's webhook (replacing any); returns its signing secret.
     pub async fn register_webhook(&self, url: &str) -> client::Result<Zeroizing<String>> {
-        let v = self.session.core().set_webhook(url).await?;
-        let secret = v["secret"]
-            .as_str()
-            .ok_or_else(|| client::Error::Invalid("the core answered without a webhook secret".into()))?;
-        Ok(Zeroizing::new(secret.to_string()))
+        self.session.set_webhook(url).await
     }
 
     /// The HTTP endpoint the core POSTs to (mount it at the registered URL's path, `/`).

@@ -63,7 +63,7 @@ pub fn poll_bot(bot: Bot) -> Bot {
         async move {
             let answer = {
                 let mut polls = polls.lock().expect("not poisoned");
-                match (polls.get_mut(ctx.space()), ctx.args.parse::<usize>()) {
+                match (polls.get_mut(ctx.space().as_str()), ctx.args.parse::<usize>()) {
                     (None, _) => "there is no poll here: start one with /poll".to_string(),
                     (Some(p), Ok(n)) if n >= 1 && n <= p.options.len() => {
                         p.votes.insert(ctx.sender().to_string(), n - 1);
@@ -79,7 +79,7 @@ pub fn poll_bot(bot: Bot) -> Bot {
     .command("results", move |ctx: Ctx| {
         let polls = p3.clone();
         async move {
-            let answer = match polls.lock().expect("not poisoned").get(ctx.space()) {
+            let answer = match polls.lock().expect("not poisoned").get(ctx.space().as_str()) {
                 Some(p) => p.tally(),
                 None => "there is no poll here: start one with /poll".to_string(),
             };
