@@ -98,7 +98,7 @@ async fn service_session(org: &std::path::Path, client_id: &str, secret_env: &st
     );
     let prof = OrgProfile::load(org)?;
     let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
-    let d = crate::client_cmd::discover(&http, &prof.issuer).await?;
+    let d = crate::session::discover(&http, &prof.issuer).await?;
     let tokens: Arc<dyn client::tokens::TokenSource> =
         Arc::new(client::tokens::OidcTokens::from_client_credentials(&d.token_endpoint, client_id, &secret));
     client::Session::open(prof.session_config(&format!("bot-{client_id}"))?, tokens)
@@ -108,9 +108,9 @@ async fn service_session(org: &std::path::Path, client_id: &str, secret_env: &st
 
 /// The indexer's loop: re-index a space when its newest key is not the one it last indexed under.
 async fn indexer(session: client::Session, every: std::time::Duration) -> anyhow::Result<()> {
-    let mut done: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut done: std::collections::HashMap<client::SpaceId, String> = std::collections::HashMap::new();
     loop {
-        for (space, ..) in session.spaces().await? {
+        for space in session.spaces().await?.into_iter().map(|s| s.id) {
             let newest = match session.space(&space).await {
                 Ok(s) => match session.kms().newest_key(&s.resource).await {
                     Ok(k) => k.uri.to_string(),

@@ -10,10 +10,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use client::{Content, Message, Session};
+use client::{EventId, FileId, Role, Session, SpaceId, UserId};
 use serde_json::{json, Value};
 
+use crate::output::message::{message_json, message_line};
+use crate::output::text::{safe, sanitize};
+use crate::output::Out;
 use crate::profile::{self, Credentials, OrgProfile};
+use crate::session::{discover, open, Discovery};
 
 /// Client commands.
 #[derive(Subcommand)]
@@ -156,23 +160,6 @@ pub enum SpaceCommand {
     },
 }
 
-/// Output mode.
-#[derive(Clone, Copy)]
-pub struct Out {
-    /// JSON instead of human text.
-    pub json: bool,
-}
-
-impl Out {
-    pub(crate) fn print(&self, human: impl FnOnce() -> String, v: Value) {
-        if self.json {
-            println!("{v}");
-        } else {
-            println!("{}", human());
-        }
-    }
-}
-
 /// Runs a client command.
 pub fn run(cmd: ClientCommand, dir: Option<&Path>, out: Out) -> anyhow::Result<()> {
     let dir = profile::config_dir(dir)?;
@@ -190,22 +177,6 @@ pub fn run(cmd: ClientCommand, dir: Option<&Path>, out: Out) -> anyhow::Result<(
             }
         }
     })
-}
-
-#[derive(serde::Deserialize)]
-pub(crate) struct Discovery {
-    pub(crate) token_endpoint: String,
-    #[serde(default)]
-    device_authorization_endpoint: Option<String>,
-}
-
-pub(crate) async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<Discovery> {
-    let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-    let r = http.get(&url).send().await.with_context(|| format!("the identity provider at {issuer} is unreachable"))?;
-    if !r.status().is_success() {
-        bail!("the identity provider at {issuer} answered {} to discovery", r.status());
-    }
-    r.json().await.with_context(|| format!("{url} is not an OpenID discovery document"))
 }
 
 async fn token_request(
@@ -338,83 +309,6 @@ async fn device_flow(http: &reqwest::Client, d: &Discovery, prof: &OrgProfile, o
     bail!("the login code expired before it was confirmed")
 }
 
-/// Opens the logged-in session.
-pub async fn open(dir: &Path) -> anyhow::Result<Session> {
-    let (cfg, tokens) = logged_in(dir).await?;
-    Ok(Session::open(cfg, tokens).await?)
-}
-
-/// The logged-in configuration and tokens (for SDK objects other than a [`Session`]).
-pub(crate) async fn logged_in(
-    dir: &Path,
-) -> anyhow::Result<(client::SessionConfig, Arc<dyn client::tokens::TokenSource>)> {
-    let prof = OrgProfile::current(dir)?;
-    let creds = Credentials::load(dir)?;
-    // The refresh token goes only to the issuer it came from.
-    if creds.issuer != prof.issuer {
-        bail!("the stored login is for {}, the profile names {}: run `custos login` again", creds.issuer, prof.issuer);
-    }
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let d = discover(&http, &prof.issuer).await?;
-    let hook = profile::rotate_hook(dir, &creds.user, &creds.device_id, &creds.issuer);
-    let tokens: Arc<dyn client::tokens::TokenSource> = Arc::new(client::tokens::OidcTokens::from_refresh_token(
-        &d.token_endpoint,
-        &prof.client_id,
-        &creds.refresh_token,
-        Some(hook),
-    ));
-    Ok((prof.session_config(&creds.device_id)?, tokens))
-}
-
-pub(crate) fn message_json(m: &Message) -> Value {
-    let (kind, text) = match &m.content {
-        Content::Text(t) => ("message", Some(t.clone())),
-        Content::Edit(t) => ("edit", Some(t.clone())),
-        Content::Deleted => ("delete", None),
-        Content::Reaction(e) => ("reaction", Some(e.clone())),
-        Content::Title(t) => ("title", Some(t.clone())),
-        Content::MemberAdded { .. } => ("member_added", None),
-        Content::MemberRemoved { .. } => ("member_removed", None),
-        Content::FileReady => ("file_ready", None),
-        Content::Unreadable(_) => ("unreadable", None),
-    };
-    let mut v = json!({"space": m.space_id, "seq": m.seq, "id": m.id, "sender": m.sender, "kind": kind, "stored_at": m.stored_at});
-    if let Some(t) = text {
-        v["text"] = json!(t);
-    }
-    match &m.content {
-        Content::MemberAdded { user } | Content::MemberRemoved { user } => v["user"] = json!(user),
-        Content::Unreadable(why) => v["error"] = json!(why),
-        _ => {}
-    }
-    for (k, val) in [("parent", &m.parent), ("target", &m.target), ("key", &m.key_uri)] {
-        if let Some(x) = val {
-            v[k] = json!(x);
-        }
-    }
-    v
-}
-
-fn message_line(m: &Message) -> String {
-    let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(m.stored_at) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::macros::format_description!("[hour]:[minute]:[second]")).ok())
-        .unwrap_or_default();
-    let what = match &m.content {
-        Content::Text(t) if m.parent.is_some() => format!("(reply) {t}"),
-        Content::Text(t) => t.clone(),
-        Content::Edit(t) => format!("(edited {}) {t}", m.target.as_deref().unwrap_or("")),
-        Content::Deleted => format!("(deleted {})", m.target.as_deref().unwrap_or("")),
-        Content::Reaction(e) => format!("(reacted {e} to {})", m.target.as_deref().unwrap_or("")),
-        Content::Title(t) => format!("(renamed the space to {t:?})"),
-        Content::MemberAdded { user } => format!("(added {user})"),
-        Content::MemberRemoved { user } => format!("(removed {user})"),
-        Content::FileReady => format!("(shared file {})", m.target.as_deref().unwrap_or("")),
-        Content::Unreadable(why) => format!("[cannot read: {why}]"),
-    };
-    format!("#{:<4} {when} {}: {}", m.seq, safe(&m.sender), safe(&what))
-}
-
 fn progress_bar(total: u64, out: Out, what: &str) -> Arc<dyn Fn(u64, u64) + Send + Sync> {
     if out.json {
         let what = what.to_string();
@@ -439,10 +333,9 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
     match cmd {
         ClientCommand::Login { .. } => unreachable!("handled before"),
         ClientCommand::Whoami => {
-            let me = s.core().me().await?;
             out.print(
-                || format!("{} (core {}, KMS {})", s.user_id(), s.core().base(), s.kms().domain()),
-                json!({"user": s.user_id(), "core": s.core().base(), "kms": s.kms().domain(), "org": me["org"]}),
+                || format!("{} (core {}, KMS {})", s.user_id(), s.core_url(), s.kms().domain()),
+                json!({"user": s.user_id(), "core": s.core_url(), "kms": s.kms().domain(), "org": s.org()}),
             );
         }
         ClientCommand::Spaces => {
@@ -450,10 +343,12 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
             if out.json {
                 let list: Vec<Value> = spaces
                     .iter()
-                    .map(|(id, title, role, last, read)| match title {
-                        Ok(t) => json!({"id": id, "title": t, "role": role, "last_seq": last, "read_seq": read}),
+                    .map(|s| match &s.title {
+                        Ok(t) => {
+                            json!({"id": s.id, "title": t, "role": s.role, "last_seq": s.last_seq, "read_seq": s.read_seq})
+                        }
                         Err(e) => {
-                            json!({"id": id, "error": e.to_string(), "role": role, "last_seq": last, "read_seq": read})
+                            json!({"id": s.id, "error": e.to_string(), "role": s.role, "last_seq": s.last_seq, "read_seq": s.read_seq})
                         }
                     })
                     .collect();
@@ -461,34 +356,35 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
             } else if spaces.is_empty() {
                 println!("No spaces yet: `custos space create <title> --member <user>`.");
             } else {
-                for (id, title, role, last, read) in &spaces {
-                    let title = match title {
+                for sp in &spaces {
+                    let title = match &sp.title {
                         Ok(t) => t.clone(),
                         Err(e) => format!("[cannot read title: {e}]"),
                     };
-                    let unread = (last - read).max(0);
-                    println!("{}  {}  ({role}, {unread} unread)", safe(id), safe(&title));
+                    println!("{}  {}  ({}, {} unread)", safe(&sp.id), safe(&title), sp.role, sp.unread());
                 }
             }
         }
         ClientCommand::Space { command } => match command {
             SpaceCommand::Create { title, members } => {
+                let members: Vec<UserId> = members.into_iter().map(UserId::from).collect();
                 let sp = s.create_space(&title, &members).await?;
-                out.print(|| format!("Created space {} ({:?}) with {} member(s)", sp.id, sp.title, sp.members.len()), json!({"id": sp.id, "title": sp.title, "resource": sp.resource.to_string(), "members": sp.members.iter().map(|(u, _)| u).collect::<Vec<_>>()}));
+                out.print(|| format!("Created space {} ({:?}) with {} member(s)", sp.id, sp.title, sp.members.len()), json!({"id": sp.id, "title": sp.title, "resource": sp.resource.to_string(), "members": sp.members.iter().map(|m| &m.user).collect::<Vec<_>>()}));
             }
             SpaceCommand::Add { space, user, moderator } => {
-                s.add_member(&space, &user, if moderator { "moderator" } else { "member" }).await?;
+                let role = if moderator { Role::Moderator } else { Role::Member };
+                s.add_member(&SpaceId::from(&space), &UserId::from(&user), role).await?;
                 out.print(|| format!("Added {user} to {space}"), json!({"space": space, "added": user}));
             }
             SpaceCommand::Remove { space, user } => {
-                s.remove_member(&space, &user).await?;
+                s.remove_member(&SpaceId::from(&space), &UserId::from(&user)).await?;
                 out.print(
                     || format!("Removed {user} from {space}; the space's key rotated"),
                     json!({"space": space, "removed": user}),
                 );
             }
             SpaceCommand::Accesses { space } => {
-                let list = s.key_accesses(&space).await?;
+                let list = s.key_accesses(&SpaceId::from(&space)).await?;
                 if out.json {
                     println!(
                         "{}",
@@ -515,7 +411,7 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
                 }
             }
             SpaceCommand::Explain { space, user } => {
-                let a = s.explain_access(&space, &user).await?;
+                let a = s.explain_access(&SpaceId::from(&space), &user).await?;
                 out.print(
                     || match (a.authorized, a.via.as_deref(), a.reason.as_deref()) {
                         (true, via, note) => format!(
@@ -534,13 +430,13 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
                 );
             }
             SpaceCommand::Show { space } => {
-                let sp = s.space(&space).await?;
+                let sp = s.space(&SpaceId::from(&space)).await?;
                 out.print(
                     || {
-                        let members: Vec<String> = sp.members.iter().map(|(u, r)| format!("{u} ({r})")).collect();
+                        let members: Vec<String> = sp.members.iter().map(|m| format!("{} ({})", m.user, m.role)).collect();
                         format!("{} {:?}\nresource {}\nmembers: {}", sp.id, sp.title, sp.resource, safe(&members.join(", ")))
                     },
-                    json!({"id": sp.id, "title": sp.title, "resource": sp.resource.to_string(), "role": sp.role, "members": sp.members.iter().map(|(u, r)| json!({"user": u, "role": r})).collect::<Vec<_>>(), "last_seq": sp.last_seq}),
+                    json!({"id": sp.id, "title": sp.title, "resource": sp.resource.to_string(), "role": sp.role, "members": sp.members.iter().map(|m| json!({"user": m.user, "role": m.role})).collect::<Vec<_>>(), "last_seq": sp.last_seq}),
                 );
             }
         },
@@ -552,13 +448,14 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
             } else {
                 text
             };
+            let id = SpaceId::from(&space);
             let m = match reply_to {
-                Some(p) => s.reply(&space, &p, &text).await?,
-                None => s.send(&space, &text).await?,
+                Some(p) => s.reply(&id, &EventId::from(p), &text).await?,
+                None => s.send(&id, &text).await?,
             };
             out.print(|| format!("Sent #{} ({})", m.seq, m.id), json!({"space": space, "seq": m.seq, "id": m.id}));
         }
-        ClientCommand::Preview { file, out: dest } => match s.preview(&file).await? {
+        ClientCommand::Preview { file, out: dest } => match s.preview(&FileId::from(&file)).await? {
             client::Preview::Excerpt(t) => {
                 out.print(|| t.clone(), json!({"file": file, "kind": "excerpt", "text": t}));
             }
@@ -577,8 +474,8 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
         },
         ClientCommand::Search { query, space, limit } => {
             let spaces = match space {
-                Some(sp) => vec![sp],
-                None => s.spaces().await?.into_iter().map(|(id, ..)| id).collect(),
+                Some(sp) => vec![SpaceId::from(sp)],
+                None => s.spaces().await?.into_iter().map(|sp| sp.id).collect(),
             };
             let mut hits = Vec::new();
             for sp in &spaces {
@@ -605,6 +502,7 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
             }
         }
         ClientCommand::Read { space, limit } => {
+            let space = SpaceId::from(space);
             let msgs = s.history(&space, None, limit).await?;
             if out.json {
                 println!("{}", json!({"events": msgs.iter().map(message_json).collect::<Vec<_>>()}));
@@ -620,8 +518,9 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
         ClientCommand::Tail { space, count } => {
             let mut since = HashMap::new();
             if let Some(sp) = &space {
-                let info = s.space(sp).await?;
-                since.insert(sp.clone(), info.last_seq);
+                let sp = SpaceId::from(sp);
+                let info = s.space(&sp).await?;
+                since.insert(sp, info.last_seq);
             }
             let mut live = s.live(since).await?;
             if !out.json {
@@ -652,7 +551,7 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
         ClientCommand::Upload { space, path } => {
             let size = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.len();
             let bar = progress_bar(filecrypt::ciphertext_len(size, filecrypt::DEFAULT_SEGMENT), out, "upload");
-            let f = s.upload(&space, &path, &*bar).await?;
+            let f = s.upload(&SpaceId::from(&space), &path, &*bar).await?;
             report_memory();
             out.print(
                 || format!("Uploaded {} ({} bytes) as file {}", f.name, f.size, f.id),
@@ -660,6 +559,7 @@ async fn command(s: &Session, cmd: ClientCommand, out: Out) -> anyhow::Result<()
             );
         }
         ClientCommand::Download { file, dest, force } => {
+            let file = FileId::from(file);
             let info = s.file_info(&file).await?;
             let bar = progress_bar(filecrypt::ciphertext_len(info.size, filecrypt::DEFAULT_SEGMENT), out, "download");
             let dest = if dest.is_dir() { dest.join(sanitize(&info.name)) } else { dest };
@@ -688,40 +588,4 @@ fn report_memory() {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
     eprintln!("{}", json!({"peak_rss_kib": kib}));
-}
-
-/// A file name from someone else, made safe to use in a directory: no path
-/// separators, no leading dot (no `.bashrc`), no control or bidirectional
-/// formatting characters.
-pub(crate) fn sanitize(name: &str) -> String {
-    let n: String =
-        name.chars().filter(|c| !is_unsafe_char(*c)).map(|c| if c == '/' || c == '\\' { '_' } else { c }).collect();
-    let n = n.trim_start_matches('.').trim().to_string();
-    if n.is_empty() {
-        "download".into()
-    } else {
-        n
-    }
-}
-
-/// Control characters and the format characters that reorder or hide text.
-pub(crate) fn is_unsafe_char(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
-}
-
-/// Text from others, safe to print on a terminal: control and formatting
-/// characters (escape sequences, bidi overrides) shown as `\u{…}` escapes.
-pub(crate) fn safe(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c == '\n' {
-            out.push_str("\n    ");
-        } else if is_unsafe_char(c) {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

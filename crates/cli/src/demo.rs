@@ -103,7 +103,7 @@ pub async fn run(view: &DemoView) -> anyhow::Result<()> {
     pool.close().await;
 
     say("alice", "removing carol; the space's key rotates");
-    alice.remove_member(&space.id, "carol@acme.test").await?;
+    alice.remove_member(&space.id, &"carol@acme.test".into()).await?;
     let secret = alice.send(&space.id, "Carol has left: the budget is 2.4M.").await?;
     say("alice", format!("sent #{} under the new key", secret.seq));
 
@@ -113,8 +113,7 @@ pub async fn run(view: &DemoView) -> anyhow::Result<()> {
     }
     // Even a core that let her through would not help: the KMS refuses the new key.
     let key_uri = bob
-        .core()
-        .events(&space.id, Some(secret.seq - 1), None, Some(1))
+        .stored_events(&space.id, Some(secret.seq - 1), None, Some(1))
         .await?
         .pop()
         .and_then(|e| e.key_uri)

@@ -1,21 +1,22 @@
 //! `custos kms admin …`: org policy through the KMS's admin API, on the same
 //! secure channel as every other KMS request, as the logged-in org admin.
 //!
-//! Every change reads the policy, edits it and writes it back naming the
-//! version it read; when another admin changed it in between, the KMS
-//! answers 409 and the change is redone on the new version (up to 5 times).
+//! Every change goes through [`client::Session::edit_org_policy`]: it reads
+//! the policy, this command edits the document, and it is written back
+//! naming the version read; when another admin changed it in between, the
+//! KMS answers 409 and the change is redone on the new version (up to 5 times).
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
-use client::Session;
-use kms_protocol::message::RequestBody;
-use kms_protocol::Method;
+use client::engine::policy::PolicyChange;
+use client::{Session, SpaceId};
 use serde_json::{json, Map, Value};
 
-use crate::client_cmd::{open, Out};
+use crate::output::Out;
 use crate::profile;
+use crate::session::open;
 
 /// Admin commands.
 #[derive(Subcommand)]
@@ -226,10 +227,10 @@ pub fn run(cmd: AdminCommand, dir: Option<&Path>, out: Out) -> anyhow::Result<()
     })
 }
 
-async fn current(session: &Session) -> anyhow::Result<(u64, Value)> {
-    let r = session.kms().call(Method::Retrieve, "/policy", RequestBody::default()).await.map_err(explain)?;
-    let p = r.policy.context("the KMS answered without a policy")?;
-    Ok((p.version, serde_json::to_value(&p.policy)?))
+/// The policy document in force.
+async fn current(session: &Session) -> anyhow::Result<Value> {
+    let p = session.org_policy().await.map_err(explain)?;
+    Ok(serde_json::to_value(&p.policy)?)
 }
 
 fn explain(e: client::Error) -> anyhow::Error {
@@ -245,20 +246,15 @@ fn explain(e: client::Error) -> anyhow::Error {
 async fn modify(
     session: &Session,
     edit: impl Fn(&mut Map<String, Value>) -> anyhow::Result<()>,
-) -> anyhow::Result<kms_protocol::Response> {
-    for _ in 0..5 {
-        let (version, doc) = current(session).await?;
-        let Value::Object(mut doc) = doc else { bail!("the KMS answered a policy that is not an object") };
-        edit(&mut doc)?;
-        let body =
-            RequestBody { policy: Some(Value::Object(doc)), policy_version: Some(version), ..Default::default() };
-        match session.kms().call(Method::Update, "/policy", body).await {
-            Ok(r) => return Ok(r),
-            Err(client::Error::Kms { status: 409, .. }) => continue,
-            Err(e) => return Err(explain(e)),
+) -> anyhow::Result<PolicyChange> {
+    session.edit_org_policy(edit).await.map_err(|e: anyhow::Error| match e.downcast::<client::Error>() {
+        // Conflicts are retried: one that is left means the attempts ran out.
+        Ok(client::Error::Kms { status: 409, .. }) => {
+            anyhow::anyhow!("the policy kept changing under this command; try again")
         }
-    }
-    bail!("the policy kept changing under this command; try again")
+        Ok(e) => explain(e),
+        Err(e) => e,
+    })
 }
 
 /// A space id or resource URI → the resource URI.
@@ -266,7 +262,7 @@ async fn resource(session: &Session, s: &str) -> anyhow::Result<String> {
     if s.starts_with("kms://") || s.starts_with("/resources/") {
         return Ok(s.to_string());
     }
-    let space = session.space(s).await.with_context(|| {
+    let space = session.space(&SpaceId::from(s)).await.with_context(|| {
         format!("space {s} (not a space you are a member of? give its kms://…/resources/… URI instead)")
     })?;
     Ok(space.resource.to_string())
@@ -317,8 +313,7 @@ fn qualify(session: &Session, user: &str) -> String {
 async fn command(session: &Session, cmd: AdminCommand, out: Out) -> anyhow::Result<()> {
     let resp = match cmd {
         AdminCommand::Show => {
-            let r = session.kms().call(Method::Retrieve, "/policy", RequestBody::default()).await.map_err(explain)?;
-            let p = serde_json::to_value(r.policy.context("the KMS answered without a policy")?)?;
+            let p = serde_json::to_value(session.org_policy().await.map_err(explain)?)?;
             println!("{}", if out.json { p.to_string() } else { serde_json::to_string_pretty(&p)? });
             return Ok(());
         }
@@ -437,7 +432,7 @@ async fn command(session: &Session, cmd: AdminCommand, out: Out) -> anyhow::Resu
             .await?
         }
         AdminCommand::Federation { command: FederationCommand::List } => {
-            let (_, doc) = current(session).await?;
+            let doc = current(session).await?;
             let peers = doc.get("federation").cloned().unwrap_or_else(|| json!({}));
             out.print(
                 || {
@@ -504,17 +499,17 @@ async fn command(session: &Session, cmd: AdminCommand, out: Out) -> anyhow::Resu
             .await?
         }
     };
-    let p = resp.policy.as_ref().map(|p| p.version).unwrap_or_default();
-    let changes = resp.reason.clone().unwrap_or_else(|| "nothing changed".into());
+    let p = resp.version;
+    let changes = resp.changes.clone().unwrap_or_else(|| "nothing changed".into());
     out.print(|| format!("policy version {p}: {changes}"), json!({"version": p, "changes": changes}));
     Ok(())
 }
 
 /// A service change's answer (`None` for `list`, which changes nothing).
-async fn service(session: &Session, cmd: ServiceCommand, out: Out) -> anyhow::Result<Option<kms_protocol::Response>> {
+async fn service(session: &Session, cmd: ServiceCommand, out: Out) -> anyhow::Result<Option<PolicyChange>> {
     let r = match cmd {
         ServiceCommand::List => {
-            let (_, doc) = current(session).await?;
+            let doc = current(session).await?;
             let services = doc.get("services").cloned().unwrap_or(json!({}));
             out.print(
                 || {

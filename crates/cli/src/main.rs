@@ -11,9 +11,11 @@ mod client_cmd;
 mod compliance_cmd;
 mod demo;
 mod kms_admin;
+mod output;
 mod profile;
 mod sdk_bench;
 mod search_bench;
+mod session;
 mod up;
 
 #[derive(Parser)]
@@ -306,9 +308,9 @@ fn main() -> ExitCode {
             sdk_bench::run(sdk_bench::BenchOptions { spaces, rate, seconds })
         }
         Command::Bot { command } => bot_cmd::run(command),
-        Command::Client(cmd) => client_cmd::run(cmd, cli.config_dir.as_deref(), client_cmd::Out { json: cli.json }),
+        Command::Client(cmd) => client_cmd::run(cmd, cli.config_dir.as_deref(), output::Out { json: cli.json }),
         Command::Compliance { command } => {
-            match compliance_cmd::run(command, cli.config_dir.as_deref(), client_cmd::Out { json: cli.json }) {
+            match compliance_cmd::run(command, cli.config_dir.as_deref(), output::Out { json: cli.json }) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::FAILURE,
                 Err(e) => Err(e),
@@ -329,7 +331,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Kms { command: KmsCommand::Admin { command } } => {
-            kms_admin::run(command, cli.config_dir.as_deref(), client_cmd::Out { json: cli.json })
+            kms_admin::run(command, cli.config_dir.as_deref(), output::Out { json: cli.json })
         }
         Command::Kms { command: KmsCommand::StaticKey { action, config } } => audit_cmd::static_key(&config, &action),
         Command::Kms { command: KmsCommand::ExampleConfig } => {

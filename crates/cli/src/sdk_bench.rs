@@ -91,7 +91,7 @@ async fn bench(view: &crate::up::DemoView, opts: &BenchOptions) -> anyhow::Resul
     for r in &receivers {
         let r = r.clone();
         let lat = latencies.clone();
-        let since: HashMap<String, i64> = HashMap::new();
+        let since: HashMap<client::SpaceId, i64> = HashMap::new();
         let (started, ready) = tokio::sync::oneshot::channel::<()>();
         tasks.push((
             tokio::spawn(async move {

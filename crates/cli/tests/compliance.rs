@@ -139,6 +139,7 @@ fn a_compliance_officer_exports_a_space_and_every_refusal_on_the_way() {
     let m4 = alice.ok(&["send", &space, "a typo I regret"])["id"].as_str().unwrap().to_string();
     let (key_b64, key_uri) = rt.block_on(async {
         let s = session(&up, "alice@acme.test").await;
+        let (space, m1, m3, m4) = (client::SpaceId::from(&space), client::EventId::from(&m1), client::EventId::from(&m3), client::EventId::from(&m4));
         s.edit(&space, &m3, "the budget is 2.5M").await.unwrap();
         s.delete(&space, &m4).await.unwrap();
         s.react(&space, &m1, "👍").await.unwrap();
