@@ -67,11 +67,9 @@ impl Session {
         cases::case(self.kms_request(cases::open(case)?).await?)
     }
 
-    /// Approves, denies or closes a case (an id, or a `kms://` URI of this
-    /// org's KMS).
-    pub async fn decide_case(&self, case: &str, decision: CaseDecision) -> Result<CaseObject> {
-        let uri = self.case_uri(case)?;
-        cases::case(self.kms_request(cases::decide(&uri, decision)).await?)
+    /// Approves, denies or closes a case ([`Session::case_uri`] names it).
+    pub async fn decide_case(&self, case: &KmsUri, decision: CaseDecision) -> Result<CaseObject> {
+        cases::case(self.kms_request(cases::decide(case, decision)).await?)
     }
 
     /// The cases you are a party to (officer, approver, admin).
@@ -79,7 +77,7 @@ impl Session {
         Ok(cases::cases(self.kms_request(cases::list()).await?))
     }
 
-    /// A case of this org's KMS from its id or URI.
+    /// A case of this org's KMS from its id or its `kms://` URI.
     pub fn case_uri(&self, case: &str) -> Result<KmsUri> {
         cases::case_uri(case, self.kms.domain())
     }

@@ -1,7 +1,7 @@
 //! What the SDK hands out and takes: ids, roles, spaces, messages and files.
 //!
 //! Plain data, no I/O: every other module imports from here and this module
-//! imports none of them (only [`crate::error`]), so nothing circles.
+//! imports none of them (only the errors, [`crate::Error`]), so nothing circles.
 //!
 //! Ids are cheap `String` wrappers: [`SpaceId`], [`EventId`], [`FileId`] and
 //! [`UserId`] tell apart what a call expects (a space, not an event) while

@@ -64,7 +64,7 @@ pub fn write(draft: PolicyDraft) -> KmsRequest {
     KmsRequest::new(Method::Update, "/policy", body)
 }
 
-/// What the answer to [`write`] says changed.
+/// What the answer to [`write()`] says changed.
 pub fn change(resp: &Response) -> PolicyChange {
     PolicyChange { version: resp.policy.as_ref().map(|p| p.version).unwrap_or_default(), changes: resp.reason.clone() }
 }
