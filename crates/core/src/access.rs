@@ -33,8 +33,7 @@ use core_store::{Event, EventKind, Role};
 
 /// Longest a remembered role is trusted without news from the bus.
 pub const ROLE_TTL: Duration = Duration::from_secs(5);
-/// Bus channel on which a node says "some membership changed".
-pub const MEMBERSHIP_CHANNEL: &str = "core-membership";
+pub use crate::notices::MEMBERSHIP_CHANNEL;
 /// Most (space, user) roles remembered before the cache starts afresh.
 const MAX_ROLES: usize = 200_000;
 /// Most spaces remembered.

@@ -15,10 +15,11 @@ use serde_json::json;
 use utoipa::OpenApi;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::relay::Links;
 use crate::service::{AddMember, Caller, Core, CreateFile, CreateSpace, PostEvent, Sealed};
+use crate::state::AppState;
 
 /// Shared state of the handlers.
-pub type AppState = Arc<Core>;
 
 /// The OpenAPI description.
 #[derive(OpenApi)]
@@ -77,9 +78,9 @@ pub type AppState = Arc<Core>;
 )]
 pub struct ApiDoc;
 
-/// The router.
-pub fn router(core: AppState) -> Router {
-    let max_chunk = core.cfg.limits.max_chunk_bytes as usize;
+/// The router, over the service and the KMS links ([`AppState`]).
+pub fn router(state: AppState) -> Router {
+    let max_chunk = state.core.cfg.limits.max_chunk_bytes as usize;
     Router::new()
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -114,7 +115,7 @@ pub fn router(core: AppState) -> Router {
         .route("/kms/connect", get(crate::relay::connect))
         .route("/v1/ws", get(crate::ws::upgrade))
         .layer(DefaultBodyLimit::max(max_chunk + 64 * 1024))
-        .with_state(core)
+        .with_state(state)
 }
 
 /// Reads `Authorization: Bearer …` and authenticates it.
@@ -138,28 +139,28 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
 }
 
 #[utoipa::path(get, path = "/v1/me", responses((status = 200, description = "Who the token says you are"), (status = 401, body = ErrorBody)))]
-async fn me(State(core): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn me(State(core): State<Arc<Core>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     let org = core.cfg.org_of(&c.user_id).map(|o| json!({"domain": o.domain, "kms_uri": o.kms_uri}));
     Ok(Json(json!({"user_id": c.user_id, "org": org})).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/spaces", request_body = CreateSpace, responses((status = 201, description = "The space"), (status = 400, body = ErrorBody)))]
-async fn create_space(State(core): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn create_space(State(core): State<Arc<Core>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     let s = core.create_space(&c, json_body(&body)?).await?;
     Ok((StatusCode::CREATED, Json(s)).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/spaces", responses((status = 200, description = "Your spaces, most recently active first")))]
-async fn list_spaces(State(core): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn list_spaces(State(core): State<Arc<Core>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     Ok(Json(json!({"spaces": core.spaces(&c).await?})).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/spaces/{id}", params(("id" = String, Path)), responses((status = 200, description = "The space, your role, its members, and their read markers (`read_markers`: `[{user_id, seq}]`, members who set one)"), (status = 404, body = ErrorBody)))]
 async fn get_space(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -170,7 +171,7 @@ async fn get_space(
 
 #[utoipa::path(post, path = "/v1/spaces/{id}/members", params(("id" = String, Path)), request_body = AddMember, responses((status = 200, description = "The membership event (null if nothing changed)"), (status = 403, body = ErrorBody)))]
 async fn add_member(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
@@ -182,7 +183,7 @@ async fn add_member(
 
 #[utoipa::path(delete, path = "/v1/spaces/{id}/members/{user}", params(("id" = String, Path), ("user" = String, Path)), responses((status = 200, description = "The membership event"), (status = 404, body = ErrorBody)))]
 async fn remove_member(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path((id, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -193,7 +194,7 @@ async fn remove_member(
 
 #[utoipa::path(post, path = "/v1/spaces/{id}/events", params(("id" = String, Path)), request_body = PostEvent, responses((status = 201, description = "Stored"), (status = 200, description = "A retry of an earlier post: the first event"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn post_event(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
@@ -219,7 +220,7 @@ struct EventQuery {
 
 #[utoipa::path(get, path = "/v1/spaces/{id}/events", params(("id" = String, Path), EventQuery), responses((status = 200, description = "A page of events")))]
 async fn list_events(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     q: Result<Query<EventQuery>, QueryRejection>,
@@ -247,7 +248,7 @@ pub struct ReadMarker {
 
 #[utoipa::path(put, path = "/v1/spaces/{id}/read-marker", params(("id" = String, Path)), request_body = ReadMarker, description = "Moves your read marker forward. Your other sockets, and as a read receipt the sockets of the space's other members, get `{\"type\":\"read_marker\",\"space\":…,\"user\":…,\"seq\":…}` on `/v1/ws` once they have sent the event it points at. Receipts are not events: no sequence number, not in the history.", responses((status = 200, description = "The marker in force (it never moves back)")))]
 async fn set_read_marker(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
@@ -259,7 +260,7 @@ async fn set_read_marker(
 
 #[utoipa::path(put, path = "/v1/files/{id}/preview", params(("id" = String, Path)), request_body = Sealed, description = "Stores a file's preview (thumbnail or excerpt), sealed under a key of the file's space; by the org's preview services only. Replaces an earlier one.", responses((status = 204, description = "Stored"), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn put_preview(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
@@ -272,7 +273,7 @@ async fn put_preview(
 
 #[utoipa::path(get, path = "/v1/files/{id}/preview", params(("id" = String, Path)), responses((status = 200, description = "`{ciphertext, key_uri, creator, create_date}`"), (status = 404, body = ErrorBody)))]
 async fn get_preview(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -286,7 +287,7 @@ async fn get_preview(
 
 #[utoipa::path(put, path = "/v1/spaces/{id}/events/{event}/index", params(("id" = String, Path), ("event" = String, Path)), request_body = crate::service::IndexEvent, description = "Stores a message's blinded search tokens (keyed hashes under a search key derived from the space's content key: the core cannot invert them). By the message's sender, or by one of the org's search indexers (re-indexing under a newer key). Replaces earlier tokens of that message.", responses((status = 204, description = "Stored"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn index_event(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path((id, event)): Path<(String, String)>,
     body: Bytes,
@@ -299,7 +300,7 @@ async fn index_event(
 
 #[utoipa::path(post, path = "/v1/spaces/{id}/index", params(("id" = String, Path)), request_body = crate::service::IndexEvents, description = "Stores the blinded search tokens of 1 to 200 messages in one transaction (a backfill or a re-index after rotation). Each item is checked as `PUT /v1/spaces/{id}/events/{event}/index` checks one; if any is refused, nothing is stored and the message names the item (`items[i]: ...`).", responses((status = 200, description = "`{indexed}`: how many messages"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn index_events(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
@@ -312,7 +313,7 @@ async fn index_events(
 
 #[utoipa::path(post, path = "/v1/spaces/{id}/search", params(("id" = String, Path)), request_body = crate::service::SearchRequest, description = "The events whose tokens hold every token of one of the queries (one per key version), newest first. Candidates only: clients decrypt and rank them, and drop any that do not match.", responses((status = 200, description = "`{events}`"), (status = 400, body = ErrorBody)))]
 async fn search(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
@@ -324,7 +325,7 @@ async fn search(
 
 #[utoipa::path(get, path = "/v1/spaces/{id}/search/keys", params(("id" = String, Path)), responses((status = 200, description = "`{keys: [{key_uri, events}]}`: the key versions the space's tokens are under")))]
 async fn search_keys(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -343,7 +344,7 @@ pub struct SetWebhook {
 }
 
 #[utoipa::path(put, path = "/v1/webhook", request_body = SetWebhook, description = "Registers where the core POSTs every event of your spaces (bots). The answer's `secret` (shown only here; registering again rotates it) verifies each request: `X-Custos-Signature: v1=<hex HMAC-SHA256(secret, \"v1:\" + X-Custos-Request-Timestamp + \":\" + body)>`. Body: `{\"type\":\"event\",\"event\":{…}}` as on `/v1/ws`. Retried with backoff until a 2xx answer, in order per space, at least once (dedupe by `X-Custos-Event-Id`).", responses((status = 200, description = "`{url, created, secret}`"), (status = 400, body = ErrorBody)))]
-async fn put_webhook(State(core): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn put_webhook(State(core): State<Arc<Core>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     let b: SetWebhook = json_body(&body)?;
     let (w, secret) = core.set_webhook(&c, &b.url).await?;
@@ -351,14 +352,14 @@ async fn put_webhook(State(core): State<AppState>, headers: HeaderMap, body: Byt
 }
 
 #[utoipa::path(get, path = "/v1/webhook", responses((status = 200, description = "`{url, created}` (never the secret)"), (status = 404, body = ErrorBody)))]
-async fn get_webhook(State(core): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn get_webhook(State(core): State<Arc<Core>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     let w = core.webhook(&c).await?;
     Ok(Json(json!({"url": w.url, "created": w.create_date})).into_response())
 }
 
 #[utoipa::path(delete, path = "/v1/webhook", responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody)))]
-async fn delete_webhook(State(core): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn delete_webhook(State(core): State<Arc<Core>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let c = caller(&core, &headers).await?;
     core.delete_webhook(&c).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -366,7 +367,7 @@ async fn delete_webhook(State(core): State<AppState>, headers: HeaderMap) -> Res
 
 #[utoipa::path(post, path = "/v1/spaces/{id}/files", params(("id" = String, Path)), request_body = CreateFile, responses((status = 201, description = "The upload"), (status = 413, body = ErrorBody)))]
 async fn create_file(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
@@ -378,7 +379,7 @@ async fn create_file(
 
 #[utoipa::path(get, path = "/v1/files/{id}", params(("id" = String, Path)), responses((status = 200, description = "The file's record (encrypted metadata)")))]
 async fn get_file(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -389,7 +390,7 @@ async fn get_file(
 
 #[utoipa::path(put, path = "/v1/files/{id}/chunks/{index}", params(("id" = String, Path), ("index" = i64, Path)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 204, description = "Stored"), (status = 400, body = ErrorBody)))]
 async fn put_chunk(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path((id, index)): Path<(String, String)>,
     body: Bytes,
@@ -403,7 +404,7 @@ async fn put_chunk(
 
 #[utoipa::path(get, path = "/v1/files/{id}/chunks", params(("id" = String, Path)), responses((status = 200, description = "The chunk indexes stored so far (to resume an upload)")))]
 async fn list_chunks(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -414,7 +415,7 @@ async fn list_chunks(
 
 #[utoipa::path(post, path = "/v1/files/{id}/complete", params(("id" = String, Path)), responses((status = 200, description = "The file-ready event"), (status = 409, body = ErrorBody)))]
 async fn complete_file(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -424,7 +425,7 @@ async fn complete_file(
 
 #[utoipa::path(get, path = "/v1/files/{id}/chunks/{index}", params(("id" = String, Path), ("index" = i64, Path)), responses((status = 200, description = "The chunk's ciphertext", content_type = "application/octet-stream")))]
 async fn get_chunk(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path((id, index)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -436,7 +437,7 @@ async fn get_chunk(
 
 #[utoipa::path(get, path = "/v1/compliance/spaces/{id}", tag = "compliance", params(("id" = String, Path)), description = "For the org's compliance readers (`compliance_readers` in the core's config): a space that has or had a member of the reader's org, its current members and its former members. Read only; logged. Anyone else, and any other space, gets 404 `not_found` as for a space that does not exist.", responses((status = 200, body = crate::compliance::ComplianceSpace), (status = 404, body = ErrorBody)))]
 async fn compliance_space(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -446,7 +447,7 @@ async fn compliance_space(
 
 #[utoipa::path(get, path = "/v1/compliance/spaces/{id}/events", tag = "compliance", params(("id" = String, Path), EventQuery), description = "For compliance readers: a page of the space's events (ciphertext), paged as `GET /v1/spaces/{id}/events`. Read only; logged.", responses((status = 200, description = "A page of events"), (status = 404, body = ErrorBody)))]
 async fn compliance_events(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     q: Result<Query<EventQuery>, QueryRejection>,
@@ -458,7 +459,7 @@ async fn compliance_events(
 
 #[utoipa::path(get, path = "/v1/compliance/files/{id}", tag = "compliance", params(("id" = String, Path)), description = "For compliance readers: a file's record (sealed metadata) in a space they may read. Read only; logged.", responses((status = 200, description = "The file's record"), (status = 404, body = ErrorBody)))]
 async fn compliance_file(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -468,7 +469,7 @@ async fn compliance_file(
 
 #[utoipa::path(get, path = "/v1/compliance/files/{id}/chunks/{index}", tag = "compliance", params(("id" = String, Path), ("index" = i64, Path)), description = "For compliance readers: one chunk of a ready file (ciphertext). Read only; logged.", responses((status = 200, description = "The chunk's ciphertext", content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
 async fn compliance_chunk(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
     headers: HeaderMap,
     Path((id, index)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -480,7 +481,8 @@ async fn compliance_chunk(
 
 #[utoipa::path(post, path = "/kms/{domain}/messages", params(("domain" = String, Path, description = "The KMS domain")), request_body(content = String, content_type = "application/jose"), description = "Relays a compact KMS message (`application/jose`) or a `{\"kmsMessages\": [...]}` batch (`application/json`) to the caller's own org's KMS. Per caller, at most `relay_burst` messages at once and `relay_per_second` sustained (a batch counts as its number of messages).", responses((status = 200, description = "The KMS's answer, unread"), (status = 403, body = ErrorBody, description = "`kms_not_your_org`: that KMS does not serve the caller's org (other orgs reach it through their own KMS, by federation)"), (status = 404, body = ErrorBody, description = "No such KMS"), (status = 413, body = ErrorBody, description = "Too large, or `relay_batch_too_large`: more messages than `relay_burst`"), (status = 429, body = ErrorBody, description = "`relay_throttled`: over the caller's relay limit; `Retry-After` says when to retry (the KMS's own 429, passed through, has none)"), (status = 502, body = ErrorBody, description = "The KMS is unreachable")))]
 async fn relay(
-    State(core): State<AppState>,
+    State(core): State<Arc<Core>>,
+    State(links): State<Arc<Links>>,
     headers: HeaderMap,
     Path(domain): Path<String>,
     body: Bytes,
@@ -488,6 +490,6 @@ async fn relay(
     let c = caller(&core, &headers).await?;
     let ctype =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/jose").to_string();
-    let (status, ctype, answer) = crate::relay::forward(&core, &c, &domain, &ctype, body).await?;
+    let (status, ctype, answer) = crate::relay::forward(&core, &links, &c, &domain, &ctype, body).await?;
     Ok((status, [(header::CONTENT_TYPE, ctype)], answer).into_response())
 }

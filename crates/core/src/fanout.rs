@@ -60,10 +60,7 @@ pub const PAGE: u32 = 200;
 /// A wake-up target meaning "read the database until it has nothing more".
 pub const CHECK_DB: i64 = i64::MAX;
 
-/// The bus channel of a space's read receipts ("some marker moved").
-pub fn receipts_channel(space_id: &str) -> String {
-    format!("r-{space_id}")
-}
+use crate::notices::receipts_channel;
 
 /// An event frame as sockets send it: `{"type":"event","event":{…}}`.
 #[derive(Debug)]

@@ -139,11 +139,11 @@ impl Links {
 }
 
 /// `GET /kms/connect`: a KMS opens its link here.
-pub async fn connect(State(core): State<Arc<Core>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(kms_protocol::channel::MAX_MESSAGE_LEN * 16).on_upgrade(move |s| serve_link(core, s))
+pub async fn connect(State(links): State<Arc<Links>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(kms_protocol::channel::MAX_MESSAGE_LEN * 16).on_upgrade(move |s| serve_link(links, s))
 }
 
-async fn serve_link(core: Arc<Core>, socket: WebSocket) {
+async fn serve_link(links: Arc<Links>, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
     let mut nonce = [0u8; 32];
     if aws_lc_rs::rand::fill(&mut nonce).is_err() {
@@ -161,7 +161,7 @@ async fn serve_link(core: Arc<Core>, socket: WebSocket) {
             Ok(LinkFrame::Hello { kms, proof }) => {
                 let domain = kms.trim_start_matches("kms://").to_string();
                 let now = crate::service::now_ms() / 1000;
-                match core.links.keys.get(&domain) {
+                match links.keys.get(&domain) {
                     Some(key) if kms_protocol::connect::verify_connect(key, &proof, &kms, &challenge, now).is_ok() => {
                         domain
                     }
@@ -189,7 +189,7 @@ async fn serve_link(core: Arc<Core>, socket: WebSocket) {
     let pending: Pending = Arc::default();
     let link = Arc::new(Link { tx: out_tx, pending: pending.clone() });
     // A newer link replaces an older one (the KMS reconnected).
-    core.links.live.write().await.insert(domain.clone(), link.clone());
+    links.live.write().await.insert(domain.clone(), link.clone());
     let writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
             if tx.send(Message::Text(m.into())).await.is_err() {
@@ -205,7 +205,7 @@ async fn serve_link(core: Arc<Core>, socket: WebSocket) {
             }
         }
     }
-    let mut live = core.links.live.write().await;
+    let mut live = links.live.write().await;
     if live.get(&domain).is_some_and(|l| Arc::ptr_eq(l, &link)) {
         live.remove(&domain);
     }
@@ -315,6 +315,7 @@ fn admit<'c, 'b>(
 /// the caller is within its relay limits.
 pub async fn forward(
     core: &Core,
+    links: &Links,
     caller: &Caller,
     domain: &str,
     content_type: &str,
@@ -322,7 +323,7 @@ pub async fn forward(
 ) -> Result<(StatusCode, String, Bytes), ApiError> {
     let (domain, org, text) = admit(core, caller, domain, content_type, &body)?;
     // A KMS that connected out is preferred: it may have no public address at all.
-    if let Some(r) = core.links.request(&domain, content_type, text.to_string()).await {
+    if let Some(r) = links.request(&domain, content_type, text.to_string()).await {
         let (status, ctype, answer) = r?;
         metrics::counter!("core_kms_relayed_total").increment(1);
         return Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), ctype, Bytes::from(answer)));

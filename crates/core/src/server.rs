@@ -12,8 +12,10 @@ use crate::service::Core;
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// The engine.
+    /// The messaging service.
     pub core: Arc<Core>,
+    /// KMSs that connected out to this node (the relay's).
+    pub links: Arc<crate::relay::Links>,
     /// The server task.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -55,13 +57,15 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
-    let app = crate::api::router(core.clone());
+    let state = crate::state::AppState::new(core.clone())?;
+    let links = state.links.clone();
+    let app = crate::api::router(state);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "server failed");
         }
     });
-    Ok(Running { addr, core, task })
+    Ok(Running { addr, core, links, task })
 }
 
 /// `custos core serve`: start, print where, run until SIGINT/SIGTERM.

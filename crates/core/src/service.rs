@@ -17,11 +17,12 @@ use object_store::{path::Path as BlobPath, ObjectStore, ObjectStoreExt, PutPaylo
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::access::{Access, Cached, SpaceMeta, MEMBERSHIP_CHANNEL};
+use crate::access::{Access, Cached, SpaceMeta};
 use crate::config::Config;
 use crate::envelope;
 use crate::error::ApiError;
-use crate::fanout::{receipts_channel, Fanout};
+use crate::fanout::Fanout;
+use crate::notices::{receipts_channel, user_channel, MEMBERSHIP_CHANNEL};
 
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -119,8 +120,6 @@ pub struct Core {
     pub bus: Arc<dyn EventBus>,
     /// File chunks.
     pub blobs: Arc<dyn ObjectStore>,
-    /// KMSes that connected out to this core.
-    pub links: crate::relay::Links,
     /// Per-caller budgets on the KMS relay (see [`crate::limit`]).
     pub relay_limiter: crate::limit::CallerLimiter,
     /// Real-time fan-out of this node (see [`crate::fanout`]).
@@ -160,7 +159,6 @@ impl Core {
         blobs: Arc<dyn ObjectStore>,
     ) -> anyhow::Result<Self> {
         let verifier = kms_identity::Verifier::new(cfg.identity.clone())?;
-        let links = crate::relay::Links::from_config(&cfg)?;
         let fanout = Fanout::new(bus.clone(), store.clone());
         let access = Arc::new(Access::default());
         let webhooks = Arc::new(crate::webhooks::Webhooks::open(&cfg.data_dir, cfg.webhooks.allow_http)?);
@@ -184,7 +182,6 @@ impl Core {
             store,
             bus,
             blobs,
-            links,
             relay_limiter,
             fanout,
             access,
@@ -510,7 +507,7 @@ impl Core {
             self.publish(e).await;
             self.publish_membership(e).await;
             // The new member's sockets start watching the space.
-            if let Err(err) = self.bus.publish(Notice { space_id: crate::ws::user_channel(&user), seq: e.seq }).await {
+            if let Err(err) = self.bus.publish(Notice { space_id: user_channel(&user), seq: e.seq }).await {
                 tracing::warn!(error = %err, "publishing a join notice failed");
             }
         }
@@ -668,9 +665,7 @@ impl Core {
         }
         let marker = self.store.set_read_marker(id, &c.user_id, seq, now_ms()).await?;
         // The user's other sockets learn of it through the user's channel.
-        if let Err(err) =
-            self.bus.publish(Notice { space_id: crate::ws::user_channel(&c.user_id), seq: marker.max(1) }).await
-        {
+        if let Err(err) = self.bus.publish(Notice { space_id: user_channel(&c.user_id), seq: marker.max(1) }).await {
             tracing::warn!(error = %err, "publishing a read-marker notice failed");
         }
         // The other members' sockets learn of it as a read receipt: each node

@@ -49,9 +49,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::api::AppState;
 use crate::fanout::{After, Frame, Signal, Watch, CHECK_DB, PAGE};
+use crate::notices::user_channel;
+use crate::relay::Links;
 use crate::service::{Caller, Core};
+use crate::state::AppState;
 
 /// Read buffer per socket. tungstenite zero-fills the whole buffer before
 /// each read attempt, and the socket's task polls for client frames each
@@ -61,13 +63,6 @@ use crate::service::{Caller, Core};
 const READ_BUFFER: usize = 4096;
 /// How many pages back a socket looks for the start of a membership it just learned of.
 const JOIN_SCAN_PAGES: usize = 10;
-
-/// The per-user channel on the bus: spaces the user joins. A hash, so that
-/// user ids do not travel on the bus.
-pub fn user_channel(user_id: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user_id.as_bytes());
-    format!("u-{}", d.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect::<String>())
-}
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -87,7 +82,7 @@ enum ClientFrame {
 }
 
 /// `GET /v1/ws`.
-pub async fn upgrade(State(core): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -95,14 +90,15 @@ pub async fn upgrade(State(core): State<AppState>, headers: HeaderMap, ws: WebSo
         .map(str::to_string);
     ws.max_message_size(kms_protocol::channel::MAX_MESSAGE_LEN * 2)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |s| serve(core, s, token))
+        .on_upgrade(move |s| serve(state, s, token))
 }
 
 fn text(v: serde_json::Value) -> Utf8Bytes {
     v.to_string().into()
 }
 
-async fn serve(core: Arc<Core>, socket: WebSocket, header_token: Option<String>) {
+async fn serve(state: AppState, socket: WebSocket, header_token: Option<String>) {
+    let AppState { core, links } = state;
     let (sink, mut rx) = socket.split();
 
     // Hello within 10 s.
@@ -126,6 +122,7 @@ async fn serve(core: Arc<Core>, socket: WebSocket, header_token: Option<String>)
     let mut session = Socket {
         relays: Arc::new(tokio::sync::Semaphore::new(RELAY_IN_FLIGHT)),
         core: core.clone(),
+        links,
         caller,
         sink,
         unflushed: false,
@@ -151,6 +148,7 @@ type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 struct Socket {
     relays: Arc<tokio::sync::Semaphore>,
     core: Arc<Core>,
+    links: Arc<Links>,
     caller: Caller,
     /// Written by this task only: frames are fed as they come and flushed
     /// once per wake-up (one system call for all of them). tungstenite's
@@ -438,10 +436,12 @@ impl Socket {
                     let f = json!({"type": "kms", "id": id, "status": 429, "error": "too_many_in_flight", "reason": "too many KMS messages in flight on this socket"});
                     return self.send(text(f)).await;
                 };
-                let (core, caller, replies) = (self.core.clone(), self.caller.clone(), self.replies.clone());
+                let (core, links, caller, replies) =
+                    (self.core.clone(), self.links.clone(), self.caller.clone(), self.replies.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let relayed = crate::relay::forward(&core, &caller, &domain, "application/jose", message.into());
+                    let relayed =
+                        crate::relay::forward(&core, &links, &caller, &domain, "application/jose", message.into());
                     let reply = match relayed.await {
                         Ok((status, _, body)) => {
                             json!({"type": "kms", "id": id, "status": status.as_u16(), "message": String::from_utf8_lossy(&body)})

@@ -42,7 +42,7 @@ fn kms_config(dir: &std::path::Path, issuer: &str, key: &std::path::Path, core_p
 
 /// A core on a runtime of its own, so that stopping it closes every connection, as a process exit would.
 struct CoreNode {
-    core: std::sync::Arc<custos_core::service::Core>,
+    links: std::sync::Arc<custos_core::relay::Links>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -55,13 +55,13 @@ impl CoreNode {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
                 let r = custos_core::server::start(cfg).await.unwrap();
-                tx.send(r.core.clone()).unwrap();
+                tx.send(r.links.clone()).unwrap();
                 let _ = stopped.await;
             });
             // Dropping the runtime ends every task: listener, sockets, links.
             rt.shutdown_timeout(Duration::from_secs(2));
         });
-        CoreNode { core: rx.recv().unwrap(), stop: Some(stop), thread: Some(thread) }
+        CoreNode { links: rx.recv().unwrap(), stop: Some(stop), thread: Some(thread) }
     }
 }
 
@@ -76,10 +76,10 @@ impl Drop for CoreNode {
     }
 }
 
-async fn wait_linked(core: &custos_core::service::Core, want: bool, within: Duration) -> bool {
+async fn wait_linked(links: &custos_core::relay::Links, want: bool, within: Duration) -> bool {
     let t = Instant::now();
     while t.elapsed() < within {
-        if core.links.is_linked("kms.acme.example").await == want {
+        if links.is_linked("kms.acme.example").await == want {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -122,14 +122,14 @@ async fn kms_connects_out_and_serves_through_the_core() {
     let core = tokio::task::spawn_blocking(move || CoreNode::start(cc)).await.unwrap();
     let cfg = kms_config(&imp_dir, &idp.issuer, &imp_key, port);
     let impostor = tokio::task::spawn_blocking(move || kms_server::Server::start(&cfg)).await.unwrap();
-    assert!(!wait_linked(&core.core, true, Duration::from_secs(2)).await, "an impostor KMS must not be linked");
+    assert!(!wait_linked(&core.links, true, Duration::from_secs(2)).await, "an impostor KMS must not be linked");
     drop(impostor);
 
     // The real KMS links.
     let kms_dir = dir.path().join("kms");
     let cfg = kms_config(&kms_dir, &idp.issuer, &key_path, port);
     let kms = tokio::task::spawn_blocking(move || kms_server::Server::start(&cfg)).await.unwrap();
-    assert!(wait_linked(&core.core, true, Duration::from_secs(5)).await, "the KMS links within 5 s");
+    assert!(wait_linked(&core.links, true, Duration::from_secs(5)).await, "the KMS links within 5 s");
 
     // A client: the core token pays for the relay; the KMS token rides inside.
     let url = format!("http://127.0.0.1:{port}");
@@ -153,7 +153,10 @@ async fn kms_connects_out_and_serves_through_the_core() {
     tokio::task::spawn_blocking(move || drop(core)).await.unwrap();
     let cc = core_config(&core_dir, &idp.issuer, port, &pub_path);
     let core = tokio::task::spawn_blocking(move || CoreNode::start(cc)).await.unwrap();
-    assert!(wait_linked(&core.core, true, Duration::from_secs(10)).await, "the KMS reconnects after the core restarts");
+    assert!(
+        wait_linked(&core.links, true, Duration::from_secs(10)).await,
+        "the KMS reconnects after the core restarts"
+    );
     let ping = Request::new(Method::Update, "/ping", Some(ci.clone()));
     let answer = relay(&url, &core_token, session.wrap(&ping).unwrap()).await;
     assert_eq!(
