@@ -19,8 +19,6 @@ use crate::relay::Links;
 use crate::service::{AddMember, Caller, Core, CreateFile, CreateSpace, PostEvent, Sealed};
 use crate::state::AppState;
 
-/// Shared state of the handlers.
-
 /// The OpenAPI description.
 #[derive(OpenApi)]
 #[openapi(
