@@ -225,18 +225,14 @@ fn links_between_the_docs_resolve() {
     let mut broken = Vec::new();
     for path in documents() {
         let text = std::fs::read_to_string(&path).expect("readable");
-        let dir = path.canonicalize().expect("a document's path");
-        let dir = dir.parent().expect("a document has a directory");
+        let here = path.canonicalize().expect("a document's path");
+        let dir = here.parent().expect("a document has a directory");
         for target in text.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
             if target.contains("://") || target.starts_with("mailto:") {
                 continue;
             }
             let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
-            let file = if file.is_empty() {
-                path.canonicalize().expect("a document's path")
-            } else {
-                normalize(&dir.join(file))
-            };
+            let file = if file.is_empty() { here.clone() } else { normalize(&dir.join(file)) };
             // Links that leave the repository (../shared/docs) are not ours to check.
             if !file.starts_with(&root) {
                 continue;

@@ -12,7 +12,7 @@
 //!   changes:
 //!   - on this node, by the store's commit listener ([`Access::on_commit`]),
 //!     before the change is even acknowledged to whoever made it;
-//!   - on the other nodes, through a bus notice on [`MEMBERSHIP_CHANNEL`]
+//!   - on the other nodes, through a bus notice on [`MEMBERSHIP_CHANNEL`](crate::notices::MEMBERSHIP_CHANNEL)
 //!     that makes them forget every role they hold (membership changes are
 //!     rare next to posts; a notice cannot say which space without putting
 //!     ids on the bus it does not carry);
@@ -33,7 +33,6 @@ use core_store::{Event, EventKind, Role};
 
 /// Longest a remembered role is trusted without news from the bus.
 pub const ROLE_TTL: Duration = Duration::from_secs(5);
-pub use crate::notices::MEMBERSHIP_CHANNEL;
 /// Most (space, user) roles remembered before the cache starts afresh.
 const MAX_ROLES: usize = 200_000;
 /// Most spaces remembered.

@@ -51,6 +51,8 @@ use core_store::{Event, EventKind, Store, StoreError};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::notices::receipts_channel;
+
 /// Frames kept per watched space.
 pub const RING_CAPACITY: usize = 256;
 /// Bytes of frames kept over all spaces of the node.
@@ -59,8 +61,6 @@ pub const RING_BUDGET: usize = 64 << 20;
 pub const PAGE: u32 = 200;
 /// A wake-up target meaning "read the database until it has nothing more".
 pub const CHECK_DB: i64 = i64::MAX;
-
-use crate::notices::receipts_channel;
 
 /// An event frame as sockets send it: `{"type":"event","event":{…}}`.
 #[derive(Debug)]
