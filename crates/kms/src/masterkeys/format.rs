@@ -53,8 +53,9 @@ pub fn sealed_static_key_cmk(bytes: &[u8]) -> Option<(&str, &[u8])> {
 }
 
 /// Overwrites a file with random bytes, fsyncs, deletes it, fsyncs its
-/// directory (the file backend's `destroy`, for a file outside its directory).
-pub(super) fn shred_file(path: &Path) -> std::io::Result<()> {
+/// directory (the file backend's `destroy`, for a file outside its directory;
+/// also the retired static key).
+pub(crate) fn shred_file(path: &Path) -> std::io::Result<()> {
     use std::io::Write;
     let len = match std::fs::metadata(path) {
         Ok(m) => m.len() as usize,

@@ -40,7 +40,7 @@ mod format;
 mod registry;
 
 pub(crate) use admin::AdminCtx;
-use format::shred_file;
+pub(crate) use format::shred_file;
 pub use format::{envelope, seal_static_key, sealed_static_key_cmk, split_envelope, STATIC_KEY_AAD};
 pub use registry::{stored_active, CmkEntry, CmkState, Registry, Rewrapped, Usage, REGISTRY, REGISTRY_CACHE, SETTLE};
 
