@@ -10,6 +10,8 @@ mod bot_cmd;
 mod client_cmd;
 mod compliance_cmd;
 mod demo;
+#[cfg(test)]
+mod doc_commands;
 mod kms_admin;
 mod output;
 mod profile;

@@ -400,7 +400,7 @@ impl StoreError {
     }
 }
 
-/// Shorthand.
+/// Every store operation fails with a [`StoreError`] unless told otherwise.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything the core keeps. All methods are atomic; writes are durable on return.

@@ -257,7 +257,7 @@ pub enum ConfigError {
     Duplicate {
         /// `user`, `client` or `subject`.
         kind: &'static str,
-        /// The id.
+        /// The id given twice.
         id: String,
     },
     /// A service client's subject is a user's id: the service could act as that user.

@@ -170,7 +170,7 @@ pub enum Error {
     Crypto(&'static str),
 }
 
-/// Shorthand.
+/// Every JOSE operation fails with one [`Error`], whose variant says which check refused.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Turns a serde_json error into a message without any of the input's string values.

@@ -68,7 +68,7 @@ pub enum ProtocolError {
     /// The KMS answered with an error status.
     #[error("KMS answered {status}: {reason}")]
     Status {
-        /// The status.
+        /// The HTTP-style status the KMS put in its answer.
         status: Status,
         /// The KMS's reason.
         reason: String,

@@ -561,7 +561,7 @@ pub enum Operation {
     },
     /// `delete /ecdhe/<id>`.
     DeleteEphemeralKey {
-        /// The session.
+        /// The ephemeral key's URI, which names the session.
         uri: KmsUri,
     },
     /// `create /resources`.
@@ -587,14 +587,14 @@ pub enum Operation {
     },
     /// `update /keys/<id>` with `resourceUri`.
     BindKey {
-        /// The key.
+        /// The key to bind (unbound until now; binding is once only).
         key: KmsUri,
         /// The resource.
         resource: KmsUri,
     },
     /// `retrieve /keys/<id>`.
     RetrieveKey {
-        /// The key.
+        /// The key asked for, possibly of another KMS (federation).
         uri: KmsUri,
     },
     /// `retrieve /resources/<id>/accesses` (a Custos extension). Key-access transparency: who (services, compliance officers, peer
@@ -695,7 +695,7 @@ pub enum Operation {
     },
     /// `update /cmk/<id>` or `/kek/<id>` with `keyState` (admin).
     UpdateMasterKey {
-        /// The key.
+        /// The CMK or KEK whose state changes.
         uri: KmsUri,
         /// New state.
         state: KeyState,

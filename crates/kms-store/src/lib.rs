@@ -262,7 +262,7 @@ impl StoreError {
     }
 }
 
-/// Shorthand.
+/// Every store operation fails with a [`StoreError`] unless told otherwise.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything the KMS keeps. All methods are atomic; all writes are durable on return.

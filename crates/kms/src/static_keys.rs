@@ -124,17 +124,8 @@ pub fn retire(cfg: &Config) -> anyhow::Result<()> {
     if !prev_key.exists() {
         bail!("there is no previous static key ({})", prev_key.display());
     }
-    let len = std::fs::metadata(&prev_key)?.len() as usize;
-    let mut junk = vec![0u8; len];
-    aws_lc_rs::rand::fill(&mut junk).map_err(|_| anyhow::anyhow!("random generation failed"))?;
-    {
-        // In place (same inode), so the sealed bytes do not simply move to a free block.
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().write(true).open(&prev_key)?;
-        f.write_all(&junk)?;
-        f.sync_all()?;
-    }
-    std::fs::remove_file(&prev_key).with_context(|| format!("removing {}", prev_key.display()))?;
+    // Overwritten in place (same inode), so the sealed bytes do not simply move to a free block.
+    crate::masterkeys::shred_file(&prev_key).with_context(|| format!("shredding {}", prev_key.display()))?;
     let _ = std::fs::remove_file(&prev_cert);
     sync_dir(&prev_key)?;
     Ok(())

@@ -66,7 +66,10 @@ fn two_nodes_share_sessions_without_writes() {
     std::thread::sleep(Duration::from_millis(1500));
     let c0 = rt.block_on(commits(&mut stats));
     let t = Instant::now();
-    let n = 60;
+    // Enough handshakes that one write each would stand far above the
+    // polling's noise (commit counts of equal idle windows differ by up to
+    // about 20 under load, as backends flush their statistics lazily).
+    let n = 100;
     for i in 0..n {
         let url = if i % 2 == 0 { &a.url } else { &b.url };
         let r = node.call(json!({"op": "kms_http_connect", "url": url, "token": tok, "clientId": format!("d{i}")}));
@@ -79,7 +82,7 @@ fn two_nodes_share_sessions_without_writes() {
     let c2 = rt.block_on(commits(&mut stats));
     let (during, idle) = (c1 - c0, c2 - c1);
     eprintln!("commits: {during} during {n} handshakes ({spent:?}), {idle} idle for as long");
-    assert!(during <= idle + 12, "handshakes wrote to the database: {during} commits vs {idle} idle");
+    assert!(during < idle + n / 2, "handshakes wrote to the database: {during} commits vs {idle} idle");
 
     // Delete on B; A refuses within a second.
     assert_eq!(req(&mut node, &b.url, json!({"method": "delete", "uri": kid}))["status"], 204);

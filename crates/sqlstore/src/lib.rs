@@ -51,7 +51,7 @@ pub enum Error {
     Config(String),
 }
 
-/// Shorthand.
+/// SQL plumbing fails with one [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Which database is behind the pool.
