@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod audit_cmd;
+mod bench;
 mod bot_cmd;
 mod client_cmd;
 mod compliance_cmd;
@@ -15,8 +16,6 @@ mod doc_commands;
 mod kms_admin;
 mod output;
 mod profile;
-mod sdk_bench;
-mod search_bench;
 mod session;
 mod up;
 
@@ -304,10 +303,10 @@ fn main() -> ExitCode {
             audit_cmd::export(&config, from, out.as_deref())
         }
         Command::Sdk { command: SdkCommand::SearchBench { messages, queries, database_url } } => {
-            search_bench::run(search_bench::Options { messages, queries, database_url })
+            bench::search::run(bench::search::Options { messages, queries, database_url })
         }
         Command::Sdk { command: SdkCommand::Bench { spaces, rate, seconds } } => {
-            sdk_bench::run(sdk_bench::BenchOptions { spaces, rate, seconds })
+            bench::sdk::run(bench::sdk::BenchOptions { spaces, rate, seconds })
         }
         Command::Bot { command } => bot_cmd::run(command),
         Command::Client(cmd) => client_cmd::run(cmd, cli.config_dir.as_deref(), output::Out { json: cli.json }),
@@ -319,7 +318,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Core { command: CoreCommand::Bench { clients, spaces, seconds, rate, database_url } } => {
-            custos_core::bench::run(custos_core::bench::BenchOptions { clients, spaces, seconds, rate, database_url })
+            bench::core::run(bench::core::BenchOptions { clients, spaces, seconds, rate, database_url })
         }
         Command::Core { command: CoreCommand::ExampleConfig } => {
             print!("{}", include_str!("../../core/core.example.toml"));
@@ -342,7 +341,7 @@ fn main() -> ExitCode {
         }
         Command::Kms {
             command: KmsCommand::Bench { seconds, clients, keys_per_request, database_url, in_process_only, no_audit },
-        } => kms::bench::run(kms::bench::BenchOptions {
+        } => bench::kms::run(bench::kms::BenchOptions {
             seconds,
             clients,
             keys_per_request,

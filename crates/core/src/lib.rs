@@ -31,7 +31,6 @@
 
 pub mod access;
 pub mod api;
-pub mod bench;
 pub mod compliance;
 pub mod config;
 pub mod envelope;

@@ -17,7 +17,6 @@
 
 pub mod audit;
 pub mod auth;
-pub mod bench;
 pub mod config;
 pub mod connector;
 pub mod crypto;

@@ -42,17 +42,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use axum::routing::get;
-use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use jose::jwe::EncryptKey;
-use jose::jws::SignKey;
-use jose::{ContentEnc, HeaderParams, OctKey, RsaPrivateKey, SigAlg};
+use jose::{ContentEnc, HeaderParams, OctKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::server::Running;
+use custos_core::server::Running;
+
+use super::common::Issuer;
 
 /// The bench org (user ids `u<N>@bench.example`).
 const ORG: &str = "bench.example";
@@ -104,42 +103,6 @@ impl Default for BenchOptions {
 /// and receivers compare against (one process, one clock).
 fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-}
-
-// ---- the issuer
-
-/// A tiny OpenID issuer on loopback: discovery, JWKS, and tokens it signs itself.
-struct Issuer {
-    url: String,
-    key: Arc<RsaPrivateKey>,
-}
-
-impl Issuer {
-    async fn start() -> anyhow::Result<Issuer> {
-        let key = Arc::new(RsaPrivateKey::generate(2048, Some("bench-issuer".into()))?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let jwks = json!({"keys": [key.public_key().to_jwk()]});
-        let disco = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
-        let app = Router::new()
-            .route("/.well-known/openid-configuration", get(move || async move { Json(disco) }))
-            .route("/jwks", get(move || async move { Json(jwks) }));
-        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-        Ok(Issuer { url, key })
-    }
-
-    /// An RFC 9068 access token for the core, valid for a day.
-    fn token(&self, sub: &str) -> String {
-        let now = crate::service::now_ms() / 1000;
-        let claims = json!({"iss": self.url, "sub": sub, "aud": AUDIENCE, "iat": now, "exp": now + 86_400, "client_id": "bench"});
-        jose::jws::sign(
-            SigAlg::RS256,
-            SignKey::Rsa(&self.key),
-            &HeaderParams::kid("bench-issuer").with_typ("at+jwt"),
-            claims.to_string().as_bytes(),
-        )
-        .expect("signs")
-    }
 }
 
 // ---- measurements
@@ -710,7 +673,7 @@ where
 /// one socket wake-up ask of it, without HTTP, JSON or sockets.
 async fn store_probes(running: &Running, dir: &Path, secs: f64) -> anyhow::Result<Vec<Probe>> {
     let store = running.core.store.clone();
-    let now = crate::service::now_ms();
+    let now = custos_core::service::now_ms();
     let space = core_store::Space {
         id: uuid::Uuid::new_v4().to_string(),
         resource_uri: format!("kms://{KMS}/resources/{}", uuid::Uuid::new_v4()),
@@ -750,7 +713,7 @@ async fn store_probes(running: &Running, dir: &Path, secs: f64) -> anyhow::Resul
                 meta: None,
             };
             async move {
-                store.append(&space_id, &e, crate::service::now_ms()).await?;
+                store.append(&space_id, &e, custos_core::service::now_ms()).await?;
                 Ok(())
             }
         }
@@ -763,7 +726,7 @@ async fn store_probes(running: &Running, dir: &Path, secs: f64) -> anyhow::Resul
     probes.push(
         probe(&format!("store.touch_user, {SENDERS} writers"), SENDERS, secs, move |k, _| {
             let s = s.clone();
-            async move { Ok(s.touch_user(&format!("u{k}@{ORG}"), crate::service::now_ms()).await?) }
+            async move { Ok(s.touch_user(&format!("u{k}@{ORG}"), custos_core::service::now_ms()).await?) }
         })
         .await?,
     );
@@ -844,8 +807,8 @@ async fn start_core(issuer_url: &str, dir: &Path, db_url: &str) -> anyhow::Resul
         q(ORG),
         q(&format!("kms://{KMS}")),
     );
-    let cfg = crate::config::Config::parse(&text, dir)?;
-    crate::server::start(cfg).await
+    let cfg = custos_core::config::Config::parse(&text, dir)?;
+    custos_core::server::start(cfg).await
 }
 
 /// Raises the soft open-file limit towards what `clients` sockets need
@@ -934,7 +897,7 @@ fn measure(
     client_rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let issuer = client_rt.block_on(Issuer::start())?;
+    let issuer = client_rt.block_on(Issuer::start(AUDIENCE, 86_400))?;
     let running = server_rt.block_on(start_core(&issuer.url, dir, &db.url))?;
     let url = format!("http://{}", running.addr);
     let members = opts.clients / spaces;

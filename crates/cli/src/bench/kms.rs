@@ -11,17 +11,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::routing::get;
-use axum::{Json, Router};
-use jose::jws::SignKey;
-use jose::{HeaderParams, RsaPrivateKey, SigAlg};
+use jose::RsaPrivateKey;
 use kms_protocol::{begin_handshake, ClientInfo, Credential, KmsInfo, Method, Request, Response, Session, Status};
 use serde_json::{json, Value};
 
-use crate::crypto::Cmk;
-use crate::engine::{Engine, EngineConfig};
-use crate::limit::RateLimiter;
-use crate::server::IdentityAuth;
+use kms::crypto::Cmk;
+use kms::limit::RateLimiter;
+use kms::server::IdentityAuth;
+use kms::{Engine, EngineConfig};
+
+use super::common::Issuer;
 
 const DOMAIN: &str = "kms.bench.example";
 const ORG: &str = "bench.example";
@@ -54,39 +53,6 @@ impl Default for BenchOptions {
             in_process_only: false,
             no_audit: false,
         }
-    }
-}
-
-/// A tiny OpenID issuer on loopback: discovery, JWKS, and tokens it signs itself.
-struct Issuer {
-    url: String,
-    key: Arc<RsaPrivateKey>,
-}
-
-impl Issuer {
-    async fn start() -> anyhow::Result<Issuer> {
-        let key = Arc::new(RsaPrivateKey::generate(2048, Some("bench-issuer".into()))?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let jwks = json!({"keys": [key.public_key().to_jwk()]});
-        let disco = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
-        let app = Router::new()
-            .route("/.well-known/openid-configuration", get(move || async move { Json(disco) }))
-            .route("/jwks", get(move || async move { Json(jwks) }));
-        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-        Ok(Issuer { url, key })
-    }
-
-    fn token(&self, sub: &str) -> String {
-        let now = crate::now_ms() / 1000;
-        let claims = json!({"iss": self.url, "sub": sub, "aud": format!("kms://{DOMAIN}"), "iat": now, "exp": now + 3600, "client_id": "bench"});
-        jose::jws::sign(
-            SigAlg::RS256,
-            SignKey::Rsa(&self.key),
-            &HeaderParams::kid("bench-issuer").with_typ("at+jwt"),
-            claims.to_string().as_bytes(),
-        )
-        .expect("signs")
     }
 }
 
@@ -343,7 +309,7 @@ async fn engine(opts: &BenchOptions, issuer_url: &str, dir: &std::path::Path) ->
     let key = RsaPrivateKey::generate(2048, Some("bench-static".into()))?;
     // Audited as in production: every release and change is appended (group-committed) before the answer.
     let signer_key = RsaPrivateKey::from_pkcs8_der(&key.to_pkcs8_der(), key.kid().map(str::to_string))?;
-    let signer = Arc::new(crate::audit::StaticKeySigner(kms_protocol::ServerKey::new(signer_key, DOMAIN)?));
+    let signer = Arc::new(kms::audit::StaticKeySigner(kms_protocol::ServerKey::new(signer_key, DOMAIN)?));
     // As `kms serve` does: on SQLite, the audit log in a file of its own.
     let audit_url =
         if url.starts_with("sqlite:") { format!("sqlite://{}", dir.join("audit.db").display()) } else { url.clone() };
@@ -371,7 +337,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
     // In-process: the engine alone on one thread (one core); clients on the other.
     let clients_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let rows_in = clients_rt.block_on(async {
-        let issuer = Issuer::start().await?;
+        let issuer = Issuer::start(format!("kms://{DOMAIN}"), 3600).await?;
         let (carrier, kms) = InProcess::start(&opts, issuer.url.clone(), dir.join("inproc"))?;
         phases(carrier, kms, &issuer, &opts, opts.clients, "in-process, server on 1 core").await
     })?;
@@ -381,12 +347,12 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
     } else {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         rt.block_on(async {
-            let issuer = Issuer::start().await?;
+            let issuer = Issuer::start(format!("kms://{DOMAIN}"), 3600).await?;
             let e = engine(&opts, &issuer.url, &dir.join("http")).await?;
             let kms = e.server_key().info();
             let info = Arc::new(json!({"uri": format!("kms://{DOMAIN}"), "key": kms.key.to_jwk()}));
             let discovery = Arc::new(serde_json::json!({}));
-            let app = crate::http::router(crate::http::AppState { engine: e, info, discovery, metrics: None });
+            let app = kms::http::router(kms::http::AppState { engine: e, info, discovery, metrics: None });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
             tokio::spawn(async move {
