@@ -21,14 +21,14 @@ pub struct FileKey {
 }
 
 impl FileKey {
-    /// A fresh random key from the operating system's CSPRNG (through aws-lc).
+    /// A fresh random key from the operating system's CSPRNG (through [`primitives`]: aws-lc natively, the browser's `crypto.getRandomValues` in wasm).
     ///
     /// # Panics
     ///
     /// If the system random number generator fails, which aws-lc treats as fatal anyway.
     pub fn generate() -> FileKey {
         let mut bytes = [0u8; KEY_LEN];
-        aws_lc_rs::rand::fill(&mut bytes).expect("system random number generator failed");
+        primitives::fill_random(&mut bytes).expect("system random number generator failed");
         FileKey { bytes }
     }
 

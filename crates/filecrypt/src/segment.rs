@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use primitives::{Aes256Gcm, NONCE_LEN};
 
 use crate::header::{Header, NONCE_PREFIX_LEN};
 use crate::{Error, FileKey, TAG_LEN};
@@ -19,8 +19,8 @@ pub(crate) fn segment_nonce(prefix: &[u8; NONCE_PREFIX_LEN], index: u32, last: b
     n
 }
 
-fn aead_key(key: &FileKey) -> LessSafeKey {
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key.as_bytes()).expect("a FileKey is 32 bytes"))
+fn aead_key(key: &FileKey) -> Aes256Gcm {
+    Aes256Gcm::new(key.as_bytes()).expect("a FileKey is 32 bytes")
 }
 
 /// Where a stream is: the index of the next segment, or done.
@@ -56,7 +56,7 @@ fn advance(index: u32, last: bool) -> Position {
 /// [`segment_size`](Self::segment_size) plaintext bytes, the last one (flagged
 /// `last`) holds 0 to `segment_size` bytes. Not `Clone`: two copies would reuse nonces.
 pub struct Encryptor {
-    key: LessSafeKey,
+    key: Aes256Gcm,
     header: Header,
     pos: Position,
 }
@@ -77,7 +77,7 @@ impl Encryptor {
     pub fn new(key: &FileKey, segment: usize) -> Result<(Encryptor, Vec<u8>), Error> {
         let mut prefix = [0u8; NONCE_PREFIX_LEN];
         crate::header::check_segment_size(segment)?;
-        aws_lc_rs::rand::fill(&mut prefix).expect("system random number generator failed");
+        primitives::fill_random(&mut prefix).expect("system random number generator failed");
         let header = Header::new(segment, prefix)?;
         let bytes = header.bytes.to_vec();
         Ok((Encryptor { key: aead_key(key), header, pos: Position::Next(0) }, bytes))
@@ -125,14 +125,14 @@ impl Encryptor {
         if len > self.header.segment || (!last && len != self.header.segment) {
             return Err(Error::SegmentLength { segment: u64::from(index), len });
         }
-        let nonce = Nonce::assume_unique_for_key(segment_nonce(&self.header.nonce_prefix, index, last));
+        let nonce = segment_nonce(&self.header.nonce_prefix, index, last);
         let tag = self
             .key
-            .seal_in_place_separate_tag(nonce, Aad::from(&self.header.bytes[..]), plaintext)
+            .seal_in_place_detached(&nonce, &self.header.bytes[..], plaintext)
             // Only fails for messages over GCM's 64 GiB limit, far above MAX_SEGMENT.
             .map_err(|_| Error::SegmentLength { segment: u64::from(index), len })?;
         self.pos = advance(index, last);
-        Ok(tag.as_ref().try_into().expect("AES-GCM tags are 16 bytes"))
+        Ok(tag)
     }
 
     /// Whether the final segment has been sealed.
@@ -161,7 +161,7 @@ impl fmt::Debug for Encryptor {
 /// wrongly makes that segment fail. Call [`finish`](Self::finish) at the end:
 /// it is what detects a stream cut at a segment boundary.
 pub struct Decryptor {
-    key: LessSafeKey,
+    key: Aes256Gcm,
     header: Header,
     pos: Position,
 }
@@ -200,8 +200,9 @@ impl Decryptor {
         let index = self.check(buf.len(), last)?;
         let ct_len = buf.len() - TAG_LEN;
         let (ct, tag) = buf.split_at_mut(ct_len);
-        let nonce = Nonce::assume_unique_for_key(segment_nonce(&self.header.nonce_prefix, index, last));
-        match self.key.open_in_place_separate_tag(nonce, Aad::from(&self.header.bytes[..]), tag, ct) {
+        let nonce = segment_nonce(&self.header.nonce_prefix, index, last);
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().expect("split at TAG_LEN");
+        match self.key.open_in_place_detached(&nonce, &self.header.bytes[..], ct, &tag) {
             Ok(_) => {
                 buf.truncate(ct_len);
                 self.pos = advance(index, last);
@@ -221,8 +222,9 @@ impl Decryptor {
     pub(crate) fn open_segment_into(&mut self, ct_and_tag: &[u8], out: &mut [u8], last: bool) -> Result<(), Error> {
         let index = self.check(ct_and_tag.len(), last)?;
         let (ct, tag) = ct_and_tag.split_at(ct_and_tag.len() - TAG_LEN);
-        let nonce = Nonce::assume_unique_for_key(segment_nonce(&self.header.nonce_prefix, index, last));
-        match self.key.open_separate_gather(nonce, Aad::from(&self.header.bytes[..]), ct, tag, out) {
+        let nonce = segment_nonce(&self.header.nonce_prefix, index, last);
+        let tag: &[u8; TAG_LEN] = tag.try_into().expect("split at TAG_LEN");
+        match self.key.open_detached_into(&nonce, &self.header.bytes[..], ct, tag, out) {
             Ok(()) => {
                 self.pos = advance(index, last);
                 Ok(())

@@ -134,6 +134,9 @@ pub enum Error {
     /// Key material that does not form a valid key.
     #[error("invalid {0} key")]
     InvalidKey(&'static str),
+    /// A key this build cannot hold: RSA private keys in the browser (wasm32).
+    #[error("{0} is not available in this build (the browser holds no RSA private keys)")]
+    Unsupported(&'static str),
     /// A JWK member that is required is absent.
     #[error("JWK member `{0}` is missing")]
     MissingJwkMember(&'static str),

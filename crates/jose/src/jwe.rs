@@ -3,7 +3,7 @@
 //! The additional authenticated data is the protected header exactly as it
 //! appears in the input (RFC 7516 §5.1 step 14), never a re-encoding.
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use primitives::Aes256Gcm;
 use zeroize::Zeroizing;
 
 use crate::b64;
@@ -175,15 +175,12 @@ impl Jwe {
                 return Err(Error::WrongKeyType { alg: alg.name().into(), expected, found });
             }
         };
-        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &cek).map_err(|_| Error::Crypto("AES key"))?);
-        let mut buf = Zeroizing::new(Vec::with_capacity(self.ciphertext.len() + TAG_LEN));
-        buf.extend_from_slice(&self.ciphertext);
-        buf.extend_from_slice(&self.tag);
-        let n = key
-            .open_in_place(Nonce::assume_unique_for_key(self.iv), Aad::from(self.aad.as_bytes()), &mut buf)
-            .map_err(|_| Error::DecryptionFailed)?
-            .len();
-        buf.truncate(n);
+        let key = Aes256Gcm::new(&cek).map_err(|_| Error::Crypto("AES key"))?;
+        let mut buf = Zeroizing::new(self.ciphertext.clone());
+        if key.open_in_place_detached(&self.iv, self.aad.as_bytes(), &mut buf, &self.tag).is_err() {
+            buf.fill(0);
+            return Err(Error::DecryptionFailed);
+        }
         Ok(buf)
     }
 }
@@ -217,12 +214,10 @@ pub fn encrypt(key: EncryptKey<'_>, enc: ContentEnc, params: &HeaderParams, plai
     }
     .encode();
     let mut iv = [0u8; IV_LEN];
-    aws_lc_rs::rand::fill(&mut iv).map_err(|_| Error::Crypto("random"))?;
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &cek).map_err(|_| Error::Crypto("AES key"))?);
+    primitives::fill_random(&mut iv).map_err(|_| Error::Crypto("random"))?;
+    let key = Aes256Gcm::new(&cek).map_err(|_| Error::Crypto("AES key"))?;
     let mut buf = plaintext.to_vec();
-    let tag = key
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(header.as_bytes()), &mut buf)
-        .map_err(|_| Error::Crypto("AES-GCM seal"))?;
+    let tag = key.seal_in_place_detached(&iv, header.as_bytes(), &mut buf).map_err(|_| Error::Crypto("AES-GCM seal"))?;
     let mut out = String::with_capacity(header.len() + (encrypted_key.len() + buf.len()) * 4 / 3 + 48);
     out.push_str(&header);
     out.push('.');

@@ -1,6 +1,6 @@
 //! Compact JWS (RFC 7515) with `PS256`, `RS256` or `ES256`.
 
-use aws_lc_rs::signature;
+use primitives::rsa::Padding;
 
 use crate::b64;
 use crate::error::{Error, Part, Result};
@@ -121,11 +121,11 @@ impl Jws {
         match (self.header.alg, key) {
             (SigAlg::PS256, VerifyKey::Rsa(k)) => {
                 check_rsa_sig_len(k, &self.signature)?;
-                k.verify(&signature::RSA_PSS_2048_8192_SHA256, msg, &self.signature)?
+                k.verify(Padding::PssSha256, msg, &self.signature)?
             }
             (SigAlg::RS256, VerifyKey::Rsa(k)) => {
                 check_rsa_sig_len(k, &self.signature)?;
-                k.verify(&signature::RSA_PKCS1_2048_8192_SHA256, msg, &self.signature)?
+                k.verify(Padding::Pkcs1Sha256, msg, &self.signature)?
             }
             (SigAlg::ES256, VerifyKey::Ec(k)) => k.verify_es256(msg, &self.signature)?,
             (alg, key) => {
@@ -165,8 +165,8 @@ pub fn sign(alg: SigAlg, key: SignKey<'_>, params: &HeaderParams, payload: &[u8]
     input.push('.');
     input.push_str(&b64::encode(payload));
     let sig = match (alg, key) {
-        (SigAlg::PS256, SignKey::Rsa(k)) => k.sign(&signature::RSA_PSS_SHA256, input.as_bytes())?,
-        (SigAlg::RS256, SignKey::Rsa(k)) => k.sign(&signature::RSA_PKCS1_SHA256, input.as_bytes())?,
+        (SigAlg::PS256, SignKey::Rsa(k)) => k.sign(Padding::PssSha256, input.as_bytes())?,
+        (SigAlg::RS256, SignKey::Rsa(k)) => k.sign(Padding::Pkcs1Sha256, input.as_bytes())?,
         (SigAlg::ES256, SignKey::Ec(k)) => k.sign_es256(input.as_bytes())?,
         (alg, key) => {
             return Err(Error::WrongKeyType {

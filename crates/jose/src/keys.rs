@@ -6,12 +6,8 @@
 
 use std::fmt;
 
-use aws_lc_rs::agreement;
-use aws_lc_rs::encoding::{AsBigEndian, AsDer};
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa;
-use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _};
 use der::{Decode, Encode};
+use primitives::rsa::{self, Padding};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -46,7 +42,7 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
 
 /// RFC 7638 thumbprint: SHA-256 over the canonical required members, base64url.
 fn thumbprint(canonical_json: &str) -> String {
-    b64::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical_json.as_bytes()))
+    b64::encode(primitives::sha256(canonical_json.as_bytes()))
 }
 
 // ---------------------------------------------------------------- oct
@@ -71,7 +67,7 @@ impl OctKey {
     /// A fresh random key of `len` bytes.
     pub fn generate(len: usize, kid: Option<String>) -> Result<Self> {
         let mut k = Zeroizing::new(vec![0u8; len]);
-        aws_lc_rs::rand::fill(&mut k).map_err(|_| Error::Crypto("random"))?;
+        primitives::fill_random(&mut k).map_err(|_| Error::Crypto("random"))?;
         Self::new(std::mem::take(&mut *k), kid)
     }
 
@@ -123,7 +119,7 @@ pub struct RsaPublicKey {
     n: Vec<u8>,
     e: Vec<u8>,
     kid: Option<String>,
-    enc: rsa::PublicEncryptingKey,
+    key: rsa::PublicKey,
 }
 
 impl RsaPublicKey {
@@ -144,21 +140,14 @@ impl RsaPublicKey {
         if e.is_empty() || e.len() > 5 || e[e.len() - 1] & 1 == 0 || (e.len() == 1 && e[0] < 3) {
             return Err(Error::InvalidKey("RSA public exponent"));
         }
-        // `PublicEncryptingKey::from_der` takes SubjectPublicKeyInfo only (not
-        // PKCS#1), so build the key from its components directly.
-        let enc: rsa::PublicEncryptingKey =
-            rsa::PublicKeyComponents { n, e }.try_into().map_err(|_| Error::InvalidKey("RSA"))?;
-        Ok(Self { n: n.to_vec(), e: e.to_vec(), kid, enc })
+        let key = rsa::PublicKey::from_components(n, e).map_err(|_| Error::InvalidKey("RSA"))?;
+        Ok(Self { n: n.to_vec(), e: e.to_vec(), kid, key })
     }
 
     /// From DER: SubjectPublicKeyInfo or PKCS#1 RSAPublicKey.
     pub fn from_der(der: &[u8], kid: Option<String>) -> Result<Self> {
-        let pk = rsa::PublicKey::from_der(der).map_err(|_| Error::InvalidKey("RSA"))?;
-        Self::from_components(
-            pk.modulus().big_endian_without_leading_zero(),
-            pk.exponent().big_endian_without_leading_zero(),
-            kid,
-        )
+        let (n, e) = rsa::PublicKey::parse_der(der).map_err(|_| Error::InvalidKey("RSA"))?;
+        Self::from_components(&n, &e, kid)
     }
 
     /// From PEM (`PUBLIC KEY` or `RSA PUBLIC KEY`).
@@ -175,7 +164,7 @@ impl RsaPublicKey {
 
     /// SubjectPublicKeyInfo DER.
     pub fn to_spki_der(&self) -> Vec<u8> {
-        self.enc.as_der().expect("SPKI of a valid key").as_ref().to_vec()
+        self.key.spki_der()
     }
 
     /// PEM (`PUBLIC KEY`).
@@ -185,7 +174,7 @@ impl RsaPublicKey {
 
     /// Modulus size in bits.
     pub fn bits(&self) -> usize {
-        self.enc.key_size_bits()
+        self.key.bits()
     }
 
     /// Key id.
@@ -217,20 +206,11 @@ impl RsaPublicKey {
 
     /// RSAES-OAEP with SHA-1 and MGF1-SHA-1 (JOSE `RSA-OAEP`).
     pub(crate) fn encrypt_oaep(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
-        let key = rsa::OaepPublicEncryptingKey::new(self.enc.clone()).map_err(|_| Error::Crypto("RSA-OAEP key"))?;
-        let mut out = vec![0u8; key.ciphertext_size()];
-        let n = key
-            .encrypt(&rsa::OAEP_SHA1_MGF1SHA1, plaintext, &mut out, None)
-            .map_err(|_| Error::Crypto("RSA-OAEP encrypt"))?
-            .len();
-        out.truncate(n);
-        Ok(out)
+        self.key.encrypt_oaep_sha1(plaintext).map_err(|_| Error::Crypto("RSA-OAEP encrypt"))
     }
 
-    pub(crate) fn verify(&self, params: &'static signature::RsaParameters, msg: &[u8], sig: &[u8]) -> Result<()> {
-        signature::RsaPublicKeyComponents { n: &self.n, e: &self.e }
-            .verify(params, msg, sig)
-            .map_err(|_| Error::BadSignature)
+    pub(crate) fn verify(&self, padding: Padding, msg: &[u8], sig: &[u8]) -> Result<()> {
+        self.key.verify(padding, msg, sig).map_err(|_| Error::BadSignature)
     }
 }
 
@@ -248,53 +228,51 @@ impl fmt::Debug for RsaPublicKey {
 }
 
 /// An RSA private key (2048 to 8192 bits). Its PKCS#8 form zeroizes on drop.
+///
+/// Native only: in the browser (wasm32) every constructor fails with
+/// [`Error::Unsupported`], as the client never holds one.
 pub struct RsaPrivateKey {
-    pkcs8: Zeroizing<Vec<u8>>,
-    signer: rsa::KeyPair,
-    decrypter: rsa::OaepPrivateDecryptingKey,
+    key: rsa::PrivateKey,
     public: RsaPublicKey,
+}
+
+fn unsupported_or(e: primitives::Error, otherwise: Error) -> Error {
+    match e {
+        primitives::Error::Unsupported(what) => Error::Unsupported(what),
+        primitives::Error::Failed(_) => otherwise,
+    }
 }
 
 impl RsaPrivateKey {
     /// A fresh key of 2048, 3072, 4096 or 8192 bits.
     pub fn generate(bits: usize, kid: Option<String>) -> Result<Self> {
-        let size = match bits {
-            2048 => rsa::KeySize::Rsa2048,
-            3072 => rsa::KeySize::Rsa3072,
-            4096 => rsa::KeySize::Rsa4096,
-            8192 => rsa::KeySize::Rsa8192,
-            _ => return Err(Error::KeySize { kind: "RSA", bits, allowed: "generate 2048, 3072, 4096 or 8192 bits" }),
-        };
-        let kp = rsa::KeyPair::generate(size).map_err(|_| Error::Crypto("RSA keygen"))?;
-        let der = kp.as_der().map_err(|_| Error::Crypto("RSA PKCS#8"))?;
-        Self::from_pkcs8_der(der.as_ref(), kid)
+        if !rsa::GENERATE_BITS.contains(&bits) {
+            return Err(Error::KeySize { kind: "RSA", bits, allowed: "generate 2048, 3072, 4096 or 8192 bits" });
+        }
+        let key = rsa::PrivateKey::generate(bits).map_err(|e| unsupported_or(e, Error::Crypto("RSA keygen")))?;
+        Self::from_key(key, kid)
+    }
+
+    fn from_key(key: rsa::PrivateKey, kid: Option<String>) -> Result<Self> {
+        let bits = key.modulus_len() * 8;
+        if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+            return Err(Error::KeySize { kind: "RSA", bits, allowed: RSA_SIZES });
+        }
+        let (n, e) = key.public_components();
+        let public = RsaPublicKey::from_components(&n, &e, kid)?;
+        Ok(Self { key, public })
     }
 
     /// From PKCS#8 DER.
     pub fn from_pkcs8_der(der: &[u8], kid: Option<String>) -> Result<Self> {
-        let signer = rsa::KeyPair::from_pkcs8(der).map_err(|_| Error::InvalidKey("RSA"))?;
-        let bits = signer.public_modulus_len() * 8;
-        if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
-            return Err(Error::KeySize { kind: "RSA", bits, allowed: RSA_SIZES });
-        }
-        let decrypter = rsa::PrivateDecryptingKey::from_pkcs8(der)
-            .ok()
-            .and_then(|k| rsa::OaepPrivateDecryptingKey::new(k).ok())
-            .ok_or(Error::InvalidKey("RSA"))?;
-        let pk = signer.public_key();
-        let public = RsaPublicKey::from_components(
-            pk.modulus().big_endian_without_leading_zero(),
-            pk.exponent().big_endian_without_leading_zero(),
-            kid,
-        )?;
-        Ok(Self { pkcs8: Zeroizing::new(der.to_vec()), signer, decrypter, public })
+        let key = rsa::PrivateKey::from_pkcs8_der(der).map_err(|e| unsupported_or(e, Error::InvalidKey("RSA")))?;
+        Self::from_key(key, kid)
     }
 
     /// From PKCS#1 RSAPrivateKey DER.
     pub fn from_pkcs1_der(der: &[u8], kid: Option<String>) -> Result<Self> {
-        let kp = rsa::KeyPair::from_der(der).map_err(|_| Error::InvalidKey("RSA"))?;
-        let p8 = kp.as_der().map_err(|_| Error::Crypto("RSA PKCS#8"))?;
-        Self::from_pkcs8_der(p8.as_ref(), kid)
+        let key = rsa::PrivateKey::from_pkcs1_der(der).map_err(|e| unsupported_or(e, Error::InvalidKey("RSA")))?;
+        Self::from_key(key, kid)
     }
 
     /// From PEM (`PRIVATE KEY` or `RSA PRIVATE KEY`).
@@ -325,28 +303,19 @@ impl RsaPrivateKey {
     ) -> Result<Self> {
         // Check the size first so that the error names it.
         RsaPublicKey::from_components(n, e, None)?;
-        let comps = rsa::KeyPairComponents {
-            public_key: rsa::PublicKeyComponents { n: strip_leading_zeros(n), e: strip_leading_zeros(e) },
-            d,
-            p,
-            q,
-            dP: dp,
-            dQ: dq,
-            qInv: qi,
-        };
-        let kp = rsa::KeyPair::from_components(&comps).map_err(|_| Error::InvalidKey("RSA"))?;
-        let p8 = kp.as_der().map_err(|_| Error::Crypto("RSA PKCS#8"))?;
-        Self::from_pkcs8_der(p8.as_ref(), kid)
+        let key = rsa::PrivateKey::from_components(strip_leading_zeros(n), strip_leading_zeros(e), d, p, q, dp, dq, qi)
+            .map_err(|e| unsupported_or(e, Error::InvalidKey("RSA")))?;
+        Self::from_key(key, kid)
     }
 
     /// PKCS#8 DER. Handle with care.
     pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
-        self.pkcs8.clone()
+        Zeroizing::new(self.key.pkcs8_der().to_vec())
     }
 
     /// PEM (`PRIVATE KEY`, PKCS#8), zeroized on drop. Handle with care.
     pub fn to_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(pem_encode(PEM_PRIVATE, &self.pkcs8))
+        Zeroizing::new(pem_encode(PEM_PRIVATE, self.key.pkcs8_der()))
     }
 
     /// The public half.
@@ -362,7 +331,7 @@ impl RsaPrivateKey {
     /// The private JWK, with all CRT members. Handle with care.
     pub fn to_jwk(&self) -> Jwk {
         let mut jwk = self.public.to_jwk();
-        let pki = pkcs8::PrivateKeyInfo::from_der(&self.pkcs8).expect("own PKCS#8 parses");
+        let pki = pkcs8::PrivateKeyInfo::from_der(self.key.pkcs8_der()).expect("own PKCS#8 parses");
         let k = pkcs1::RsaPrivateKey::from_der(pki.private_key).expect("own PKCS#1 parses");
         let s = |u: der::asn1::UintRef<'_>| Some(SecretString::new(b64::encode(u.as_bytes())));
         jwk.d = s(k.private_exponent);
@@ -374,18 +343,13 @@ impl RsaPrivateKey {
         jwk
     }
 
-    pub(crate) fn sign(&self, enc: &'static dyn signature::RsaEncoding, msg: &[u8]) -> Result<Vec<u8>> {
-        let mut sig = vec![0u8; self.signer.public_modulus_len()];
-        self.signer.sign(enc, &SystemRandom::new(), msg, &mut sig).map_err(|_| Error::Crypto("RSA sign"))?;
-        Ok(sig)
+    pub(crate) fn sign(&self, padding: Padding, msg: &[u8]) -> Result<Vec<u8>> {
+        self.key.sign(padding, msg).map_err(|_| Error::Crypto("RSA sign"))
     }
 
     /// RSA-OAEP decryption; `None` on any failure (callers must not reveal why).
     pub(crate) fn decrypt_oaep(&self, ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-        let mut out = Zeroizing::new(vec![0u8; self.decrypter.min_output_size()]);
-        let n = self.decrypter.decrypt(&rsa::OAEP_SHA1_MGF1SHA1, ciphertext, &mut out, None).ok()?.len();
-        out.truncate(n);
-        Some(out)
+        self.key.decrypt_oaep_sha1(ciphertext)
     }
 }
 
@@ -431,9 +395,9 @@ impl EcPublicKey {
         if point[0] != 4 {
             return Err(Error::InvalidKey("P-256 (point must be uncompressed)"));
         }
-        // Parsing checks that the point is on the curve and not the identity.
-        agreement::ParsedPublicKey::try_from(&agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &point[..]))
-            .map_err(|_| Error::InvalidKey("P-256 (point not on the curve)"))?;
+        if !primitives::p256::check_point(&point) {
+            return Err(Error::InvalidKey("P-256 (point not on the curve)"));
+        }
         Ok(Self { point, kid })
     }
 
@@ -516,9 +480,7 @@ impl EcPublicKey {
     }
 
     pub(crate) fn verify_es256(&self, msg: &[u8], sig: &[u8]) -> Result<()> {
-        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &self.point[..])
-            .verify(msg, sig)
-            .map_err(|_| Error::BadSignature)
+        primitives::p256::verify(&self.point, msg, sig).map_err(|_| Error::BadSignature)
     }
 }
 
@@ -538,18 +500,8 @@ pub struct EcPrivateKey {
 impl EcPrivateKey {
     /// A fresh random key.
     pub fn generate(kid: Option<String>) -> Result<Self> {
-        let sk = agreement::PrivateKey::generate(&agreement::ECDH_P256).map_err(|_| Error::Crypto("P-256 keygen"))?;
-        Self::from_agreement_key(&sk, kid)
-    }
-
-    fn from_agreement_key(sk: &agreement::PrivateKey, kid: Option<String>) -> Result<Self> {
-        let bin: aws_lc_rs::encoding::EcPrivateKeyBin<'_> =
-            sk.as_be_bytes().map_err(|_| Error::Crypto("P-256 export"))?;
-        let mut d = Zeroizing::new([0u8; 32]);
-        d.copy_from_slice(bin.as_ref());
-        let pk = sk.compute_public_key().map_err(|_| Error::Crypto("P-256 public"))?;
-        let public = EcPublicKey::from_sec1(pk.as_ref(), kid)?;
-        Ok(Self { d, public })
+        let (d, point) = primitives::p256::generate().map_err(|_| Error::Crypto("P-256 keygen"))?;
+        Ok(Self { d, public: EcPublicKey::from_sec1(&point, kid)? })
     }
 
     /// From the 32-byte scalar; if `expected` is given, the derived public key must equal it.
@@ -557,9 +509,10 @@ impl EcPrivateKey {
         if d.len() != 32 {
             return Err(Error::InvalidKey("P-256 (private scalar must be 32 bytes)"));
         }
-        let sk = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, d)
-            .map_err(|_| Error::InvalidKey("P-256"))?;
-        let key = Self::from_agreement_key(&sk, kid)?;
+        let point = primitives::p256::public_from_scalar(d).map_err(|_| Error::InvalidKey("P-256"))?;
+        let mut scalar = Zeroizing::new([0u8; 32]);
+        scalar.copy_from_slice(d);
+        let key = Self { d: scalar, public: EcPublicKey::from_sec1(&point, kid)? };
         if let Some(exp) = expected {
             if exp.point != key.public.point {
                 return Err(Error::InvalidKey("P-256 (d does not match x, y)"));
@@ -570,11 +523,8 @@ impl EcPrivateKey {
 
     /// From DER: PKCS#8 or SEC1 (RFC 5915).
     pub fn from_der(der: &[u8], kid: Option<String>) -> Result<Self> {
-        let kp = EcdsaKeyPair::from_private_key_der(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
-            .map_err(|_| Error::InvalidKey("P-256"))?;
-        let bin: aws_lc_rs::encoding::EcPrivateKeyBin<'_> =
-            kp.private_key().as_be_bytes().map_err(|_| Error::Crypto("P-256 export"))?;
-        Self::from_scalar(bin.as_ref(), None, kid)
+        let d = primitives::p256::scalar_from_der(der).map_err(|_| Error::InvalidKey("P-256"))?;
+        Self::from_scalar(&d[..], None, kid)
     }
 
     /// From PEM (`PRIVATE KEY` or `EC PRIVATE KEY`).
@@ -589,24 +539,9 @@ impl EcPrivateKey {
         }
     }
 
-    fn ecdsa(&self) -> Result<EcdsaKeyPair> {
-        EcdsaKeyPair::from_private_key_and_public_key(
-            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &*self.d,
-            &self.public.point,
-        )
-        .map_err(|_| Error::Crypto("P-256 key"))
-    }
-
     /// PKCS#8 DER. Handle with care.
     pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(
-            self.ecdsa()
-                .and_then(|k| k.to_pkcs8v1().map_err(|_| Error::Crypto("PKCS#8")))
-                .expect("valid key encodes")
-                .as_ref()
-                .to_vec(),
-        )
+        primitives::p256::to_pkcs8_der(&self.d, &self.public.point).expect("valid key encodes")
     }
 
     /// PEM (`PRIVATE KEY`, PKCS#8), zeroized on drop. Handle with care.
@@ -636,19 +571,12 @@ impl EcPrivateKey {
 
     /// Raw ECDH: the x coordinate of `d · peer` (32 bytes, zeroized on drop).
     pub fn ecdh(&self, peer: &EcPublicKey) -> Result<Zeroizing<[u8; 32]>> {
-        let sk = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, &*self.d)
-            .map_err(|_| Error::Crypto("P-256"))?;
-        let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &peer.point[..]);
-        agreement::agree(&sk, peer, Error::Crypto("ECDH"), |z| {
-            let mut out = Zeroizing::new([0u8; 32]);
-            out.copy_from_slice(z);
-            Ok(out)
-        })
+        primitives::p256::ecdh(&self.d, &peer.point).map_err(|_| Error::Crypto("ECDH"))
     }
 
     pub(crate) fn sign_es256(&self, msg: &[u8]) -> Result<Vec<u8>> {
-        let sig = self.ecdsa()?.sign(&SystemRandom::new(), msg).map_err(|_| Error::Crypto("ECDSA sign"))?;
-        Ok(sig.as_ref().to_vec())
+        let sig = primitives::p256::sign(&self.d, &self.public.point, msg).map_err(|_| Error::Crypto("ECDSA sign"))?;
+        Ok(sig.to_vec())
     }
 }
 

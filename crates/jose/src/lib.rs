@@ -1,8 +1,9 @@
 //! # jose: the JOSE subset of the Custos KMS protocol
 //!
 //! Compact JWE (`dir` or `RSA-OAEP`, with `A256GCM`), compact JWS (`PS256`,
-//! `RS256`, `ES256`), and JWKs for RSA, EC P-256 and oct keys, over
-//! [`aws-lc-rs`](aws_lc_rs). It is small on purpose:
+//! `RS256`, `ES256`), and JWKs for RSA, EC P-256 and oct keys, over the
+//! [`primitives`] crate (aws-lc-rs natively, RustCrypto in the browser, where
+//! RSA private keys do not exist). It is small on purpose:
 //!
 //! - **Allowlists, not negotiation.** Every reader takes a policy naming the
 //!   algorithms the caller accepts ([`JwePolicy`], [`JwsPolicy`]). `none`,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use aws_lc_rs::{hkdf, hmac};
+use primitives::HmacSha256;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::de::{self, Deserializer, Visitor};
@@ -47,12 +47,9 @@ impl SearchKey {
     /// KMS and `key_uri` that key's URI (which names its version): the same key
     /// bytes under two URIs give unrelated search keys, and so do two spaces.
     pub fn derive(space_key: &[u8; 32], key_uri: &str) -> SearchKey {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SEARCH_KEY_SALT).extract(space_key);
-        let info = [key_uri.as_bytes()];
         let mut bytes = [0u8; SEARCH_KEY_LEN];
         // HKDF-SHA256 can expand to 255 * 32 bytes; 32 never fails.
-        prk.expand(&info, hkdf::HKDF_SHA256)
-            .and_then(|okm| okm.fill(&mut bytes))
+        primitives::hkdf_sha256(SEARCH_KEY_SALT, space_key, key_uri.as_bytes(), &mut bytes)
             .expect("HKDF-SHA256 expands to 32 bytes");
         SearchKey { bytes, key_uri: key_uri.to_owned() }
     }
@@ -65,8 +62,8 @@ impl SearchKey {
     }
 
     /// An HMAC key to compute many tokens with (one key schedule per batch).
-    pub(crate) fn hmac_key(&self) -> hmac::Key {
-        hmac::Key::new(hmac::HMAC_SHA256, &self.bytes)
+    pub(crate) fn hmac_key(&self) -> HmacSha256 {
+        HmacSha256::new(&self.bytes)
     }
 
     #[cfg(test)]
@@ -123,13 +120,10 @@ impl Token {
     }
 
     /// `HMAC-SHA256(key, tag ‖ text)[..16]`.
-    pub(crate) fn compute(key: &hmac::Key, tag: &[u8], text: &str) -> Token {
-        let mut ctx = hmac::Context::with_key(key);
-        ctx.update(tag);
-        ctx.update(text.as_bytes());
-        let mac = ctx.sign();
+    pub(crate) fn compute(key: &HmacSha256, tag: &[u8], text: &str) -> Token {
+        let mac = key.mac(&[tag, text.as_bytes()]);
         let mut bytes = [0u8; TOKEN_LEN];
-        bytes.copy_from_slice(&mac.as_ref()[..TOKEN_LEN]);
+        bytes.copy_from_slice(&mac[..TOKEN_LEN]);
         Token(bytes)
     }
 }
