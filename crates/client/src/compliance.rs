@@ -19,7 +19,6 @@
 //! core says; a replayed event is refused. Anything that fails shows as
 //! [`Content::Unreadable`] with the reason, never as someone's words.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -113,7 +112,7 @@ impl ComplianceReader {
             me["user_id"].as_str().ok_or_else(|| Error::Invalid("the core did not say who you are".into()))?,
         );
         let kms = kms_client(&cfg, tokens.clone(), None, None);
-        Ok(Self { core, cfg, tokens, officer, kms, seen: Mutex::new(HashMap::new()) })
+        Ok(Self { core, cfg, tokens, officer, kms, seen: Mutex::new(crate::engine::events::ReplayGuard::new()) })
     }
 
     /// The officer (as the core knows her).

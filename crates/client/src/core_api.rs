@@ -2,111 +2,21 @@
 //! Everything it sends is ciphertext or routing metadata.
 //!
 //! Crate-private: what the core says is checked by the rest of the SDK
-//! before anyone sees it. Its records ([`CoreEvent`], [`CoreSpace`],
-//! [`CoreMember`], [`CoreComplianceSpace`]) are public, re-exported at the
-//! crate root, as what the core claims (unverified).
+//! before anyone sees it. Its records are in [`crate::wire`].
 
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::tokens::TokenSource;
+pub(crate) use crate::wire::CoreFile;
+pub use crate::wire::{CoreComplianceSpace, CoreEvent, CoreMember, CoreSpace};
 
 /// Largest JSON answer read from the core (pages of events are well under).
 pub(crate) const MAX_ANSWER: usize = 16 * 1024 * 1024;
-
-/// A space as the core describes it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct CoreSpace {
-    /// Id.
-    pub id: String,
-    /// The KMS resource (as the core claims; checked against the sealed metadata).
-    pub resource_uri: String,
-    /// The org that created it.
-    pub org: String,
-    /// Sealed metadata (title and resource binding), compact JWE.
-    pub title: Option<String>,
-    /// Creator.
-    pub creator: String,
-    /// Created (ms since the epoch).
-    pub create_date: i64,
-    /// Latest sequence number.
-    pub last_seq: i64,
-}
-
-/// A member as the core lists it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct CoreMember {
-    /// `name@org`.
-    pub user_id: String,
-    /// `member` or `moderator`.
-    pub role: String,
-    /// When they were added (ms since the epoch; the core's word).
-    #[serde(default)]
-    pub added_at: Option<i64>,
-}
-
-/// An event as the core stores it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct CoreEvent {
-    /// The space.
-    pub space_id: String,
-    /// Sequence number in the space.
-    pub seq: i64,
-    /// Event id.
-    pub id: String,
-    /// The sender's own id for the post.
-    #[serde(default)]
-    pub client_event_id: Option<String>,
-    /// `message`, `edit`, `delete`, `reaction`, `member_added`, `member_removed`, `title`, `file_ready`.
-    pub kind: String,
-    /// Who the core says sent it.
-    pub sender: String,
-    /// Thread parent.
-    #[serde(default)]
-    pub parent: Option<String>,
-    /// The event acted on.
-    #[serde(default)]
-    pub target: Option<String>,
-    /// The member concerned.
-    #[serde(default)]
-    pub subject: Option<String>,
-    /// Ciphertext.
-    #[serde(default)]
-    pub ciphertext: Option<String>,
-    /// Key URI.
-    #[serde(default)]
-    pub key_uri: Option<String>,
-    /// Routing metadata (JSON text).
-    #[serde(default)]
-    pub meta: Option<String>,
-    /// When the core stored it (ms).
-    pub create_date: i64,
-}
-
-/// A file as the core describes it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub(crate) struct CoreFile {
-    /// Id.
-    pub id: String,
-    /// Its space.
-    pub space_id: String,
-    /// Uploader.
-    pub uploader: String,
-    /// Ciphertext size.
-    pub size: i64,
-    /// Chunk size.
-    pub chunk_size: i64,
-    /// Sealed metadata.
-    pub meta_ciphertext: String,
-    /// Its key.
-    pub key_uri: String,
-    /// Upload finished.
-    pub ready: bool,
-}
 
 /// The core's HTTP API with the caller's tokens.
 #[derive(Clone)]
@@ -118,18 +28,6 @@ pub(crate) struct CoreApi {
     /// Where [`CoreApi::events`], [`CoreApi::file`] and
     /// [`CoreApi::get_chunk`] read: `/v1` (members) or `/v1/compliance`.
     reads: &'static str,
-}
-
-/// A space as a compliance reader sees it (`GET /v1/compliance/spaces/{id}`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct CoreComplianceSpace {
-    /// The space.
-    pub space: CoreSpace,
-    /// Current members.
-    pub members: Vec<CoreMember>,
-    /// Users who were members and are no longer.
-    #[serde(default)]
-    pub former_members: Vec<String>,
 }
 
 /// The core's error body `{"error": code, "message": …}`; empty strings if not that shape.

@@ -6,15 +6,16 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jose::{OctKey, RsaPublicKey};
+use jose::RsaPublicKey;
 use kms_protocol::channel::{begin_handshake, KmsInfo, Session};
 use kms_protocol::message::{
-    ClientInfo, Credential, KeyObject, Method, Request, RequestBody, ResourceObject, Response,
+    ClientInfo, Credential, Method, Request, RequestBody, ResourceObject, Response,
 };
 use kms_protocol::uri::KmsUri;
 use kms_protocol::{ProtocolError, Status};
 
 use crate::error::{Error, Result};
+pub use crate::engine::key::ContentKey;
 use crate::tokens::TokenSource;
 
 /// Renew the channel when it has less than this left.
@@ -82,41 +83,6 @@ pub enum Route {
         /// The core's base URL.
         core_url: String,
     },
-}
-
-/// A content key as the client keeps it.
-#[derive(Clone)]
-pub struct ContentKey {
-    /// `kms://…/keys/<id>`.
-    pub uri: KmsUri,
-    /// The key itself (zeroized on drop, never printed).
-    pub key: Arc<OctKey>,
-    /// The resource it is bound to, if bound.
-    pub resource: Option<KmsUri>,
-    /// When it was bound.
-    pub bind_date: Option<time::OffsetDateTime>,
-}
-
-impl std::fmt::Debug for ContentKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContentKey")
-            .field("uri", &self.uri.to_string())
-            .field("resource", &self.resource.as_ref().map(|u| u.to_string()))
-            .finish_non_exhaustive()
-    }
-}
-
-impl ContentKey {
-    fn from_object(k: &KeyObject) -> Result<Self> {
-        let key = k
-            .jwk
-            .to_oct()
-            .map_err(|e| Error::Tampered(format!("the KMS sent a content key that is not a 256-bit oct key ({e})")))?;
-        if key.expose().len() != 32 {
-            return Err(Error::Tampered("the KMS sent a content key that is not 256 bits".into()));
-        }
-        Ok(Self { uri: k.uri.clone(), key: Arc::new(key), resource: k.resource_uri.clone(), bind_date: k.bind_date })
-    }
 }
 
 /// One user's (or service's) connection to its KMS.

@@ -126,71 +126,61 @@
 //!   previews, removal, the live stream, compliance reading, and the core's
 //!   HTTP API.
 
-mod admin;
-pub mod compliance;
-mod core_api;
+// What the browser's WebAssembly build has too: the transport-free engine,
+// the types, the core's records and the error. The rest does I/O (reqwest,
+// tokio, files) and is native only.
 pub mod engine;
 mod error;
-mod events;
-mod files;
-pub mod kms;
-mod live;
-mod previews;
-mod removal;
-mod search;
-mod session;
-pub mod tokens;
 pub mod types;
+pub mod wire;
 
-pub use compliance::{ComplianceReader, ComplianceSpace};
-pub use core_api::{CoreComplianceSpace, CoreEvent, CoreMember, CoreSpace};
+#[cfg(not(target_arch = "wasm32"))]
+mod admin;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod compliance;
+#[cfg(not(target_arch = "wasm32"))]
+mod core_api;
+#[cfg(not(target_arch = "wasm32"))]
+mod events;
+#[cfg(not(target_arch = "wasm32"))]
+mod files;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod kms;
+#[cfg(not(target_arch = "wasm32"))]
+mod live;
+#[cfg(not(target_arch = "wasm32"))]
+mod previews;
+#[cfg(not(target_arch = "wasm32"))]
+mod removal;
+#[cfg(not(target_arch = "wasm32"))]
+mod search;
+#[cfg(not(target_arch = "wasm32"))]
+mod session;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod tokens;
+
 pub use engine::envelope::MAX_TEXT;
+pub use engine::key::ContentKey;
 pub use error::{Error, Result};
-pub use files::{Progress, UPLOAD_CHUNK};
-pub use kms::{KmsPin, Route};
-pub use live::Live;
-pub use previews::Preview;
-pub use search::SearchHit;
-pub use session::{Session, SessionConfig};
 pub use types::{Content, EventId, FileId, FileInfo, Member, Message, Role, Space, SpaceId, SpaceSummary, UserId};
+pub use wire::{CoreComplianceSpace, CoreEvent, CoreMember, CoreSpace};
 
-/// The HTTP client every part of the SDK uses.
-pub(crate) fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .expect("the HTTP client builds")
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::*;
+
+/// The native SDK's entry points.
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    pub use crate::compliance::{ComplianceReader, ComplianceSpace};
+    pub use crate::files::{Progress, UPLOAD_CHUNK};
+    pub use crate::kms::{KmsPin, Route};
+    pub use crate::live::Live;
+    pub use crate::previews::Preview;
+    pub use crate::search::SearchHit;
+    pub use crate::session::{Session, SessionConfig};
 }
 
-/// Reads a response body, at most `cap` bytes: `Err(None)` when larger,
-/// `Err(Some(why))` when it broke off.
-pub(crate) async fn read_capped(
-    mut r: reqwest::Response,
-    cap: usize,
-) -> std::result::Result<bytes::Bytes, Option<String>> {
-    if r.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(None);
-    }
-    let mut out = bytes::BytesMut::new();
-    while let Some(chunk) = r.chunk().await.map_err(|e| Some(why(&e)))? {
-        if out.len() + chunk.len() > cap {
-            return Err(None);
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out.freeze())
-}
-
-/// Why a request failed, without the URL's query or any body.
-pub(crate) fn why(e: &reqwest::Error) -> String {
-    if e.is_connect() {
-        "connection refused or unreachable".into()
-    } else if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_body() || e.is_decode() {
-        "the answer broke off".into()
-    } else {
-        "the request failed".into()
-    }
-}
+#[cfg(not(target_arch = "wasm32"))]
+mod net;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use net::{http_client, read_capped, why};

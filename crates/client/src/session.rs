@@ -122,7 +122,7 @@ impl Session {
             org,
             rotation: cfg.rotation,
             spaces: Mutex::new(HashMap::new()),
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(crate::engine::events::ReplayGuard::new()),
         })
     }
 
@@ -380,38 +380,21 @@ impl Session {
         }
         let mut searchable = None;
         if let Some(body) = body {
-            if let Body::Text { text } = &body {
-                if text.len() > envelope::MAX_TEXT {
-                    return Err(Error::Invalid(format!(
-                        "the text is {} bytes; at most {} fit in one message",
-                        text.len(),
-                        envelope::MAX_TEXT
-                    )));
-                }
-            }
+            envelope::check_text(&body)?;
             let key = self.current_key(space).await?;
-            let resource = key.resource.clone().expect("checked bound");
-            let mut env = self.envelope(&resource, body);
+            if let (Body::Text { text }, "message" | "edit") = (&body, kind) {
+                searchable = Some((key.clone(), text.clone()));
+            }
             // What the event is, sealed: the core cannot re-post it, turn it
             // into another kind, or move it to another parent or target.
-            env.event = Some(envelope::EventBinding {
+            let binding = envelope::EventBinding {
                 kind: kind.to_string(),
                 id: cid.clone(),
                 parent: parent.map(|p| p.to_string()),
                 target: target.map(|t| t.to_string()),
-            });
-            let sealed = envelope::seal(&key.key, &key.uri.to_string(), &env)?;
-            if sealed.len() > envelope::MAX_SEALED {
-                return Err(Error::Invalid(format!(
-                    "the message is too long: {} bytes sealed, at most {}",
-                    sealed.len(),
-                    envelope::MAX_SEALED
-                )));
-            }
+            };
+            let sealed = envelope::seal_event(&key, self.user_id.as_str(), now_ms(), binding, body)?;
             req["sealed"] = json!({"ciphertext": sealed, "key_uri": key.uri.to_string()});
-            if let (Body::Text { text }, "message" | "edit") = (&env.body, kind) {
-                searchable = Some((key.clone(), text.clone()));
-            }
         }
         let e = self.post_retrying(space, &req).await?;
         if let Some((key, text)) = searchable {

@@ -13,6 +13,7 @@ use jose::{ContentEnc, HeaderParams, Jwe, JwePolicy, OctKey};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::key::ContentKey;
 use crate::error::{Error, Result};
 use crate::types::Content;
 
@@ -149,6 +150,37 @@ pub fn seal(key: &OctKey, key_uri: &str, env: &Envelope) -> Result<String> {
     let json = Zeroizing::new(serde_json::to_vec(env).map_err(|e| Error::Invalid(format!("encoding: {e}")))?);
     let padded = pad(&json);
     Ok(jose::jwe::encrypt(EncryptKey::Dir(key), ContentEnc::A256Gcm, &HeaderParams::kid(key_uri), &padded)?)
+}
+
+/// Refuses a text too long for one message (before any key is fetched).
+pub fn check_text(body: &Body) -> Result<()> {
+    if let Body::Text { text } = body {
+        if text.len() > MAX_TEXT {
+            return Err(Error::Invalid(format!(
+                "the text is {} bytes; at most {MAX_TEXT} fit in one message",
+                text.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Seals an event's content as `sender` at `ts` (the sender's clock, ms)
+/// under the space's current `key`, with what the event is (`binding`)
+/// sealed beside it; refuses texts and sealed items over the limits.
+pub fn seal_event(key: &ContentKey, sender: &str, ts: i64, binding: EventBinding, body: Body) -> Result<String> {
+    check_text(&body)?;
+    let resource =
+        key.resource.as_ref().ok_or_else(|| Error::Invalid("the space's key is not bound to its resource".into()))?;
+    let env = Envelope { v: 1, space: resource.to_string(), sender: sender.to_owned(), ts, event: Some(binding), body };
+    let sealed = seal(&key.key, &key.uri.to_string(), &env)?;
+    if sealed.len() > MAX_SEALED {
+        return Err(Error::Invalid(format!(
+            "the message is too long: {} bytes sealed, at most {MAX_SEALED}",
+            sealed.len()
+        )));
+    }
+    Ok(sealed)
 }
 
 /// The `kid` (key URI) of a sealed item, checked to be `dir` + `A256GCM`.

@@ -17,10 +17,13 @@
 //!   back naming the version read);
 //! - [`cases`]: compliance cases at the KMS (open, decide, list; case and
 //!   resource URIs from what a person types);
-//! - `envelope` (crate-private for now): sealing and opening the content of
-//!   events, files and space metadata;
-//! - `search` (crate-private for now): the search key of a content key and
-//!   the blinded tokens of a text.
+//! - [`envelope`]: sealing and opening the content of events, files and
+//!   space metadata;
+//! - [`events`]: opening a core event with its key (every check a member's
+//!   client makes, the replay guard included);
+//! - [`key`]: a content key from the KMS's key object;
+//! - [`search`]: the search key of a content key and the blinded tokens of a
+//!   text.
 
 use kms_protocol::message::RequestBody;
 use kms_protocol::Method;
@@ -28,9 +31,11 @@ use kms_protocol::Method;
 use crate::error::Error;
 
 pub mod cases;
-pub(crate) mod envelope;
+pub mod envelope;
+pub mod events;
+pub mod key;
 pub mod policy;
-pub(crate) mod search;
+pub mod search;
 
 /// A KMS request, built but not sent: send it on the KMS channel
 /// ([`crate::kms::KmsClient::call`]) and hand the answer to the matching
