@@ -161,6 +161,7 @@ pub mod tokens;
 
 pub use engine::envelope::MAX_TEXT;
 pub use engine::key::ContentKey;
+pub use engine::pin::KmsPin;
 pub use error::{Error, Result};
 pub use types::{Content, EventId, FileId, FileInfo, Member, Message, Role, Space, SpaceId, SpaceSummary, UserId};
 pub use wire::{CoreComplianceSpace, CoreEvent, CoreMember, CoreSpace};
@@ -173,7 +174,7 @@ pub use native::*;
 mod native {
     pub use crate::compliance::{ComplianceReader, ComplianceSpace};
     pub use crate::files::{Progress, UPLOAD_CHUNK};
-    pub use crate::kms::{KmsPin, Route};
+    pub use crate::kms::Route;
     pub use crate::live::Live;
     pub use crate::previews::Preview;
     pub use crate::search::SearchHit;

@@ -189,11 +189,17 @@ impl PendingHandshake {
     /// Verifies the KMS's signed answer and derives the session.
     /// A verified 499 for this request is `ProtocolError::Reset`.
     pub fn finish(self, kms: &KmsInfo, response: &str) -> Result<Session, ProtocolError> {
+        self.finish_at(kms, response, date::now())
+    }
+
+    /// [`finish`](Self::finish) at `now` (the browser passes its clock in:
+    /// reading the system clock panics on wasm32-unknown-unknown).
+    pub fn finish_at(self, kms: &KmsInfo, response: &str, now: Date) -> Result<Session, ProtocolError> {
         let jws = Jws::parse(response, &SIGNED)?;
         let payload = jws.verify(VerifyKey::Rsa(&kms.key))?;
         let typ = jws.header().typ.as_deref();
         if typ == Some(SigningContext::Reset.typ()) {
-            return Err(check_reset(Response::from_json(payload)?, Some(&self.request_id), date::now()));
+            return Err(check_reset(Response::from_json(payload)?, Some(&self.request_id), now));
         }
         if typ != Some(SigningContext::Ecdhe.typ()) {
             return Err(ProtocolError::WrongContext {
@@ -216,7 +222,7 @@ impl PendingHandshake {
                 reason: "must be an ephemeral key of this KMS",
             });
         }
-        if key.expiration_date <= date::now() {
+        if key.expiration_date <= now {
             return Err(ProtocolError::Expired);
         }
         let remote = key.jwk.to_ec_public()?;
@@ -267,7 +273,12 @@ impl Session {
 
     /// Encrypts a request for the KMS. Fails if the session has expired.
     pub fn wrap(&self, req: &Request) -> Result<String, ProtocolError> {
-        if self.info.expiration_date <= date::now() {
+        self.wrap_at(req, date::now())
+    }
+
+    /// [`wrap`](Self::wrap) at `now`.
+    pub fn wrap_at(&self, req: &Request, now: Date) -> Result<String, ProtocolError> {
+        if self.info.expiration_date <= now {
             return Err(ProtocolError::Expired);
         }
         Ok(seal(&self.key, &self.info.uri, &req.to_json())?)
@@ -276,10 +287,15 @@ impl Session {
     /// Reads the KMS's answer to the request with `request_id`. A verified,
     /// fresh, matching 499 is `ProtocolError::Reset`: drop this session.
     pub fn unwrap(&self, kms: &KmsInfo, compact: &str, request_id: &str) -> Result<Response, ProtocolError> {
+        self.unwrap_at(kms, compact, request_id, date::now())
+    }
+
+    /// [`unwrap`](Self::unwrap) at `now` (a reset's freshness is judged against it).
+    pub fn unwrap_at(&self, kms: &KmsInfo, compact: &str, request_id: &str, now: Date) -> Result<Response, ProtocolError> {
         let dots = compact.bytes().filter(|&b| b == b'.').count();
         if dots == 2 {
             let resp = verify_signed(kms, compact, SigningContext::Reset)?;
-            return Err(check_reset(resp, Some(request_id), date::now()));
+            return Err(check_reset(resp, Some(request_id), now));
         }
         let resp = open_dir(&self.key, &self.info.uri, compact, Response::from_json)?;
         if resp.request_id != request_id {
@@ -295,11 +311,21 @@ impl Session {
 /// answer to unreadable input, which anyone can obtain) or another session is
 /// `StaleReset`: ignored.
 pub fn verify_pushed_reset(kms: &KmsInfo, compact: &str, session: &KmsUri) -> Result<String, ProtocolError> {
+    verify_pushed_reset_at(kms, compact, session, date::now())
+}
+
+/// [`verify_pushed_reset`] at `now`.
+pub fn verify_pushed_reset_at(
+    kms: &KmsInfo,
+    compact: &str,
+    session: &KmsUri,
+    now: Date,
+) -> Result<String, ProtocolError> {
     let resp = verify_signed(kms, compact, SigningContext::Reset)?;
     if resp.uri.as_ref() != Some(session) {
         return Err(ProtocolError::StaleReset);
     }
-    match check_reset(resp, None, date::now()) {
+    match check_reset(resp, None, now) {
         ProtocolError::Reset(reason) => Ok(reason),
         other => Err(other),
     }

@@ -233,3 +233,98 @@ impl FileDecryptor {
 pub fn backend() -> &'static str {
     primitives::BACKEND
 }
+
+fn date_of(now_ms: i64) -> Result<kms_protocol::date::Date, String> {
+    kms_protocol::date::Date::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+        .map_err(|_| "the clock reading is out of range".to_string())
+}
+
+/// The secure channel to the org's KMS, its key pinned from the org's
+/// configuration (never from the core): the ECDHE handshake, requests and
+/// answers under the session key, and the KMS's signed 499 resets. The
+/// caller moves the bytes (a `fetch` to the KMS or through the core's relay)
+/// and passes its clock in.
+pub struct KmsChannel {
+    pin: client::KmsPin,
+    pending: Option<kms_protocol::channel::PendingHandshake>,
+    session: Option<kms_protocol::channel::Session>,
+}
+
+impl KmsChannel {
+    /// For the KMS at `domain` whose static public key is `pinned_jwk` (JSON, with `kid`).
+    pub fn new(domain: &str, pinned_jwk: &str) -> Result<KmsChannel, String> {
+        if pinned_jwk.len() > MAX_JSON {
+            return Err(format!("the pinned KMS key is over {MAX_JSON} bytes"));
+        }
+        let pin = client::KmsPin::from_jwk_json(domain, pinned_jwk).map_err(|e| e.to_string())?;
+        Ok(KmsChannel { pin, pending: None, session: None })
+    }
+
+    /// Starts a handshake with the user's KMS access token: the compact JWE
+    /// to send as the body of `POST /kms/messages`. Drops any session.
+    pub fn begin_handshake(&mut self, token: &str, client_id: &str) -> Result<String, String> {
+        let client = kms_protocol::message::ClientInfo {
+            client_id: client_id.to_owned(),
+            credential: kms_protocol::message::Credential::bearer(token),
+        };
+        let pending =
+            kms_protocol::channel::begin_handshake(&self.pin.info(), client).map_err(|e| e.to_string())?;
+        let wrapped = pending.wrapped.clone();
+        self.session = None;
+        self.pending = Some(pending);
+        Ok(wrapped)
+    }
+
+    /// Reads the KMS's signed answer to the handshake; returns the session's URI.
+    pub fn finish_handshake(&mut self, answer: &str, now_ms: i64) -> Result<String, String> {
+        let pending = self.pending.take().ok_or("no handshake is under way")?;
+        let session = pending.finish_at(&self.pin.info(), answer, date_of(now_ms)?).map_err(|e| e.to_string())?;
+        let uri = session.uri().to_string();
+        self.session = Some(session);
+        Ok(uri)
+    }
+
+    /// The open session's URI, if any.
+    pub fn session_uri(&self) -> Option<String> {
+        self.session.as_ref().map(|s| s.uri().to_string())
+    }
+
+    /// Seals a request (`method`, `uri` and the operation's members as a
+    /// JSON object) for the session: `{"requestId", "message"}` as JSON.
+    pub fn wrap(&self, method: &str, uri: &str, body: &str, now_ms: i64) -> Result<String, String> {
+        let session = self.session.as_ref().ok_or("no KMS session: hand-shake first")?;
+        let method: kms_protocol::Method =
+            serde_json::from_value(Value::String(method.to_owned())).map_err(|_| "unknown KMS method".to_string())?;
+        let mut req = kms_protocol::message::Request::new(method, uri, None);
+        req.body = parse("request body", body)?;
+        let message = session.wrap_at(&req, date_of(now_ms)?).map_err(|e| e.to_string())?;
+        Ok(json!({"requestId": req.request_id, "message": message}).to_string())
+    }
+
+    /// Opens the KMS's answer to `request_id` (JSON). A genuine, fresh reset
+    /// for it drops the session and is an error starting `reset:`.
+    pub fn unwrap(&mut self, answer: &str, request_id: &str, now_ms: i64) -> Result<String, String> {
+        let session = self.session.as_ref().ok_or("no KMS session: hand-shake first")?;
+        match session.unwrap_at(&self.pin.info(), answer, request_id, date_of(now_ms)?) {
+            Ok(resp) => serde_json::to_string(&resp).map_err(|_| "the answer does not serialize".to_string()),
+            Err(kms_protocol::ProtocolError::Reset(reason)) => {
+                self.session = None;
+                Err(format!("reset: {reason}"))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Checks a reset the KMS pushed for the session at `session_uri` (the
+    /// open one, or one the app remembers): `Ok(reason)` when genuine, fresh
+    /// and for that session, which is then dropped; an error otherwise.
+    pub fn pushed_reset(&mut self, compact: &str, session_uri: &str, now_ms: i64) -> Result<String, String> {
+        let session: KmsUri = session_uri.parse().map_err(|_| "the session is not a kms:// URI".to_string())?;
+        let reason = kms_protocol::channel::verify_pushed_reset_at(&self.pin.info(), compact, &session, date_of(now_ms)?)
+            .map_err(|e| e.to_string())?;
+        if self.session.as_ref().is_some_and(|s| s.uri() == &session) {
+            self.session = None;
+        }
+        Ok(reason)
+    }
+}

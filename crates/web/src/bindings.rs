@@ -178,3 +178,50 @@ impl FileDecryptor {
         self.0.take().ok_or_else(|| JsError::new("the stream is finished"))?.finish().map_err(err)
     }
 }
+
+/// The secure channel to the org's KMS (its key pinned from the org's configuration).
+#[wasm_bindgen]
+pub struct KmsChannel(api::KmsChannel);
+
+#[wasm_bindgen]
+impl KmsChannel {
+    /// For the KMS at `domain` whose static public key is `pinnedJwk` (JSON).
+    #[wasm_bindgen(constructor)]
+    pub fn new(domain: &str, pinned_jwk: &str) -> Result<KmsChannel, JsError> {
+        api::KmsChannel::new(domain, pinned_jwk).map(KmsChannel).map_err(err)
+    }
+
+    /// The handshake to send (a compact JWE), with the user's KMS token.
+    #[wasm_bindgen(js_name = beginHandshake)]
+    pub fn begin_handshake(&mut self, token: &str, client_id: &str) -> Result<String, JsError> {
+        self.0.begin_handshake(token, client_id).map_err(err)
+    }
+
+    /// Reads the KMS's signed answer; returns the session's URI.
+    #[wasm_bindgen(js_name = finishHandshake)]
+    pub fn finish_handshake(&mut self, answer: &str, now_ms: f64) -> Result<String, JsError> {
+        self.0.finish_handshake(answer, now_ms as i64).map_err(err)
+    }
+
+    /// The open session's URI.
+    #[wasm_bindgen(getter, js_name = sessionUri)]
+    pub fn session_uri(&self) -> Option<String> {
+        self.0.session_uri()
+    }
+
+    /// Seals a request: `{"requestId", "message"}` (JSON).
+    pub fn wrap(&self, method: &str, uri: &str, body: &str, now_ms: f64) -> Result<String, JsError> {
+        self.0.wrap(method, uri, body, now_ms as i64).map_err(err)
+    }
+
+    /// Opens the answer to `requestId` (JSON); a genuine reset throws `reset: …`.
+    pub fn unwrap(&mut self, answer: &str, request_id: &str, now_ms: f64) -> Result<String, JsError> {
+        self.0.unwrap(answer, request_id, now_ms as i64).map_err(err)
+    }
+
+    /// Checks a reset the KMS pushed for `sessionUri`; returns its reason.
+    #[wasm_bindgen(js_name = pushedReset)]
+    pub fn pushed_reset(&mut self, compact: &str, session_uri: &str, now_ms: f64) -> Result<String, JsError> {
+        self.0.pushed_reset(compact, session_uri, now_ms as i64).map_err(err)
+    }
+}

@@ -17,6 +17,19 @@ test('the browser build uses RustCrypto', () => {
   assert.equal(web.backend(), 'RustCrypto');
 });
 
+test('the KMS channel judges resets and answers by the pinned key and the clock given', () => {
+  const k = scenarios.kms;
+  const ch = new web.KmsChannel(k.domain, JSON.stringify(k.pinnedKey));
+  assert.equal(ch.pushedReset(k.pushedReset, k.session, k.signedAtMs + 1000), 'device disabled');
+  assert.throws(() => ch.pushedReset(k.pushedReset, k.session, k.signedAtMs + 10 * 60 * 1000), /stale|reset/i);
+  assert.throws(() => ch.pushedReset(k.forgedReset, k.session, k.signedAtMs + 1000), /signature/i);
+  const wrapped = ch.beginHandshake('a-token', 'browser-1');
+  assert.ok(!wrapped.includes('a-token'), 'the token travels encrypted');
+  assert.throws(() => ch.finishHandshake(k.forgedHandshakeAnswer, k.signedAtMs + 1000), /signature/i);
+  assert.equal(ch.sessionUri, undefined);
+  assert.throws(() => new web.KmsChannel(k.domain, '{'), /not a JWK/);
+});
+
 test('recorded events open, or are refused, exactly as natively', () => {
   const timeline = new web.Timeline();
   for (const c of scenarios.events) {

@@ -135,8 +135,38 @@ fn record() -> Value {
     ];
     assert!(URL_SAFE_NO_PAD.decode(enc.key_b64()).is_ok());
 
+    // The KMS's side, recorded: a reset it pushed for a session (fresh for
+    // five minutes after `signedAtMs`), the same from another key under the
+    // same kid, and a handshake answer signed by that other key.
+    let kms = kms_protocol::ServerKey::new(jose::RsaPrivateKey::generate(2048, Some("static-1".into())).unwrap(), ORG).unwrap();
+    let other = kms_protocol::ServerKey::new(jose::RsaPrivateKey::generate(2048, Some("static-1".into())).unwrap(), ORG).unwrap();
+    let session = kms_protocol::KmsUri::parse("/ecdhe/5b1f0c2a-0000-4000-8000-00000000000a", ORG).unwrap();
+    let signed_at = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let forged_answer = {
+        let mut ch = api::KmsChannel::new(ORG, &serde_json::to_string(&other.public_key().to_jwk()).unwrap()).unwrap();
+        let wrapped = ch.begin_handshake("token", "browser-1").unwrap();
+        let kms_protocol::Incoming::Handshake(jwe) = kms_protocol::classify(&wrapped).unwrap() else { unreachable!() };
+        let opened = other.open_handshake(&jwe).unwrap();
+        let grant = kms_protocol::channel::HandshakeGrant {
+            user_id: "alice@acme.example".into(),
+            client_id: "browser-1".into(),
+            expires: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        };
+        other.accept_handshake(&opened, &grant, |_| Ok(session.clone())).unwrap().response
+    };
+    let kms_part = json!({
+        "domain": ORG,
+        "pinnedKey": kms.public_key().to_jwk(),
+        "session": session.to_string(),
+        "signedAtMs": signed_at,
+        "pushedReset": kms.push_reset(&session, "device disabled").unwrap(),
+        "forgedReset": other.push_reset(&session, "forged").unwrap(),
+        "forgedHandshakeAnswer": forged_answer,
+    });
+
     json!({
         "about": "Recorded scenarios for the SDK engine, native and wasm (crates/web/tests/conformance.rs records them).",
+        "kms": kms_part,
         "spaceResource": space_resource,
         "keys": {"k1": k1, "k2": k2},
         "events": events,
@@ -171,6 +201,17 @@ fn decrypt_file(key_b64: &str, ct: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 fn check(s: &Value) {
+    let k = &s["kms"];
+    let at = k["signedAtMs"].as_i64().unwrap();
+    let session = k["session"].as_str().unwrap();
+    let mut ch = api::KmsChannel::new(k["domain"].as_str().unwrap(), &k["pinnedKey"].to_string()).unwrap();
+    assert_eq!(ch.pushed_reset(k["pushedReset"].as_str().unwrap(), session, at + 1000).unwrap(), "device disabled");
+    assert!(ch.pushed_reset(k["pushedReset"].as_str().unwrap(), session, at + 10 * 60 * 1000).is_err(), "stale");
+    assert!(ch.pushed_reset(k["forgedReset"].as_str().unwrap(), session, at + 1000).is_err(), "forged");
+    ch.begin_handshake("token", "browser-1").unwrap();
+    let e = ch.finish_handshake(k["forgedHandshakeAnswer"].as_str().unwrap(), at + 1000).unwrap_err();
+    assert!(e.contains("signature"), "{e}");
+
     let space_resource = s["spaceResource"].as_str().unwrap();
     let key = |name: &Value| name.as_str().map(|n| Key::from_kms_json(&s["keys"][n].to_string()).unwrap());
     let mut timeline = Timeline::new();

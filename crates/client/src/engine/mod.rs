@@ -22,6 +22,7 @@
 //! - [`events`]: opening a core event with its key (every check a member's
 //!   client makes, the replay guard included);
 //! - [`key`]: a content key from the KMS's key object;
+//! - [`pin`]: the KMS key a client trusts, from its org's configuration;
 //! - [`search`]: the search key of a content key and the blinded tokens of a
 //!   text.
 
@@ -34,6 +35,7 @@ pub mod cases;
 pub mod envelope;
 pub mod events;
 pub mod key;
+pub mod pin;
 pub mod policy;
 pub mod search;
 
