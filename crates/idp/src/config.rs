@@ -64,6 +64,10 @@ pub struct Config {
     /// Service clients (bots, services) using the client credentials grant.
     #[serde(default)]
     pub clients: Vec<ServiceClient>,
+    /// Browser apps (public, no secret) that sign users in with the
+    /// authorization code flow and PKCE at `/authorize`.
+    #[serde(default)]
+    pub web_clients: Vec<WebClient>,
 }
 
 /// A user who can sign in with a password.
@@ -102,6 +106,38 @@ pub struct ServiceClient {
     /// The `sub` of this client's tokens, e.g. `pollbot@acme.test`. Must not
     /// be a user's id.
     pub subject: String,
+}
+
+/// A browser app: its id and the exact redirect URIs it may use. `http` is
+/// accepted for loopback hosts only (`localhost`, `*.localhost`, `127.0.0.1`, `[::1]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebClient {
+    /// `client_id`, e.g. `custos-web`.
+    pub client_id: String,
+    /// Where `/authorize` may send the user back to, compared exactly.
+    pub redirect_uris: Vec<String>,
+}
+
+impl WebClient {
+    /// A web client with its redirect URIs.
+    pub fn new(client_id: impl Into<String>, redirect_uris: Vec<String>) -> Self {
+        Self { client_id: client_id.into(), redirect_uris }
+    }
+
+    /// The origins (`scheme://host[:port]`) of its redirect URIs: where the
+    /// app runs, and so the origins the token endpoint answers cross-origin.
+    pub fn origins(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .redirect_uris
+            .iter()
+            .filter_map(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 impl User {
@@ -188,6 +224,7 @@ impl Default for Config {
             public_clients: defaults::public_clients(),
             users: Vec::new(),
             clients: Vec::new(),
+            web_clients: Vec::new(),
         }
     }
 }
@@ -220,6 +257,16 @@ pub enum ConfigError {
     BadIssuer {
         /// The issuer as configured.
         issuer: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A web client's redirect URI is not usable.
+    #[error("web client {client_id:?}: redirect URI {uri:?} {reason}")]
+    BadRedirectUri {
+        /// The client.
+        client_id: String,
+        /// The URI as configured.
+        uri: String,
         /// What is wrong with it.
         reason: &'static str,
     },
@@ -445,6 +492,26 @@ impl Config {
             let secret = secret(&owner, "client_secret", c.client_secret.as_ref(), c.client_secret_env.as_deref())?;
             clients.push(ResolvedClient { client_id: c.client_id.clone(), secret, subject: c.subject.clone() });
         }
+        for w in &self.web_clients {
+            check_id("web client", &w.client_id)?;
+            if !client_ids.insert(w.client_id.to_lowercase()) {
+                return Err(ConfigError::Duplicate { kind: "client", id: w.client_id.clone() });
+            }
+            if w.redirect_uris.is_empty() {
+                return Err(ConfigError::BadRedirectUri {
+                    client_id: w.client_id.clone(),
+                    uri: String::new(),
+                    reason: "is missing: list at least one",
+                });
+            }
+            for uri in &w.redirect_uris {
+                check_redirect_uri(uri).map_err(|reason| ConfigError::BadRedirectUri {
+                    client_id: w.client_id.clone(),
+                    uri: uri.clone(),
+                    reason,
+                })?;
+            }
+        }
         Ok(Resolved { users, clients })
     }
 }
@@ -518,6 +585,30 @@ fn check_issuer(issuer: &str) -> Result<(), ConfigError> {
     }
     if issuer.ends_with('/') {
         return Err(bad("must not end with '/' (tokens carry the issuer exactly as configured)"));
+    }
+    Ok(())
+}
+
+/// An absolute `https` URL (or `http` on a loopback host), without
+/// credentials or fragment (RFC 6749 section 3.1.2).
+pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
+    let url = url::Url::parse(uri).map_err(|_| "is not a valid URL")?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host == "localhost" || host.ends_with(".localhost") || host == "127.0.0.1" || host == "[::1]";
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => return Err("must be https unless its host is a loopback name"),
+        _ => return Err("must be an http or https URL"),
+    }
+    if host.is_empty() {
+        return Err("must name a host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials");
+    }
+    if url.fragment().is_some() {
+        return Err("must not have a fragment");
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, RawQuery, Request, State};
+use axum::middleware::{self, Next};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,7 +14,7 @@ use serde::Deserialize;
 use crate::device::CodeProblem;
 use crate::oauth::{ErrorCode, Form, OAuthError};
 use crate::page::{self, Notice};
-use crate::provider::{BasicAuth, Idp, PageError};
+use crate::provider::{AuthorizeError, BasicAuth, Idp, PageError};
 use crate::secret::Secret;
 
 /// Largest request body accepted (forms are a few hundred bytes).
@@ -27,8 +28,115 @@ pub(crate) fn router(idp: Idp) -> Router {
         .route("/token", post(token))
         .route("/device_authorization", post(device_authorization))
         .route("/device", get(device_page).post(device_submit))
+        .route("/authorize", get(authorize_page).post(authorize_submit))
+        .layer(middleware::from_fn_with_state(idp.clone(), cors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(idp)
+}
+
+/// Cross-origin reads for the web clients' origins only (their redirect
+/// URIs'), on what a browser app calls: discovery, the key set and the token
+/// endpoint. A form POST needs no preflight; one is answered all the same.
+async fn cors(State(idp): State<Idp>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| idp.allows_origin(o))
+        .map(str::to_owned);
+    let for_apps = path == "/token" || path == "/jwks" || path.starts_with("/.well-known/");
+    let origin = origin.filter(|_| for_apps);
+    let mut response = if request.method() == axum::http::Method::OPTIONS && origin.is_some() {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        r
+    } else {
+        next.run(request).await
+    };
+    if let Some(o) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+    }
+    if for_apps {
+        response.headers_mut().append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    response
+}
+
+/// The parameters the sign-in form carries through, in order.
+const AUTHORIZE_PARAMS: [&str; 8] =
+    ["response_type", "client_id", "redirect_uri", "code_challenge", "code_challenge_method", "state", "scope", "resource"];
+
+fn login_page(form: &Form, username: &str, status: StatusCode, notice: Notice) -> Response {
+    let hidden: Vec<(&str, &str)> =
+        AUTHORIZE_PARAMS.iter().filter_map(|&n| form.get(n).ok().flatten().map(|v| (n, v))).collect();
+    let redirect = form.get("redirect_uri").ok().flatten().unwrap_or_default();
+    let app = url::Url::parse(redirect).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+    let mut response = html(status, page::login(&hidden, &app, username, notice));
+    // The form posts here and is then redirected to the app: CSP's
+    // form-action covers that redirect too, so the app's origin is named.
+    if let Ok(csp) = HeaderValue::from_str(&format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {app}; frame-ancestors 'none'"
+    )) {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    response
+}
+
+fn see_other(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(l) => {
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            r.headers_mut().insert(header::LOCATION, l);
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            r
+        }
+        Err(_) => html(StatusCode::INTERNAL_SERVER_ERROR, page::refused("The sign-in could not be completed.")),
+    }
+}
+
+fn authorize_error(idp: &Idp, form: &Form, e: AuthorizeError) -> Response {
+    match e {
+        AuthorizeError::Page(message) => html(StatusCode::BAD_REQUEST, page::refused(message)),
+        AuthorizeError::Redirect { redirect_uri, error, description, state } => see_other(&idp.redirect(
+            &redirect_uri,
+            &[("error", error.as_str()), ("error_description", description)],
+            state.as_deref(),
+        )),
+        AuthorizeError::Credentials(message) => {
+            let username: String = form.get("username").ok().flatten().unwrap_or("").chars().take(256).collect();
+            login_page(form, &username, StatusCode::UNAUTHORIZED, Notice::Error(message))
+        }
+    }
+}
+
+/// `GET /authorize`: the sign-in page, if the request is one this IdP serves.
+async fn authorize_page(State(idp): State<Idp>, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    if query.len() > MAX_BODY_BYTES {
+        return html(StatusCode::URI_TOO_LONG, page::refused("The sign-in request is too long."));
+    }
+    let form = Form::parse(query.as_bytes());
+    match idp.authorize_request(&form) {
+        Ok(_) => login_page(&form, "", StatusCode::OK, Notice::None),
+        Err(e) => authorize_error(&idp, &form, e),
+    }
+}
+
+/// `POST /authorize`: the sign-in form; on success, back to the app with a code.
+async fn authorize_submit(State(idp): State<Idp>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let form = match form_body(&headers, body) {
+        Ok(f) => f,
+        Err(e) => return html(e.status(), page::refused(e.message())),
+    };
+    match idp.authorize_submit(&form) {
+        Ok(location) => see_other(&location),
+        Err(e) => authorize_error(&idp, &form, e),
+    }
 }
 
 async fn discovery(State(idp): State<Idp>) -> Json<serde_json::Value> {

@@ -11,9 +11,10 @@
 //! |---|---|
 //! | `GET /.well-known/openid-configuration` | discovery (also at `/.well-known/oauth-authorization-server`) |
 //! | `GET /jwks` | the RSA signing key (`kid`, `alg` RS256, `use` sig) |
-//! | `POST /token` | grants `password`, `client_credentials`, `refresh_token`, `urn:ietf:params:oauth:grant-type:device_code` |
+//! | `POST /token` | grants `authorization_code` (with PKCE), `password`, `client_credentials`, `refresh_token`, `urn:ietf:params:oauth:grant-type:device_code` |
 //! | `POST /device_authorization` | RFC 8628 device authorization |
 //! | `GET`/`POST /device` | the verification page: user code, username, password, approve or deny |
+//! | `GET`/`POST /authorize` | the sign-in page of the authorization code flow with PKCE (`S256`), for `web_clients` |
 //!
 //! Tokens:
 //!
@@ -27,6 +28,11 @@
 //!   itself: no verifier of access tokens accepts them, and a restart keeps
 //!   logins working. One login mints tokens for every audience through the
 //!   refresh grant's `audience` parameter.
+//!
+//! Web clients (`[[web_clients]]`: an id and exact redirect URIs) sign users
+//! in at `/authorize` and redeem the code at `/token` with its PKCE
+//! verifier; discovery, the key set and the token endpoint answer their
+//! origins (the redirect URIs') cross-origin, and no other.
 //!
 //! Public clients (`public_clients`, default `custos-cli`) use the password,
 //! device code and refresh grants without a secret; service clients
@@ -53,6 +59,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod authcode;
 mod config;
 mod device;
 mod http;
@@ -66,7 +73,7 @@ mod token;
 
 use std::net::SocketAddr;
 
-pub use config::{Config, ConfigError, ServiceClient, User};
+pub use config::{Config, ConfigError, ServiceClient, User, WebClient};
 pub use http::MAX_BODY_BYTES;
 pub use keys::{KeyError, KEY_FILE};
 pub use oauth::{ErrorCode, OAuthError};

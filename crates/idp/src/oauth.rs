@@ -34,6 +34,8 @@ pub enum ErrorCode {
     ExpiredToken,
     /// Too many device authorizations are pending. HTTP 503.
     TemporarilyUnavailable,
+    /// `/authorize` serves only `response_type=code` (RFC 6749).
+    UnsupportedResponseType,
 }
 
 impl ErrorCode {
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::InvalidClient => "invalid_client",
             ErrorCode::InvalidGrant => "invalid_grant",
             ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
             ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
             ErrorCode::InvalidScope => "invalid_scope",
             ErrorCode::InvalidTarget => "invalid_target",

@@ -1,4 +1,5 @@
-//! The device verification page (RFC 8628 section 3.3): one small HTML form.
+//! The device verification page (RFC 8628 section 3.3) and the sign-in page
+//! of the authorization code flow: small HTML forms.
 //! Every interpolated value is escaped; the password is never written back.
 
 use std::fmt::Write as _;
@@ -68,6 +69,39 @@ pub(crate) fn form(user_code: &str, username: &str, notice: Notice) -> String {
     document("Sign in a device", &body)
 }
 
+/// The sign-in page of the authorization code flow: the request's
+/// parameters as hidden fields (escaped), the username filled in again
+/// after a failed attempt, never the password.
+pub(crate) fn login(hidden: &[(&str, &str)], app_origin: &str, username: &str, notice: Notice) -> String {
+    let mut body = String::new();
+    if let Notice::Error(message) = notice {
+        let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", escape(message));
+    }
+    let _ = write!(
+        body,
+        "<p>Sign in to continue to <strong>{app}</strong>.</p><form method=\"post\" action=\"authorize\">",
+        app = escape(app_origin)
+    );
+    for (name, value) in hidden {
+        let _ = write!(body, "<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape(name), escape(value));
+    }
+    let _ = write!(
+        body,
+        "<label>Username <input name=\"username\" value=\"{user}\" autocomplete=\"username\" required autofocus></label>\
+<label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+<button type=\"submit\" name=\"action\" value=\"login\">Sign in</button>\
+<button type=\"submit\" name=\"action\" value=\"cancel\" formnovalidate>Cancel</button>\
+</form>",
+        user = escape(username),
+    );
+    document("Sign in", &body)
+}
+
+/// A sign-in request that cannot go on and cannot be sent back to the app.
+pub(crate) fn refused(message: &str) -> String {
+    document("Cannot sign in", &format!("<p class=\"error\" role=\"alert\">{}</p>", escape(message)))
+}
+
 /// After a decision.
 pub(crate) fn done(approved: bool, user: &str) -> String {
     let body = if approved {
@@ -84,6 +118,15 @@ pub(crate) fn done(approved: bool, user: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_escapes_hidden_fields_and_never_shows_a_password() {
+        let page = login(&[("state", "\"><script>x</script>")], "http://a.localhost", "bob\"", Notice::Error("Wrong"));
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(page.contains("value=\"&quot;&gt;&lt;script&gt;"));
+        assert!(page.contains("value=\"bob&quot;\""));
+        assert!(page.contains("type=\"password\" autocomplete=\"current-password\" required>"), "the password field is empty");
+    }
 
     #[test]
     fn values_are_escaped() {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::{Config, ConfigError, ResolvedClient, ResolvedUser};
+use crate::authcode::{valid_challenge, AuthRequest, CodeStore, SignedIn};
+use crate::config::{Config, ConfigError, ResolvedClient, ResolvedUser, WebClient};
 use crate::device::{Approval, CodeProblem, DeviceStore};
 use crate::keys::SigningKey;
 use crate::oauth::{valid_scope, ErrorCode, Form, OAuthError};
@@ -22,6 +23,7 @@ pub(crate) mod grant_type {
     pub const CLIENT_CREDENTIALS: &str = "client_credentials";
     pub const REFRESH_TOKEN: &str = "refresh_token";
     pub const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+    pub const AUTHORIZATION_CODE: &str = "authorization_code";
 }
 
 /// The development identity provider. Cheap to clone (clones share state).
@@ -36,6 +38,8 @@ struct Inner {
     users: HashMap<String, ResolvedUser>,
     clients: HashMap<String, ResolvedClient>,
     public_clients: HashSet<String>,
+    web_clients: HashMap<String, WebClient>,
+    codes: Mutex<CodeStore>,
     audiences: Vec<String>,
     default_audience: Option<String>,
     access_ttl_secs: u64,
@@ -107,6 +111,17 @@ pub(crate) struct BasicAuth {
     pub secret: Secret,
 }
 
+/// Why a sign-in at `/authorize` cannot go on.
+#[derive(Debug)]
+pub(crate) enum AuthorizeError {
+    /// Shown on the page: no redirect is safe (unknown client or redirect URI).
+    Page(&'static str),
+    /// Sent back to the app (RFC 6749 section 4.1.2.1).
+    Redirect { redirect_uri: String, error: ErrorCode, description: &'static str, state: Option<String> },
+    /// The sign-in form again, with this message.
+    Credentials(&'static str),
+}
+
 /// Why the verification page refuses a submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PageError {
@@ -144,6 +159,8 @@ impl Idp {
                 users: resolved.users.into_iter().map(|u| (u.id.clone(), u)).collect(),
                 clients: resolved.clients.into_iter().map(|c| (c.client_id.clone(), c)).collect(),
                 public_clients: config.public_clients.iter().cloned().collect(),
+                web_clients: config.web_clients.iter().map(|w| (w.client_id.clone(), w.clone())).collect(),
+                codes: Mutex::new(CodeStore::default()),
                 audiences: config.audiences.clone(),
                 default_audience: config.default_audience.clone(),
                 access_ttl_secs: config.access_token_ttl_secs,
@@ -175,8 +192,8 @@ impl Idp {
 
     /// The OpenID Provider / OAuth 2.0 authorization server metadata.
     ///
-    /// There is no authorization endpoint (no browser redirect flows), so
-    /// `response_types_supported` is empty. No ID tokens are issued;
+    /// The authorization endpoint serves the code flow with PKCE (`S256`)
+    /// for `web_clients`. No ID tokens are issued;
     /// `subject_types_supported` and `id_token_signing_alg_values_supported`
     /// are there because OpenID discovery clients require them.
     pub fn discovery(&self) -> Value {
@@ -185,14 +202,19 @@ impl Idp {
             "jwks_uri": self.url("/jwks"),
             "token_endpoint": self.url("/token"),
             "device_authorization_endpoint": self.url("/device_authorization"),
+            "authorization_endpoint": self.url("/authorize"),
+            "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": true,
             "grant_types_supported": [
+                grant_type::AUTHORIZATION_CODE,
                 grant_type::PASSWORD,
                 grant_type::CLIENT_CREDENTIALS,
                 grant_type::REFRESH_TOKEN,
                 grant_type::DEVICE_CODE,
             ],
             "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
-            "response_types_supported": [],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
             "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
@@ -218,9 +240,10 @@ impl Idp {
             grant_type::CLIENT_CREDENTIALS => self.client_credentials_grant(form, basic.as_ref()),
             grant_type::REFRESH_TOKEN => self.refresh_grant(form, basic.as_ref()),
             grant_type::DEVICE_CODE => self.device_code_grant(form, basic.as_ref()),
+            grant_type::AUTHORIZATION_CODE => self.code_grant(form, basic.as_ref()),
             _ => {
                 tracing::info!(error = "unsupported_grant_type", "token request refused");
-                return Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "supported grant types: password, client_credentials, refresh_token, urn:ietf:params:oauth:grant-type:device_code"));
+                return Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "supported grant types: authorization_code, password, client_credentials, refresh_token, urn:ietf:params:oauth:grant-type:device_code"));
             }
         };
         match &result {
@@ -238,6 +261,27 @@ impl Idp {
 
     /// A public client, named by `client_id` in the form.
     fn public_client<'f>(&self, form: &'f Form, basic: Option<&BasicAuth>) -> Result<&'f str, OAuthError> {
+        let client_id = self.secretless_client(form, basic)?;
+        if self.inner.web_clients.contains_key(client_id) {
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "web clients sign users in with the authorization code flow",
+            ));
+        }
+        Ok(client_id)
+    }
+
+    /// A web client, named by `client_id` in the form.
+    fn web_client<'f>(&self, form: &'f Form, basic: Option<&BasicAuth>) -> Result<&'f str, OAuthError> {
+        let client_id = self.secretless_client(form, basic)?;
+        if !self.inner.web_clients.contains_key(client_id) {
+            return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "the code flow is for web clients"));
+        }
+        Ok(client_id)
+    }
+
+    /// A client without a secret (public or web), named by `client_id` in the form.
+    fn secretless_client<'f>(&self, form: &'f Form, basic: Option<&BasicAuth>) -> Result<&'f str, OAuthError> {
         if basic.is_some() {
             return Err(OAuthError::invalid_request(
                 "this grant is for public clients: send client_id in the form, without an Authorization header",
@@ -247,7 +291,7 @@ impl Idp {
             return Err(OAuthError::invalid_request("this grant is for public clients, which have no secret"));
         }
         let client_id = form.require("client_id")?;
-        if self.inner.public_clients.contains(client_id) {
+        if self.inner.public_clients.contains(client_id) || self.inner.web_clients.contains_key(client_id) {
             Ok(client_id)
         } else if self.inner.clients.contains_key(client_id) {
             Err(OAuthError::new(ErrorCode::UnauthorizedClient, "service clients may only use client_credentials"))
@@ -398,7 +442,8 @@ impl Idp {
     }
 
     fn refresh_grant(&self, form: &Form, basic: Option<&BasicAuth>) -> Result<TokenResponse, OAuthError> {
-        let client_id = self.public_client(form, basic)?;
+        // Public and web clients alike: a web app mints its KMS token this way.
+        let client_id = self.secretless_client(form, basic)?;
         let presented = form.require("refresh_token")?;
         let invalid = || OAuthError::new(ErrorCode::InvalidGrant, "the refresh token is invalid or expired");
         let original = token::check_refresh_token(&self.inner.key, &self.inner.issuer, presented, token::now_secs())
@@ -447,6 +492,131 @@ impl Idp {
             name: redeemed.approval.name,
         };
         self.issue(&audience, &grant, true, grant_type::DEVICE_CODE)
+    }
+
+    fn codes(&self) -> MutexGuard<'_, CodeStore> {
+        self.inner.codes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `authorization_code`: a code from `/authorize` and its PKCE verifier.
+    fn code_grant(&self, form: &Form, basic: Option<&BasicAuth>) -> Result<TokenResponse, OAuthError> {
+        let client_id = self.web_client(form, basic)?;
+        let code = form.require("code")?;
+        let redirect_uri = form.require("redirect_uri")?;
+        let verifier = form.require("code_verifier")?;
+        let scope_asked = Self::scope(form)?;
+        // Checked before redeeming, so that a bad audience does not use up the code.
+        let requested = self.requested_audience(form)?;
+        let r = self.codes().redeem(code, client_id, redirect_uri, verifier, Instant::now())?;
+        // A user removed from the configuration since signing in gets nothing.
+        let user = self
+            .inner
+            .users
+            .get(&r.user.subject)
+            .ok_or_else(|| OAuthError::new(ErrorCode::InvalidGrant, "the user no longer exists"))?;
+        let audience = match requested.or(r.request.resource) {
+            Some(a) => a,
+            None => self.inner.default_audience.clone().ok_or_else(|| {
+                OAuthError::invalid_request("parameter resource is required (this IdP has no default audience)")
+            })?,
+        };
+        if scope_asked.is_some() && scope_asked != r.request.scope {
+            return Err(OAuthError::new(ErrorCode::InvalidScope, "scope differs from the one signed in for"));
+        }
+        let grant =
+            Grant { subject: user.id.clone(), client_id: client_id.to_owned(), scope: r.request.scope, name: user.name.clone() };
+        self.issue(&audience, &grant, true, grant_type::AUTHORIZATION_CODE)
+    }
+
+    /// Checks the parameters of an authorization request (the query of
+    /// `GET /authorize`, or the hidden fields of the sign-in form).
+    pub(crate) fn authorize_request(&self, q: &Form) -> Result<AuthRequest, AuthorizeError> {
+        // Without a known client and one of its exact redirect URIs nothing
+        // may be redirected anywhere: those errors are shown on the page.
+        let client_id = q.get("client_id").ok().flatten().ok_or(AuthorizeError::Page("the request names no client_id"))?;
+        let client = self.inner.web_clients.get(client_id).ok_or(AuthorizeError::Page("this app is not registered here"))?;
+        let redirect_uri = q
+            .get("redirect_uri")
+            .ok()
+            .flatten()
+            .filter(|u| client.redirect_uris.iter().any(|r| r == u))
+            .ok_or(AuthorizeError::Page("this app asked to return to an address it did not register"))?;
+        let state = q.get("state").ok().flatten().map(str::to_owned);
+        let back = |code: ErrorCode, why: &'static str| AuthorizeError::Redirect {
+            redirect_uri: redirect_uri.to_owned(),
+            error: code,
+            description: why,
+            state: state.clone(),
+        };
+        if state.as_ref().is_some_and(|s| s.len() > 512) {
+            return Err(back(ErrorCode::InvalidRequest, "state is longer than 512 characters"));
+        }
+        match q.get("response_type") {
+            Ok(Some("code")) => {}
+            _ => return Err(back(ErrorCode::UnsupportedResponseType, "response_type must be code")),
+        }
+        let code_challenge = match (q.get("code_challenge"), q.get("code_challenge_method")) {
+            (Ok(Some(c)), Ok(Some("S256"))) if valid_challenge(c) => c.to_owned(),
+            (Ok(Some(_)), Ok(Some("S256"))) => {
+                return Err(back(ErrorCode::InvalidRequest, "code_challenge must be a base64url SHA-256"))
+            }
+            _ => return Err(back(ErrorCode::InvalidRequest, "PKCE is required: code_challenge with method S256")),
+        };
+        let scope = Self::scope(q).map_err(|_| back(ErrorCode::InvalidScope, "scope is malformed"))?;
+        let resource = self.requested_audience(q).map_err(|_| back(ErrorCode::InvalidTarget, "unknown or repeated resource"))?;
+        Ok(AuthRequest {
+            client_id: client_id.to_owned(),
+            redirect_uri: redirect_uri.to_owned(),
+            code_challenge,
+            state,
+            scope,
+            resource,
+        })
+    }
+
+    /// The sign-in form's submission: where to send the browser (the app's
+    /// redirect URI with a code, or with `access_denied`).
+    pub(crate) fn authorize_submit(&self, form: &Form) -> Result<String, AuthorizeError> {
+        let request = self.authorize_request(form)?;
+        if let Ok(Some("cancel")) = form.get("action") {
+            tracing::info!(client_id = %request.client_id, "sign-in cancelled");
+            return Ok(self.redirect(&request.redirect_uri, &[("error", "access_denied")], request.state.as_deref()));
+        }
+        let field = |name| form.get(name).ok().flatten();
+        let (Some(username), Some(password)) = (field("username"), field("password")) else {
+            return Err(AuthorizeError::Credentials("Enter your username and password."));
+        };
+        let Some(user) = self.authenticate_user(username, password) else {
+            tracing::info!("sign-in refused: wrong username or password");
+            return Err(AuthorizeError::Credentials("Wrong username or password."));
+        };
+        let signed_in = SignedIn { subject: user.id.clone() };
+        tracing::info!(sub = %user.id, client_id = %request.client_id, "signed in");
+        let (redirect_uri, state) = (request.redirect_uri.clone(), request.state.clone());
+        let code = self.codes().issue(request, signed_in, Instant::now());
+        Ok(self.redirect(&redirect_uri, &[("code", &code)], state.as_deref()))
+    }
+
+    /// `redirect_uri` with `params`, `state` and `iss` (RFC 9207) in its query.
+    pub(crate) fn redirect(&self, redirect_uri: &str, params: &[(&str, &str)], state: Option<&str>) -> String {
+        let mut url = url::Url::parse(redirect_uri).expect("registered redirect URIs parse");
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in params {
+                q.append_pair(k, v);
+            }
+            if let Some(s) = state {
+                q.append_pair("state", s);
+            }
+            q.append_pair("iss", &self.inner.issuer);
+        }
+        url.to_string()
+    }
+
+    /// The origins of every web client: those the token endpoint, discovery
+    /// and the key set answer cross-origin.
+    pub(crate) fn allows_origin(&self, origin: &str) -> bool {
+        self.inner.web_clients.values().any(|w| w.origins().iter().any(|o| o == origin))
     }
 
     /// The device authorization endpoint.
