@@ -137,6 +137,12 @@ pub struct OrgConfig {
     /// sealed preview (thumbnail, excerpt) of files in spaces they are members of.
     #[serde(default)]
     pub preview_services: Vec<String>,
+    /// Where this org serves its web client (`https://chat.acme.example`;
+    /// `http://` for loopback names only): the only origins whose pages may
+    /// call this core from a browser (CORS, and the WebSocket's `Origin`).
+    /// Empty: no browser app may.
+    #[serde(default)]
+    pub web_origins: Vec<String>,
 }
 
 impl OrgConfig {
@@ -144,6 +150,26 @@ impl OrgConfig {
     pub fn is_compliance_reader(&self, user_id: &str) -> bool {
         self.compliance_readers.iter().any(|r| r == user_id)
     }
+}
+
+/// A web origin as browsers send it (`scheme://host[:port]`), or why not.
+pub fn web_origin(s: &str) -> Result<String, &'static str> {
+    let url = url::Url::parse(s).map_err(|_| "it is not a URL")?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host == "localhost" || host.ends_with(".localhost") || host == "127.0.0.1" || host == "[::1]";
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => return Err("it must be https unless its host is a loopback name"),
+        _ => return Err("it must be an http or https origin"),
+    }
+    if host.is_empty() || !url.username().is_empty() || url.password().is_some() {
+        return Err("it must name a host, without credentials");
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err("it must be an origin: no path, query or fragment");
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 /// `name@domain` → the canonical form if `domain` is `org`, else why not.
@@ -322,6 +348,16 @@ impl Config {
                 }
             }
             o.preview_services = previewers;
+            let mut origins = Vec::with_capacity(o.web_origins.len());
+            for w in &o.web_origins {
+                let origin = web_origin(w).map_err(|why| {
+                    anyhow::anyhow!("orgs `{}`: web_origins entry {w:?} is refused: {why}", o.domain)
+                })?;
+                if !origins.contains(&origin) {
+                    origins.push(origin);
+                }
+            }
+            o.web_origins = origins;
         }
         for o in &mut c.orgs {
             if let Some(k) = &o.kms_key {
@@ -366,6 +402,14 @@ impl Config {
     pub fn org_of(&self, user_id: &str) -> Option<&OrgConfig> {
         let (_, domain) = user_id.rsplit_once('@')?;
         self.orgs.iter().find(|o| o.domain == domain)
+    }
+
+    /// Every org's web origins: those that may call this core from a browser.
+    pub fn web_origins(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.orgs.iter().flat_map(|o| o.web_origins.iter().cloned()).collect();
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// The org of which `user_id` is a compliance reader, if any.

@@ -84,6 +84,16 @@ enum ClientFrame {
 /// `GET /v1/ws`: the protocol is this module's.
 #[utoipa::path(get, path = "/v1/ws", security(()), description = "One WebSocket per client: the events of all its spaces, live, and KMS messages relayed. The token comes in the `hello` frame (or as `Authorization: Bearer` on the upgrade). Frames are JSON text; see the core's `ws` module.", responses((status = 101, description = "Switching to the WebSocket protocol")))]
 pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    // Browsers apply no CORS to WebSockets: a page of another origin could
+    // open one. They always send `Origin`; only the orgs' web origins pass.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin.to_str().is_ok_and(|o| state.core.cfg.web_origins().iter().any(|w| w == o));
+        if !allowed {
+            use axum::response::IntoResponse as _;
+            return crate::error::ApiError::forbidden("origin", "this origin is not one of the orgs' web origins")
+                .into_response();
+        }
+    }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -174,7 +174,22 @@ fn table(max_event_body: usize) -> Table {
 pub fn router(state: AppState) -> Router {
     let l = &state.core.cfg.limits;
     let (routes, _) = table(l.max_ciphertext_bytes + 4096);
-    routes.layer(DefaultBodyLimit::max(l.max_chunk_bytes as usize + 64 * 1024)).with_state(state)
+    let cors = cors(&state.core.cfg.web_origins());
+    routes.layer(DefaultBodyLimit::max(l.max_chunk_bytes as usize + 64 * 1024)).layer(cors).with_state(state)
+}
+
+/// Cross-origin calls from the orgs' web clients only. Tokens travel in the
+/// `Authorization` header, never in cookies, so no credentials mode.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(list))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
+        .expose_headers([header::RETRY_AFTER, header::ETAG])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Every `(method, path)` the router serves (methods in lower case, paths as
