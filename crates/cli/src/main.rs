@@ -18,6 +18,7 @@ mod output;
 mod profile;
 mod session;
 mod up;
+mod web_host;
 
 #[derive(Parser)]
 #[command(name = "custos", version, about = "Custos: end-to-end encrypted team messaging with enterprise-held keys")]
@@ -41,7 +42,7 @@ enum Command {
         /// Where everything is kept (default: $CUSTOS_UP_DIR, else the user's data directory + /custos/up).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// First of five consecutive loopback ports (core, acme IdP, acme KMS, globex IdP, globex KMS).
+        /// First of seven consecutive loopback ports (core, acme IdP, acme KMS, globex IdP, globex KMS, acme web client, globex web client).
         #[arg(long, default_value_t = 8400)]
         base_port: u16,
         /// Also run the scripted demo once everything is up.
@@ -54,7 +55,7 @@ enum Command {
         /// Where everything is kept (as for `up`).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// First of five consecutive loopback ports.
+        /// First of seven consecutive loopback ports.
         #[arg(long, default_value_t = 8400)]
         base_port: u16,
     },

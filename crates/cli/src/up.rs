@@ -29,6 +29,8 @@ struct Org {
     compliance_readers: &'static [&'static str],
     idp_port: u16,
     kms_port: u16,
+    /// The org's web host (the web client), at `http://<name>.localhost:<port>`.
+    web_port: u16,
 }
 
 fn orgs(base: u16) -> [Org; 2] {
@@ -40,6 +42,7 @@ fn orgs(base: u16) -> [Org; 2] {
             compliance_readers: &["carol"],
             idp_port: base + 1,
             kms_port: base + 2,
+            web_port: base + 5,
         },
         Org {
             domain: "globex.test",
@@ -48,6 +51,7 @@ fn orgs(base: u16) -> [Org; 2] {
             compliance_readers: &[],
             idp_port: base + 3,
             kms_port: base + 4,
+            web_port: base + 6,
         },
     ]
 }
@@ -128,6 +132,8 @@ struct ReadyOrg {
     domain: String,
     issuer: String,
     kms_url: String,
+    /// The org's web client.
+    web_url: String,
     profile: PathBuf,
     users: Vec<(String, String)>,
     bots: Vec<(String, String)>,
@@ -137,7 +143,7 @@ struct ReadyOrg {
 pub struct UpOptions {
     /// Data directory.
     pub data_dir: Option<PathBuf>,
-    /// First of five consecutive ports.
+    /// First of seven consecutive ports.
     pub base_port: u16,
     /// Print the ready line as JSON.
     pub json: bool,
@@ -173,6 +179,7 @@ fn cmk_env(org: &str) -> String {
 /// A running deployment (in this process).
 pub struct Deployment {
     ready: Ready,
+    webs: Vec<crate::web_host::Running>,
     idps: Vec<idp::Running>,
     kmses: Vec<kms::server::Running>,
     core: custos_core::server::Running,
@@ -186,6 +193,9 @@ impl Deployment {
 
     /// Stops every server.
     pub async fn stop(self) {
+        for w in self.webs {
+            w.task.abort();
+        }
         stop(self.idps, self.kmses, self.core).await
     }
 }
@@ -243,6 +253,7 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
     let core_url = format!("http://127.0.0.1:{base}");
     let mut idps = Vec::new();
     let mut kmses = Vec::new();
+    let mut webs = Vec::new();
     let mut ready = Ready { data_dir: data.clone(), core_url: core_url.clone(), orgs: Vec::new() };
     let mut core_cfg = format!(
         "# Written by `custos up`.\nlisten = \"127.0.0.1:{base}\"\ndata_dir = \"core\"\n\n# Bots on loopback may take webhooks over plain HTTP (development only).\n[webhooks]\nallow_http = true\n\n[identity]\naudience = {}\n",
@@ -257,6 +268,9 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
         let issuer = format!("http://127.0.0.1:{}", org.idp_port);
         let kms_domain = format!("kms.{}", org.domain);
         let kms_audience = format!("kms://{kms_domain}");
+        // Its own host name per org: cookies and storage ignore ports.
+        let name = org.domain.split('.').next().unwrap_or(org.domain);
+        let web_origin = format!("http://{name}.localhost:{}", org.web_port);
 
         // The org's development identity provider.
         let mut idp_cfg = format!(
@@ -285,6 +299,11 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
             )?;
             bots.push((bot.to_string(), secret.clone()));
         }
+        write!(
+            idp_cfg,
+            "\n# The org's web client signs users in here (authorization code + PKCE).\n[[web_clients]]\nclient_id = \"custos-web\"\nredirect_uris = [{}]\n",
+            toml_str(&format!("{web_origin}/"))
+        )?;
         let idp_path = dir.join("idp.toml");
         write_private(&idp_path, &idp_cfg)?;
         let idp = idp::start(idp::Config::load(&idp_path)?)
@@ -348,7 +367,7 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
             .collect();
         write!(
             core_orgs,
-            "\n[[orgs]]\ndomain = {}\nkms_uri = {}\nkms_url = {}\nkms_key = {}\ncompliance_readers = [{}]\nsearch_indexers = [{}]\nmoderators = [{}]\npreview_services = [{}]\n",
+            "\n[[orgs]]\ndomain = {}\nkms_uri = {}\nkms_url = {}\nkms_key = {}\ncompliance_readers = [{}]\nsearch_indexers = [{}]\nmoderators = [{}]\npreview_services = [{}]\nweb_origins = [{}]\n",
             toml_str(org.domain),
             toml_str(&kms_audience),
             toml_str(&format!("http://127.0.0.1:{}", org.kms_port)),
@@ -356,8 +375,27 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
             readers.join(", "),
             indexers.join(", "),
             moderators.join(", "),
-            previewers.join(", ")
+            previewers.join(", "),
+            toml_str(&web_origin)
         )?;
+
+        // The org's web client, served from the org's realm with its settings.
+        let app = crate::web_host::AppConfig {
+            org: org.domain.to_string(),
+            issuer: issuer.clone(),
+            client_id: "custos-web".into(),
+            core_url: core_url.clone(),
+            core_audience: CORE_AUDIENCE.into(),
+            kms_domain: kms_domain.clone(),
+            kms_audience: kms_audience.clone(),
+            kms_key: key_jwk.clone(),
+        };
+        let listen: std::net::SocketAddr = format!("127.0.0.1:{}", org.web_port).parse()?;
+        webs.push(
+            crate::web_host::start(listen, &app)
+                .await
+                .with_context(|| format!("starting the web host of {}", org.domain))?,
+        );
 
         // What the org hands its users: where to log in, and the KMS key to pin.
         let profile = OrgProfile {
@@ -384,6 +422,7 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
             domain: org.domain.to_string(),
             issuer,
             kms_url: format!("http://127.0.0.1:{}", org.kms_port),
+            web_url: format!("{web_origin}/"),
             profile: profile_path,
             users,
             bots,
@@ -400,7 +439,7 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
     let core = custos_core::server::start(custos_core::config::Config::load(&core_path)?)
         .await
         .context("starting the core")?;
-    Ok(Deployment { ready, idps, kmses, core })
+    Ok(Deployment { ready, webs, idps, kmses, core })
 }
 
 async fn stop(idps: Vec<idp::Running>, kmses: Vec<kms::server::Running>, core: custos_core::server::Running) {
@@ -420,6 +459,10 @@ fn print_ready(r: &Ready) {
     println!("  core: {}", r.core_url);
     for o in &r.orgs {
         println!("  {}: identity provider {}, KMS {}", o.domain, o.issuer, o.kms_url);
+    }
+    println!("\nOpen the web client in a browser (Chromium and Firefox resolve *.localhost to this machine):");
+    for o in &r.orgs {
+        println!("  {}: {}", o.domain, o.web_url);
     }
     println!("\nLog in (each user in their own config directory, e.g. CUSTOS_CONFIG_DIR=~/.custos-alice):");
     for o in &r.orgs {

@@ -326,12 +326,7 @@ impl KmsClient {
         let uri = format!("{resource}/keys");
         let resp = self.call(Method::Retrieve, &uri, RequestBody { count: Some(1), ..Default::default() }).await?;
         let hint = resp.rekey_after;
-        let keys = resp.keys.unwrap_or_default();
-        let k = keys.first().ok_or_else(|| Error::Tampered("the space's resource has no key".into()))?;
-        let k = ContentKey::from_object(k)?;
-        if k.resource.as_ref() != Some(resource) {
-            return Err(Error::Tampered("the KMS answered with a key of another resource".into()));
-        }
+        let k = ContentKey::newest_of(&resp.keys.unwrap_or_default(), resource)?;
         self.keys.lock().expect("not poisoned").put(k.uri.to_string(), (k.clone(), std::time::Instant::now()));
         Ok((k, hint))
     }

@@ -198,17 +198,7 @@ impl Session {
         let sealed = s.title.as_deref().ok_or_else(|| Error::Tampered("the space has no sealed metadata".into()))?;
         let key_uri = envelope::key_uri_of(sealed)?;
         let key = self.kms.key(&key_uri).await?;
-        if key.resource.as_ref() != Some(&claimed) {
-            return Err(Error::Tampered(
-                "the space's metadata key is bound to another resource than the core claims".into(),
-            ));
-        }
-        // Whoever last retitled the space sealed this; the resource binding is what matters.
-        let env = envelope::open(&key.key, sealed, &key_uri, &claimed.to_string(), None, None)?;
-        let Body::Space { title } = &env.body else {
-            return Err(Error::Tampered("the space's metadata is not space metadata".into()));
-        };
-        let title = title.clone();
+        let title = envelope::open_space_title(&key, sealed, &claimed)?;
         let mut spaces = self.spaces.lock().expect("not poisoned");
         let st = spaces.entry(SpaceId::from(&s.id)).or_insert_with(|| SpaceState { resource: claimed.clone(), current: None });
         if st.resource != claimed {

@@ -36,6 +36,14 @@ impl Key {
         ContentKey::from_object(&obj).map(Key).map_err(|e| e.to_string())
     }
 
+    /// The newest key of `resource` from the KMS's answer (JSON) to
+    /// `retrieve <resource>/keys` with `count` 1: it must be bound there.
+    pub fn newest_from_kms(answer: &str, resource: &str) -> Result<Key, String> {
+        let resp: kms_protocol::Response = parse("KMS answer", answer)?;
+        let resource: KmsUri = resource.parse().map_err(|_| "the resource is not a kms:// URI".to_string())?;
+        ContentKey::newest_of(&resp.keys.unwrap_or_default(), &resource).map(Key).map_err(|e| e.to_string())
+    }
+
     /// Its `kms://` URI.
     pub fn uri(&self) -> String {
         self.0.uri.to_string()
@@ -92,6 +100,19 @@ impl Timeline {
         };
         Ok(message_json(&events::message(&e, content)).to_string())
     }
+}
+
+/// The key URI a sealed item (a space's title, an event) names.
+pub fn sealed_key_uri(sealed: &str) -> Result<String, String> {
+    envelope::key_uri_of(sealed).map_err(|e| e.to_string())
+}
+
+/// A space's title, opened with the key its sealed metadata names and
+/// checked against the resource the core claims for the space.
+pub fn open_space_title(key: &Key, sealed: &str, space_resource: &str) -> Result<String, String> {
+    let resource: KmsUri =
+        space_resource.parse().map_err(|_| "the space's resource is not a kms:// URI".to_string())?;
+    envelope::open_space_title(&key.0, sealed, &resource).map_err(|e| e.to_string())
 }
 
 /// A message as the app shows it.
@@ -246,6 +267,7 @@ fn date_of(now_ms: i64) -> Result<kms_protocol::date::Date, String> {
 /// and passes its clock in.
 pub struct KmsChannel {
     pin: client::KmsPin,
+    client_id: String,
     pending: Option<kms_protocol::channel::PendingHandshake>,
     session: Option<kms_protocol::channel::Session>,
 }
@@ -257,7 +279,7 @@ impl KmsChannel {
             return Err(format!("the pinned KMS key is over {MAX_JSON} bytes"));
         }
         let pin = client::KmsPin::from_jwk_json(domain, pinned_jwk).map_err(|e| e.to_string())?;
-        Ok(KmsChannel { pin, pending: None, session: None })
+        Ok(KmsChannel { pin, client_id: String::new(), pending: None, session: None })
     }
 
     /// Starts a handshake with the user's KMS access token: the compact JWE
@@ -270,6 +292,7 @@ impl KmsChannel {
         let pending =
             kms_protocol::channel::begin_handshake(&self.pin.info(), client).map_err(|e| e.to_string())?;
         let wrapped = pending.wrapped.clone();
+        self.client_id = client_id.to_owned();
         self.session = None;
         self.pending = Some(pending);
         Ok(wrapped)
@@ -290,12 +313,18 @@ impl KmsChannel {
     }
 
     /// Seals a request (`method`, `uri` and the operation's members as a
-    /// JSON object) for the session: `{"requestId", "message"}` as JSON.
-    pub fn wrap(&self, method: &str, uri: &str, body: &str, now_ms: i64) -> Result<String, String> {
+    /// JSON object) for the session, with the user's current KMS access
+    /// `token` as its credential (each request carries one):
+    /// `{"requestId", "message"}` as JSON.
+    pub fn wrap(&self, method: &str, uri: &str, body: &str, token: &str, now_ms: i64) -> Result<String, String> {
         let session = self.session.as_ref().ok_or("no KMS session: hand-shake first")?;
         let method: kms_protocol::Method =
             serde_json::from_value(Value::String(method.to_owned())).map_err(|_| "unknown KMS method".to_string())?;
-        let mut req = kms_protocol::message::Request::new(method, uri, None);
+        let client = kms_protocol::message::ClientInfo {
+            client_id: self.client_id.clone(),
+            credential: kms_protocol::message::Credential::bearer(token),
+        };
+        let mut req = kms_protocol::message::Request::new(method, uri, Some(client));
         req.body = parse("request body", body)?;
         let message = session.wrap_at(&req, date_of(now_ms)?).map_err(|e| e.to_string())?;
         Ok(json!({"requestId": req.request_id, "message": message}).to_string())

@@ -33,6 +33,12 @@ impl Key {
         api::Key::from_kms_json(key_object).map(Key).map_err(err)
     }
 
+    /// The newest key of `resource` from the KMS's answer (JSON).
+    #[wasm_bindgen(js_name = newestFromKms)]
+    pub fn newest_from_kms(answer: &str, resource: &str) -> Result<Key, JsError> {
+        api::Key::newest_from_kms(answer, resource).map(Key).map_err(err)
+    }
+
     /// Its `kms://` URI.
     #[wasm_bindgen(getter)]
     pub fn uri(&self) -> String {
@@ -44,6 +50,18 @@ impl Key {
     pub fn resource(&self) -> Option<String> {
         self.0.resource()
     }
+}
+
+/// The key URI a sealed item names.
+#[wasm_bindgen(js_name = sealedKeyUri)]
+pub fn sealed_key_uri(sealed: &str) -> Result<String, JsError> {
+    api::sealed_key_uri(sealed).map_err(err)
+}
+
+/// A space's title, checked against the resource the core claims.
+#[wasm_bindgen(js_name = openSpaceTitle)]
+pub fn open_space_title(key: &Key, sealed: &str, space_resource: &str) -> Result<String, JsError> {
+    api::open_space_title(&key.0, sealed, space_resource).map_err(err)
 }
 
 /// The replay guard and event opener of one session.
@@ -209,9 +227,9 @@ impl KmsChannel {
         self.0.session_uri()
     }
 
-    /// Seals a request: `{"requestId", "message"}` (JSON).
-    pub fn wrap(&self, method: &str, uri: &str, body: &str, now_ms: f64) -> Result<String, JsError> {
-        self.0.wrap(method, uri, body, now_ms as i64).map_err(err)
+    /// Seals a request with the user's KMS token: `{"requestId", "message"}` (JSON).
+    pub fn wrap(&self, method: &str, uri: &str, body: &str, token: &str, now_ms: f64) -> Result<String, JsError> {
+        self.0.wrap(method, uri, body, token, now_ms as i64).map_err(err)
     }
 
     /// Opens the answer to `requestId` (JSON); a genuine reset throws `reset: …`.

@@ -48,13 +48,16 @@ fn handshake_request_answer_and_resets() {
     assert_eq!(ch.finish_handshake(&answer, now_ms()).unwrap(), uri.to_string());
 
     // A request under the session, answered by the KMS.
-    let sent: Value = serde_json::from_str(&ch.wrap("retrieve", "/keys/1", "{}", now_ms()).unwrap()).unwrap();
+    let sent: Value = serde_json::from_str(&ch.wrap("retrieve", "/keys/1", "{}", "token-abc", now_ms()).unwrap()).unwrap();
     let request_id = sent["requestId"].as_str().unwrap().to_string();
     let Incoming::Session { jwe, .. } = kms_protocol::classify(sent["message"].as_str().unwrap()).unwrap() else {
         panic!("not a session message")
     };
     let req = open_request(&shared, &uri, &jwe).unwrap();
     assert_eq!(req.request_id, request_id);
+    let client = req.client.as_ref().expect("each request carries the user's credential");
+    assert_eq!(client.client_id, "browser-1");
+    assert_eq!(client.credential.bearer.as_ref().map(|b| b.expose()), Some("token-abc"));
     let reply = kms_protocol::seal_response(&shared, &uri, &Response::new(Status::OK, request_id.clone())).unwrap();
     let got: Value = serde_json::from_str(&ch.unwrap(&reply, &request_id, now_ms()).unwrap()).unwrap();
     assert_eq!(got["status"], 200);
@@ -66,7 +69,7 @@ fn handshake_request_answer_and_resets() {
     let e = ch.unwrap(&reset, &request_id, now_ms()).unwrap_err();
     assert_eq!(e, "reset: session revoked");
     assert!(ch.session_uri().is_none());
-    assert!(ch.wrap("ping", "/ping", "{}", now_ms()).unwrap_err().contains("no KMS session"));
+    assert!(ch.wrap("ping", "/ping", "{}", "t", now_ms()).unwrap_err().contains("no KMS session"));
 }
 
 #[test]

@@ -49,11 +49,11 @@ fn free_base() -> anyhow::Result<u16> {
         let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
         let p = probe.local_addr()?.port();
         drop(probe);
-        if p < u16::MAX - 5 && (0..5).all(|k| std::net::TcpListener::bind(("127.0.0.1", p + k)).is_ok()) {
+        if p < u16::MAX - 7 && (0..7).all(|k| std::net::TcpListener::bind(("127.0.0.1", p + k)).is_ok()) {
             return Ok(p);
         }
     }
-    anyhow::bail!("no five consecutive free ports")
+    anyhow::bail!("no seven consecutive free ports (what custos up takes)")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -13,17 +13,17 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_custos");
 
-/// Five consecutive free loopback ports.
+/// Seven consecutive free loopback ports (what `custos up` takes).
 pub fn free_base() -> u16 {
     let seed = std::process::id() as u64
         ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
     for i in 0..200u64 {
         let base = 20000 + ((seed.wrapping_mul(6364136223846793005).wrapping_add(i * 7919)) % 40000) as u16;
-        if (0..5).all(|k| std::net::TcpListener::bind(("127.0.0.1", base + k)).is_ok()) {
+        if (0..7).all(|k| std::net::TcpListener::bind(("127.0.0.1", base + k)).is_ok()) {
             return base;
         }
     }
-    panic!("no five free ports");
+    panic!("no seven free ports");
 }
 
 /// A running `custos up`.

@@ -230,6 +230,22 @@ pub fn open(
     Ok(env)
 }
 
+/// Opens a space's sealed metadata (its title) with `key`, the key it
+/// names, against the resource the core claims for the space. Fails closed:
+/// a key bound to another resource, or metadata naming another resource or
+/// not being space metadata, is `Tampered`.
+pub fn open_space_title(key: &ContentKey, sealed: &str, claimed: &kms_protocol::KmsUri) -> Result<String> {
+    if key.resource.as_ref() != Some(claimed) {
+        return Err(Error::Tampered("the space's metadata key is bound to another resource than the core claims".into()));
+    }
+    // Whoever last retitled the space sealed this; the resource binding is what matters.
+    let env = open(&key.key, sealed, &key.uri.to_string(), &claimed.to_string(), None, None)?;
+    let Body::Space { title } = &env.body else {
+        return Err(Error::Tampered("the space's metadata is not space metadata".into()));
+    };
+    Ok(title.clone())
+}
+
 /// Checks that the core presents a sealed event as the event its sender
 /// sealed: the same kind, sender's event id (the core's `client_event_id`),
 /// thread parent and target. Returns the sealed binding.

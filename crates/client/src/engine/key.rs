@@ -31,6 +31,17 @@ impl std::fmt::Debug for ContentKey {
 }
 
 impl ContentKey {
+    /// The key of a "newest key of this resource" answer (`keys`, newest
+    /// first): it must be bound to `resource`.
+    pub fn newest_of(keys: &[KeyObject], resource: &KmsUri) -> Result<Self> {
+        let k = keys.first().ok_or_else(|| Error::Tampered("the space's resource has no key".into()))?;
+        let k = Self::from_object(k)?;
+        if k.resource.as_ref() != Some(resource) {
+            return Err(Error::Tampered("the KMS answered with a key of another resource".into()));
+        }
+        Ok(k)
+    }
+
     /// From the KMS's key object: a 256-bit oct key, else the KMS is not to be trusted with it.
     pub fn from_object(k: &KeyObject) -> Result<Self> {
         let key = k
