@@ -1,0 +1,158 @@
+// The web client as people use it, in a real browser (Chromium, driven by
+// playwright-core), against the servers of `custos up`: alice and bob of
+// acme and dave of globex sign in through their orgs' identity providers,
+// read what the CLI sent, and chat live across orgs; the CLI reads what the
+// browsers sent. Screenshots of the main screens go to target/screenshots.
+//
+// Needs the `custos` binary (CUSTOS_BIN, default target/debug/custos) and
+// Chromium (CHROMIUM, default /usr/bin/chromium): without them it fails.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const root = resolve(import.meta.dirname, '../../..');
+const BIN = process.env.CUSTOS_BIN ?? join(root, 'target/debug/custos');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const SHOTS = join(root, 'target/screenshots');
+
+let up, ready, browser, work;
+
+function portFree(port) {
+  return new Promise((ok) => {
+    const s = createServer().once('error', () => ok(false)).once('listening', () => s.close(() => ok(true)));
+    s.listen(port, '127.0.0.1');
+  });
+}
+
+async function freeBase() {
+  for (let i = 0; i < 200; i++) {
+    const base = 20000 + Math.floor(Math.random() * 40000);
+    let all = true;
+    for (let k = 0; k < 7 && all; k++) all = await portFree(base + k);
+    if (all) return base;
+  }
+  throw new Error('no seven free ports');
+}
+
+const org = (d) => ready.orgs.find((o) => o.domain === d);
+const password = (u) => ready.orgs.flatMap((o) => o.users).find(([id]) => id === u)[1];
+
+function cliText(user, ...args) {
+  return execFileSync(BIN, ['--json', '--config-dir', join(work, user), ...args], { encoding: 'utf8' });
+}
+
+const cli = (user, ...args) => JSON.parse(cliText(user, ...args));
+
+function cliLogin(user) {
+  const domain = user.split('@')[1];
+  execFileSync(BIN, ['--json', '--config-dir', join(work, user), 'login', '--org', org(domain).profile, '--user', user, '--password-stdin'], {
+    input: password(user),
+  });
+}
+
+before(async () => {
+  assert.ok(existsSync(BIN), `the custos binary is missing at ${BIN} (cargo build -p custos-cli)`);
+  assert.ok(existsSync(CHROMIUM), `Chromium is missing at ${CHROMIUM} (apt-get install chromium)`);
+  mkdirSync(SHOTS, { recursive: true });
+  work = mkdtempSync(join(tmpdir(), 'custos-web-'));
+  const base = await freeBase();
+  up = spawn(BIN, ['--json', 'up', '--data-dir', join(work, 'data'), '--base-port', String(base)], { stdio: ['ignore', 'pipe', 'ignore'] });
+  ready = await new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error('custos up did not become ready')), 90_000);
+    createInterface({ input: up.stdout }).on('line', (line) => {
+      if (line.startsWith('{"ready"')) {
+        clearTimeout(timer);
+        ok(JSON.parse(line).ready);
+      }
+    });
+    up.once('exit', (code) => fail(new Error(`custos up exited (${code})`)));
+  });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--headless=new'] });
+});
+
+after(async () => {
+  await browser?.close();
+  up?.kill('SIGKILL');
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+async function signIn(user, viewport = { width: 1280, height: 800 }) {
+  const ctx = await browser.newContext({ viewport });
+  const page = await ctx.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  page.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
+  await page.goto(org(user.split('@')[1]).web_url);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  // The org's identity provider's page.
+  await page.getByLabel('Username').fill(user);
+  await page.getByLabel('Password').fill(password(user));
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText(user, { exact: true }).waitFor();
+  await page.getByRole('status', { name: 'Connection' }).filter({ hasText: 'live' }).waitFor();
+  return { ctx, page, problems };
+}
+
+async function open(page, title) {
+  await page.getByRole('navigation', { name: 'Spaces' }).getByRole('button', { name: new RegExp(title) }).click();
+  return page.getByRole('log', { name: 'Messages' });
+}
+
+async function send(page, text) {
+  await page.getByRole('textbox', { name: 'Message' }).fill(text);
+  await page.getByRole('button', { name: 'Send' }).click();
+}
+
+test('alice, bob and dave of another org chat live in their browsers, and the CLI reads it all', async () => {
+  cliLogin('alice@acme.test');
+  const space = cli('alice@acme.test', 'space', 'create', 'Launch', '--member', 'bob@acme.test', '--member', 'dave@globex.test');
+  cli('alice@acme.test', 'send', space.id, 'hello from the CLI');
+
+  const alice = await signIn('alice@acme.test');
+  const bob = await signIn('bob@acme.test');
+  const dave = await signIn('dave@globex.test');
+  for (const p of [alice, bob, dave]) {
+    const log = await open(p.page, 'Launch');
+    await log.getByText('hello from the CLI').waitFor();
+  }
+  await alice.page.screenshot({ path: join(SHOTS, 'web-alice-space.png') });
+
+  await send(bob.page, 'Hi from Bob’s browser');
+  await (await alice.page.getByRole('log', { name: 'Messages' })).getByText('Hi from Bob’s browser').waitFor();
+  await dave.page.getByRole('log', { name: 'Messages' }).getByText('Hi from Bob’s browser').waitFor();
+  await send(dave.page, 'Dave here, from globex');
+  await alice.page.getByRole('log', { name: 'Messages' }).getByText('Dave here, from globex').waitFor();
+  await bob.page.getByRole('log', { name: 'Messages' }).getByText('Dave here, from globex').waitFor();
+  await bob.page.screenshot({ path: join(SHOTS, 'web-bob-live.png') });
+
+  // What the browsers sent is what the CLI reads.
+  const texts = cliText('alice@acme.test', 'read', space.id);
+  assert.ok(texts.includes('Hi from Bob’s browser') && texts.includes('Dave here, from globex'), texts.slice(0, 500));
+
+  // Message content is text, never markup.
+  await send(alice.page, '<img src=x onerror=alert(1)> **bold**');
+  const shown = bob.page.getByRole('log', { name: 'Messages' }).getByText('<img src=x onerror=alert(1)> **bold**');
+  await shown.waitFor();
+  assert.equal(await bob.page.locator('ol.timeline img').count(), 0);
+
+  for (const p of [alice, bob, dave]) assert.deepEqual(p.problems, [], 'no errors on the page');
+  for (const p of [alice, bob, dave]) await p.ctx.close();
+});
+
+test('a phone-sized screen shows the spaces and the timeline without overlap', async () => {
+  const carol = await signIn('bob@acme.test', { width: 390, height: 844 });
+  const log = await open(carol.page, 'Launch');
+  await log.getByText('hello from the CLI').waitFor();
+  const nav = await carol.page.getByRole('navigation', { name: 'Spaces' }).boundingBox();
+  const composer = await carol.page.getByRole('form', { name: 'Send a message' }).boundingBox();
+  assert.ok(nav && composer && nav.y + nav.height <= composer.y, 'the space list sits above the composer');
+  assert.ok(composer.x >= 0 && composer.x + composer.width <= 390, 'the composer fits the screen');
+  await carol.page.screenshot({ path: join(SHOTS, 'web-phone.png') });
+  await carol.ctx.close();
+});
