@@ -184,6 +184,7 @@ impl std::str::FromStr for Role {
 }
 
 /// A role as the core names it; anything else is an answer outside its API.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn core_role(s: &str) -> Result<Role> {
     s.parse().map_err(|_| Error::Core {
         status: 200,

@@ -74,6 +74,7 @@ pub struct CoreEvent {
 }
 
 /// A file as the core describes it.
+#[cfg(not(target_arch = "wasm32"))]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub(crate) struct CoreFile {
     /// Id.
