@@ -74,6 +74,7 @@ before(async () => {
     up.once('exit', (code) => fail(new Error(`custos up exited (${code})`)));
   });
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--headless=new'] });
+  cliLogin('alice@acme.test');
 });
 
 after(async () => {
@@ -82,9 +83,10 @@ after(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-async function signIn(user, viewport = { width: 1280, height: 800 }) {
+async function signIn(user, viewport = { width: 1280, height: 800 }, setup = async () => {}) {
   const ctx = await browser.newContext({ viewport });
   const page = await ctx.newPage();
+  await setup(page);
   const problems = [];
   page.on('pageerror', (e) => problems.push(e.message));
   page.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
@@ -110,7 +112,6 @@ async function send(page, text) {
 }
 
 test('alice, bob and dave of another org chat live in their browsers, and the CLI reads it all', async () => {
-  cliLogin('alice@acme.test');
   const space = cli('alice@acme.test', 'space', 'create', 'Launch', '--member', 'bob@acme.test', '--member', 'dave@globex.test');
   cli('alice@acme.test', 'send', space.id, 'hello from the CLI');
 
@@ -143,6 +144,62 @@ test('alice, bob and dave of another org chat live in their browsers, and the CL
 
   for (const p of [alice, bob, dave]) assert.deepEqual(p.problems, [], 'no errors on the page');
   for (const p of [alice, bob, dave]) await p.ctx.close();
+});
+
+function sqlite(db, sql, ...params) {
+  execFileSync('python3', ['-c', 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=10); c.execute(sys.argv[2], sys.argv[3:]); c.commit()', db, sql, ...params]);
+}
+
+test('what the core alters shows as unreadable, with the reason', async () => {
+  const space = cli('alice@acme.test', 'space', 'create', 'Tampering', '--member', 'bob@acme.test');
+  const sent = cli('alice@acme.test', 'send', space.id, 'the real plan');
+  const forged = cli('alice@acme.test', 'send', space.id, 'second message');
+  const db = join(work, 'data/core/core.db');
+  // The provider re-attributes one message and corrupts another's ciphertext.
+  sqlite(db, 'UPDATE core_events SET sender = ? WHERE space_id = ? AND seq = ?', 'mallory@acme.test', space.id, String(sent.seq));
+  // One character of the ciphertext segment (before the 22-character tag) flipped.
+  sqlite(db, "UPDATE core_events SET ciphertext = substr(ciphertext, 1, length(ciphertext) - 41) || (CASE substr(ciphertext, length(ciphertext) - 40, 1) WHEN 'A' THEN 'B' ELSE 'A' END) || substr(ciphertext, length(ciphertext) - 39) WHERE space_id = ? AND seq = ?", space.id, String(forged.seq));
+  const bob = await signIn('bob@acme.test');
+  const log = await open(bob.page, 'Tampering');
+  await log.getByText(/^Unreadable: .*the core says mallory@acme.test sent this; the sealed content says alice@acme.test$/).waitFor();
+  await log.getByText(/^Unreadable: .*decryption failed/).waitFor();
+  assert.equal(await log.getByText('the real plan').count(), 0, 'a re-attributed message is not shown as mallory\'s');
+  await bob.page.screenshot({ path: join(SHOTS, 'web-unreadable.png') });
+  await bob.ctx.close();
+});
+
+test('a lost connection resumes without losing or repeating messages; a removed member reads nothing after', async () => {
+  const space = cli('alice@acme.test', 'space', 'create', 'Resume', '--member', 'bob@acme.test');
+  // The page's socket to the core goes through this proxy, which can cut it.
+  const sockets = [];
+  let refuse = false;
+  const bob = await signIn('bob@acme.test', undefined, (page) =>
+    page.routeWebSocket(/\/v1\/ws$/, (ws) => {
+      if (refuse) return ws.close();
+      ws.connectToServer();
+      sockets.push(ws);
+    }),
+  );
+  const log = await open(bob.page, 'Resume');
+  await log.getByText('bob@acme.test joined').waitFor();
+  refuse = true;
+  for (const ws of sockets) await ws.close();
+  await bob.page.getByRole('status', { name: 'Connection' }).filter({ hasText: 'reconnecting' }).waitFor();
+  cli('alice@acme.test', 'send', space.id, 'sent while you were away');
+  refuse = false;
+  await log.getByText('sent while you were away').waitFor({ timeout: 30_000 });
+  cli('alice@acme.test', 'send', space.id, 'and one more, live');
+  await log.getByText('and one more, live').waitFor();
+  assert.equal(await log.getByText('sent while you were away').count(), 1, 'delivered once');
+
+  // Alice removes bob: his page shows it, and nothing sent afterwards reaches it.
+  cliText('alice@acme.test', 'space', 'remove', space.id, 'bob@acme.test');
+  await log.getByText('bob@acme.test left or was removed').waitFor();
+  cli('alice@acme.test', 'send', space.id, 'after bob left');
+  await new Promise((r) => setTimeout(r, 2000));
+  assert.equal(await log.getByText('after bob left').count(), 0);
+  assert.deepEqual(bob.problems, []);
+  await bob.ctx.close();
 });
 
 test('a phone-sized screen shows the spaces and the timeline without overlap', async () => {
