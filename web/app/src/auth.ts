@@ -2,9 +2,10 @@
 // identity provider (any OIDC provider; oauth4webapi does the protocol), one
 // single-audience token for the core and one for the KMS (RFC 8707).
 //
-// Tokens live in memory only: nothing is written to localStorage or
-// IndexedDB. The PKCE verifier and state wait in sessionStorage during the
-// redirect (this tab only) and are removed on return.
+// Access tokens live in memory only; the refresh token is kept encrypted
+// (store.ts) so that a reload or a second tab signs in without the IdP.
+// The PKCE verifier and state wait in sessionStorage during the redirect
+// (this tab only) and are removed on return.
 import * as oauth from 'oauth4webapi';
 import type { OrgConfig } from './config';
 
@@ -65,6 +66,15 @@ async function tokenFor(cfg: OrgConfig, as: oauth.AuthorizationServer, refresh: 
     ...insecure(cfg),
   });
   return oauth.processRefreshTokenResponse(as, client, r);
+}
+
+/** Signs in again from a kept refresh token: the core's and the KMS's tokens. */
+export async function resume(cfg: OrgConfig, refresh: string): Promise<Tokens> {
+  const as = await server(cfg);
+  const core = await tokenFor(cfg, as, refresh, cfg.coreAudience);
+  const next = core.refresh_token ?? refresh;
+  const kms = await tokenFor(cfg, as, next, cfg.kmsAudience);
+  return { core: core.access_token, kms: kms.access_token, refresh: kms.refresh_token ?? next, userHint: '' };
 }
 
 /** Completes the sign-in on return from the IdP: the core's and the KMS's tokens. */

@@ -1,7 +1,8 @@
 // The Custos web client: sign in, spaces, a live timeline, send.
 import './style.css';
 import { loadConfig, type OrgConfig } from './config';
-import { beginLogin, finishLogin, isCallback } from './auth';
+import { beginLogin, finishLogin, isCallback, resume, type Tokens } from './auth';
+import { forget, keepRefreshToken, keptRefreshToken } from './store';
 import { Session, loadEngine, type Message, type Space } from './session';
 import { el } from './text';
 
@@ -156,10 +157,11 @@ async function signedIn(session: Session) {
     },
     (s) => (state.textContent = s),
   );
-  logout.addEventListener('click', () => {
+  logout.addEventListener('click', async () => {
     stop();
     session.close();
     sessionStorage.clear();
+    await forget(session.cfg.org);
     location.replace(`${location.origin}/`);
   });
 }
@@ -173,13 +175,33 @@ async function start() {
     show(failure('Custos cannot start', e));
     return;
   }
-  if (!isCallback()) {
-    signInScreen(cfg);
-    return;
+  let tokens: Tokens;
+  if (isCallback()) {
+    show(el('p', { class: 'status' }, 'Signing in…'));
+    try {
+      tokens = await finishLogin(cfg);
+    } catch (e) {
+      show(failure('Signing in failed', e, cfg));
+      return;
+    }
+  } else {
+    const kept = await keptRefreshToken(cfg.org);
+    if (!kept) {
+      signInScreen(cfg);
+      return;
+    }
+    show(el('p', { class: 'status' }, 'Signing in…'));
+    try {
+      tokens = await resume(cfg, kept);
+    } catch {
+      // Expired, revoked, or the user is gone: sign in afresh.
+      await forget(cfg.org);
+      signInScreen(cfg);
+      return;
+    }
   }
-  show(el('p', { class: 'status' }, 'Signing in…'));
   try {
-    const tokens = await finishLogin(cfg);
+    await keepRefreshToken(cfg.org, tokens.refresh);
     const session = new Session(cfg, tokens);
     await session.open();
     await signedIn(session);

@@ -202,6 +202,50 @@ test('a lost connection resumes without losing or repeating messages; a removed 
   await bob.ctx.close();
 });
 
+test('a reload signs in again from the encrypted refresh token; nothing readable is stored; logging out forgets it', async () => {
+  const bob = await signIn('bob@acme.test');
+  await (await open(bob.page, 'Launch')).getByText('hello from the CLI').waitFor();
+  await bob.page.reload();
+  await bob.page.getByText('bob@acme.test', { exact: true }).waitFor();
+  assert.ok(!bob.page.url().includes('/authorize'), 'no trip to the identity provider');
+  await (await open(bob.page, 'Launch')).getByText('hello from the CLI').waitFor();
+  const kept = await bob.page.evaluate(async () => {
+    const db = await new Promise((ok) => {
+      const r = indexedDB.open('custos');
+      r.onsuccess = () => ok(r.result);
+    });
+    const all = await new Promise((ok) => {
+      const r = db.transaction('session').objectStore('session').getAll();
+      r.onsuccess = () => ok(r.result);
+    });
+    db.close();
+    let exported = 'refused';
+    try {
+      await crypto.subtle.exportKey('raw', all[0].key);
+      exported = 'exported';
+    } catch {}
+    return {
+      local: localStorage.length,
+      session: sessionStorage.length,
+      records: all.length,
+      extractable: all[0].key.extractable,
+      exported,
+      stored: Array.from(new Uint8Array(all[0].data)).map((b) => String.fromCharCode(b)).join(''),
+    };
+  });
+  assert.deepEqual([kept.local, kept.session, kept.records], [0, 0, 1], 'one record, in IndexedDB only');
+  assert.equal(kept.extractable, false);
+  assert.equal(kept.exported, 'refused', 'the key cannot be read by script');
+  assert.ok(!kept.stored.includes('eyJ'), 'the refresh token (a JWT) is not stored readable');
+
+  await bob.page.getByRole('button', { name: 'Log out' }).click();
+  await bob.page.getByRole('button', { name: 'Sign in' }).waitFor();
+  await bob.page.reload();
+  await bob.page.getByRole('button', { name: 'Sign in' }).waitFor();
+  assert.deepEqual(bob.problems, []);
+  await bob.ctx.close();
+});
+
 test('a phone-sized screen shows the spaces and the timeline without overlap', async () => {
   const carol = await signIn('bob@acme.test', { width: 390, height: 844 });
   const log = await open(carol.page, 'Launch');
