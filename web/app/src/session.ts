@@ -5,7 +5,8 @@
 // nothing the engine decides.
 import init, * as engine from './wasm/web.js';
 import type { OrgConfig } from './config';
-import type { Tokens } from './auth';
+import { resume, type Tokens } from './auth';
+import { keepRefreshToken } from './store';
 
 export interface Space {
   id: string;
@@ -48,12 +49,22 @@ export class Session {
     this.channel = new engine.KmsChannel(cfg.kmsDomain, cfg.kmsKey);
   }
 
-  async core<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** New access tokens from the refresh token (they expire while the page stays open). */
+  private async renew(): Promise<void> {
+    this.tokens = await resume(this.cfg, this.tokens.refresh);
+    await keepRefreshToken(this.cfg.org, this.tokens.refresh);
+  }
+
+  async core<T>(method: string, path: string, body?: unknown, renewed = false): Promise<T> {
     const r = await fetch(`${this.cfg.coreUrl}${path}`, {
       method,
       headers: { authorization: `Bearer ${this.tokens.core}`, ...(body ? { 'content-type': 'application/json' } : {}) },
       body: body ? JSON.stringify(body) : undefined,
     });
+    if (r.status === 401 && !renewed) {
+      await this.renew();
+      return this.core(method, path, body, true);
+    }
     const text = await r.text();
     if (!r.ok) {
       let why = `HTTP ${r.status}`;
@@ -68,12 +79,16 @@ export class Session {
     return JSON.parse(text) as T;
   }
 
-  private async relay(message: string): Promise<string> {
+  private async relay(message: string, renewed = false): Promise<string> {
     const r = await fetch(`${this.cfg.coreUrl}/kms/${encodeURIComponent(this.cfg.kmsDomain)}/messages`, {
       method: 'POST',
       headers: { authorization: `Bearer ${this.tokens.core}`, 'content-type': 'application/jose' },
       body: message,
     });
+    if (r.status === 401 && !renewed) {
+      await this.renew();
+      return this.relay(message, true);
+    }
     const text = await r.text();
     if (r.status === 429) throw new Error('the KMS is busy: try again in a moment');
     if (r.status >= 500 && !text.includes('.')) throw new Error(`the org's KMS cannot be reached (HTTP ${r.status})`);
@@ -87,11 +102,18 @@ export class Session {
 
   /** One KMS request: handshakes first if needed, and once again after a genuine reset. */
   async kms(method: string, uri: string, body: unknown = {}): Promise<any> {
+    let renewed = false;
     for (let attempt = 0; ; attempt++) {
       if (!this.channel.sessionUri) await this.handshake();
       const sent = JSON.parse(this.channel.wrap(method, uri, JSON.stringify(body), this.tokens.kms, Date.now()));
       try {
         const resp = JSON.parse(this.channel.unwrap(await this.relay(sent.message), sent.requestId, Date.now()));
+        if (resp.status === 401 && !renewed) {
+          // The KMS token expired: once, with fresh tokens.
+          renewed = true;
+          await this.renew();
+          continue;
+        }
         if (resp.status >= 400) throw new KmsRefusal(resp.status, resp.reason ?? 'refused');
         return resp;
       } catch (e) {
