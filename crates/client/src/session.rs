@@ -172,11 +172,7 @@ impl Session {
         // Bound by the resource's creation (the KMS's date; ours if it gave none).
         let bound_at = resource.create_date.unwrap_or_else(time::OffsetDateTime::now_utc);
         let key = ContentKey { resource: Some(resource.uri.clone()), bind_date: Some(bound_at), ..key };
-        let meta = envelope::seal(
-            &key.key,
-            &key.uri.to_string(),
-            &self.envelope(&resource.uri, Body::Space { title: title.to_string() }),
-        )?;
+        let meta = envelope::seal_space_title(&key, &resource.uri, self.user_id.as_str(), now_ms(), title)?;
         let s = self.core.create_space(&resource.uri.to_string(), &meta, &key.uri.to_string()).await?;
         for m in &auth {
             self.core.add_member(&s.id, m, Role::Member.as_str()).await?;

@@ -107,6 +107,14 @@ pub fn sealed_key_uri(sealed: &str) -> Result<String, String> {
     envelope::key_uri_of(sealed).map_err(|e| e.to_string())
 }
 
+/// Seals a new space's title under `key` (fresh from the KMS, bound to
+/// `space_resource` as the resource is created), as `sender` at `now_ms`.
+pub fn seal_space_title(key: &Key, space_resource: &str, sender: &str, now_ms: i64, title: &str) -> Result<String, String> {
+    let resource: KmsUri =
+        space_resource.parse().map_err(|_| "the space's resource is not a kms:// URI".to_string())?;
+    envelope::seal_space_title(&key.0, &resource, sender, now_ms, title).map_err(|e| e.to_string())
+}
+
 /// A space's title, opened with the key its sealed metadata names and
 /// checked against the resource the core claims for the space.
 pub fn open_space_title(key: &Key, sealed: &str, space_resource: &str) -> Result<String, String> {

@@ -58,6 +58,12 @@ pub fn sealed_key_uri(sealed: &str) -> Result<String, JsError> {
     api::sealed_key_uri(sealed).map_err(err)
 }
 
+/// Seals a new space's title.
+#[wasm_bindgen(js_name = sealSpaceTitle)]
+pub fn seal_space_title(key: &Key, space_resource: &str, sender: &str, now_ms: f64, title: &str) -> Result<String, JsError> {
+    api::seal_space_title(&key.0, space_resource, sender, now_ms as i64, title).map_err(err)
+}
+
 /// A space's title, checked against the resource the core claims.
 #[wasm_bindgen(js_name = openSpaceTitle)]
 pub fn open_space_title(key: &Key, sealed: &str, space_resource: &str) -> Result<String, JsError> {

@@ -278,6 +278,14 @@ fn a_fresh_seal_opens_and_bad_input_is_refused() {
     let got = Timeline::new().open(Some(&k1), None, s["spaceResource"].as_str().unwrap(), &ev.to_string()).unwrap();
     assert!(got.contains(r#""text":"new""#), "{got}");
 
+    // A space's title: sealed in the browser, opened against its resource only.
+    let res = s["spaceResource"].as_str().unwrap();
+    let title = api::seal_space_title(&k1, res, "alice@acme.example", T0, "Launch").unwrap();
+    assert_eq!(api::open_space_title(&k1, &title, res).unwrap(), "Launch");
+    assert!(api::open_space_title(&k1, &title, "kms://kms.acme.example/resources/other").is_err());
+    assert!(api::seal_space_title(&k1, "kms://kms.acme.example/resources/other", "a", T0, "x").is_err());
+    assert!(api::seal_space_title(&k1, res, "a", T0, "").is_err());
+
     // Refusals, each a clear error that quotes nothing it was given.
     let e = Key::from_kms_json(r#"{"uri": "kms://x/keys/1", "jwk": {"kty": "oct", "k": "c2VjcmV0"}}"#).unwrap_err();
     assert!(e.contains("key object is not valid") && !e.contains("c2VjcmV0"), "{e}");

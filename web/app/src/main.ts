@@ -66,7 +66,12 @@ async function signedIn(session: Session) {
   const state = el('span', { class: 'who', role: 'status', 'aria-label': 'Connection' }, 'connecting');
   const nav = el('nav', { 'aria-label': 'Spaces' }, el('h2', {}, 'Spaces'));
   const list = el('ul', {});
-  nav.append(list);
+  const newTitle = el('input', { 'aria-label': 'New space name', placeholder: 'New space', maxlength: '200', required: '' });
+  const newMembers = el('input', { 'aria-label': 'Members', placeholder: 'Members: bob@acme.test, …' });
+  const create = el('button', { type: 'submit' }, 'Create space');
+  const createProblem = el('div', { role: 'alert' });
+  const createForm = el('form', { class: 'create', 'aria-label': 'Create a space' }, newTitle, newMembers, create, createProblem);
+  nav.append(list, createForm);
   const pane = el('section', { class: 'space', 'aria-label': 'Space' }, el('p', { class: 'status' }, 'Choose a space.'));
   show(el('header', {}, el('h1', {}, 'Custos'), state, who, logout), el('div', { class: 'layout' }, nav, pane));
 
@@ -141,6 +146,27 @@ async function signedIn(session: Session) {
     for (const m of await session.history(s.id)) render(m);
   };
 
+  createForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const title = newTitle.value.trim();
+    if (!title) return;
+    create.disabled = true;
+    createProblem.replaceChildren();
+    try {
+      const id = await session.createSpace(title, newMembers.value.split(/[\s,;]+/));
+      newTitle.value = '';
+      newMembers.value = '';
+      spaces = await session.listSpaces();
+      drawList();
+      const made = spaces.find((s) => s.id === id);
+      if (made) await openSpace(made);
+    } catch (e) {
+      createProblem.replaceChildren(el('p', { class: 'error' }, `Not created: ${(e as Error).message}`));
+    } finally {
+      create.disabled = false;
+    }
+  });
+
   spaces = await session.listSpaces();
   for (const s of spaces) unread.set(s.id, Math.max(0, s.lastSeq - s.readSeq));
   drawList();
@@ -149,6 +175,11 @@ async function signedIn(session: Session) {
   // Live from where each space's list left off.
   const stop = session.live(
     (m) => {
+      if (!spaces.some((s) => s.id === m.spaceId)) {
+        // Added to a space since: it is in the session's list now.
+        spaces = session.known();
+        unread.set(m.spaceId, 0);
+      }
       if (m.spaceId === current) render(m);
       else {
         unread.set(m.spaceId, (unread.get(m.spaceId) ?? 0) + 1);

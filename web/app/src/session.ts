@@ -167,6 +167,8 @@ export class Session {
 
   /** Opens one core event through the engine: its checks decide what is shown. */
   async decrypt(event: any): Promise<Message> {
+    // A space joined since the list was read: learn its resource first.
+    if (!this.spaces.has(event.space_id)) await this.listSpaces();
     const space = this.spaces.get(event.space_id);
     const resource = space?.resource ?? '';
     const json = JSON.stringify(event);
@@ -189,6 +191,27 @@ export class Session {
     return out;
   }
 
+  /** Creates a space: a fresh key and a resource at the KMS (members
+   *  authorized there), the title sealed under it, then the space and its
+   *  members at the core. Returns the new space's id. */
+  async createSpace(title: string, members: string[]): Promise<string> {
+    const others = [...new Set(members.map((m) => m.trim()).filter((m) => m && m !== this.userId))];
+    const created = await this.kms('create', '/keys', { count: 1 });
+    const key = engine.Key.fromKms(JSON.stringify(created.keys?.[0]));
+    const res = await this.kms('create', '/resources', { authIds: others, keyUris: [key.uri] });
+    const resource = res.resource?.uri;
+    if (typeof resource !== 'string') throw new Error('the KMS answered without the resource');
+    const sealed = engine.sealSpaceTitle(key, resource, this.userId, Date.now(), title);
+    const space = await this.core<{ id: string }>('POST', '/v1/spaces', {
+      resource_uri: resource,
+      title: { ciphertext: sealed, key_uri: key.uri },
+    });
+    for (const m of others) {
+      await this.core('POST', `/v1/spaces/${encodeURIComponent(space.id)}/members`, { user_id: m, role: 'member' });
+    }
+    return space.id;
+  }
+
   async send(spaceId: string, text: string, parent?: string): Promise<Message> {
     const space = this.spaces.get(spaceId);
     if (!space) throw new Error('unknown space');
@@ -204,6 +227,11 @@ export class Session {
       sealed: { ciphertext: sealed, key_uri: key.uri },
     });
     return this.decrypt(e);
+  }
+
+  /** The spaces as last listed. */
+  known(): Space[] {
+    return [...this.spaces.values()];
   }
 
   /** The live stream of every space: each event opened, then `onMessage`. Reconnects by itself. */

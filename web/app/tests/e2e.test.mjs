@@ -146,6 +146,25 @@ test('alice, bob and dave of another org chat live in their browsers, and the CL
   for (const p of [alice, bob, dave]) await p.ctx.close();
 });
 
+test('a space made in the browser, with a member of another org, reaches the others live and the CLI', async () => {
+  const alice = await signIn('alice@acme.test');
+  const dave = await signIn('dave@globex.test');
+  await alice.page.getByRole('textbox', { name: 'New space name' }).fill('Made in a browser');
+  await alice.page.getByRole('textbox', { name: 'Members' }).fill('bob@acme.test, dave@globex.test');
+  await alice.page.getByRole('button', { name: 'Create space' }).click();
+  await alice.page.getByRole('log', { name: 'Messages' }).getByText('dave@globex.test joined').waitFor();
+  await send(alice.page, 'first words in the new space');
+  // Dave was not in it when his page loaded: it appears, and it reads.
+  const log = await open(dave.page, 'Made in a browser');
+  await log.getByText('first words in the new space').waitFor();
+  await alice.page.screenshot({ path: join(SHOTS, 'web-created.png') });
+  const listed = cliText('alice@acme.test', 'spaces');
+  assert.ok(listed.includes('Made in a browser'), listed);
+  assert.deepEqual([...alice.problems, ...dave.problems], []);
+  await alice.ctx.close();
+  await dave.ctx.close();
+});
+
 function sqlite(db, sql, ...params) {
   execFileSync('python3', ['-c', 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=10); c.execute(sys.argv[2], sys.argv[3:]); c.commit()', db, sql, ...params]);
 }

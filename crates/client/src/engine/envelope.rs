@@ -230,6 +230,32 @@ pub fn open(
     Ok(env)
 }
 
+/// Seals a space's metadata (its title) as `sender` at `ts`, under `key`
+/// bound (or being bound, at the resource's creation) to `resource`.
+pub fn seal_space_title(
+    key: &ContentKey,
+    resource: &kms_protocol::KmsUri,
+    sender: &str,
+    ts: i64,
+    title: &str,
+) -> Result<String> {
+    if key.resource.as_ref().is_some_and(|r| r != resource) {
+        return Err(Error::Invalid("the key is bound to another resource than the space's".into()));
+    }
+    if title.is_empty() || title.len() > 1024 {
+        return Err(Error::Invalid("a space's title is 1 to 1024 bytes".into()));
+    }
+    let env = Envelope {
+        v: 1,
+        space: resource.to_string(),
+        sender: sender.to_owned(),
+        ts,
+        event: None,
+        body: Body::Space { title: title.to_owned() },
+    };
+    seal(&key.key, &key.uri.to_string(), &env)
+}
+
 /// Opens a space's sealed metadata (its title) with `key`, the key it
 /// names, against the resource the core claims for the space. Fails closed:
 /// a key bound to another resource, or metadata naming another resource or
