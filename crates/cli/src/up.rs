@@ -379,24 +379,6 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
             toml_str(&web_origin)
         )?;
 
-        // The org's web client, served from the org's realm with its settings.
-        let app = crate::web_host::AppConfig {
-            org: org.domain.to_string(),
-            issuer: issuer.clone(),
-            client_id: "custos-web".into(),
-            core_url: core_url.clone(),
-            core_audience: CORE_AUDIENCE.into(),
-            kms_domain: kms_domain.clone(),
-            kms_audience: kms_audience.clone(),
-            kms_key: key_jwk.clone(),
-        };
-        let listen: std::net::SocketAddr = format!("127.0.0.1:{}", org.web_port).parse()?;
-        webs.push(
-            crate::web_host::start(listen, &app)
-                .await
-                .with_context(|| format!("starting the web host of {}", org.domain))?,
-        );
-
         // What the org hands its users: where to log in, and the KMS key to pin.
         let profile = OrgProfile {
             org: org.domain.to_string(),
@@ -409,6 +391,14 @@ pub async fn start(data: PathBuf, base: u16, secrets: Secrets) -> anyhow::Result
             kms_key: key_jwk,
             kms_url: None,
         };
+        // The org's web client, served from the org's realm with its settings.
+        let app = crate::web_host::AppConfig::from_profile(&profile, "custos-web");
+        let listen: std::net::SocketAddr = format!("127.0.0.1:{}", org.web_port).parse()?;
+        webs.push(
+            crate::web_host::start(listen, &app)
+                .await
+                .with_context(|| format!("starting the web host of {}", org.domain))?,
+        );
         let profile_path = data.join(format!("{}.profile.toml", org.domain));
         std::fs::write(
             &profile_path,

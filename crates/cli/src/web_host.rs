@@ -26,19 +26,37 @@ const FILES: &[(&str, &str, &[u8])] = &[
 #[cfg(test)]
 const INTEGRITY: &str = include_str!("../../../web/dist/integrity.json");
 
-/// What the app of one org needs to know (its `/config.json`).
+/// What the app of one org needs to know: its `/config.json`, the org's
+/// profile (the one the CLI reads) in the app's names, with the app's own
+/// client id at the issuer.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppConfig {
-    pub org: String,
-    pub issuer: String,
-    pub client_id: String,
-    pub core_url: String,
-    pub core_audience: String,
-    pub kms_domain: String,
-    pub kms_audience: String,
+    org: String,
+    issuer: String,
+    client_id: String,
+    core_url: String,
+    core_audience: String,
+    kms_domain: String,
+    kms_audience: String,
     /// The KMS's static public key (JWK, as JSON text): the app pins it.
-    pub kms_key: String,
+    kms_key: String,
+}
+
+impl AppConfig {
+    /// From the org's profile, for the web client registered as `client_id`.
+    pub fn from_profile(p: &crate::profile::OrgProfile, client_id: &str) -> Self {
+        Self {
+            org: p.org.clone(),
+            issuer: p.issuer.clone(),
+            client_id: client_id.to_owned(),
+            core_url: p.core_url.clone(),
+            core_audience: p.core_audience.clone(),
+            kms_domain: p.kms_domain.clone(),
+            kms_audience: p.kms_audience.clone(),
+            kms_key: p.kms_key.clone(),
+        }
+    }
 }
 
 #[derive(Clone)]
