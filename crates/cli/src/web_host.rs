@@ -61,7 +61,7 @@ impl AppConfig {
 
 #[derive(Clone)]
 struct Host {
-    config: String,
+    config: axum::body::Bytes,
     csp: HeaderValue,
 }
 
@@ -78,7 +78,8 @@ pub fn csp(cfg: &AppConfig) -> String {
     )
 }
 
-fn respond(host: &Host, status: StatusCode, ctype: &'static str, body: Vec<u8>) -> Response {
+fn respond(host: &Host, status: StatusCode, ctype: &'static str, body: impl Into<axum::body::Body>) -> Response {
+    let body: axum::body::Body = body.into();
     let mut r = (status, body).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
@@ -94,13 +95,13 @@ fn respond(host: &Host, status: StatusCode, ctype: &'static str, body: Vec<u8>) 
 async fn file(State(host): State<Host>, path: Option<Path<String>>) -> Response {
     let name = path.map(|Path(p)| p).unwrap_or_else(|| "index.html".into());
     match FILES.iter().find(|(n, _, _)| *n == name) {
-        Some((_, ctype, body)) => respond(&host, StatusCode::OK, ctype, body.to_vec()),
-        None => respond(&host, StatusCode::NOT_FOUND, "text/plain; charset=utf-8", b"not found\n".to_vec()),
+        Some((_, ctype, body)) => respond(&host, StatusCode::OK, ctype, *body),
+        None => respond(&host, StatusCode::NOT_FOUND, "text/plain; charset=utf-8", &b"not found\n"[..]),
     }
 }
 
 async fn config(State(host): State<Host>) -> Response {
-    respond(&host, StatusCode::OK, "application/json", host.config.clone().into_bytes())
+    respond(&host, StatusCode::OK, "application/json", host.config.clone())
 }
 
 /// A running web host.
@@ -111,7 +112,7 @@ pub struct Running {
 /// Serves the app of one org on `listen`.
 pub async fn start(listen: SocketAddr, cfg: &AppConfig) -> anyhow::Result<Running> {
     let host = Host {
-        config: serde_json::to_string(cfg)?,
+        config: serde_json::to_vec(cfg)?.into(),
         csp: HeaderValue::from_str(&csp(cfg)).map_err(|_| anyhow::anyhow!("the app's CSP is not a header value"))?,
     };
     let app = Router::new()

@@ -412,6 +412,11 @@ impl Config {
         all
     }
 
+    /// Whether `origin` is one of the orgs' web origins.
+    pub fn allows_web_origin(&self, origin: &str) -> bool {
+        self.orgs.iter().any(|o| o.web_origins.iter().any(|w| w == origin))
+    }
+
     /// The org of which `user_id` is a compliance reader, if any.
     pub fn compliance_org_of(&self, user_id: &str) -> Option<&OrgConfig> {
         self.org_of(user_id).filter(|o| o.is_compliance_reader(user_id))

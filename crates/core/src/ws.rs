@@ -87,7 +87,7 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
     // Browsers apply no CORS to WebSockets: a page of another origin could
     // open one. They always send `Origin`; only the orgs' web origins pass.
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin.to_str().is_ok_and(|o| state.core.cfg.web_origins().iter().any(|w| w == o));
+        let allowed = origin.to_str().is_ok_and(|o| state.core.cfg.allows_web_origin(o));
         if !allowed {
             use axum::response::IntoResponse as _;
             return crate::error::ApiError::forbidden("origin", "this origin is not one of the orgs' web origins")

@@ -39,14 +39,12 @@ pub(crate) fn router(idp: Idp) -> Router {
 /// endpoint. A form POST needs no preflight; one is answered all the same.
 async fn cors(State(idp): State<Idp>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
+    let for_apps = path == "/token" || path == "/jwks" || path.starts_with("/.well-known/");
+    let origin = for_apps
+        .then(|| request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()))
+        .flatten()
         .filter(|o| idp.allows_origin(o))
         .map(str::to_owned);
-    let for_apps = path == "/token" || path == "/jwks" || path.starts_with("/.well-known/");
-    let origin = origin.filter(|_| for_apps);
     let mut response = if request.method() == axum::http::Method::OPTIONS && origin.is_some() {
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();

@@ -39,6 +39,8 @@ struct Inner {
     clients: HashMap<String, ResolvedClient>,
     public_clients: HashSet<String>,
     web_clients: HashMap<String, WebClient>,
+    /// The web clients' origins (from their redirect URIs), derived once.
+    web_origins: HashSet<String>,
     codes: Mutex<CodeStore>,
     audiences: Vec<String>,
     default_audience: Option<String>,
@@ -160,6 +162,7 @@ impl Idp {
                 clients: resolved.clients.into_iter().map(|c| (c.client_id.clone(), c)).collect(),
                 public_clients: config.public_clients.iter().cloned().collect(),
                 web_clients: config.web_clients.iter().map(|w| (w.client_id.clone(), w.clone())).collect(),
+                web_origins: config.web_clients.iter().flat_map(WebClient::origins).collect(),
                 codes: Mutex::new(CodeStore::default()),
                 audiences: config.audiences.clone(),
                 default_audience: config.default_audience.clone(),
@@ -616,7 +619,7 @@ impl Idp {
     /// The origins of every web client: those the token endpoint, discovery
     /// and the key set answer cross-origin.
     pub(crate) fn allows_origin(&self, origin: &str) -> bool {
-        self.inner.web_clients.values().any(|w| w.origins().iter().any(|o| o == origin))
+        self.inner.web_origins.contains(origin)
     }
 
     /// The device authorization endpoint.

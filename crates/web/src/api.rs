@@ -25,6 +25,11 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, St
     serde_json::from_str(text).map_err(|e| format!("the {what} is not valid: {e}"))
 }
 
+/// `s` as a `kms://` URI; `what` names it in the error.
+fn kms_uri(what: &str, s: &str) -> Result<KmsUri, String> {
+    s.parse().map_err(|_| format!("{what} is not a kms:// URI"))
+}
+
 /// A content key as the KMS released it, held in wasm memory (zeroized on drop).
 #[derive(Debug)]
 pub struct Key(ContentKey);
@@ -40,7 +45,7 @@ impl Key {
     /// `retrieve <resource>/keys` with `count` 1: it must be bound there.
     pub fn newest_from_kms(answer: &str, resource: &str) -> Result<Key, String> {
         let resp: kms_protocol::Response = parse("KMS answer", answer)?;
-        let resource: KmsUri = resource.parse().map_err(|_| "the resource is not a kms:// URI".to_string())?;
+        let resource = kms_uri("the resource", resource)?;
         ContentKey::newest_of(&resp.keys.unwrap_or_default(), &resource).map(Key).map_err(|e| e.to_string())
     }
 
@@ -88,8 +93,7 @@ impl Timeline {
         event: &str,
     ) -> Result<String, String> {
         let e: CoreEvent = parse("event", event)?;
-        let resource: KmsUri =
-            space_resource.parse().map_err(|_| "the space's resource is not a kms:// URI".to_string())?;
+        let resource = kms_uri("the space's resource", space_resource)?;
         let content = match (events::plain_content(&e), key) {
             (Some(c), _) => Ok(c),
             (None, Some(k)) => events::open_sealed(&k.0, &mut self.guard, &resource, &e),
@@ -110,16 +114,14 @@ pub fn sealed_key_uri(sealed: &str) -> Result<String, String> {
 /// Seals a new space's title under `key` (fresh from the KMS, bound to
 /// `space_resource` as the resource is created), as `sender` at `now_ms`.
 pub fn seal_space_title(key: &Key, space_resource: &str, sender: &str, now_ms: i64, title: &str) -> Result<String, String> {
-    let resource: KmsUri =
-        space_resource.parse().map_err(|_| "the space's resource is not a kms:// URI".to_string())?;
+    let resource = kms_uri("the space's resource", space_resource)?;
     envelope::seal_space_title(&key.0, &resource, sender, now_ms, title).map_err(|e| e.to_string())
 }
 
 /// A space's title, opened with the key its sealed metadata names and
 /// checked against the resource the core claims for the space.
 pub fn open_space_title(key: &Key, sealed: &str, space_resource: &str) -> Result<String, String> {
-    let resource: KmsUri =
-        space_resource.parse().map_err(|_| "the space's resource is not a kms:// URI".to_string())?;
+    let resource = kms_uri("the space's resource", space_resource)?;
     envelope::open_space_title(&key.0, sealed, &resource).map_err(|e| e.to_string())
 }
 
@@ -356,7 +358,7 @@ impl KmsChannel {
     /// open one, or one the app remembers): `Ok(reason)` when genuine, fresh
     /// and for that session, which is then dropped; an error otherwise.
     pub fn pushed_reset(&mut self, compact: &str, session_uri: &str, now_ms: i64) -> Result<String, String> {
-        let session: KmsUri = session_uri.parse().map_err(|_| "the session is not a kms:// URI".to_string())?;
+        let session = kms_uri("the session", session_uri)?;
         let reason = kms_protocol::channel::verify_pushed_reset_at(&self.pin.info(), compact, &session, date_of(now_ms)?)
             .map_err(|e| e.to_string())?;
         if self.session.as_ref().is_some_and(|s| s.uri() == &session) {

@@ -50,7 +50,7 @@ fn event(seq: i64, kind: &str, sender: &str, cid: &str, sealed: &str, key_uri: &
 
 fn record() -> Value {
     let resource = "9a1d2c3b-0000-4000-8000-00000000a11c";
-    let k1 = key_object("0b5e1a2c-0000-4000-8000-0000000000k1".replace('k', "c").as_str(), resource);
+    let k1 = key_object("0b5e1a2c-0000-4000-8000-0000000000c1", resource);
     let k2 = key_object("0b5e1a2c-0000-4000-8000-0000000000c2", "9a1d2c3b-0000-4000-8000-0000000e15e0");
     let key1 = Key::from_kms_json(&k1.to_string()).unwrap();
     let key2 = Key::from_kms_json(&k2.to_string()).unwrap();
